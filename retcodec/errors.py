@@ -1,0 +1,48 @@
+"""Exceptions raised by retcodec.
+
+Every error a user can trigger with bad input derives from :class:`RetcodecError`
+and carries a message that says what is wrong and what to do about it. Each also
+derives from the matching builtin (``ValueError``, ``FileNotFoundError``, ...)
+so that generic handlers keep working.
+"""
+from __future__ import annotations
+
+
+class RetcodecError(Exception):
+    """Base class of all retcodec errors."""
+
+
+class CheckpointError(RetcodecError, ValueError):
+    """A model checkpoint cannot be read or does not match a known layout."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint asks to import something outside the allow-list (nothing was executed)."""
+
+
+class UnknownModelTypeError(CheckpointError):
+    """``model_type`` of a checkpoint is not one retcodec can rebuild."""
+
+
+class RecordingError(RetcodecError, ValueError):
+    """A recording file does not follow the published layout, or holds bad values."""
+
+
+class MissingDataError(RetcodecError, FileNotFoundError):
+    """A file, group or bundled resource that is needed does not exist."""
+
+
+class ShapeError(RetcodecError, ValueError):
+    """An array has the wrong shape for the operation."""
+
+
+class NonFiniteError(RetcodecError, ValueError):
+    """An array that must be finite holds NaN or Inf."""
+
+
+class CellMismatchError(RetcodecError, ValueError):
+    """Cells requested or implied by a model do not match those of a recording."""
+
+
+class ConfigurationError(RetcodecError, ValueError):
+    """An argument combination or option value is not valid."""
