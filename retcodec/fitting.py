@@ -1,0 +1,295 @@
+"""Fit the published ``VaryModel`` CNN layout to a recording (``retcodec fit``).
+
+The published training recipe (published-formats §1, §3.4): Poisson loss on the
+rates, L1 on the outputs, L2 on the weights (Adam's ``weight_decay``), windows of
+40 frames z-scored with the train split's global mean/std. Here the validation
+set is a contiguous held-out slice at the end of the train split (separated by
+one window length, so no frame is shared), early stopping is on the mean
+validation correlation and the best weights are kept.
+
+The ganglion layer reads each cell at its receptive-field centre, so the
+centres are estimated from the recording itself: the peak of the spike-triggered
+average (white noise when the experiment has it, else the fitted stimulus).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy import ndimage
+
+from .architectures import VaryModel, build_model
+from .errors import ConfigurationError, NonFiniteError, ShapeError
+from .evaluation import pearson
+
+
+@dataclass
+class FitConfig:
+    """Hyper-parameters of :func:`fit` (defaults measured on the in-silico retina)."""
+
+    chans: tuple[int, int] = (8, 8)
+    ksizes: tuple[int, int, int] = (15, 11, 11)
+    history: int = 40
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    l2: float = 1e-4
+    l1: float = 1e-4
+    noise: float = 0.05
+    drop_p: float = 0.05
+    val_fraction: float = 0.1
+    patience: int = 6
+    lr_decay: float = 0.5
+    lr_patience: int = 2
+    seed: int = 0
+    threads: int | None = None
+
+    def hyps(self, n_cells: int, centers: np.ndarray, extra: dict[str, Any]) -> dict[str, Any]:
+        """The published hyps dict for a VaryModel with these settings."""
+        h = dict(model_type="VaryModel", chans=list(self.chans), ksizes=list(self.ksizes),
+                 img_shape=[self.history, 50, 50], n_units=int(n_cells), n_layers=3,
+                 stackconvs=True, stack_ksizes=3, stack_chans=None, drop_p=self.drop_p,
+                 convgc=True, bnorm_d=2, bias=True, gc_bias=False, noise=self.noise,
+                 bn_moment=0.01, softplus=True, inference_exp=False, activ_fxn="ReLU",
+                 lossfxn="PoissonNLLLoss", log_poisson=False, lr=self.lr, l2=self.l2, l1=self.l1,
+                 batch_size=self.batch_size, seed=self.seed, centers=np.asarray(centers, np.int64))
+        h.update(extra)
+        return h
+
+
+# --------------------------------------------------------------------------- centres
+def spike_triggered_average(stimulus: np.ndarray, rate: np.ndarray, history: int = 40,
+                            chunk: int = 5000) -> np.ndarray:
+    """Rate-weighted average of the preceding ``history`` frames: ``(n, lag, H, W)``.
+
+    ``stimulus`` (T, H, W) should be zero-mean; lag index j is ``history - j``
+    frames before the response bin (the model's window order: last = most recent).
+    """
+    T = stimulus.shape[0]
+    n = rate.shape[0]
+    sta = np.zeros((n, history) + stimulus.shape[1:], np.float64)
+    w = rate[:, history:] - rate[:, history:].mean(axis=1, keepdims=True)
+    for s in range(0, T - history, chunk):
+        e = min(s + chunk, T - history)
+        frames = stimulus[s:e + history].reshape(e - s + history, -1)
+        for j in range(history):
+            sta[:, j] += (w[:, s:e] @ frames[j:j + e - s]).reshape((n,) + stimulus.shape[1:])
+    return (sta / max(T - history, 1)).astype(np.float32)
+
+
+def sta_centers(sta: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """Receptive-field centre (row, col) of each cell: the peak of the STA's spatial energy.
+
+    The energy is the variance over lags of each pixel, smoothed with a Gaussian
+    of ``smooth`` px; the centre is its arg-max, refined by the energy-weighted
+    mean of a 5x5 neighbourhood, then rounded to whole pixels.
+    """
+    out = []
+    for cell in sta:
+        energy = ndimage.gaussian_filter(cell.var(axis=0), smooth)
+        r, c = np.unravel_index(np.argmax(energy), energy.shape)
+        r0, r1, c0, c1 = max(r - 2, 0), r + 3, max(c - 2, 0), c + 3
+        patch = energy[r0:r1, c0:c1]
+        yy, xx = np.mgrid[r0:r0 + patch.shape[0], c0:c0 + patch.shape[1]]
+        out.append([(patch * yy).sum() / patch.sum(), (patch * xx).sum() / patch.sum()])
+    return np.rint(np.array(out)).astype(np.int64)
+
+
+def find_centers(recording: xr.Dataset, history: int = 40) -> tuple[np.ndarray, str]:
+    """Estimate cell centres from a recording's train split (white noise when available).
+
+    Looks for ``whitenoise.h5`` beside the recording's file; falls back to the
+    recording itself. Returns ``(centers (n, 2) int, description of the source)``.
+    """
+    from .recordings import load_recording
+
+    source = recording
+    src = recording.attrs.get("source_file")
+    if src and recording.attrs.get("stim_type") != "whitenoise":
+        wn = Path(src).with_name("whitenoise.h5")
+        if wn.exists():
+            source = load_recording(wn, split="train", cells=list(recording["cell"].values))
+    stim = np.asarray(source["stimulus"].values, np.float32)
+    stim = (stim - stim.mean()) / (stim.std() + 1e-7)
+    rate = np.asarray(source["rate"].transpose("cell", "time").values, np.float32)
+    sta = spike_triggered_average(stim, rate, history)
+    how = f"STA peak on {source.attrs.get('stim_type', 'the fitted stimulus')} train split"
+    return sta_centers(sta), how
+
+
+# --------------------------------------------------------------------------- data
+class WindowBatches:
+    """Random mini-batches of ``(B, history, 50, 50)`` windows from an in-memory stimulus."""
+
+    def __init__(self, stim: torch.Tensor, rate: torch.Tensor, history: int) -> None:
+        self.stim = stim                       # (T, H, W) float32, z-scored
+        self.rate = rate                       # (T, n)
+        self.history = history
+        self.view = stim.unfold(0, history, 1)  # (T-h+1, H, W, h), a view
+
+    def windows(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.view[idx].permute(0, 3, 1, 2).contiguous()
+
+    def targets(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.rate[idx + self.history]
+
+
+def _zscore_train(recording: xr.Dataset) -> tuple[np.ndarray, dict[str, float]]:
+    stim = np.asarray(recording["stimulus"].values, np.float32)
+    if not np.isfinite(stim).all():
+        raise NonFiniteError("the train stimulus holds NaN or Inf values; fix the recording first")
+    mean = float(stim.mean(dtype=np.float64))
+    std = float(stim.std(dtype=np.float64)) + 1e-7
+    return ((stim - mean) / std).astype(np.float32), {"mean": mean, "std": std}
+
+
+# --------------------------------------------------------------------------- fit
+def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.ndarray | None = None,
+        test: xr.Dataset | None = None, device: str = "cpu", progress: bool = True,
+        out: str | Path | None = None, **overrides: Any) -> tuple[VaryModel, xr.Dataset]:
+    """Fit a published-layout ``VaryModel`` to the train split ``recording``.
+
+    Parameters: ``config`` (:class:`FitConfig`; keyword ``overrides`` replace
+    fields), ``centers`` (n, 2) in stimulus px (default: estimated from the
+    recording's STA), ``test`` split for the final report, ``device``, ``out``
+    (checkpoint path, written with :func:`retcodec.save_model`).
+    Returns the fitted model (eval mode, best validation weights) and its
+    training history as a Dataset over ``epoch``.
+    """
+    unknown = set(overrides) - {f for f in asdict(FitConfig())}
+    if unknown:
+        raise ConfigurationError(f"unknown fit option(s) {sorted(unknown)}; see retcodec.fitting.FitConfig")
+    cfg = dataclasses.replace(config or FitConfig(), **overrides)
+    if recording.attrs.get("split", "train") != "train":
+        raise ConfigurationError("fit() needs the train split (load_recording(..., split='train'))")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    stim, norm_stats = _zscore_train(recording)
+    rate = np.asarray(recording["rate"].transpose("time", "cell").values, np.float32)
+    if not np.isfinite(rate).all():
+        raise NonFiniteError("the train rates hold NaN or Inf values")
+    if stim.shape[0] != rate.shape[0]:
+        raise ShapeError(f"stimulus has {stim.shape[0]} frames but rate has {rate.shape[0]} bins")
+    cells = [int(c) for c in recording["cell"].values]
+    how = "given"
+    if centers is None:
+        centers, how = find_centers(recording, cfg.history)
+    centers = np.asarray(centers, np.int64).reshape(-1, 2)
+    if len(centers) != len(cells):
+        raise ShapeError(f"{len(centers)} centres for {len(cells)} cells")
+
+    n_windows = stim.shape[0] - cfg.history
+    n_val = max(int(n_windows * cfg.val_fraction), 1)
+    train_idx = np.arange(0, n_windows - n_val - cfg.history)
+    val_idx = np.arange(n_windows - n_val, n_windows)
+    data = WindowBatches(torch.from_numpy(stim), torch.from_numpy(rate), cfg.history)
+
+    hyps = cfg.hyps(len(cells), centers, dict(
+        dataset=recording.attrs.get("experiment", "unknown"), stim_type=recording.attrs.get("stim_type", "unknown"),
+        cells=cells, centers_source=how))
+    model = build_model("VaryModel", hyps).to(device)
+    _init_like_published(model, rate)
+    model.meta.update(dataset=hyps["dataset"], stim_type=hyps["stim_type"], cells=cells,
+                      img_shape=hyps["img_shape"], norm_stats=norm_stats, centers=centers)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.l2)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.lr_decay,
+                                                       patience=cfg.lr_patience)
+    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_correlation": [], "lr": [], "seconds": []}
+    best = (-math.inf, None, -1)
+    bad = 0
+    bar = _progress(range(cfg.epochs), progress, desc="fit")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device)
+        vloss, vcor = _validate(model, data, val_idx, cfg, device)
+        sched.step(vcor)
+        for k, v in zip(history, (loss, vloss, vcor, opt.param_groups[0]["lr"], time.perf_counter() - t0)):
+            history[k].append(float(v))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.4f}", val_r=f"{vcor:.3f}")
+        if vcor > best[0]:
+            best, bad = (vcor, copy.deepcopy(model.state_dict()), epoch), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    model.eval()
+    hist = xr.Dataset({k: ("epoch", np.asarray(v)) for k, v in history.items()},
+                      coords={"epoch": np.arange(len(history["loss"]))},
+                      attrs={"best_epoch": int(best[2]), "best_val_correlation": float(best[0]),
+                             "centers_source": how, "config": str(asdict(cfg))})
+    model.meta["fit"] = dict(best_epoch=int(best[2]), val_correlation=float(best[0]))
+    if out is not None:
+        from .models import save_model
+        extra: dict[str, Any] = dict(epoch=int(best[2]), val_acc=float(best[0]),
+                                     loss=history["loss"][best[2]] if best[2] >= 0 else float("nan"),
+                                     val_loss=history["val_loss"][best[2]] if best[2] >= 0 else float("nan"))
+        if test is not None:
+            from .evaluation import evaluate
+            ev = evaluate(model, test, device=device)
+            extra["test_pearson"] = float(ev.attrs["median_correlation"])
+            hist.attrs.update({f"test_{k}": v for k, v in ev.attrs.items() if k.startswith("median")})
+        save_model(model, out, **extra)
+    return model, hist
+
+
+def _init_like_published(model: VaryModel, rate: np.ndarray) -> None:
+    """Start the output batch-norm shift near the mean rate so training starts sensibly."""
+    bn = model.sequential[model.layer_index["conv2"] + 2]
+    with torch.no_grad():
+        m = torch.as_tensor(rate.mean(axis=0), dtype=bn.shift.dtype)
+        bn.shift.copy_(torch.log(torch.expm1(m.clamp_min(0.5))))   # softplus^-1(mean rate)
+
+
+def _train_epoch(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, opt: torch.optim.Optimizer,
+                 cfg: FitConfig, rng: np.random.Generator, device: str) -> float:
+    model.train()
+    perm = torch.from_numpy(rng.permutation(idx))
+    total, count = 0.0, 0
+    for s in range(0, len(perm), cfg.batch_size):
+        b = perm[s:s + cfg.batch_size]
+        x = data.windows(b).to(device)
+        y = data.targets(b).to(device)
+        pred = model(x)
+        loss = torch.nn.functional.poisson_nll_loss(pred, y, log_input=False) + cfg.l1 * pred.abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss) * len(b)
+        count += len(b)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _validate(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, cfg: FitConfig,
+              device: str) -> tuple[float, float]:
+    model.eval()
+    preds, ys = [], []
+    t = torch.from_numpy(idx)
+    for s in range(0, len(t), 1024):
+        b = t[s:s + 1024]
+        preds.append(model(data.windows(b).to(device)).cpu())
+        ys.append(data.targets(b))
+    p, y = torch.cat(preds), torch.cat(ys)
+    loss = float(torch.nn.functional.poisson_nll_loss(p, y, log_input=False))
+    return loss, float(np.mean(pearson(p.numpy().T, y.numpy().T)))
+
+
+def _progress(it: Sequence[int], enabled: bool, **kw: Any):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, **kw)

@@ -1,0 +1,634 @@
+"""Models in and out: published checkpoints -> :class:`~retcodec.architectures.RetinaCNN`, and back.
+
+* :func:`load_model` reads a checkpoint safely (:func:`retcodec.checkpoint.load_checkpoint`),
+  rebuilds its layout (:func:`retcodec.architectures.build_model`), loads the
+  weights strictly and fills ``model.meta``.
+* :func:`save_model` writes the published layout, atomically.
+* :func:`predict` runs a model over stimulus windows, batched, and returns
+  rates as a labelled ``(time, cell)`` DataArray.
+
+Tolerances where the published files vary (``published-formats.md`` §1, §6):
+hyps under ``hyps``, ``model_hyps``, ``hyperparams.json`` next to the file, or
+only as top-level copies; ``cells`` as ``"all"`` (resolved with
+:data:`PUBLISHED_CELLS` when the dataset is known and the count agrees),
+a list or an array; ``img_shape`` as tuple or list; ``norm_stats`` as
+``{'mean', 'std'}`` or ``[mean, std]``; missing ``centers`` taken from
+:data:`PUBLISHED_CENTERS`; missing ``n_units`` counted from the last batch-norm;
+missing ``sigma`` (GaussianNoise) and ``num_batches_tracked`` keys filled with
+the model's values; state-dict keys renamed pairwise in order when names differ
+but shapes agree (the published loader's fallback); GrabUnits ``coords`` stored
+in the state dict override the ones rebuilt from the centres.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._version import __version__
+from .architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN,
+                            build_model, centers_to_coords)
+from .checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
+from .errors import (CellMismatchError, CheckpointError, ConfigurationError, NonFiniteError,
+                     ShapeError)
+from .provenance import provenance_attrs, sha256
+from .storage import atomic_path
+
+#: ``datas.CELLS`` of the published code (§3.2): the recorded cells each dataset's models predict
+PUBLISHED_CELLS: dict[str, list[int]] = {
+    "15-10-07": [0, 1, 2, 3, 4],
+    "15-11-21a": [6, 10, 12, 13],
+    "15-11-21b": [0, 1, 3, 5, 8, 9, 13, 14, 16, 17, 18, 20, 21, 22, 23, 24, 25],
+    "16-01-07": [0, 2, 7, 10, 11, 12, 31],
+    "16-01-08": [0, 3, 7, 9, 11],
+    "16-05-31": [2, 3, 4, 14, 16, 18, 20, 25, 27],
+}
+#: ``datas.CENTERS`` (§3.3): (row, col) of each cell of ``PUBLISHED_CELLS``, 50x50 stimulus pixels
+PUBLISHED_CENTERS: dict[str, np.ndarray] = {
+    "15-10-07": np.array([[21, 18], [24, 20], [22, 18], [27, 18], [31, 20]]),
+    "15-11-21a": np.array([[37, 3], [39, 6], [20, 15], [41, 2]]),
+    "15-11-21b": np.array([[16, 13], [20, 12], [19, 7], [19, 3], [21, 7], [22, 6], [21, 7],
+                           [25, 3], [23, 6], [26, 4], [24, 6], [26, 7], [27, 9], [26, 9],
+                           [27, 11], [26, 13], [24, 10]]),
+}
+for _table in PUBLISHED_CENTERS.values():
+    _table.setflags(write=False)
+
+#: checkpoint keys that are not top-level copies of hyps
+CHECKPOINT_KEYS = ("model_type", "model_state_dict", "optim_state_dict", "hyps", "model_hyps",
+                   "norm_stats", "zero_dict", "y_stats", "cur_lr")
+#: training metrics recorded in ``meta['provenance']`` when present
+METRIC_KEYS = ("epoch", "loss", "val_loss", "val_acc", "test_pearson")
+#: hyps a loader may take from the top-level copies when ``hyps`` lacks them
+_ARCHITECTURE_KEYS = ("dataset", "cells", "stim_type", "img_shape", "n_units", "centers", "chans",
+                      "ksizes", "stackconvs", "convgc", "bnorm_d", "bias", "gc_bias", "drop_p",
+                      "noise", "bn_moment", "softplus", "stack_ksizes", "stack_chans")
+#: state-dict entries a checkpoint may lack: the model's own values are kept
+_OPTIONAL_SUFFIXES = (".sigma", ".num_batches_tracked")
+
+
+# --------------------------------------------------------------------------- published tables
+def published_cells(dataset: str | None, n_cells: int | None = None) -> list[int] | None:
+    """``PUBLISHED_CELLS[dataset]`` (a copy), or None when unknown or of another length."""
+    cells = PUBLISHED_CELLS.get(str(dataset)) if dataset is not None else None
+    if cells is None or (n_cells is not None and len(cells) != n_cells):
+        return None
+    return list(cells)
+
+
+def published_centers(dataset: str | None, cells: Sequence[int] | str = "all") -> np.ndarray | None:
+    """Centres ``(n, 2)`` of ``cells`` (original ids, or ``"all"``) from the published tables."""
+    table = PUBLISHED_CENTERS.get(str(dataset)) if dataset is not None else None
+    if table is None:
+        return None
+    if isinstance(cells, str):
+        return table.copy()
+    order = PUBLISHED_CELLS[str(dataset)]
+    if any(int(c) not in order for c in cells):
+        return None
+    return table[[order.index(int(c)) for c in cells]].copy()
+
+
+# --------------------------------------------------------------------------- loading
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> RetinaCNN:
+    """Load a published (or retcodec-saved) checkpoint as an eval-mode model.
+
+    Parameters
+    ----------
+    path
+        Checkpoint file, or a training folder (its last ``*_epoch_N`` file).
+    device
+        Where to put the model (``"cpu"``, ``"cuda"``, ...).
+
+    Returns
+    -------
+    RetinaCNN
+        In eval mode, parameters with ``requires_grad=False``, ``zero_dict``
+        applied, and ``model.meta`` = dict(dataset, cells, stim_type, img_shape,
+        norm_stats, centers, model_type, hyps, provenance).
+
+    Raises
+    ------
+    MissingDataError, UnsafeCheckpointError, CheckpointError, UnknownModelTypeError
+    """
+    file = resolve_checkpoint_path(path)
+    return model_from_checkpoint(load_checkpoint(file), device=device, source=file)
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.device = "cpu",
+                          source: str | Path | None = None) -> RetinaCNN:
+    """Build the model a checkpoint dict describes (see :func:`load_model`).
+
+    ``source`` is the file it came from (for ``hyperparams.json`` and provenance).
+    """
+    device = _as_device(device)
+    if "model_state_dict" not in checkpoint:
+        raise CheckpointError(f"checkpoint {_describe(source)} has no 'model_state_dict' "
+                              f"(keys: {sorted(map(str, checkpoint))})")
+    state = _state_dict(checkpoint["model_state_dict"], source)
+    model_type = str(checkpoint.get("model_type", "VaryModel"))
+    hyps = _complete_hyps(_read_hyps(checkpoint, source), state)
+    try:
+        model = build_model(model_type, hyps)
+    except ConfigurationError as err:
+        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)}: {err}") from err
+    renamed = _load_state(model, state, source)
+    try:
+        model.apply_zero_dict(checkpoint.get("zero_dict") or {})
+    except (ConfigurationError, TypeError, ValueError) as err:
+        raise CheckpointError(f"'zero_dict' of {_describe(source)} cannot be applied: {err}") from err
+    model.meta = _meta(model, model_type, checkpoint, source)
+    if renamed:
+        model.meta["provenance"]["renamed_state_keys"] = True
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def _describe(source: str | Path | None) -> str:
+    return repr(str(source)) if source is not None else "(in memory)"
+
+
+def _as_device(device: str | torch.device | None) -> torch.device:
+    try:
+        return torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError) as err:
+        raise ConfigurationError(f"device {device!r} is not a torch device ('cpu', 'cuda', "
+                                 f"'cuda:1', 'mps'): {err}") from err
+
+
+def _state_dict(state: Any, source: str | Path | None) -> "OrderedDict[str, torch.Tensor]":
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"'model_state_dict' of {_describe(source)} is not a mapping of "
+                              f"names to tensors")
+    out = OrderedDict((str(k), v) for k, v in state.items())
+    if out and all(k.startswith("module.") for k in out):      # saved from DataParallel
+        out = OrderedDict((k[len("module."):], v) for k, v in out.items())
+    return out
+
+
+def _read_hyps(checkpoint: Mapping[str, Any], source: str | Path | None) -> dict[str, Any]:
+    """hyps, else model_hyps, else hyperparams.json beside the file; then top-level copies."""
+    for key in ("hyps", "model_hyps"):
+        if isinstance(checkpoint.get(key), Mapping):
+            hyps = dict(checkpoint[key])
+            break
+    else:
+        hyps = _hyperparams_json(source)
+    for key in _ARCHITECTURE_KEYS:
+        if key not in hyps and key in checkpoint:
+            hyps[key] = checkpoint[key]
+    return hyps
+
+
+def _hyperparams_json(source: str | Path | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    candidate = Path(source).parent / "hyperparams.json"
+    if not candidate.is_file():
+        return {}
+    try:
+        return dict(json.loads(candidate.read_text()))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{str(candidate)!r} is not a JSON object of hyper-parameters: {err}") from err
+
+
+def _complete_hyps(hyps: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Fill ``n_units`` and ``centers`` where the file lacks them; normalise ``centers``."""
+    if "n_units" not in hyps:
+        hyps["n_units"] = _n_units_from_state(state)
+    dataset = hyps.get("dataset")
+    if hyps.get("centers") is None:
+        centers = published_centers(dataset, _cells_list(hyps.get("cells", "all")) or "all")
+        if centers is not None and len(centers) == int(hyps["n_units"]):
+            hyps["centers"] = centers
+    if hyps.get("centers") is not None:
+        hyps["centers"] = _centers_array(hyps["centers"])
+    return hyps
+
+
+def _n_units_from_state(state: Mapping[str, torch.Tensor]) -> int:
+    stats = [k for k in state if k.endswith("running_mean")]
+    if not stats:
+        raise CheckpointError("hyps lack 'n_units' and the state dict has no batch-norm to count "
+                              "the cells from; add n_units to the checkpoint's hyps")
+    return int(state[stats[-1]].numel())
+
+
+def _centers_array(centers: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers)
+        arr = arr.astype(np.int64).reshape(-1, 2)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"'centers' must be (n_cells, 2) integer pixel coordinates: {err}") from err
+    return arr
+
+
+def _cells_list(cells: Any) -> list[int] | None:
+    """Cells as a list of ints; None for ``"all"`` / None."""
+    if cells is None or isinstance(cells, str):
+        if cells not in (None, "all"):
+            raise CheckpointError(f"'cells' must be 'all' or a list of cell indices, got {cells!r}")
+        return None
+    try:
+        values = np.asarray(cells.cpu() if isinstance(cells, torch.Tensor) else cells).ravel()
+        return [int(c) for c in values]
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"'cells' must be 'all' or a list of cell indices: {err}") from err
+
+
+# --------------------------------------------------------------------------- state dict
+def _load_state(model: nn.Module, state: "OrderedDict[str, torch.Tensor]",
+                source: str | Path | None) -> bool:
+    """Load ``state`` strictly, with the published tolerances; True when keys were renamed."""
+    state = _take_grab_coords(model, OrderedDict(state))
+    expected = model.state_dict()
+    filled = OrderedDict(state)
+    for key in expected:
+        if key not in filled and key.endswith(_OPTIONAL_SUFFIXES):
+            filled[key] = expected[key]
+    if _fits(filled, expected):
+        model.load_state_dict(_ordered_like(filled, expected), strict=True)
+        return False
+    renamed = _rename_in_order(state, expected)
+    if renamed is not None:
+        model.load_state_dict(renamed, strict=True)
+        return True
+    raise CheckpointError(_mismatch_message(model, filled, expected, source))
+
+
+def _take_grab_coords(model: nn.Module,
+                      state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    """Stored GrabUnits ``coords`` (some code versions kept them) replace the rebuilt ones."""
+    for name, module in model.named_modules():
+        key = f"{name}.coords"
+        if isinstance(module, GrabUnits) and key in state:
+            coords = state.pop(key).to(torch.long).reshape(-1, 2)
+            if coords.shape != module.coords.shape:
+                raise CheckpointError(f"{key} has shape {tuple(coords.shape)} but the model reads "
+                                      f"{tuple(module.coords.shape)} units")
+            module.coords = coords.to(module.coords.device)
+    return state
+
+
+def _fits(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:
+    return set(state) == set(expected) and all(state[k].shape == expected[k].shape for k in expected)
+
+
+def _ordered_like(state: Mapping[str, torch.Tensor],
+                  expected: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    return OrderedDict((k, state[k]) for k in expected)
+
+
+def _rename_in_order(state: Mapping[str, torch.Tensor],
+                     expected: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor] | None":
+    """The published fallback: pair entries in order, if counts and every shape agree."""
+    targets = list(expected)
+    if len(state) != len(targets):
+        targets = [k for k in expected if not k.endswith(_OPTIONAL_SUFFIXES)]
+    values = list(state.values())
+    if len(values) != len(targets) or any(v.shape != expected[k].shape for v, k in zip(values, targets)):
+        return None
+    renamed = OrderedDict(zip(targets, values))
+    for key in expected:
+        renamed.setdefault(key, expected[key])
+    return renamed
+
+
+def _mismatch_message(model: nn.Module, state: Mapping[str, torch.Tensor],
+                      expected: Mapping[str, torch.Tensor], source: str | Path | None,
+                      limit: int = 8) -> str:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in state and state[k].shape != expected[k].shape]
+
+    def listing(items: list[str]) -> str:
+        more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    parts = [f"missing keys: {listing(missing)}" if missing else "",
+             f"unexpected keys: {listing(unexpected)}" if unexpected else "",
+             f"shape mismatches: {listing(shapes)}" if shapes else ""]
+    hyps = getattr(model, "hyps", {})
+    return (f"the weights of checkpoint {_describe(source)} do not fit the {type(model).__name__} "
+            f"its hyps describe (chans={hyps.get('chans')}, ksizes={hyps.get('ksizes')}, "
+            f"n_units={hyps.get('n_units')}, stackconvs={hyps.get('stackconvs')}); "
+            + "; ".join(p for p in parts if p)
+            + ". Check model_type and hyps against the state dict.")
+
+
+# --------------------------------------------------------------------------- meta
+def _meta(model: RetinaCNN, model_type: str, checkpoint: Mapping[str, Any],
+          source: str | Path | None) -> dict[str, Any]:
+    hyps = model.hyps
+    dataset = hyps.get("dataset")
+    centers = hyps.get("centers")
+    return {
+        "dataset": None if dataset is None else str(dataset),
+        "cells": _resolve_cells(hyps.get("cells", "all"), dataset, model.n_cells),
+        "stim_type": None if hyps.get("stim_type") is None else str(hyps["stim_type"]),
+        "img_shape": model.img_shape,
+        "norm_stats": normalize_norm_stats(checkpoint.get("norm_stats")),
+        "centers": None if centers is None else _centers_array(centers),
+        "model_type": model_type,
+        "hyps": dict(hyps),
+        "provenance": _provenance(checkpoint, source),
+    }
+
+
+def _resolve_cells(cells: Any, dataset: Any, n_cells: int) -> list[int] | str:
+    """List of original cell ids; ``"all"`` resolved by the published table, else kept."""
+    listed = _cells_list(cells)
+    if listed is not None:
+        if len(listed) != n_cells:
+            raise CheckpointError(f"'cells' lists {len(listed)} cells but the model has {n_cells} outputs")
+        return listed
+    resolved = published_cells(dataset, n_cells)
+    if resolved is None and dataset in PUBLISHED_CELLS:
+        warnings.warn(f"cells='all' for dataset {dataset!r} names {len(PUBLISHED_CELLS[dataset])} "
+                      f"cells but the model has {n_cells} outputs; keeping cells='all'",
+                      RuntimeWarning, stacklevel=4)
+    return resolved if resolved is not None else "all"
+
+
+def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
+    """``{'mean', 'std'}`` dict, ``[mean, std]`` or None -> ``{'mean': float, 'std': float}`` or None."""
+    if norm_stats is None:
+        return None
+    try:
+        if isinstance(norm_stats, Mapping):
+            mean, std = norm_stats["mean"], norm_stats["std"]
+        else:
+            mean, std = list(norm_stats)
+        mean, std = float(mean), float(std)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, "
+                              f"got {norm_stats!r}") from err
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise CheckpointError(f"norm_stats need a finite mean and a positive std, got mean={mean}, std={std}")
+    return {"mean": mean, "std": std}
+
+
+def _provenance(checkpoint: Mapping[str, Any], source: str | Path | None) -> dict[str, Any]:
+    prov: dict[str, Any] = {"path": None if source is None else str(Path(source).resolve()),
+                            "sha256": None if source is None else sha256(source),
+                            "retcodec_version": __version__}
+    for key in METRIC_KEYS:
+        value = checkpoint.get(key)
+        scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1
+        if isinstance(value, (int, float, np.number)) or scalar_tensor:
+            number = value.item() if hasattr(value, "item") else value
+            prov[key] = int(number) if key == "epoch" else float(number)
+    return prov
+
+
+# --------------------------------------------------------------------------- saving
+def save_model(model: RetinaCNN, path: str | Path, **extra: Any) -> Path:
+    """Write ``model`` as a published-layout checkpoint, atomically; return the path.
+
+    The dict holds ``model_type``, ``model_state_dict`` (CPU tensors), ``hyps``,
+    ``norm_stats`` (``{'mean', 'std'}`` as ``np.float32``, or ``np.float64``
+    where float32 would round), ``zero_dict``, top-level copies of every hyps
+    key (``centers`` as an ndarray) and ``extra`` (e.g. ``epoch``, ``val_loss``).
+    ``meta`` values (dataset, cells, stim_type, img_shape, centers) are written
+    into the hyps. A collapsed stacked model is saved as ``stackconvs=False``.
+    ``load_model(save_model(m, p))`` reproduces the weights and ``meta`` exactly
+    (all but ``meta['provenance']``).
+
+    Raises
+    ------
+    ConfigurationError
+        ``extra`` would overwrite a checkpoint key or a different hyps copy, or
+        holds values :func:`~retcodec.checkpoint.load_checkpoint` could not read back.
+    """
+    hyps = _hyps_for_saving(model)
+    checkpoint: dict[str, Any] = dict(hyps)
+    for key, value in extra.items():
+        if key in CHECKPOINT_KEYS:
+            raise ConfigurationError(f"extra key {key!r} would overwrite the checkpoint's own {key!r}")
+        if key in hyps and not _same_value(hyps[key], value):
+            raise ConfigurationError(f"extra key {key!r}={value!r} differs from hyps[{key!r}]="
+                                     f"{hyps[key]!r}, whose top-level copy it would replace")
+        checkpoint[key] = value
+    meta = getattr(model, "meta", {}) or {}
+    checkpoint.update({
+        "model_type": str(meta.get("model_type") or model.model_type),
+        "model_state_dict": _state_for_saving(model),
+        "hyps": hyps,
+        "norm_stats": _norm_stats_for_saving(meta.get("norm_stats")),
+        "zero_dict": {str(k): set(int(c) for c in v) for k, v in getattr(model, "zero_dict", {}).items()},
+    })
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+        unreadable = disallowed_globals(tmp)
+        if unreadable:
+            raise ConfigurationError(
+                f"the checkpoint would hold {', '.join(unreadable)}, which load_checkpoint refuses; "
+                f"pass plain numbers, strings, lists, dicts, numpy arrays or tensors as extra keys")
+    return path
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _hyps_for_saving(model: RetinaCNN) -> dict[str, Any]:
+    hyps = dict(model.hyps)
+    meta = getattr(model, "meta", {}) or {}
+    for key in ("dataset", "stim_type"):
+        if meta.get(key) is not None:
+            hyps[key] = meta[key]
+    if meta.get("img_shape") is not None and tuple(meta["img_shape"]) != model.img_shape:
+        hyps["img_shape"] = list(meta["img_shape"])
+    if hyps.get("centers") is not None:         # the architecture's centres win over meta
+        hyps["centers"] = _centers_array(hyps["centers"])
+    elif meta.get("centers") is not None:
+        hyps["centers"] = _centers_array(meta["centers"])
+    cells = meta.get("cells")
+    stored = _resolve_cells(hyps.get("cells", "all"), hyps.get("dataset"), model.n_cells)
+    if cells is not None and cells != stored:
+        hyps["cells"] = cells if isinstance(cells, str) else [int(c) for c in cells]
+    if hyps.get("stackconvs", True) and not any(isinstance(m, LinearStackedConv2d) for m in model.modules()):
+        hyps["stackconvs"] = False          # collapsed: plain convs under the same indices
+    return hyps
+
+
+def _state_for_saving(model: RetinaCNN) -> "OrderedDict[str, torch.Tensor]":
+    state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
+    img = model.img_shape
+    ksizes = [int(k) for k in model.hyps.get("ksizes", [15, 11, 11])]
+    for name, module in model.named_modules():
+        if isinstance(module, GrabUnits):
+            rebuilt = centers_to_coords(model.hyps["centers"], ksizes, img)
+            if not np.array_equal(module.coords.cpu().numpy(), rebuilt):
+                state[f"{name}.coords"] = module.coords.detach().cpu().clone()
+    return state
+
+
+def _norm_stats_for_saving(norm_stats: Any) -> dict[str, np.floating] | None:
+    stats = normalize_norm_stats(norm_stats)
+    if stats is None:
+        return None
+    return {key: np.float32(v) if float(np.float32(v)) == v else np.float64(v) for key, v in stats.items()}
+
+
+# --------------------------------------------------------------------------- prediction
+def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = 256,
+            device: str | torch.device | None = None, progress: bool = False):
+    """Model firing rates for stimulus windows: ``xr.DataArray (time, cell)`` in Hz.
+
+    Parameters
+    ----------
+    model
+        A :class:`RetinaCNN` (its train/eval state is restored afterwards).
+    windows_or_recording
+        * array or tensor ``(n, 40, 50, 50)`` of z-scored windows: ``time`` is
+          the window index (attr ``units="window index"``);
+        * a :class:`retcodec.recordings.Windows` (``len``, slicing to float32
+          arrays, ``.time`` in s, ``.cells``);
+        * an ``xarray.Dataset`` recording: windowed with
+          ``retcodec.recordings.windows(recording, norm_stats=model.meta['norm_stats'],
+          history=img_shape[0])`` after selecting the model's cells when the
+          recording has more.
+    batch_size
+        Windows per forward pass.
+    device
+        Where to compute (default: the model's device); the model is moved
+        back afterwards.
+    progress
+        Show a tqdm bar over batches.
+
+    Raises
+    ------
+    CellMismatchError
+        The recording's cells do not match the model's outputs.
+    ShapeError, NonFiniteError, ConfigurationError
+    """
+    import xarray as xr
+
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    source, time, time_units, cells = _prediction_input(model, windows_or_recording)
+    rates = _run_batches(model, source, batch_size, device, progress)
+    cell_coord = np.asarray(cells if cells is not None else _model_cells(model))
+    meta = getattr(model, "meta", {}) or {}
+    provenance = meta.get("provenance") or {}
+    return xr.DataArray(
+        rates, dims=("time", "cell"),
+        coords={"time": ("time", np.asarray(time), {"units": time_units}),
+                "cell": ("cell", cell_coord)},
+        name="rate_model",
+        attrs={"units": "Hz", "long_name": "model firing rate",
+               **provenance_attrs({"batch_size": batch_size}, method="predict",
+                                  model=provenance.get("path") or "in memory",
+                                  model_sha256=provenance.get("sha256") or "unknown")})
+
+
+def _model_cells(model: RetinaCNN) -> np.ndarray:
+    cells = (getattr(model, "meta", {}) or {}).get("cells")
+    if cells is None or isinstance(cells, str):
+        return np.arange(model.n_cells)
+    return np.asarray(cells, dtype=np.int64)
+
+
+def _prediction_input(model: RetinaCNN, data: Any) -> tuple[Any, np.ndarray, str, np.ndarray | None]:
+    """(sliceable windows, time coordinate, its units, cell ids or None)."""
+    import xarray as xr
+
+    if isinstance(data, xr.Dataset):
+        data = _recording_windows(model, data)
+    if isinstance(data, xr.DataArray):
+        time = data["time"].values if "time" in data.coords else np.arange(data.shape[0])
+        units = "s" if "time" in data.coords else "window index"
+        return _check_windows_array(model, data.values), time, units, None
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return _check_windows_array(model, data), np.arange(data.shape[0]), "window index", None
+    if all(hasattr(data, attr) for attr in ("__len__", "__getitem__", "time", "cells")):
+        if data.cells is None:                 # windows of a bare stimulus
+            return data, np.asarray(data.time), "s", None
+        cells = np.asarray(data.cells)
+        _check_cells(model, cells)
+        return data, np.asarray(data.time), "s", cells
+    raise ConfigurationError(
+        f"predict needs an array (n, 40, 50, 50), a retcodec.recordings.Windows or an xarray "
+        f"Dataset recording, got {type(data).__name__}")
+
+
+def _check_windows_array(model: RetinaCNN, array: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if array.ndim != 4 or tuple(array.shape[1:]) != model.img_shape:
+        raise ShapeError(f"windows must be (n, {', '.join(map(str, model.img_shape))}) for this model, "
+                         f"got {tuple(array.shape)}")
+    return array
+
+
+def _check_cells(model: RetinaCNN, cells: np.ndarray) -> None:
+    if len(cells) != model.n_cells:
+        raise CellMismatchError(f"the model predicts {model.n_cells} cells but the recording's windows "
+                                f"hold {len(cells)} ({cells.tolist()}); load the recording with the "
+                                f"model's cells ({_model_cells(model).tolist()})")
+    known = (getattr(model, "meta", {}) or {}).get("cells")
+    if known is not None and not isinstance(known, str) and list(map(int, cells)) != list(map(int, known)):
+        raise CellMismatchError(f"the recording's cells {cells.tolist()} are not the model's cells "
+                                f"{list(known)} (same order required)")
+
+
+def _recording_windows(model: RetinaCNN, recording: Any) -> Any:
+    from . import recordings  # written alongside; imported only when a recording is given
+
+    norm_stats = (getattr(model, "meta", {}) or {}).get("norm_stats")
+    if norm_stats is None:
+        raise ConfigurationError("model.meta['norm_stats'] is not set: a recording must be z-scored "
+                                 "with the training stimulus statistics; set it to {'mean': m, 'std': s}")
+    return recordings.windows(_select_model_cells(model, recording), norm_stats=norm_stats,
+                              history=model.img_shape[0])
+
+
+def _select_model_cells(model: RetinaCNN, recording: Any) -> Any:
+    """The recording restricted to the model's cells, when it has a ``cell`` coordinate holding them."""
+    cells = (getattr(model, "meta", {}) or {}).get("cells")
+    if cells is None or isinstance(cells, str) or "cell" not in recording.coords:
+        return recording
+    have = [int(c) for c in recording["cell"].values]
+    if have == list(cells):
+        return recording
+    missing = [c for c in cells if c not in have]
+    if missing:
+        raise CellMismatchError(f"the recording lacks the model's cells {missing} (it has {have})")
+    return recording.sel(cell=list(cells))
+
+
+def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
+                 device: str | torch.device | None, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    home = model.device
+    target = home if device is None else _as_device(device)
+    was_training = model.training
+    model.to(target).eval()
+    outputs: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            starts = range(0, len(windows), batch_size)
+            for start in tqdm(starts, disable=not progress, desc="predict", unit="batch"):
+                batch = torch.as_tensor(np.asarray(windows[start:start + batch_size])
+                                        if not isinstance(windows, torch.Tensor)
+                                        else windows[start:start + batch_size])
+                batch = batch.to(device=target, dtype=torch.float32)
+                if not torch.isfinite(batch).all():
+                    raise NonFiniteError(f"windows {start}..{start + len(batch) - 1} hold NaN or Inf")
+                outputs.append(model(batch).cpu().numpy())
+    finally:
+        model.to(home).train(was_training)
+    if not outputs:
+        return np.zeros((0, model.n_cells), dtype=np.float32)
+    return np.concatenate(outputs)

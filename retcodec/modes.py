@@ -1,0 +1,1005 @@
+"""Modes of contributions: CODEC's thresholded sparse autoencoder, and baselines.
+
+A layer's spatially summed contributions form a matrix ``X`` (samples x
+features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``
+(``codec-method.md`` §3). A *mode* is a row of a dictionary ``D`` (modes x
+features); the *loadings* ``Z`` (samples x modes) say how much of each mode each
+sample holds, and ``X ≈ Z @ components_``.
+
+* :class:`ContributionModes` - the paper's thresholded sparse autoencoder
+  (``codec-method.md`` §4): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
+  threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary.
+* :class:`NMFModes`, :class:`PCAModes` - baselines behind the same interface.
+* :func:`fit_layer` - fit on a ``(time, channel, sign)`` DataArray and return the
+  modes as an :class:`xarray.Dataset`; :func:`save_modes` / :func:`load_modes`
+  write / read them (netCDF, h5netcdf); :func:`estimator_from_dataset` rebuilds a
+  fitted estimator that can ``transform`` new data.
+* :func:`match_modes`, :func:`mode_stability` - Hungarian matching of modes by
+  cosine similarity, across fits with different seeds.
+* :func:`make_sparse_modes` - synthetic data with known sparse non-negative modes.
+
+All estimators follow scikit-learn conventions (``get_params`` / ``clone`` work).
+Common fitted attributes: ``components_`` (n_modes_, n_features) in the units of
+``X``, ``scale_`` (the global scale ``X`` was divided by while fitting),
+``r2_``, ``alive_`` (bool per atom), ``atom_index_`` (atom of each mode),
+``n_modes_``, ``l0_`` (mean number of non-zero loadings per sample),
+``n_features_in_``.
+
+R² everywhere is the variance-weighted coefficient of determination, with
+per-feature means: ``1 - Σ(x - x̂)² / Σ(x - mean_feature(x))²``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.decomposition import NMF, PCA, non_negative_factorization
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from .provenance import provenance_attrs
+from .storage import write_netcdf_atomic
+
+__all__ = ["ContributionModes", "NMFModes", "PCAModes", "fit_layer", "save_modes",
+           "load_modes", "estimator_from_dataset", "match_modes", "mode_stability",
+           "make_sparse_modes", "explained_r2", "layer_matrix"]
+
+SIGNS = ("neg", "pos")
+_TRANSFORM_BATCH = 65536
+
+
+# --------------------------------------------------------------------------- checks
+def _check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None,
+                  what: str = "X", allow_empty: bool = False) -> np.ndarray:
+    """``X`` as a finite float64 (samples, features) array; raise a specific error if not."""
+    if isinstance(X, (xr.DataArray, xr.Dataset)):
+        raise ShapeError(f"{what} is an xarray object; use fit_layer(estimator, contribution) "
+                         f"for (time, channel, sign) data, or pass a (samples, features) array")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ShapeError(f"{what} must be 2-D (samples, features), got shape {X.shape}; "
+                         f"reshape a single feature with X.reshape(-1, 1), a single sample "
+                         f"with X.reshape(1, -1)")
+    if X.dtype.kind not in "biuf":
+        raise ShapeError(f"{what} must hold numbers, got dtype {X.dtype}")
+    X = X.astype(np.float64, copy=False)
+    if not allow_empty and (X.shape[0] < 1 or X.shape[1] < 1):
+        raise ShapeError(f"{what} is empty (shape {X.shape})")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ShapeError(f"{what} has {X.shape[1]} features; the estimator was fitted "
+                         f"on {n_features}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).sum())
+        raise NonFiniteError(f"{what} holds {bad} NaN/Inf values; drop or fill them first")
+    if nonneg and (X < 0).any():
+        raise ConfigurationError(
+            f"{what} has negative entries (min {X.min():.3g}) but the modes are "
+            f"non-negative (nonneg=True, or NMF): pass the positive part C+ or the "
+            f"magnitudes [|C-|, C+] (fit_layer(..., sign='both')), or use nonneg=False")
+    return X
+
+
+def _check_min_samples(X: np.ndarray, n_min: int) -> None:
+    if X.shape[0] < n_min:
+        raise ShapeError(f"need at least {n_min} samples to fit, got {X.shape[0]}")
+
+
+def _check_n_modes(n_modes: Any, name: str = "n_modes") -> int:
+    if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {n_modes!r}")
+    return int(n_modes)
+
+
+def _check_sign(sign: str) -> str:
+    if sign not in ("pos", "both"):
+        raise ConfigurationError(f"sign must be 'pos' (C+ only) or 'both' ([|C-|, C+]), "
+                                 f"got {sign!r}")
+    return sign
+
+
+def _global_scale(X: np.ndarray, scale: str | float | None) -> float:
+    """The number ``X`` is divided by before fitting: its global std, 1, or a given value."""
+    if scale is None or scale == "none":
+        return 1.0
+    if scale == "std":
+        std = float(X.std())
+        return std if std > 0 else 1.0
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0 \
+            and math.isfinite(scale):
+        return float(scale)
+    raise ConfigurationError(f"scale must be 'std', 'none'/None or a positive number, "
+                             f"got {scale!r}")
+
+
+def explained_r2(X: np.ndarray, X_hat: np.ndarray) -> float:
+    """Variance-weighted R² of ``X_hat`` against ``X``, both (samples, features)."""
+    X, X_hat = np.asarray(X, dtype=np.float64), np.asarray(X_hat, dtype=np.float64)
+    total = float(((X - X.mean(axis=0)) ** 2).sum())
+    residual = float(((X - X_hat) ** 2).sum())
+    if total == 0:
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / total
+
+
+def _torch_r2(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    total = ((x - x.mean(dim=0)) ** 2).sum()
+    residual = ((x - x_hat) ** 2).sum()
+    return float(1.0 - residual / total) if float(total) > 0 else float(residual == 0)
+
+
+def _float32_at_least(value: float) -> float:
+    """Smallest float32 ``>= value``: ``a >= it`` in float32 iff ``float64(a) >= value``."""
+    v = np.float32(value)
+    if float(v) < value:
+        v = np.nextafter(v, np.float32(np.inf))
+    return float(v)
+
+
+# --------------------------------------------------------------------------- shared estimator
+class _ModesBase(TransformerMixin, BaseEstimator):
+    """Shared parts: reconstruction, scoring, mode ordering and summary attributes."""
+
+    def inverse_transform(self, Z: Any) -> np.ndarray:
+        """Reconstruction ``Z @ components_`` (+ ``mean_`` for PCA): (n, n_modes_) -> (n, d)."""
+        check_is_fitted(self)
+        Z = _check_matrix(Z, nonneg=False, n_features=self.n_modes_, what="Z",
+                          allow_empty=self.n_modes_ == 0)
+        return Z @ self.components_ + self._offset()
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """R² of ``inverse_transform(transform(X))`` against ``X``."""
+        X = self._validate_input(X)
+        return explained_r2(X, self.inverse_transform(self.transform(X)))
+
+    def _offset(self) -> np.ndarray | float:
+        return 0.0
+
+    def _validate_input(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return _check_matrix(X, nonneg=self._needs_nonneg_input(), n_features=self.n_features_in_)
+
+    def _needs_nonneg_input(self) -> bool:
+        return False
+
+    def _set_summary(self, X: np.ndarray, Z: np.ndarray) -> None:
+        """``r2_`` and ``l0_`` of the fitted modes on the training data."""
+        self.r2_ = explained_r2(X, Z @ self.components_ + self._offset())
+        self.l0_ = float((Z != 0).sum(axis=1).mean())
+
+    def _set_all_alive(self, n_modes: int) -> None:
+        """Baselines: every component is a mode, in the order found."""
+        self.n_modes_ = n_modes
+        self.alive_ = np.ones(n_modes, dtype=bool)
+        self.atom_index_ = np.arange(n_modes)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> "_ModesBase":
+        """The fitted estimator stored by :func:`fit_layer` / :func:`modes_dataset`."""
+        estimator = estimator_from_dataset(ds)
+        if not isinstance(estimator, cls):
+            raise ConfigurationError(f"the dataset holds a {type(estimator).__name__}, "
+                                     f"not a {cls.__name__}")
+        return estimator
+
+    # ---- what a Dataset stores beyond components, atoms and r2 (see modes_dataset)
+    def _state_variables(self) -> dict[str, tuple]:
+        return {}
+
+    def _state_attrs(self) -> dict[str, Any]:
+        return {}
+
+    def _restore(self, ds: xr.Dataset) -> None:
+        """Fitted attributes from a Dataset written by :func:`modes_dataset`."""
+        self.components_ = ds["components"].values.astype(np.float64)
+        self.n_modes_, self.n_features_in_ = self.components_.shape
+        self.atom_index_ = ds["atom"].values.astype(np.int64)
+        self.alive_ = np.ones(self.n_modes_, dtype=bool)
+        self.scale_ = float(ds.attrs["scale"])
+        self.r2_ = float(ds["r2"].values)
+        self.l0_ = float(ds.attrs["l0"])
+
+
+def _energy_order(Z: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Mode order by decreasing ``Σ_samples |z| · ‖component‖`` (ties: lower index first)."""
+    energy = np.abs(Z).sum(axis=0) * np.linalg.norm(components, axis=1)
+    return np.argsort(-energy, kind="stable")
+
+
+# --------------------------------------------------------------------------- autoencoder
+class _SparseAutoencoder(nn.Module):
+    """Encoder MLP -> sigmoid pre-loadings -> hard threshold -> dictionary.
+
+    ``x (B, d) -> a (B, K) in (0, 1) -> z = a·1[a ≥ θ] -> x̂ = z @ D (B, d)``; the
+    threshold mask is a constant in the backward pass, so gradients reach ``a``
+    only through atoms that pass it.
+    """
+
+    def __init__(self, n_features: int, n_hidden: int, n_atoms: int, dropout: float,
+                 nonneg: bool) -> None:
+        super().__init__()
+        self.nonneg = nonneg
+        self.hidden1 = nn.Linear(n_features, n_hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(n_hidden)
+        self.hidden2 = nn.Linear(n_hidden, n_hidden)
+        self.drop2 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(n_hidden)
+        self.readout = nn.Linear(n_hidden, n_atoms, bias=False)
+        self.dictionary_raw = nn.Parameter(torch.empty(n_atoms, n_features))
+
+    def dictionary(self) -> torch.Tensor:
+        """``D`` (K, d): ReLU of the raw parameters when non-negative."""
+        return torch.relu(self.dictionary_raw) if self.nonneg else self.dictionary_raw
+
+    def preloadings(self, x: torch.Tensor) -> torch.Tensor:
+        """``a = sigmoid(encoder(x))``: (B, d) -> (B, K)."""
+        h = self.norm1(torch.relu(self.drop1(self.hidden1(x))))
+        h = self.norm2(torch.relu(self.drop2(self.hidden2(h))))
+        return torch.sigmoid(self.readout(h))
+
+    def forward(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loadings ``z`` (B, K) and reconstruction ``x̂`` (B, d)."""
+        a = self.preloadings(x)
+        z = a * (a >= threshold).to(a.dtype)
+        return z, z @ self.dictionary()
+
+
+# torch state of the autoencoder <-> Dataset variables (name, dims)
+_STATE_LAYOUT = {
+    "hidden1.weight": ("sae_hidden", "feature"), "hidden1.bias": ("sae_hidden",),
+    "norm1.weight": ("sae_hidden",), "norm1.bias": ("sae_hidden",),
+    "hidden2.weight": ("sae_hidden", "sae_hidden_in"), "hidden2.bias": ("sae_hidden",),
+    "norm2.weight": ("sae_hidden",), "norm2.bias": ("sae_hidden",),
+    "readout.weight": ("sae_atom", "sae_hidden"),
+    "dictionary_raw": ("sae_atom", "feature"),
+}
+
+
+def _state_variable(key: str) -> str:
+    return "sae_" + key.replace(".", "_")
+
+
+class ContributionModes(_ModesBase):
+    """CODEC's thresholded sparse autoencoder (``codec-method.md`` §4).
+
+    ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
+    ``d -> H -> H -> K`` (Linear, Dropout, ReLU, LayerNorm, twice; a bias-free
+    Linear; sigmoid) gives pre-loadings ``a ∈ (0, 1)^K``; loadings are
+    ``z = a·1[a ≥ threshold]`` (the mask is not differentiated); the
+    reconstruction is ``z @ D`` with a dictionary ``D`` (K, d), non-negative by a
+    ReLU on its parameters when ``nonneg``. Loss: MSE + ``l1_dictionary``·mean|D|
+    + ``l1_loadings``·mean|z|, Adam, step decay of the learning rate, the weights
+    of the best validation R² are kept, early stopping after ``patience`` epochs
+    without improvement.
+
+    Initialisation (not specified by the paper) decides how fast it learns:
+    an atom whose ``a`` never reaches θ gets no gradient. With PyTorch's default
+    initialisation almost no ``a`` reaches 0.9, so few atoms ever learn. Here
+    the read-out weights start at ``N(0, s²/H)`` with ``s`` chosen so that a
+    share ``init_active`` of the atoms passes θ for a typical sample, and the
+    dictionary starts as random training samples (``init="data"``) divided by
+    the expected number of active atoms, so the first reconstruction has the
+    scale of the data. This reaches R² > 0.95 in seconds where the paper's
+    settings need hundreds of epochs (``benchmarks/bench_modes.py``);
+    ``init_active=None, init="random"`` gives PyTorch's default read-out.
+
+    Parameters
+    ----------
+    n_modes : int or None
+        Dictionary size K; ``None``: ``multiplier * n_features``.
+    multiplier : int
+        K per input feature when ``n_modes`` is None (paper, retina: 10).
+    hidden : int or None
+        Encoder width H; ``None``: ``max(64, 4 * n_features)``.
+    threshold : float in (0, 1)
+        θ of the hard threshold (paper: 0.9).
+    l1_dictionary, l1_loadings : float
+        Weights of mean|D| and mean|z| in the loss (paper, retina: 1e-4 and 0).
+    nonneg : bool
+        Constrain the dictionary to be non-negative (then ``X`` must be ≥ 0).
+    init : {"data", "random"}
+        Dictionary initialisation: random training samples, or uniform random.
+    init_active : float in (0, 0.5) or None
+        Expected share of atoms above θ at initialisation; None: PyTorch's
+        default read-out initialisation.
+    lr, lr_decay, decay_every : float, float, int
+        Adam learning rate, multiplied by ``lr_decay`` every ``decay_every`` epochs.
+    batch_size, max_epochs, patience : int
+        Mini-batch size, epoch budget, early-stopping patience (epochs).
+    tol : float
+        Minimum validation-R² gain that counts as an improvement.
+    validation_fraction : float in [0, 1)
+        Random share of samples held out to select weights; 0: select on the
+        training R² (as the paper's script).
+    dropout : float
+        Dropout rate of the encoder.
+    scale : "std", "none"/None or float
+        Global scale ``X`` is divided by while fitting.
+    sign : {"pos", "both"}
+        Which part of a (time, channel, sign) contribution :func:`fit_layer`
+        feeds to this estimator: ``C+`` or ``[|C-|, C+]``. ``fit`` on a matrix
+        uses the matrix as given.
+    device : str
+        torch device.
+    random_state : int, RandomState or None
+        Seed of initialisation, validation split, batches and dropout.
+    verbose : bool
+        Print one line per epoch.
+
+    Attributes
+    ----------
+    components_ : ndarray (n_modes_, n_features)
+        Dictionary rows of the alive atoms, in the units of ``X``
+        (``scale_ * D``), in mode order: decreasing ``Σ_samples z · ‖D_k‖`` on
+        the training data.
+    alive_ : ndarray of bool (K,)
+        Atoms with a non-zero loading on at least one training sample.
+    atom_index_ : ndarray of int (n_modes_,)
+        Atom of each mode.
+    n_modes_, n_atoms_, n_features_in_ : int
+    scale_ : float
+    r2_ : float
+        R² on the training data (all of it) with the kept weights.
+    val_r2_ : float
+        Best validation R² (training R² when ``validation_fraction == 0``).
+    l0_ : float
+        Mean number of active modes per sample.
+    history_ : dict
+        ``{"train_loss": [...], "val_r2": [...]}`` per epoch.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch (0-based) of the kept weights.
+    fit_time_ : float
+        Seconds spent in ``fit``.
+
+    Notes
+    -----
+    ``transform`` returns the loadings of the alive atoms in mode order. Every
+    non-zero loading is ≥ ``threshold`` and < 1 (exactly, compared in float64):
+    loadings are the unscaled ``z``, the global scale sits in ``components_``.
+    Atoms dead on the training data are dropped, also for new data.
+    """
+
+    def __init__(self, n_modes: int | None = None, multiplier: int = 10,
+                 hidden: int | None = None, threshold: float = 0.9,
+                 l1_dictionary: float = 1e-4, l1_loadings: float = 0.0, nonneg: bool = True,
+                 init: str = "data", init_active: float | None = 0.1,
+                 lr: float = 1e-3, lr_decay: float = 0.98, decay_every: int = 25,
+                 batch_size: int = 128, max_epochs: int = 300, patience: int = 30,
+                 tol: float = 1e-4, validation_fraction: float = 0.1, dropout: float = 0.05,
+                 scale: str | float | None = "std", sign: str = "pos", device: str = "cpu",
+                 random_state: int | np.random.RandomState | None = None,
+                 verbose: bool = False) -> None:
+        self.n_modes = n_modes
+        self.multiplier = multiplier
+        self.hidden = hidden
+        self.threshold = threshold
+        self.l1_dictionary = l1_dictionary
+        self.l1_loadings = l1_loadings
+        self.nonneg = nonneg
+        self.init = init
+        self.init_active = init_active
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.decay_every = decay_every
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.tol = tol
+        self.validation_fraction = validation_fraction
+        self.dropout = dropout
+        self.scale = scale
+        self.sign = sign
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X: Any, y: Any = None) -> "ContributionModes":
+        """Fit the autoencoder to ``X`` (samples, features)."""
+        start = time.perf_counter()
+        self._check_params()
+        X = _check_matrix(X, nonneg=self.nonneg)
+        _check_min_samples(X, 2 if self.validation_fraction == 0 else 10)
+        n_features = X.shape[1]
+        self.n_features_in_ = n_features
+        self.scale_ = _global_scale(X, self.scale)
+        self.n_atoms_ = self._n_atoms(n_features)
+        self.hidden_ = self.hidden if self.hidden is not None else max(64, 4 * n_features)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        self.seed_ = seed
+        device = torch.device(self.device)
+        with torch.random.fork_rng(devices=_fork_devices(device)):
+            torch.manual_seed(seed)
+            self._module = self._train(torch.as_tensor(X / self.scale_, dtype=torch.float32),
+                                       device)
+        self._set_modes_from_module(X)
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Loadings of the alive modes: (n, n_features) -> (n, n_modes_), values 0 or in [θ, 1)."""
+        X = self._validate_input(X)
+        return self._all_loadings(X)[:, self.atom_index_]
+
+    @property
+    def dictionary_(self) -> np.ndarray:
+        """The whole dictionary ``scale_ * D`` (n_atoms_, n_features), dead atoms included."""
+        check_is_fitted(self)
+        with torch.no_grad():
+            return self._module.dictionary().double().cpu().numpy() * self.scale_
+
+    # ------------------------------------------------------------------ internals
+    def _needs_nonneg_input(self) -> bool:
+        return bool(self.nonneg)
+
+    def _n_atoms(self, n_features: int) -> int:
+        if self.n_modes is not None:
+            return _check_n_modes(self.n_modes)
+        return _check_n_modes(self.multiplier, "multiplier") * n_features
+
+    def _check_params(self) -> None:
+        if self.n_modes is not None:
+            _check_n_modes(self.n_modes)
+        _check_sign(self.sign)
+        if not 0 < self.threshold < 1:
+            raise ConfigurationError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        if self.init_active is not None and not 0 < self.init_active < 0.5:
+            raise ConfigurationError(f"init_active must lie in (0, 0.5) or be None, "
+                                     f"got {self.init_active!r}")
+        if self.init not in ("data", "random"):
+            raise ConfigurationError(f"init must be 'data' or 'random', got {self.init!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigurationError(f"validation_fraction must lie in [0, 1), "
+                                     f"got {self.validation_fraction!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigurationError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        for name in ("batch_size", "max_epochs", "patience", "decay_every"):
+            _check_n_modes(getattr(self, name), name)
+        if self.hidden is not None:
+            _check_n_modes(self.hidden, "hidden")
+        for name in ("lr", "lr_decay"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("l1_dictionary", "l1_loadings", "tol"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    def _init_weights(self, module: _SparseAutoencoder, X_train: torch.Tensor) -> None:
+        """Read-out so that ``init_active`` of the atoms pass θ; dictionary at the data's scale."""
+        n_atoms, n_features = module.dictionary_raw.shape
+        n_active = 1.0
+        with torch.no_grad():
+            if self.init_active is not None:
+                std = _readout_std(self.threshold, self.init_active)
+                module.readout.weight.normal_(0.0, std / math.sqrt(module.readout.in_features))
+                n_active = max(1.0, self.init_active * n_atoms)
+            typical = float(X_train.abs().mean()) or 1.0
+            if self.init == "data":
+                rows = torch.randint(len(X_train), (n_atoms,))
+                # a small positive jitter keeps exact zeros trainable through the ReLU
+                jitter = 0.05 * typical * torch.rand(n_atoms, n_features)
+                module.dictionary_raw.copy_(X_train[rows] + jitter)
+            else:
+                low = 0.0 if self.nonneg else -typical
+                module.dictionary_raw.uniform_(low, typical)
+            module.dictionary_raw.div_(n_active)
+
+    def _split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.randperm(n)
+        n_val = int(round(self.validation_fraction * n))
+        return order[n_val:], order[:n_val]
+
+    def _loss(self, module: _SparseAutoencoder, x: torch.Tensor, threshold: float) -> torch.Tensor:
+        z, x_hat = module(x, threshold)
+        loss = torch.mean((x_hat - x) ** 2)
+        if self.l1_dictionary:
+            loss = loss + self.l1_dictionary * module.dictionary().abs().mean()
+        if self.l1_loadings:
+            loss = loss + self.l1_loadings * z.abs().mean()
+        return loss
+
+    def _train(self, X: torch.Tensor, device: torch.device) -> _SparseAutoencoder:
+        """Train on scaled ``X`` (n, d); return the module with the best weights (on CPU)."""
+        train_idx, val_idx = self._split(len(X))
+        X_train = X[train_idx]
+        X_val = X[val_idx] if len(val_idx) else X
+        module = _SparseAutoencoder(X.shape[1], self.hidden_, self.n_atoms_, self.dropout,
+                                    self.nonneg)
+        self._init_weights(module, X_train)
+        module.to(device)
+        X_train, X_val = X_train.to(device), X_val.to(device)
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, self.decay_every, self.lr_decay)
+        threshold = _float32_at_least(self.threshold)
+        history: dict[str, list[float]] = {"train_loss": [], "val_r2": []}
+        best_r2, best_state, best_epoch, waited = -np.inf, None, -1, 0
+        for epoch in range(self.max_epochs):
+            loss = self._train_epoch(module, optimizer, X_train, threshold)
+            schedule.step()
+            val_r2 = self._evaluate(module, X_val, threshold)
+            history["train_loss"].append(loss)
+            history["val_r2"].append(val_r2)
+            if self.verbose:
+                print(f"epoch {epoch:4d}  loss {loss:.5f}  validation R² {val_r2:.4f}")
+            if val_r2 > best_r2 + self.tol:
+                best_r2, best_epoch, waited = val_r2, epoch, 0
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        if best_state is not None:  # None only if R² was never finite
+            module.load_state_dict(best_state)
+        self.history_, self.n_iter_ = history, len(history["val_r2"])
+        self.val_r2_, self.best_epoch_ = float(best_r2), best_epoch
+        return module.cpu().eval()
+
+    def _train_epoch(self, module: _SparseAutoencoder, optimizer: torch.optim.Optimizer,
+                     X: torch.Tensor, threshold: float) -> float:
+        module.train()
+        order = torch.randperm(len(X)).to(X.device)
+        total = 0.0
+        for start in range(0, len(X), self.batch_size):
+            batch = X[order[start:start + self.batch_size]]
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(module, batch, threshold)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        return total / len(X)
+
+    @staticmethod
+    def _evaluate(module: _SparseAutoencoder, X: torch.Tensor, threshold: float) -> float:
+        module.eval()
+        with torch.no_grad():
+            return _torch_r2(X, module(X, threshold)[1])
+
+    def _all_loadings(self, X: np.ndarray) -> np.ndarray:
+        """Loadings of every atom: (n, d) original units -> (n, K) float64."""
+        threshold = _float32_at_least(self.threshold)
+        module = self._module
+        out = np.empty((len(X), self.n_atoms_), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(X), _TRANSFORM_BATCH):
+                x = torch.as_tensor(X[start:start + _TRANSFORM_BATCH] / self.scale_,
+                                    dtype=torch.float32)
+                out[start:start + len(x)] = module(x, threshold)[0].double().numpy()
+        return out
+
+    def _set_modes_from_module(self, X: np.ndarray) -> None:
+        """Alive atoms, mode order, ``components_`` and summaries from the trained module."""
+        Z_all = self._all_loadings(X)
+        dictionary = self.dictionary_
+        self.alive_ = (Z_all != 0).any(axis=0)
+        alive = np.flatnonzero(self.alive_)
+        order = _energy_order(Z_all[:, alive], dictionary[alive])
+        self.atom_index_ = alive[order]
+        self.components_ = dictionary[self.atom_index_]
+        self.n_modes_ = len(self.atom_index_)
+        self._set_summary(X, Z_all[:, self.atom_index_])
+        if self.n_modes_ == 0:
+            warnings.warn("no atom passed the threshold on any sample: no modes were found; "
+                          "use init_active (default 0.1), a larger lr or more epochs",
+                          ConvergenceWarning, stacklevel=3)
+
+    def _state_variables(self) -> dict[str, tuple]:
+        state = {_state_variable(key): (_STATE_LAYOUT[key], value.detach().cpu().numpy())
+                 for key, value in self._module.state_dict().items()}
+        state["sae_alive"] = (("sae_atom",), self.alive_)
+        state["history_train_loss"] = (("epoch",), np.asarray(self.history_["train_loss"]))
+        state["history_val_r2"] = (("epoch",), np.asarray(self.history_["val_r2"]))
+        return state
+
+    def _state_attrs(self) -> dict[str, Any]:
+        return {"seed": self.seed_, "hidden": self.hidden_, "val_r2": self.val_r2_,
+                "n_iter": self.n_iter_, "best_epoch": self.best_epoch_,
+                "fit_time_s": self.fit_time_}
+
+    def _restore(self, ds: xr.Dataset) -> None:
+        super()._restore(ds)
+        self.alive_ = ds["sae_alive"].values.astype(bool)
+        self.n_atoms_, self.hidden_ = len(self.alive_), int(ds.attrs["hidden"])
+        module = _SparseAutoencoder(self.n_features_in_, self.hidden_, self.n_atoms_,
+                                    self.dropout, self.nonneg)
+        module.load_state_dict({key: torch.from_numpy(ds[_state_variable(key)].values.copy())
+                                for key in _STATE_LAYOUT})
+        self._module = module.eval()
+        self.history_ = {"train_loss": ds["history_train_loss"].values.tolist(),
+                         "val_r2": ds["history_val_r2"].values.tolist()}
+        self.seed_, self.n_iter_ = int(ds.attrs["seed"]), int(ds.attrs["n_iter"])
+        self.val_r2_, self.best_epoch_ = float(ds.attrs["val_r2"]), int(ds.attrs["best_epoch"])
+        self.fit_time_ = float(ds.attrs["fit_time_s"])
+
+
+def _readout_std(threshold: float, active_share: float) -> float:
+    """Std ``s`` of a centred logit with ``P(sigmoid(logit) >= threshold) = active_share``."""
+    from scipy.stats import norm
+    logit = math.log(threshold / (1 - threshold))
+    if logit <= 0:  # θ <= 0.5: a centred logit of any spread passes θ half the time or more
+        return 1.0
+    return logit / float(norm.isf(active_share))
+
+
+def _fork_devices(device: torch.device) -> list:
+    return [device] if device.type == "cuda" else []
+
+
+# --------------------------------------------------------------------------- baselines
+class NMFModes(_ModesBase):
+    """Non-negative matrix factorisation baseline (``sklearn.decomposition.NMF``).
+
+    ``X / scale_ ≈ W H``; ``components_ = scale_ * H`` (in the units of ``X``),
+    loadings ``W`` (``transform`` solves for ``W`` with ``H`` fixed). Modes are
+    ordered by decreasing ``Σ_samples w · ‖H_k‖``. Extra keyword arguments go to
+    :class:`sklearn.decomposition.NMF` through ``nmf_params``.
+    """
+
+    def __init__(self, n_modes: int = 6, init: str | None = "nndsvda", max_iter: int = 1000,
+                 tol: float = 1e-5, scale: str | float | None = "std", sign: str = "pos",
+                 random_state: int | np.random.RandomState | None = None,
+                 nmf_params: Mapping[str, Any] | None = None) -> None:
+        self.n_modes = n_modes
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.scale = scale
+        self.sign = sign
+        self.random_state = random_state
+        self.nmf_params = nmf_params
+
+    def fit(self, X: Any, y: Any = None) -> "NMFModes":
+        """Fit the factorisation to ``X`` (samples, features), ``X >= 0``."""
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit and return the loadings found while fitting (n, n_modes_)."""
+        return self._fit(X)
+
+    def _fit(self, X: Any) -> np.ndarray:
+        """Fit; return the training loadings in mode order (n, n_modes_)."""
+        n_modes = _check_n_modes(self.n_modes)
+        _check_sign(self.sign)
+        X = _check_matrix(X, nonneg=True)
+        self.n_features_in_ = X.shape[1]
+        self.scale_ = _global_scale(X, self.scale)
+        nmf = NMF(n_components=n_modes, init=self.init, max_iter=self.max_iter, tol=self.tol,
+                  random_state=self.random_state, **dict(self.nmf_params or {}))
+        W = nmf.fit_transform(X / self.scale_)
+        order = _energy_order(W, nmf.components_)
+        self.components_ = nmf.components_[order] * self.scale_
+        self.n_iter_ = int(nmf.n_iter_)
+        self._set_all_alive(n_modes)
+        self._set_summary(X, W[:, order])
+        return W[:, order]
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Non-negative loadings with the components fixed: (n, d) -> (n, n_modes_)."""
+        X = self._validate_input(X)
+        H = self.components_ / self.scale_
+        W, _, _ = non_negative_factorization(
+            X / self.scale_, H=H, n_components=self.n_modes_, init="custom",
+            update_H=False, max_iter=self.max_iter, tol=self.tol,
+            **{k: v for k, v in dict(self.nmf_params or {}).items()
+               if k in ("beta_loss", "alpha_W", "alpha_H", "l1_ratio", "solver")})
+        return W
+
+    def _needs_nonneg_input(self) -> bool:
+        return True
+
+    def _state_attrs(self) -> dict[str, Any]:
+        return {"n_iter": self.n_iter_}
+
+    def _restore(self, ds: xr.Dataset) -> None:
+        super()._restore(ds)
+        self.n_iter_ = int(ds.attrs["n_iter"])
+
+
+class PCAModes(_ModesBase):
+    """Principal-component baseline (``sklearn.decomposition.PCA``).
+
+    ``components_`` are orthonormal directions (rows), in explained-variance
+    order; loadings are projections of ``X - mean_``; ``inverse_transform`` adds
+    ``mean_`` back. ``scale_`` is recorded for a common interface only (PCA
+    does not depend on a global scale).
+    """
+
+    def __init__(self, n_modes: int = 6, scale: str | float | None = "std", sign: str = "pos",
+                 random_state: int | np.random.RandomState | None = None) -> None:
+        self.n_modes = n_modes
+        self.scale = scale
+        self.sign = sign
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> "PCAModes":
+        """Fit the principal components of ``X`` (samples, features)."""
+        n_modes = _check_n_modes(self.n_modes)
+        _check_sign(self.sign)
+        X = _check_matrix(X, nonneg=False)
+        _check_min_samples(X, 2)
+        if n_modes > min(X.shape):
+            raise ConfigurationError(f"n_modes={n_modes} exceeds min(n_samples, n_features)"
+                                     f"={min(X.shape)}, the most PCA can give")
+        self.n_features_in_ = X.shape[1]
+        self.scale_ = _global_scale(X, self.scale)
+        pca = PCA(n_components=n_modes, random_state=self.random_state).fit(X / self.scale_)
+        self.components_ = pca.components_.astype(np.float64)
+        self.mean_ = pca.mean_ * self.scale_
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_
+        self._set_all_alive(n_modes)
+        self._set_summary(X, self.transform(X))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Projections on the components: (n, d) -> (n, n_modes_)."""
+        X = self._validate_input(X)
+        return (X - self.mean_) @ self.components_.T
+
+    def _offset(self) -> np.ndarray:
+        return self.mean_
+
+    def _state_variables(self) -> dict[str, tuple]:
+        return {"mean": (("feature",), self.mean_),
+                "explained_variance_ratio": (("mode",), self.explained_variance_ratio_)}
+
+    def _restore(self, ds: xr.Dataset) -> None:
+        super()._restore(ds)
+        self.mean_ = ds["mean"].values
+        self.explained_variance_ratio_ = ds["explained_variance_ratio"].values
+
+
+# --------------------------------------------------------------------------- matching, synthetic data
+def match_modes(reference: np.ndarray, candidate: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair modes one-to-one by maximal total cosine similarity (Hungarian algorithm).
+
+    ``reference`` (n_a, d) and ``candidate`` (n_b, d); returns ``(rows, cols,
+    cosine)``, ``min(n_a, n_b)`` pairs: ``reference[rows[i]]`` matches
+    ``candidate[cols[i]]`` with cosine ``cosine[i]`` (0 for a zero-norm mode).
+    """
+    A = _check_matrix(reference, nonneg=False, what="reference", allow_empty=True)
+    B = _check_matrix(candidate, nonneg=False, n_features=A.shape[1], what="candidate",
+                      allow_empty=True)
+    similarity = _unit_rows(A) @ _unit_rows(B).T
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return rows, cols, similarity[rows, cols]
+
+
+def mode_stability(estimator: _ModesBase, X: Any, seeds: Sequence[int] = (0, 1, 2),
+                   n_top: int | None = None) -> xr.Dataset:
+    """How much the modes depend on the seed: matched cosine similarity between fits.
+
+    ``estimator`` is cloned and fitted once per seed (``random_state=seed``) on
+    ``X`` (samples, features), or on a ``(time, channel, sign)`` DataArray
+    (through :func:`layer_matrix` with the estimator's ``sign``). For each pair
+    of seeds the modes (the first ``n_top`` of each, in mode order, if given)
+    are paired by :func:`match_modes`. Returns a Dataset over ``pair`` with
+    ``seed_a``, ``seed_b``, ``mean_cosine``, ``min_cosine``, ``n_matched``, and
+    over ``seed`` with ``r2`` and ``n_modes``; attrs ``mean_cosine`` /
+    ``min_cosine`` over all pairs.
+    """
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ConfigurationError(f"seeds must hold at least two distinct seeds, got {seeds!r}")
+    if n_top is not None:
+        _check_n_modes(n_top, "n_top")
+    if isinstance(X, xr.DataArray):
+        X = layer_matrix(X, getattr(estimator, "sign", "pos"))[0]
+    fits = [clone(estimator).set_params(random_state=seed).fit(X) for seed in seeds]
+    tops = [fit.components_[:n_top] for fit in fits]
+    pairs = [(a, b) for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
+    cosines = [match_modes(tops[a], tops[b])[2] for a, b in pairs]
+    mean = np.array([c.mean() if c.size else np.nan for c in cosines])
+    low = np.array([c.min() if c.size else np.nan for c in cosines])
+    return xr.Dataset(
+        {"mean_cosine": ("pair", mean), "min_cosine": ("pair", low),
+         "n_matched": ("pair", np.array([c.size for c in cosines])),
+         "r2": ("seed", np.array([fit.r2_ for fit in fits])),
+         "n_modes": ("seed", np.array([fit.n_modes_ for fit in fits]))},
+        coords={"pair": np.arange(len(pairs)), "seed": list(seeds),
+                "seed_a": ("pair", [seeds[a] for a, _ in pairs]),
+                "seed_b": ("pair", [seeds[b] for _, b in pairs])},
+        attrs={"estimator": type(estimator).__name__, "n_top": "None" if n_top is None else n_top,
+               "mean_cosine": float(np.nanmean(mean)) if np.isfinite(mean).any() else np.nan,
+               "min_cosine": float(np.nanmin(low)) if np.isfinite(low).any() else np.nan})
+
+
+def _unit_rows(A: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    return np.divide(A, norms, out=np.zeros_like(A), where=norms > 0)
+
+
+def make_sparse_modes(n_samples: int = 6000, n_features: int = 16, n_modes: int = 6,
+                      active_probability: float = 0.25, support_fraction: float = 0.35,
+                      noise: float = 0.01, random_state: int | np.random.RandomState | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic non-negative data built from known sparse non-negative modes.
+
+    Each mode (unit norm) is non-zero on ``support_fraction`` of the features
+    (at least 2); each sample holds each mode with probability
+    ``active_probability``, with an exponential(1) loading; ``X = Z @ modes``
+    plus Gaussian noise of std ``noise * X.std()``, clipped at 0.
+
+    Returns ``X`` (n_samples, n_features), ``modes`` (n_modes, n_features) and
+    ``loadings`` (n_samples, n_modes).
+    """
+    rng = check_random_state(random_state)
+    support = max(2, int(round(support_fraction * n_features)))
+    modes = np.zeros((n_modes, n_features))
+    for k in range(n_modes):
+        features = rng.choice(n_features, size=min(support, n_features), replace=False)
+        modes[k, features] = rng.uniform(0.3, 1.0, size=len(features))
+    modes /= np.linalg.norm(modes, axis=1, keepdims=True)
+    active = rng.random_sample((n_samples, n_modes)) < active_probability
+    loadings = active * rng.exponential(1.0, size=(n_samples, n_modes))
+    X = loadings @ modes
+    X = np.maximum(X + noise * X.std() * rng.standard_normal(X.shape), 0.0)
+    return X, modes, loadings
+
+
+# --------------------------------------------------------------------------- xarray interface
+def layer_matrix(contribution: xr.DataArray, sign: str = "pos"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature matrix of a ``(time, channel, sign)`` contribution.
+
+    ``sign="pos"``: the ``C+`` columns, one per channel; ``sign="both"``: the
+    magnitudes ``[|C-|, C+]`` (all ``neg`` channels, then all ``pos``). Returns
+    ``X`` (time, features), and per feature its ``channel`` and ``sign`` labels.
+    """
+    _check_sign(sign)
+    if not isinstance(contribution, xr.DataArray):
+        raise ShapeError(f"contribution must be an xarray.DataArray (time, channel, sign), "
+                         f"got {type(contribution).__name__}")
+    if set(contribution.dims) != {"time", "channel", "sign"}:
+        raise ShapeError(f"contribution must have dims (time, channel, sign), "
+                         f"got {contribution.dims}")
+    C = contribution.transpose("time", "channel", "sign")
+    labels = [str(s) for s in C["sign"].values] if "sign" in C.coords else []
+    needed = ("neg", "pos") if sign == "both" else ("pos",)
+    missing = [s for s in needed if s not in labels]
+    if missing:
+        raise ShapeError(f"sign={sign!r} needs sign coordinates {list(needed)}; "
+                         f"the contribution has {labels}")
+    pos = _check_matrix(C.sel(sign="pos").values, nonneg=False, what="contribution 'pos'")
+    if (pos < 0).any():
+        raise ConfigurationError("the 'pos' part of the contribution has negative values: "
+                                 "it must be C+ = max(C, 0) (codec-method.md §3)")
+    channels = C["channel"].values
+    if sign == "pos":
+        return pos, channels.copy(), np.array(["pos"] * len(channels))
+    neg = _check_matrix(C.sel(sign="neg").values, nonneg=False, what="contribution 'neg'")
+    if (neg > 0).any():
+        raise ConfigurationError("the 'neg' part of the contribution has positive values: "
+                                 "it must be C- = min(C, 0) (codec-method.md §3)")
+    X = np.concatenate([-neg, pos], axis=1)
+    return (X, np.concatenate([channels, channels]),
+            np.array(["neg"] * len(channels) + ["pos"] * len(channels)))
+
+
+def fit_layer(estimator: _ModesBase, contribution: xr.DataArray, sign: str | None = None,
+              layer: str | None = None) -> xr.Dataset:
+    """Fit ``estimator`` (in place) on one layer's contribution and return its modes.
+
+    ``contribution`` (time, channel, sign); ``sign`` defaults to the estimator's
+    (see :func:`layer_matrix`); a given ``sign`` is also set on the estimator.
+    Returns a Dataset with ``modes (mode, channel, sign)`` in contribution units
+    and signs (``neg`` entries ≤ 0 for non-negative modes, zeros for a sign not
+    fitted), so that ``loadings @ modes`` reconstructs the contribution (plus
+    ``mean`` for PCA); ``loadings (time, mode)``; ``r2``; coords ``mode``
+    (0..n-1) and ``atom (mode)``; and what :func:`estimator_from_dataset` needs.
+    """
+    sign = _check_sign(sign if sign is not None else getattr(estimator, "sign", "pos"))
+    if estimator.get_params(deep=False).get("sign", sign) != sign:
+        estimator.set_params(sign=sign)
+    X, feature_channel, feature_sign = layer_matrix(contribution, sign)
+    loadings = estimator.fit_transform(X)
+    layer = layer if layer is not None else contribution.name
+    return modes_dataset(estimator, loadings, feature_channel, feature_sign,
+                         contribution["channel"].values, contribution["time"],
+                         layer=layer, source_attrs=dict(contribution.attrs))
+
+
+def modes_dataset(estimator: _ModesBase, loadings: np.ndarray, feature_channel: np.ndarray,
+                  feature_sign: np.ndarray, channels: np.ndarray, time_coord: Any,
+                  layer: str | None = None, source_attrs: Mapping[str, Any] | None = None
+                  ) -> xr.Dataset:
+    """Dataset of a fitted estimator's modes (see :func:`fit_layer`)."""
+    check_is_fitted(estimator)
+    n_modes = estimator.n_modes_
+    mode = np.arange(n_modes)
+    ds = xr.Dataset(
+        {"modes": (("mode", "channel", "sign"),
+                   _modes_in_layout(estimator.components_, feature_channel, feature_sign,
+                                    channels)),
+         "loadings": (("time", "mode"), np.asarray(loadings, dtype=np.float64)),
+         "components": (("mode", "feature"), estimator.components_),
+         "r2": ((), float(estimator.r2_))},
+        coords={"mode": mode, "atom": ("mode", np.asarray(estimator.atom_index_)),
+                "channel": channels, "sign": list(SIGNS), "time": time_coord,
+                "feature": np.arange(len(feature_channel)),
+                "feature_channel": ("feature", feature_channel),
+                "feature_sign": ("feature", feature_sign)})
+    ds["modes"].attrs["description"] = "mode rows in contribution units and signs"
+    ds["loadings"].attrs["description"] = "loading of each mode at each time"
+    ds["components"].attrs["description"] = "mode rows in the fitted feature space"
+    ds = ds.assign(estimator._state_variables())
+    params = estimator.get_params(deep=False)
+    ds.attrs = provenance_attrs(
+        params, estimator=type(estimator).__name__, layer="" if layer is None else str(layer),
+        sign=params.get("sign", "pos"), random_state=params.get("random_state"),
+        r2=float(estimator.r2_), l0=float(estimator.l0_), n_alive=int(n_modes),
+        n_atoms=int(len(estimator.alive_)), scale=float(estimator.scale_),
+        n_features=int(estimator.n_features_in_),
+        contribution_attrs=json.dumps(dict(source_attrs or {}), default=str, sort_keys=True),
+        **estimator._state_attrs())
+    return ds
+
+
+def _modes_in_layout(components: np.ndarray, feature_channel: np.ndarray,
+                     feature_sign: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """(n_modes, features) magnitudes -> (n_modes, channel, sign) signed contributions."""
+    out = np.zeros((len(components), len(channels), len(SIGNS)))
+    channel_index = {c: i for i, c in enumerate(channels.tolist())}
+    for f, (channel, sign) in enumerate(zip(feature_channel.tolist(), feature_sign.tolist())):
+        signed = -1.0 if sign == "neg" else 1.0
+        out[:, channel_index[channel], SIGNS.index(sign)] = signed * components[:, f]
+    return out
+
+
+def save_modes(modes: xr.Dataset | Mapping[str, xr.Dataset] | xr.DataTree,
+               path: str | Path) -> Path:
+    """Write one layer's modes (a Dataset) or several (layer -> Dataset, one group each)."""
+    if isinstance(modes, Mapping) and not isinstance(modes, xr.Dataset):
+        modes = xr.DataTree.from_dict({str(k): _check_dataset(v, k) for k, v in modes.items()})
+    if not isinstance(modes, (xr.Dataset, xr.DataTree)):
+        raise ConfigurationError(f"save_modes takes a Dataset, a mapping layer -> Dataset or "
+                                 f"a DataTree, got {type(modes).__name__}")
+    return write_netcdf_atomic(modes, path)
+
+
+def _check_dataset(ds: Any, layer: Any) -> xr.Dataset:
+    if not isinstance(ds, xr.Dataset):
+        raise ConfigurationError(f"modes of layer {layer!r} must be an xarray.Dataset, "
+                                 f"got {type(ds).__name__}")
+    return ds
+
+
+def load_modes(path: str | Path) -> xr.Dataset | dict[str, xr.Dataset]:
+    """Read what :func:`save_modes` wrote: a Dataset, or a dict layer -> Dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"no modes file at {path}")
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        tree = tree.load()
+    if tree.children:
+        return {name: child.to_dataset() for name, child in tree.children.items()}
+    return tree.to_dataset()
+
+
+def estimator_from_dataset(ds: xr.Dataset) -> _ModesBase:
+    """Rebuild the fitted estimator stored in a :func:`fit_layer` Dataset (it can ``transform``)."""
+    name = ds.attrs.get("estimator")
+    classes = {cls.__name__: cls for cls in (ContributionModes, NMFModes, PCAModes)}
+    if name not in classes:
+        raise ConfigurationError(f"the dataset names no known estimator (attr 'estimator' = "
+                                 f"{name!r}); expected one of {sorted(classes)}")
+    params = json.loads(ds.attrs["parameters"])
+    if not isinstance(params.get("random_state"), (int, type(None))):
+        params["random_state"] = None
+    estimator = classes[name](**params)
+    estimator._restore(ds)
+    return estimator

@@ -1,0 +1,781 @@
+"""Ganglion-cell recordings in the published layout, as labelled xarray data.
+
+A recording file is ``<root>/<experiment>/<stim_type>.h5`` (published-formats
+§3.1) with, for each split ``train`` and ``test``::
+
+    <split>/stimulus                    (T, 50, 50)      frames, e.g. uint8
+    <split>/time                        (T,)             one entry per 10 ms bin
+    <split>/response/firing_rate_10ms   (n_cells, T)     rate in Hz
+    <split>/response/binned             (n_cells, T)     spike counts per bin
+    test/repeats/cellNN                 (n_repeats, T)   single trials, NN 1-based
+    train/stas/cellNN                   (optional)       spike-triggered averages
+
+Bundled in-silico files add a top-level ``truth`` group (``cell_type``,
+``center`` and other per-cell arrays, and a ``circuit`` JSON attribute) that
+published readers ignore.
+
+:func:`load_recording` returns an ``xarray.Dataset`` whose ``stimulus`` is read
+lazily from the file; :func:`windows` turns it into the model input, the sliding
+40-frame windows z-scored with one global mean and std; :func:`write_recording`
+writes the layout atomically.
+
+Alignment (published-formats §3.2): window ``k`` holds frames ``k … k+h-1`` and
+predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
+``k+h`` and ``rate.sel(time=w.time)`` lines up with the windows.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray, CachingFileManager
+from xarray.core import indexing
+
+from .errors import (CellMismatchError, ConfigurationError, MissingDataError,
+                     NonFiniteError, RecordingError, ShapeError)
+from .provenance import provenance_attrs, to_attr
+from .storage import atomic_path
+
+__all__ = ["load_recording", "windows", "Windows", "write_recording",
+           "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
+           "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY"]
+
+#: sampling rate of frames and response bins (Hz) and bin width (s)
+FRAME_RATE = 100.0
+DT = 0.01
+#: added to the population std of the train stimulus (published ``loadexpt``)
+NORM_EPS = 1e-7
+#: frames per model input window (400 ms)
+DEFAULT_HISTORY = 40
+SPLITS = ("train", "test")
+
+#: cells the published models were trained on, per experiment (published-formats §3.2)
+PUBLISHED_CELLS: dict[str, list[int]] = {
+    "15-10-07": [0, 1, 2, 3, 4],
+    "15-11-21a": [6, 10, 12, 13],
+    "15-11-21b": [0, 1, 3, 5, 8, 9, 13, 14, 16, 17, 18, 20, 21, 22, 23, 24, 25],
+    "16-01-07": [0, 2, 7, 10, 11, 12, 31],
+    "16-01-08": [0, 3, 7, 9, 11],
+    "16-05-31": [2, 3, 4, 14, 16, 18, 20, 25, 27],
+}
+
+LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
+          "<split>/response/firing_rate_10ms (n_cells, T), "
+          "<split>/response/binned (n_cells, T), optional test/repeats/cellNN "
+          "(n_repeats, T) for split in train, test (published-formats.md §3.1)")
+
+_STIM_BLOCK_PIXELS = 4_000_000   # pixels per block when scanning a stimulus
+_STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 50x50 uint8)
+
+
+class RecordingShapeError(RecordingError, ShapeError):
+    """A dataset inside a recording file has the wrong number of dimensions or length."""
+
+
+# --------------------------------------------------------------------------- lazy h5 array
+class _H5LazyArray(BackendArray):
+    """One HDF5 dataset, read on indexing through an xarray file manager.
+
+    Reads go through ``CachingFileManager`` (read-only h5py file), so the array
+    pickles and a closed file is reopened on the next read.
+    """
+
+    def __init__(self, manager: CachingFileManager, name: str,
+                 shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.manager, self.name = manager, name
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        try:
+            with self.manager.acquire_context() as h5:
+                return np.asarray(h5[self.name][key])
+        except OSError as exc:
+            raise RecordingError(
+                f"cannot read {self.name!r} from the recording file: {exc}. It may "
+                f"be truncated or corrupt; copy it again.") from exc
+
+
+# --------------------------------------------------------------------------- paths and files
+def _resolve_path(path: str | os.PathLike, experiment: str | None,
+                  stim_type: str | None) -> tuple[Path, str, str]:
+    """``(file, experiment, stim_type)`` for a file path or a root folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if experiment is None:
+            have = sorted(p.name for p in path.iterdir() if p.is_dir())
+            raise ConfigurationError(
+                f"{path} is a folder: pass experiment= (one of {have}) and stim_type= "
+                f"to pick <root>/<experiment>/<stim_type>.h5")
+        stim_type = stim_type or "naturalscene"
+        file = path / experiment / f"{stim_type}.h5"
+        if not file.is_file():
+            folder = path / experiment
+            have = sorted(p.stem for p in folder.glob("*.h5")) if folder.is_dir() else []
+            raise MissingDataError(
+                f"no recording {file} (stimulus types found for {experiment!r}: {have})")
+        return file.resolve(), experiment, stim_type
+    if not path.is_file():
+        raise MissingDataError(
+            f"recording file {path} does not exist; pass a file <root>/<experiment>/"
+            f"<stim_type>.h5 or the root folder with experiment= and stim_type=")
+    return path.resolve(), experiment or path.parent.name, stim_type or path.stem
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open an HDF5 file read-only; a non-HDF5 or truncated file is a RecordingError."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise RecordingError(
+            f"{path} cannot be opened as HDF5 ({exc}); the file is truncated, corrupt "
+            f"or not a recording. Copy it again.") from exc
+
+
+def _require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
+    """The dataset ``name`` of ``h5``; a RecordingError naming it if missing."""
+    obj = h5.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        what = "is a group, not a dataset" if obj is not None else "is missing"
+        raise RecordingError(f"{source}: '{name}' {what}; {layout}")
+    return obj
+
+
+def _check_ndim(dset: h5py.Dataset, ndim: int, meaning: str, source: Path) -> None:
+    if dset.ndim != ndim:
+        raise RecordingShapeError(
+            f"{source}: '{dset.name.lstrip('/')}' has shape {dset.shape}, expected {ndim}-D "
+            f"{meaning}; {LAYOUT}")
+
+
+def _read(dset: h5py.Dataset, key: Any = ()) -> np.ndarray:
+    """``dset[key]`` with HDF5 read failures turned into RecordingError."""
+    try:
+        return np.asarray(dset[key])
+    except OSError as exc:
+        raise RecordingError(
+            f"cannot read '{dset.name}' from {dset.file.filename}: {exc}; the file may be "
+            f"truncated or corrupt") from exc
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+# --------------------------------------------------------------------------- cells
+def _select_cells(cells: Any, n_in_file: int, experiment: str) -> tuple[np.ndarray, str]:
+    """Indices of the requested cells and a label of how they were chosen."""
+    valid = f"valid cell indices are 0..{n_in_file - 1} ({n_in_file} cells in the file)"
+    if cells is None or (isinstance(cells, str) and cells == "all"):
+        return np.arange(n_in_file), "all"
+    if isinstance(cells, str):
+        if cells != "published":
+            raise ConfigurationError(f"cells must be None, 'all', 'published' or a list "
+                                     f"of ints, not {cells!r}")
+        if experiment not in PUBLISHED_CELLS:
+            raise CellMismatchError(
+                f"no published cell list for experiment {experiment!r} (known: "
+                f"{sorted(PUBLISHED_CELLS)}); pass cells='all' or a list of indices")
+        idx, how = np.asarray(PUBLISHED_CELLS[experiment]), "published"
+    else:
+        idx, how = np.asarray(cells), "list"
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise ConfigurationError(f"cells must be a 1-D list of ints, got {cells!r}")
+        idx = idx.astype(np.int64)
+        if idx.size == 0:
+            raise CellMismatchError(f"cells is empty; select at least one cell ({valid})")
+    bad = idx[(idx < 0) | (idx >= n_in_file)]
+    if bad.size:
+        raise CellMismatchError(f"cells {bad.tolist()} are out of range: {valid}")
+    if np.unique(idx).size != idx.size:
+        raise CellMismatchError(f"cells {idx.tolist()} repeat an index; list each cell once")
+    return idx, how
+
+
+def _read_rows(dset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (any order) of a 2-D dataset, reading only those rows."""
+    if rows.size == dset.shape[0] and np.array_equal(rows, np.arange(dset.shape[0])):
+        return _read(dset)
+    order = np.argsort(rows)
+    out = _read(dset, (rows[order].tolist(), slice(None)))
+    return out[np.argsort(order)]
+
+
+# --------------------------------------------------------------------------- norm stats
+def _scan_blocks(dset: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, frames)`` blocks of a (T, H, W) dataset, chunk-aligned, a few MB each."""
+    frame_px = int(np.prod(dset.shape[1:])) or 1
+    step = max(1, _STIM_BLOCK_PIXELS // frame_px)
+    if dset.chunks:
+        step = max(dset.chunks[0], step - step % dset.chunks[0])
+    for start in range(0, dset.shape[0], step):
+        yield start, _read(dset, np.s_[start:start + step])
+
+
+def _chunked_mean_std(dset: h5py.Dataset, what: str) -> tuple[float, float]:
+    """Global mean and population std of a dataset, combining blocks (Chan et al.)."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for start, block in _scan_blocks(dset):
+        block = block.astype(np.float64)
+        if not np.isfinite(block).all():
+            raise NonFiniteError(
+                f"{what} holds NaN or Inf in frames {start}..{start + len(block) - 1}; "
+                f"the stimulus must be finite")
+        nb, mb = block.size, float(block.mean())
+        m2b = float(np.square(block - mb).sum())
+        delta, total = mb - mean, n + nb
+        mean += delta * nb / total
+        m2 += m2b + delta * delta * n * nb / total
+        n = total
+    if n == 0:
+        raise RecordingShapeError(f"{what} is empty; cannot compute its mean and std")
+    return mean, float(np.sqrt(m2 / n))
+
+
+@functools.lru_cache(maxsize=32)
+def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple[float, float]:
+    with _open_h5(Path(path)) as h5:
+        dset = _require_dataset(h5, f"{split}/stimulus", Path(path))
+        _check_ndim(dset, 3, "(time, y, x) frames", Path(path))
+        mean, std = _chunked_mean_std(dset, f"{path}: '{split}/stimulus'")
+    return mean, std + NORM_EPS
+
+
+def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[str, float]:
+    """``{'mean', 'std'}`` of a split's stimulus as the published models used them.
+
+    One global scalar mean and the population std + ``1e-7`` over all frames and
+    pixels (published-formats §3.2), computed block by block (never the whole
+    file at once) and cached per ``(path, mtime, size)``.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise MissingDataError(f"recording file {path} does not exist")
+    mean, std = _norm_stats_cached(*_file_key(path), split)
+    return {"mean": mean, "std": std}
+
+
+def _check_finite_stimulus(dset: h5py.Dataset, what: str) -> None:
+    if dset.dtype.kind in "iub":
+        return
+    for start, block in _scan_blocks(dset):
+        if not np.isfinite(block).all():
+            raise NonFiniteError(f"{what} holds NaN or Inf in frames "
+                                 f"{start}..{start + len(block) - 1}")
+
+
+# --------------------------------------------------------------------------- truth
+def _read_truth(h5: h5py.File, n_in_file: int, rows: np.ndarray,
+                source: Path) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, Any], list[str]]:
+    """Per-cell ``truth`` arrays as ``cell`` coordinates, the circuit attr, and notes."""
+    group = h5.get("truth")
+    if not isinstance(group, h5py.Group):
+        return {}, {}, []
+    coords: dict[str, tuple[str, np.ndarray]] = {}
+    notes: list[str] = []
+    for name, dset in group.items():
+        if not isinstance(dset, h5py.Dataset):
+            continue
+        values = _read(dset)
+        if h5py.check_string_dtype(dset.dtype):
+            values = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel()],
+                              dtype=str).reshape(values.shape)
+        if values.shape[:1] != (n_in_file,):
+            raise RecordingShapeError(
+                f"{source}: 'truth/{name}' has shape {values.shape}; truth arrays must "
+                f"have one entry per cell in the file ({n_in_file})")
+        if name == "center":
+            if values.shape != (n_in_file, 2):
+                raise RecordingShapeError(f"{source}: 'truth/center' must be (n_cells, 2) "
+                                          f"(row, col) pixels, got {values.shape}")
+            coords["center_y"] = ("cell", values[rows, 0].astype(float))
+            coords["center_x"] = ("cell", values[rows, 1].astype(float))
+        elif values.ndim == 1:
+            coords[name] = ("cell", values[rows])
+        else:
+            notes.append(f"truth/{name} {values.shape} is not a per-cell 1-D array; not exposed")
+    attrs: dict[str, Any] = {}
+    circuit = group.attrs.get("circuit")
+    if circuit is not None:
+        attrs["truth_circuit"] = circuit.decode() if isinstance(circuit, bytes) else str(circuit)
+    return coords, attrs, notes
+
+
+def _write_truth(h5: h5py.File, truth: Mapping[str, Any], n_cells: int) -> None:
+    """Write a ``truth`` group: per-cell arrays, ``center`` (n, 2), ``circuit`` attr."""
+    group = h5.create_group("truth")
+    for name, value in truth.items():
+        if name == "circuit":
+            group.attrs["circuit"] = value if isinstance(value, str) else json.dumps(
+                value, default=str, sort_keys=True)
+            continue
+        arr = np.asarray(value)
+        expected = (n_cells, 2) if name == "center" else (n_cells,)
+        if arr.shape != expected:
+            raise ShapeError(f"truth[{name!r}] has shape {arr.shape}, expected {expected}")
+        if arr.dtype.kind in "UO":
+            group.create_dataset(name, data=arr.astype(str).tolist(),
+                                 dtype=h5py.string_dtype("utf-8"))
+        else:
+            group.create_dataset(name, data=arr)
+
+
+# --------------------------------------------------------------------------- loading
+def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
+                  source: Path) -> tuple[np.ndarray | None, list[str]]:
+    """``(repeat, cell, time)`` single trials from ``<split>/repeats/cellNN`` (NaN where absent)."""
+    group = h5.get(f"{split}/repeats")
+    if not isinstance(group, h5py.Group):
+        return None, []
+    trials: dict[int, np.ndarray] = {}
+    for i, cell in enumerate(rows):
+        name = f"{split}/repeats/cell{cell + 1:02d}"
+        if name not in h5:
+            continue
+        dset = _require_dataset(h5, name, source)
+        _check_ndim(dset, 2, "(n_repeats, T) single trials", source)
+        if dset.shape[1] not in (n_time, n_time + 1):
+            raise RecordingShapeError(
+                f"{source}: '{name}' has {dset.shape[1]} bins, the stimulus {n_time}")
+        trials[i] = _read(dset)[:, :n_time].astype(float)
+    if not trials:
+        return None, []
+    n_rep = max(t.shape[0] for t in trials.values())
+    out = np.full((n_rep, rows.size, n_time), np.nan)
+    for i, t in trials.items():
+        out[:t.shape[0], i] = t
+    notes = []
+    missing = [int(c) for i, c in enumerate(rows) if i not in trials]
+    if missing:
+        notes.append(f"no repeats stored for cells {missing}: NaN")
+    if len({t.shape[0] for t in trials.values()}) > 1:
+        notes.append("cells have different numbers of repeats: padded with NaN")
+    return out, notes
+
+
+def _response_length(n_resp: int, n_time: int, name: str, source: Path) -> int:
+    """Bins to trim from a response: 0, or 1 for the one-bin-longer white-noise test response."""
+    if n_resp == n_time:
+        return 0
+    if n_resp == n_time + 1:
+        return 1
+    raise RecordingShapeError(
+        f"{source}: '{name}' has {n_resp} time bins but the stimulus has {n_time} frames; "
+        f"only a response one bin longer (the published white-noise test quirk) is "
+        f"accepted and trimmed")
+
+
+def load_recording(path: str | os.PathLike, split: str = "test", cells: Any = None,
+                   experiment: str | None = None, stim_type: str | None = None,
+                   *, validate: bool = False) -> xr.Dataset:
+    """Load one split of a recording as a labelled Dataset, the stimulus lazily.
+
+    Parameters
+    ----------
+    path : file ``<root>/<experiment>/<stim_type>.h5`` or the ``root`` folder
+        (then ``experiment`` is required; ``stim_type`` defaults to
+        ``"naturalscene"``). For a file, experiment and stim type default to the
+        folder name and the file stem.
+    split : ``"train"`` or ``"test"``.
+    cells : ``None`` / ``"all"`` (every cell of the file), ``"published"`` (the
+        experiment's :data:`PUBLISHED_CELLS`) or a list of cell indices.
+    validate : also scan the split's stimulus (block by block) for NaN/Inf now.
+        Without it, a non-finite float stimulus is caught by :class:`Windows`
+        on the slices it reads, before anything reaches a model. The train
+        stimulus is always scanned once for its norm stats.
+
+    Returns
+    -------
+    Dataset with ``stimulus (time, y, x)`` (stored dtype, lazy: indexing reads
+    only the selected frames), ``rate (cell, time)`` in Hz, ``spikes (cell,
+    time)`` counts per bin, ``repeats (repeat, cell, time)`` where stored;
+    coords ``time`` (s, bin k at ``k * 0.01``), ``cell`` (indices in the
+    file), ``y``, ``x`` (pixels), plus per-cell ``truth`` arrays
+    (``cell_type``, ``center_y``, ``center_x``, ...) for in-silico files.
+    Attrs: ``experiment, stim_type, split, frame_rate, dt, source_file,
+    norm_mean, norm_std`` (train stimulus), ``trimmed_bins``, ``notes``.
+
+    The file stays open read-only (in xarray's file cache) for the lazy
+    stimulus; ``ds.close()`` (or ``with load_recording(...) as ds:``) closes it,
+    and a later read of ``ds.stimulus`` reopens it.
+    """
+    if split not in SPLITS:
+        raise ConfigurationError(f"split must be 'train' or 'test', not {split!r}")
+    file, experiment, stim_type = _resolve_path(path, experiment, stim_type)
+    _open_h5(file).close()   # a clear error for a corrupt file before the lazy manager
+    manager = CachingFileManager(h5py.File, file, mode="r")
+    try:
+        with manager.acquire_context() as h5:
+            ds = _build_dataset(h5, manager, file, split, cells, experiment, stim_type)
+        if validate:
+            with manager.acquire_context() as h5:
+                _check_finite_stimulus(h5[f"{split}/stimulus"], f"{file}: '{split}/stimulus'")
+    except BaseException:
+        manager.close()
+        raise
+    ds.set_close(manager.close)
+    return ds
+
+
+def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split: str,
+                   cells: Any, experiment: str, stim_type: str) -> xr.Dataset:
+    stim = _require_dataset(h5, f"{split}/stimulus", file)
+    _check_ndim(stim, 3, "(time, y, x) frames", file)
+    rate_dset = _require_dataset(h5, f"{split}/response/firing_rate_10ms", file)
+    _check_ndim(rate_dset, 2, "(n_cells, T) firing rates", file)
+    binned = _require_dataset(h5, f"{split}/response/binned", file)
+    if binned.shape != rate_dset.shape:
+        raise RecordingShapeError(f"{file}: '{split}/response/binned' has shape {binned.shape}, "
+                                  f"firing_rate_10ms {rate_dset.shape}; they must match")
+    time_dset = _require_dataset(h5, f"{split}/time", file)
+    n_time = stim.shape[0]
+    trim = _response_length(rate_dset.shape[1], n_time, rate_dset.name, file)
+    if time_dset.shape not in ((n_time,), (rate_dset.shape[1],)):
+        raise RecordingShapeError(f"{file}: '{split}/time' has shape {time_dset.shape}, the "
+                                  f"stimulus {n_time} frames")
+    rows, how = _select_cells(cells, rate_dset.shape[0], experiment)
+    rate = _read_rows(rate_dset, rows)[:, :n_time].astype(float, copy=False)
+    if not np.isfinite(rate).all():
+        bad = rows[~np.isfinite(rate).all(axis=1)].tolist()
+        raise NonFiniteError(f"{file}: '{rate_dset.name}' holds NaN or Inf for cells {bad}")
+    spikes = _read_rows(binned, rows)[:, :n_time]
+    repeats, notes = _read_repeats(h5, split, rows, n_time, file)
+    truth_coords, truth_attrs, truth_notes = _read_truth(h5, rate_dset.shape[0], rows, file)
+    notes += truth_notes
+    if trim:
+        notes.insert(0, f"response had {trim} bin more than the stimulus (published "
+                        f"white-noise test quirk): last bin trimmed from rate/spikes/repeats")
+    norm = stimulus_norm_stats(file, "train")
+
+    stimulus = xr.Variable(("time", "y", "x"), indexing.LazilyIndexedArray(
+        _H5LazyArray(manager, stim.name, stim.shape, stim.dtype)),
+        attrs={"long_name": "stimulus frames as stored (z-score with retcodec.windows)"})
+    data = {
+        "stimulus": stimulus,
+        "rate": (("cell", "time"), rate, {"long_name": "firing rate in 10 ms bins", "units": "Hz"}),
+        "spikes": (("cell", "time"), spikes, {"long_name": "spike count per 10 ms bin",
+                                              "units": "count"}),
+    }
+    if repeats is not None:
+        data["repeats"] = (("repeat", "cell", "time"), repeats,
+                           {"long_name": "single-trial responses per 10 ms bin"})
+    coords = {"time": ("time", np.arange(n_time) * DT, {"units": "s"}),
+              "cell": ("cell", rows.astype(np.int64), {"long_name": "cell index in the file"}),
+              "y": ("y", np.arange(stim.shape[1]), {"units": "pixel"}),
+              "x": ("x", np.arange(stim.shape[2]), {"units": "pixel"}),
+              **truth_coords}
+    if repeats is not None:
+        coords["repeat"] = np.arange(repeats.shape[0])
+    attrs = {"experiment": experiment, "stim_type": stim_type, "split": split,
+             "frame_rate": FRAME_RATE, "dt": DT, "source_file": str(file),
+             "norm_mean": norm["mean"], "norm_std": norm["std"],
+             "norm_stats_source": "train split stimulus: global mean, population std + 1e-7",
+             "n_cells_in_file": int(rate_dset.shape[0]), "cells_selection": how,
+             "stimulus_dtype": str(stim.dtype), "trimmed_bins": trim,
+             "notes": "; ".join(notes), **truth_attrs}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+# --------------------------------------------------------------------------- windows
+def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
+    """``{'mean', 'std'}`` floats from a dict or a ``[mean, std]`` pair."""
+    if isinstance(norm_stats, Mapping):
+        if not {"mean", "std"} <= set(norm_stats):
+            raise ConfigurationError(f"norm_stats needs keys 'mean' and 'std', got {sorted(norm_stats)}")
+        mean, std = norm_stats["mean"], norm_stats["std"]
+    else:
+        try:
+            mean, std = norm_stats
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"norm_stats must be a dict {{'mean', 'std'}} or [mean, std], got {norm_stats!r}") from None
+    mean, std = float(np.asarray(mean)), float(np.asarray(std))
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        raise NonFiniteError(f"norm_stats must be finite, got mean={mean}, std={std}")
+    if std <= 0:
+        raise ConfigurationError(f"norm_stats std must be > 0, got {std}")
+    return {"mean": mean, "std": std}
+
+
+class Windows:
+    """The model input as a lazy sequence of z-scored stimulus windows.
+
+    ``w[k]`` is a float32 array ``(history, H, W)`` holding frames
+    ``k … k+history-1`` as ``(s - mean) / std``; ``w[a:b]`` and ``w[indices]``
+    give ``(n, history, H, W)``. Only the frames a selection needs are read.
+    ``w.time[k]`` is the time of bin ``k + history``, the bin window ``k``
+    predicts. Build with :func:`windows`.
+
+    Attributes
+    ----------
+    time : (n_windows,) seconds.
+    cells : cell indices of the recording (``None`` for a bare stimulus).
+    norm_stats : ``{'mean', 'std'}`` used.
+    history : frames per window.
+    recording : the Dataset it came from, or ``None``.
+    """
+
+    def __init__(self, stimulus: xr.Variable | np.ndarray, time: np.ndarray,
+                 norm_stats: Mapping[str, float], history: int,
+                 recording: xr.Dataset | None = None) -> None:
+        self._stimulus = stimulus
+        self.history = int(history)
+        self.norm_stats = dict(norm_stats)
+        self.recording = recording
+        self.time = np.asarray(time)[self.history:]
+        self.cells = (None if recording is None or "cell" not in recording.coords
+                      else recording["cell"].values)
+
+    # sequence protocol ---------------------------------------------------
+    def __len__(self) -> int:
+        return self.time.size
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(n_windows, history, H, W)``."""
+        return (len(self), self.history, *self._stimulus.shape[1:])
+
+    def __repr__(self) -> str:
+        return (f"<Windows n={len(self)} history={self.history} frame={self.shape[2:]} "
+                f"mean={self.norm_stats['mean']:.4g} std={self.norm_stats['std']:.4g}>")
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            k = int(key) + len(self) if key < 0 else int(key)
+            if not 0 <= k < len(self):
+                raise IndexError(f"window {key} out of range for {len(self)} windows")
+            return self._gather(np.array([k]))[0]
+        if isinstance(key, slice):
+            return self._gather(np.arange(len(self))[key])
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise IndexError(f"boolean mask has shape {idx.shape}, expected ({len(self)},)")
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise IndexError(f"windows are indexed by an int, a slice or 1-D ints, not {key!r}")
+        idx = np.where(idx < 0, idx + len(self), idx).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"window indices out of range for {len(self)} windows")
+        return self._gather(idx)
+
+    def batches(self, batch_size: int = 500) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(slice, windows)`` over all windows in order, ``batch_size`` at a time."""
+        for start in range(0, len(self), batch_size):
+            sl = slice(start, min(start + batch_size, len(self)))
+            yield sl, self[sl]
+
+    def rate(self) -> xr.DataArray:
+        """The recording's rate ``(time, cell)`` at :attr:`time`: row k pairs with window k."""
+        if self.recording is None or "rate" not in self.recording:
+            raise ConfigurationError("these windows have no recording with a 'rate' to align")
+        rate = self.recording["rate"].isel(time=slice(self.history, None))
+        return rate.transpose("time", "cell")
+
+    # reading -------------------------------------------------------------
+    def _frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as stored (reads only those from disk)."""
+        block = self._stimulus[start:stop]
+        return np.asarray(block.values if isinstance(block, xr.Variable) else block)
+
+    def _gather(self, starts: np.ndarray) -> np.ndarray:
+        """Windows starting at ``starts``: read merged frame runs once, then index."""
+        h = self.history
+        if starts.size == 0:
+            return np.empty((0, *self.shape[1:]), dtype=np.float32)
+        first = np.unique(starts)
+        # runs of frames [a, b) covering every window, overlapping windows merged
+        breaks = np.flatnonzero(first[1:] > first[:-1] + h) + 1
+        run_a = first[np.r_[0, breaks]]
+        run_b = first[np.r_[breaks - 1, first.size - 1]] + h
+        offsets = np.r_[0, np.cumsum(run_b - run_a)[:-1]]
+        frames = np.concatenate([self._frames(a, b) for a, b in zip(run_a, run_b)])
+        frames = self._normalize(frames, run_a, run_b)
+        run = np.searchsorted(run_a, starts, side="right") - 1
+        pos = offsets[run] + starts - run_a[run]
+        return frames[pos[:, None] + np.arange(h)]
+
+    def _normalize(self, frames: np.ndarray, run_a: np.ndarray, run_b: np.ndarray) -> np.ndarray:
+        out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
+            / np.float32(self.norm_stats["std"])
+        if not np.isfinite(out).all():
+            runs = ", ".join(f"{a}..{b - 1}" for a, b in zip(run_a, run_b))
+            raise NonFiniteError(f"the stimulus holds NaN or Inf among frames {runs}; "
+                                 f"it cannot be fed to a model")
+        return out
+
+
+def _stimulus_and_time(recording: Any) -> tuple[xr.Variable | np.ndarray, np.ndarray, dict]:
+    """The (time, y, x) stimulus, its time coordinate (s) and attrs of any accepted input."""
+    if isinstance(recording, xr.Dataset):
+        if "stimulus" not in recording:
+            raise RecordingError(f"the Dataset has no 'stimulus' variable (it has "
+                                 f"{sorted(recording.data_vars)}); load it with load_recording")
+        recording = recording["stimulus"]
+    if isinstance(recording, xr.DataArray):
+        if set(recording.dims) == {"time", "y", "x"}:
+            recording = recording.transpose("time", "y", "x")
+        if recording.ndim != 3:
+            raise ShapeError(f"stimulus must be (time, y, x), got dims {recording.dims}")
+        dim = recording.dims[0]
+        time = (recording[dim].values if dim in recording.coords
+                else np.arange(recording.shape[0]) * DT)
+        return recording.variable, time, dict(recording.attrs)
+    if hasattr(recording, "detach"):                       # a torch tensor
+        recording = recording.detach().cpu().numpy()
+    if not isinstance(recording, (np.ndarray, h5py.Dataset)):
+        recording = np.asarray(recording)
+    if recording.ndim != 3:
+        raise ShapeError(f"stimulus must be (time, y, x), got shape {recording.shape}")
+    return recording, np.arange(recording.shape[0]) * DT, {}
+
+
+def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any = None,
+            history: int = DEFAULT_HISTORY) -> Windows:
+    """Sliding ``history``-frame windows of a recording's stimulus, z-scored, lazily.
+
+    Parameters
+    ----------
+    recording : Dataset from :func:`load_recording` (or an interneuron node), a
+        ``(time, y, x)`` DataArray, or a bare ``(T, H, W)`` array.
+    norm_stats : the model's ``{'mean', 'std'}`` or ``[mean, std]``; default the
+        train-split stats in the recording's ``norm_mean``/``norm_std`` attrs.
+    history : frames per window (the model's ``img_shape[0]``).
+
+    Returns
+    -------
+    :class:`Windows` of length ``T - history``; window ``k`` = frames
+    ``k … k+history-1``, ``(s - mean) / std`` in float32, aligned with bin
+    ``k + history`` (``w.time``).
+    """
+    history = int(history)
+    if history < 1:
+        raise ConfigurationError(f"history must be >= 1 frame, got {history}")
+    if isinstance(recording, xr.DataTree):
+        recording = recording.to_dataset()
+    stimulus, time, attrs = _stimulus_and_time(recording)
+    source = recording if isinstance(recording, xr.Dataset) else None
+    if norm_stats is None:
+        attrs = source.attrs if source is not None else attrs
+        if "norm_mean" not in attrs or "norm_std" not in attrs:
+            raise ConfigurationError(
+                "no norm_stats given and the input carries no norm_mean/norm_std attrs; "
+                "pass the model's norm_stats (e.g. model.meta['norm_stats'])")
+        norm_stats = {"mean": attrs["norm_mean"], "std": attrs["norm_std"]}
+    if stimulus.shape[0] <= history:
+        raise ShapeError(f"the stimulus has {stimulus.shape[0]} frames; windows of "
+                         f"{history} frames need at least {history + 1}")
+    return Windows(stimulus, time, _parse_norm_stats(norm_stats), history, source)
+
+
+# --------------------------------------------------------------------------- writing
+_SPLIT_KEYS = {"stimulus", "firing_rate_10ms", "binned", "repeats", "stas"}
+
+
+def _compact_stimulus(stimulus: Any, split: str) -> np.ndarray:
+    """uint8 when the values are integers in 0..255 (losslessly), else float32."""
+    arr = np.asarray(stimulus)
+    if arr.ndim != 3:
+        raise ShapeError(f"{split} stimulus must be (T, y, x), got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise NonFiniteError(f"{split} stimulus holds NaN or Inf")
+    if arr.size and arr.dtype.kind in "iuf" and arr.min() >= 0 and arr.max() <= 255 \
+            and np.array_equal(arr, np.round(arr)):
+        return arr.astype(np.uint8)
+    return arr.astype(np.float32)
+
+
+def _checked_split(name: str, split: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated arrays of one split dict (shapes, finiteness)."""
+    unknown = set(split) - _SPLIT_KEYS
+    missing = {"stimulus", "firing_rate_10ms", "binned"} - set(split)
+    if unknown or missing:
+        raise ConfigurationError(f"{name} split: missing keys {sorted(missing)}, unknown keys "
+                                 f"{sorted(unknown)} (allowed: {sorted(_SPLIT_KEYS)})")
+    out = {"stimulus": _compact_stimulus(split["stimulus"], name)}
+    n_time = out["stimulus"].shape[0]
+    rate = np.asarray(split["firing_rate_10ms"], dtype=np.float32)
+    binned = np.asarray(split["binned"])
+    if rate.ndim != 2 or rate.shape[1] != n_time or binned.shape != rate.shape:
+        raise ShapeError(f"{name}: firing_rate_10ms {rate.shape} and binned {binned.shape} "
+                         f"must both be (n_cells, {n_time})")
+    if not np.isfinite(rate).all():
+        raise NonFiniteError(f"{name} firing_rate_10ms holds NaN or Inf")
+    out["firing_rate_10ms"], out["binned"] = rate, binned
+    if split.get("repeats") is not None:
+        rep = np.asarray(split["repeats"], dtype=np.float32)
+        if rep.ndim != 3 or rep.shape[0] != rate.shape[0] or rep.shape[2] != n_time:
+            raise ShapeError(f"{name} repeats must be (n_cells={rate.shape[0]}, n_repeats, "
+                             f"{n_time}), got {rep.shape}")
+        out["repeats"] = rep
+    if split.get("stas") is not None:
+        stas = split["stas"]
+        out["stas"] = ({int(k): np.asarray(v) for k, v in stas.items()} if isinstance(stas, Mapping)
+                       else dict(enumerate(np.asarray(stas))))
+    return out
+
+
+def write_recording(path: str | os.PathLike, *, train: Mapping[str, Any], test: Mapping[str, Any],
+                    attrs: Mapping[str, Any] | None = None, truth: Mapping[str, Any] | None = None,
+                    compression: str | None = "gzip") -> Path:
+    """Write a recording in the published layout, atomically; returns the path.
+
+    Each split dict holds ``stimulus`` (T, H, W) (stored as uint8 when its
+    values are integers 0..255, else float32; chunked and compressed),
+    ``firing_rate_10ms`` (n_cells, T) in Hz, ``binned`` (n_cells, T) counts,
+    optional ``repeats`` (n_cells, n_repeats, T) written to
+    ``<split>/repeats/cellNN`` (1-based) and optional ``stas`` (an array with
+    one entry per cell, or ``{cell: array}``) written to ``<split>/stas/cellNN``.
+    ``attrs`` become root attributes; ``truth`` (``cell_type`` (n,),
+    ``center`` (n, 2), other 1-D per-cell arrays, ``circuit`` dict or JSON)
+    becomes the ``truth`` group. ``path`` is conventionally
+    ``<root>/<experiment>/<stim_type>.h5``.
+    """
+    if compression not in ("gzip", "lzf", None):
+        raise ConfigurationError(f"compression must be 'gzip', 'lzf' or None, not {compression!r}")
+    splits = {"train": _checked_split("train", train), "test": _checked_split("test", test)}
+    n_cells = {s: d["firing_rate_10ms"].shape[0] for s, d in splits.items()}
+    if n_cells["train"] != n_cells["test"]:
+        raise ShapeError(f"train has {n_cells['train']} cells, test {n_cells['test']}")
+    opts = {"compression": compression, "compression_opts": 4 if compression == "gzip" else None}
+    path = Path(path)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key, value in {**provenance_attrs(), **dict(attrs or {})}.items():
+            h5.attrs[key] = to_attr(value)
+        for name, split in splits.items():
+            _write_split(h5.create_group(name), split, opts)
+        if truth is not None:
+            _write_truth(h5, truth, n_cells["train"])
+    return path
+
+
+def _write_split(group: h5py.Group, split: Mapping[str, Any], opts: dict) -> None:
+    stim = split["stimulus"]
+    chunks = (min(max(stim.shape[0], 1), _STIM_CHUNK_FRAMES), *stim.shape[1:])
+    group.create_dataset("stimulus", data=stim, chunks=chunks if stim.size else None,
+                         **(opts if stim.size else {}))
+    group.create_dataset("time", data=np.arange(stim.shape[0]) * DT)
+    response = group.create_group("response")
+    for name in ("firing_rate_10ms", "binned"):
+        response.create_dataset(name, data=split[name], **(opts if split[name].size else {}))
+    if "repeats" in split:
+        rep = group.create_group("repeats")
+        for cell, trials in enumerate(split["repeats"]):
+            rep.create_dataset(f"cell{cell + 1:02d}", data=trials, **opts)
+    if "stas" in split:
+        stas = group.create_group("stas")
+        for cell, sta in split["stas"].items():
+            stas.create_dataset(f"cell{cell + 1:02d}", data=sta)
+
