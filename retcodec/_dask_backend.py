@@ -48,7 +48,7 @@ def _client(distributed: Any, scheduler: Any, n_workers: int) -> tuple[Any, list
         if not isinstance(n_workers, int) or n_workers < 1:
             raise ConfigurationError(f"n_workers must be an integer >= 1, got {n_workers!r}")
         cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None)
+                                           processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         return client, [client, cluster]
     client = distributed.Client(scheduler)      # a cluster object or an address string

@@ -21,8 +21,7 @@ _ENV = {"models": "RETCODEC_MODELS", "datasets": "RETCODEC_DATASETS"}
 #: names of the bundled files, relative to their kind's folder
 DEFAULT_MODEL = "insilico_naturalscene.pt"
 DEFAULT_WHITENOISE_MODEL = "insilico_whitenoise.pt"
-DEFAULT_DATA_ROOT = "insilico"          # <datasets>/insilico/<expt>/<stim>.h5
-DEFAULT_EXPERIMENT = "insilico"
+DEFAULT_EXPERIMENT = "insilico"         # <datasets>/insilico/<stim>.h5
 DEFAULT_STIM_TYPE = "naturalscene"
 DEFAULT_INTERNEURONS = "interneurons"   # <datasets>/interneurons/*.h5
 
@@ -71,11 +70,12 @@ def default_model_path() -> Path:
 
 
 def default_data_root() -> Path:
-    return bundled_path("datasets", DEFAULT_DATA_ROOT)
+    """The bundled data root: ``<root>/<experiment>/<stim_type>.h5`` as published."""
+    return bundled_dir("datasets")
 
 
 def default_recording_path(stim_type: str = DEFAULT_STIM_TYPE) -> Path:
-    return bundled_path("datasets", f"{DEFAULT_DATA_ROOT}/{DEFAULT_EXPERIMENT}/{stim_type}.h5")
+    return bundled_path("datasets", f"{DEFAULT_EXPERIMENT}/{stim_type}.h5")
 
 
 def default_interneuron_dir() -> Path:

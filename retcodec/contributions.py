@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -193,7 +194,9 @@ def _push_tangent(module: nn.Module, inp: torch.Tensor, t: torch.Tensor) -> torc
     if isinstance(module, nn.Softplus):
         z = inp * module.beta
         return t * torch.where(z > module.threshold, torch.ones_like(z), torch.sigmoid(z))
-    return torch.func.jvp(module, (inp,), (t,))[1]
+    with warnings.catch_warnings():            # torch's forward-mode set-up warns about jit
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.func.jvp(module, (inp,), (t,))[1]
 
 
 class _FastNetwork:
@@ -296,10 +299,15 @@ class _PlainNetwork:
         return out, hidden, None
 
     def tangents(self, e: torch.Tensor, t: torch.Tensor, inputs: Any = None) -> dict[str, torch.Tensor]:
-        from torch.autograd import forward_ad
-        with torch.no_grad(), forward_ad.dual_level():
-            _, hidden, _ = self.run(forward_ad.make_dual(e.detach(), t))
-            return {name: forward_ad.unpack_dual(h).tangent for name, h in hidden.items()}
+        """``J_l(e) t`` for every layer by double backward: ``J t = ∂/∂u ⟨Jᵀ u, t⟩``."""
+        names = list(self.layers)
+        with torch.enable_grad():
+            x = e.detach().requires_grad_(True)
+            _, hidden, _ = self.run(x)
+            dummies = [torch.zeros_like(hidden[n], requires_grad=True) for n in names]
+            (vjp,) = torch.autograd.grad([hidden[n] for n in names], [x], dummies, create_graph=True)
+            jvps = torch.autograd.grad(vjp, dummies, t, allow_unused=True)
+        return {n: (torch.zeros_like(hidden[n]) if j is None else j.detach()) for n, j in zip(names, jvps)}
 
 
 # =========================================================================== engine
@@ -379,10 +387,9 @@ class Engine:
             "target_baseline": _np(self.s0.expand(len(x)))}
         for name in self.settings.layers:
             c = contrib[name]
-            space = tuple(range(2, c.ndim))
             res[f"{name}.contribution"] = _np(torch.stack(
-                [c.clamp(max=0).sum(space), c.clamp(min=0).sum(space)], dim=-1))
-            res[f"{name}.activation"] = _np(hid_x[name].sum(space))
+                [_space_sum(c.clamp(max=0)), _space_sum(c.clamp(min=0))], dim=-1))
+            res[f"{name}.activation"] = _np(_space_sum(hid_x[name]))
             res[f"{name}.completeness_residual"] = _np(c.flatten(1).sum(1).double() - delta)
             if self.settings.maps and c.ndim == 4:
                 res[f"{name}.contribution_map"] = _np(c)
@@ -425,6 +432,8 @@ class Engine:
                 out[name] = (0.5 * (g[1:] + g[:-1]) * (h[1:] - h[:-1])).sum(0)
             return out
         t_path = diff.unsqueeze(0).expand(p, *diff.shape).flatten(0, 1)
+        if t_path.ndim == 4:
+            t_path = t_path.contiguous(memory_format=torch.channels_last)
         tang = self.net.tangents(e_path, t_path, inputs)
         w = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
         for name in s.layers:
@@ -455,6 +464,11 @@ class Engine:
 
 def _rebuild_engine(args: tuple[Any, ...], target: Target | None) -> Engine:
     return Engine(*args, target=target)
+
+
+def _space_sum(t: torch.Tensor) -> torch.Tensor:
+    """``(B, C, ...) -> (B, C)``: the sum over the spatial dimensions, if any."""
+    return t.sum(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -541,7 +555,7 @@ def _baseline_array(baseline: Any, window_shape: tuple[int, ...]) -> np.ndarray:
                          f"got shape {arr.shape}") from None
     if not np.all(np.isfinite(arr)):
         raise NonFiniteError("the baseline holds NaN or Inf")
-    return np.ascontiguousarray(arr)[None]
+    return np.array(arr, dtype=np.float64, copy=True)[None]
 
 
 def _baseline_attr(baseline: np.ndarray) -> float | str:
@@ -937,5 +951,4 @@ def _root_attrs(engine: Engine, target: Target, settings: Settings, baseline: np
         if meta.get(key) is not None:
             attrs[f"model_{key}"] = to_attr(meta[key])
     attrs["model_class"] = type(model).__name__
-    return {k: (str(v) if isinstance(v, list) and v and isinstance(v[0], str) else to_attr(v))
-            for k, v in attrs.items()}
+    return {k: to_attr(v) for k, v in attrs.items()}

@@ -38,7 +38,7 @@ class FitConfig:
     chans: tuple[int, int] = (8, 8)
     ksizes: tuple[int, int, int] = (15, 11, 11)
     history: int = 40
-    epochs: int = 30
+    epochs: int = 12
     batch_size: int = 256
     lr: float = 2e-3
     l2: float = 1e-4
@@ -46,9 +46,9 @@ class FitConfig:
     noise: float = 0.05
     drop_p: float = 0.05
     val_fraction: float = 0.1
-    patience: int = 6
+    patience: int = 3
     lr_decay: float = 0.5
-    lr_patience: int = 2
+    lr_patience: int = 1
     seed: int = 0
     threads: int | None = None
 
@@ -268,7 +268,7 @@ def _train_epoch(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, o
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss) * len(b)
+        total += float(loss.detach()) * len(b)
         count += len(b)
     return total / max(count, 1)
 

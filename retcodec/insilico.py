@@ -36,7 +36,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage, signal
@@ -413,3 +413,122 @@ def simulate_split(retina: InSilicoRetina, kind: str, seconds: float, rng: np.ra
     if n_repeats > 1:
         out["repeats"] = rec["rate"].transpose(1, 0, 2)
     return out
+
+
+# --------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class SimulationPlan:
+    """Lengths (s) of every simulated split; the defaults are the full-length files."""
+
+    naturalscene_train: float = 420.0
+    naturalscene_test: float = 60.0
+    whitenoise_train: float = 300.0
+    whitenoise_test: float = 60.0
+    n_repeats: int = 10
+    interneuron_seconds: float = 120.0
+    bipolars_per_type: int = 2
+    amacrines_per_type: int = 3
+    vm_noise: float = 0.2                 # recording noise, fraction of each cell's Vm std
+
+
+EXPERIMENT = "insilico"
+
+
+def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = None,
+             progress: bool = True) -> dict[str, Path]:
+    """Simulate the in-silico retina and write it in the published layouts.
+
+    Writes ``<out_root>/insilico/{naturalscene,whitenoise}.h5`` (ganglion-cell
+    recordings; ``truth`` group with cell types, centres and the circuit) and
+    ``<out_root>/interneurons/{bipolars,amacrines}_insilico.h5`` (responses to
+    boxes, ``truth/cell_type``). Deterministic under ``seed``. The white-noise
+    test response has one bin more than its stimulus, like the published files.
+    """
+    from .interneurons import write_interneurons
+    from .recordings import write_recording
+
+    plan = plan or SimulationPlan()
+    out_root = Path(out_root)
+    retina = InSilicoRetina(seed)
+    truth = retina.truth()
+    paths: dict[str, Path] = {}
+    steps = [("naturalscene", plan.naturalscene_train, plan.naturalscene_test, 0),
+             ("whitenoise", plan.whitenoise_train, plan.whitenoise_test, 1)]
+    bar = _bar(len(steps) + 1, progress)
+    for i, (kind, train_s, test_s, extra) in enumerate(steps):
+        rng = np.random.default_rng([seed, 100 + i])
+        train = simulate_split(retina, kind, train_s, rng)
+        test = simulate_split(retina, kind, test_s, rng, n_repeats=plan.n_repeats, extra_bins=extra)
+        for split in (train, test):
+            split.pop("true_rate")
+        attrs = {"experiment": EXPERIMENT, "stim_type": kind, "simulated": 1, "seed": seed,
+                 "description": "in-silico retina (retcodec.insilico), NOT a recording of a real retina",
+                 "binned_test": f"spike counts summed over the {plan.n_repeats} repeats",
+                 "repeats_units": "Hz (single-trial 10 ms rate estimates)"}
+        paths[kind] = write_recording(out_root / EXPERIMENT / f"{kind}.h5", train=train, test=test,
+                                      attrs=attrs, truth=truth)
+        bar.update()
+    paths.update(simulate_interneurons(retina, out_root / "interneurons", plan, seed))
+    bar.update()
+    bar.close()
+    return paths
+
+
+def simulate_interneurons(retina: InSilicoRetina, folder: str | Path, plan: SimulationPlan,
+                          seed: int = 0) -> dict[str, Path]:
+    """Bipolar and amacrine "recordings" to a boxes stimulus, one file per class."""
+    from .interneurons import write_interneurons
+
+    rng = np.random.default_rng([seed, 200])
+    raw = boxes(int(round(plan.interneuron_seconds / DT)), rng)
+    contrast = pad_to(2.0 * raw.astype(np.float32) - 1.0)        # the published preparation
+    out = {}
+    for cls, kinds, per in (("bipolars", BIPOLAR_TYPES, plan.bipolars_per_type),
+                            ("amacrines", AMACRINE_TYPES, plan.amacrines_per_type)):
+        types = np.repeat(np.array(kinds), per)
+        pos = rng.integers(14, 36, size=(len(types), 2))
+        vm = retina.interneuron_potentials(contrast, list(types), pos)
+        vm = vm + rng.normal(0, plan.vm_noise, vm.shape).astype(np.float32) * vm.std(axis=1, keepdims=True)
+        vm = vm - vm.mean(axis=1, keepdims=True)                  # "detrended"
+        out[cls] = write_interneurons(
+            Path(folder) / f"{cls}_insilico.h5", {"boxes": (raw, vm.astype(np.float32))},
+            truth={"cell_type": types, "center": pos.astype(np.float32), "circuit": retina.params.to_json()},
+            attrs={"simulated": 1, "seed": seed, "description": "in-silico retina interneurons (retcodec.insilico)"})
+    return out
+
+
+def shorten_recording(src: str | Path, dst: str | Path, train_seconds: float) -> Path:
+    """Copy a recording file keeping only the first ``train_seconds`` of its train split."""
+    import h5py
+
+    from .storage import atomic_path
+
+    n = int(round(train_seconds / DT))
+    dst = Path(dst)
+    with h5py.File(src, "r") as fin, atomic_path(dst) as tmp, h5py.File(tmp, "w") as fout:
+        for k, v in fin.attrs.items():
+            fout.attrs[k] = v
+        fout.attrs["shortened_train_seconds"] = float(train_seconds)
+        for name in fin:
+            if name != "train":
+                fin.copy(fin[name], fout, name=name)
+        _copy_truncated(fin["train"], fout.create_group("train"), n)
+    return dst
+
+
+def _copy_truncated(gin, gout, n: int) -> None:
+    import h5py
+    for k, v in gin.attrs.items():
+        gout.attrs[k] = v
+    for name, item in gin.items():
+        if isinstance(item, h5py.Group):
+            _copy_truncated(item, gout.create_group(name), n)
+            continue
+        data = item[:n] if name in ("stimulus", "time") else item[..., :n]
+        gout.create_dataset(name, data=data, chunks=item.chunks and tuple(min(c, s) for c, s in zip(item.chunks, data.shape)),
+                            compression=item.compression, compression_opts=item.compression_opts)
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, disable=not enabled, desc="simulate")

@@ -41,12 +41,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from scipy.optimize import linear_sum_assignment, nnls
+from scipy.stats import norm
+from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                          clone)
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.decomposition import NMF, PCA, non_negative_factorization
+from sklearn.decomposition import NMF, PCA
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
 from .errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
@@ -55,52 +57,52 @@ from .storage import write_netcdf_atomic
 
 __all__ = ["ContributionModes", "NMFModes", "PCAModes", "fit_layer", "save_modes",
            "load_modes", "estimator_from_dataset", "match_modes", "mode_stability",
-           "make_sparse_modes", "explained_r2", "layer_matrix"]
+           "make_sparse_modes", "explained_r2", "layer_matrix", "modes_dataset"]
 
 SIGNS = ("neg", "pos")
 _TRANSFORM_BATCH = 65536
 
 
 # --------------------------------------------------------------------------- checks
-def _check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None,
-                  what: str = "X", allow_empty: bool = False) -> np.ndarray:
-    """``X`` as a finite float64 (samples, features) array; raise a specific error if not."""
+def _check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None, what: str = "X",
+                  owner: str = "the estimator", min_samples: int = 1,
+                  allow_empty: bool = False) -> np.ndarray:
+    """``X`` as a finite float64 (samples, features) array; raise a specific error if not.
+
+    Dense numeric input only (``sklearn.utils.check_array`` rules); at least
+    ``min_samples`` rows; ``n_features`` columns when given; no negative entries
+    when ``nonneg``.
+    """
     if isinstance(X, (xr.DataArray, xr.Dataset)):
         raise ShapeError(f"{what} is an xarray object; use fit_layer(estimator, contribution) "
                          f"for (time, channel, sign) data, or pass a (samples, features) array")
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ShapeError(f"{what} must be 2-D (samples, features), got shape {X.shape}; "
-                         f"reshape a single feature with X.reshape(-1, 1), a single sample "
-                         f"with X.reshape(1, -1)")
-    if X.dtype.kind not in "biuf":
-        raise ShapeError(f"{what} must hold numbers, got dtype {X.dtype}")
-    X = X.astype(np.float64, copy=False)
-    if not allow_empty and (X.shape[0] < 1 or X.shape[1] < 1):
-        raise ShapeError(f"{what} is empty (shape {X.shape})")
+    try:
+        X = check_array(X, dtype=np.float64, input_name=what,
+                        ensure_min_samples=0 if allow_empty else min_samples,
+                        ensure_min_features=0 if allow_empty else 1)
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        kind = NonFiniteError if ("NaN" in message or "infinity" in message) else ShapeError
+        raise kind(f"{what}: {message}") from error
     if n_features is not None and X.shape[1] != n_features:
-        raise ShapeError(f"{what} has {X.shape[1]} features; the estimator was fitted "
-                         f"on {n_features}")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).sum())
-        raise NonFiniteError(f"{what} holds {bad} NaN/Inf values; drop or fill them first")
-    if nonneg and (X < 0).any():
+        raise ShapeError(f"{what} has {X.shape[1]} features, but {owner} is expecting "
+                         f"{n_features} features as input")
+    if nonneg and X.size and X.min() < 0:
         raise ConfigurationError(
-            f"{what} has negative entries (min {X.min():.3g}) but the modes are "
-            f"non-negative (nonneg=True, or NMF): pass the positive part C+ or the "
-            f"magnitudes [|C-|, C+] (fit_layer(..., sign='both')), or use nonneg=False")
+            f"Negative values in data passed to {owner} ({what} min {X.min():.3g}): its "
+            f"modes are non-negative. Pass the positive part C+ or the magnitudes "
+            f"[|C-|, C+] (fit_layer(..., sign='both')), or use signed modes (nonneg=False)")
     return X
 
 
-def _check_min_samples(X: np.ndarray, n_min: int) -> None:
-    if X.shape[0] < n_min:
-        raise ShapeError(f"need at least {n_min} samples to fit, got {X.shape[0]}")
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
-def _check_n_modes(n_modes: Any, name: str = "n_modes") -> int:
-    if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {n_modes!r}")
-    return int(n_modes)
+def _check_n_modes(n_modes: Any) -> int:
+    return _check_positive_int(n_modes, "n_modes")
 
 
 def _check_sign(sign: str) -> str:
@@ -140,23 +142,19 @@ def _torch_r2(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float(1.0 - residual / total) if float(total) > 0 else float(residual == 0)
 
 
-def _float32_at_least(value: float) -> float:
-    """Smallest float32 ``>= value``: ``a >= it`` in float32 iff ``float64(a) >= value``."""
-    v = np.float32(value)
-    if float(v) < value:
-        v = np.nextafter(v, np.float32(np.inf))
-    return float(v)
-
-
 # --------------------------------------------------------------------------- shared estimator
-class _ModesBase(TransformerMixin, BaseEstimator):
+class _ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared parts: reconstruction, scoring, mode ordering and summary attributes."""
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_modes_
 
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Reconstruction ``Z @ components_`` (+ ``mean_`` for PCA): (n, n_modes_) -> (n, d)."""
         check_is_fitted(self)
         Z = _check_matrix(Z, nonneg=False, n_features=self.n_modes_, what="Z",
-                          allow_empty=self.n_modes_ == 0)
+                          owner=type(self).__name__, allow_empty=self.n_modes_ == 0)
         return Z @ self.components_ + self._offset()
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -169,7 +167,8 @@ class _ModesBase(TransformerMixin, BaseEstimator):
 
     def _validate_input(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        return _check_matrix(X, nonneg=self._needs_nonneg_input(), n_features=self.n_features_in_)
+        return _check_matrix(X, nonneg=self._needs_nonneg_input(), n_features=self.n_features_in_,
+                             owner=type(self).__name__)
 
     def _needs_nonneg_input(self) -> bool:
         return False
@@ -210,6 +209,12 @@ class _ModesBase(TransformerMixin, BaseEstimator):
         self.scale_ = float(ds.attrs["scale"])
         self.r2_ = float(ds["r2"].values)
         self.l0_ = float(ds.attrs["l0"])
+
+
+def _check_rank(n_modes: int, X: np.ndarray, method: str) -> None:
+    if n_modes > min(X.shape):
+        raise ConfigurationError(f"n_modes={n_modes} exceeds min(n_samples={X.shape[0]}, "
+                                 f"n_features={X.shape[1]}), the most {method} can give")
 
 
 def _energy_order(Z: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -368,10 +373,12 @@ class ContributionModes(_ModesBase):
 
     Notes
     -----
-    ``transform`` returns the loadings of the alive atoms in mode order. Every
-    non-zero loading is ≥ ``threshold`` and < 1 (exactly, compared in float64):
-    loadings are the unscaled ``z``, the global scale sits in ``components_``.
-    Atoms dead on the training data are dropped, also for new data.
+    Training runs in float32; the kept network is then stored in float64, and
+    ``transform`` computes in float64 sample by sample (independent of the
+    batch). It returns the loadings of the alive atoms in mode order: every
+    non-zero loading is ≥ ``threshold`` and < 1 (loadings are the unscaled
+    ``z``; the global scale sits in ``components_``). Atoms dead on the
+    training data are dropped, also for new data.
     """
 
     def __init__(self, n_modes: int | None = None, multiplier: int = 10,
@@ -413,8 +420,8 @@ class ContributionModes(_ModesBase):
         """Fit the autoencoder to ``X`` (samples, features)."""
         start = time.perf_counter()
         self._check_params()
-        X = _check_matrix(X, nonneg=self.nonneg)
-        _check_min_samples(X, 2 if self.validation_fraction == 0 else 10)
+        X = _check_matrix(X, nonneg=self.nonneg, owner=type(self).__name__,
+                          min_samples=2 if self.validation_fraction == 0 else 10)
         n_features = X.shape[1]
         self.n_features_in_ = n_features
         self.scale_ = _global_scale(X, self.scale)
@@ -447,10 +454,16 @@ class ContributionModes(_ModesBase):
     def _needs_nonneg_input(self) -> bool:
         return bool(self.nonneg)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = bool(self.nonneg)
+        tags.non_deterministic = self.random_state is None
+        return tags
+
     def _n_atoms(self, n_features: int) -> int:
         if self.n_modes is not None:
             return _check_n_modes(self.n_modes)
-        return _check_n_modes(self.multiplier, "multiplier") * n_features
+        return _check_positive_int(self.multiplier, "multiplier") * n_features
 
     def _check_params(self) -> None:
         if self.n_modes is not None:
@@ -469,9 +482,9 @@ class ContributionModes(_ModesBase):
         if not 0 <= self.dropout < 1:
             raise ConfigurationError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         for name in ("batch_size", "max_epochs", "patience", "decay_every"):
-            _check_n_modes(getattr(self, name), name)
+            _check_positive_int(getattr(self, name), name)
         if self.hidden is not None:
-            _check_n_modes(self.hidden, "hidden")
+            _check_positive_int(self.hidden, "hidden")
         for name in ("lr", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -525,7 +538,7 @@ class ContributionModes(_ModesBase):
         X_train, X_val = X_train.to(device), X_val.to(device)
         optimizer = torch.optim.Adam(module.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, self.decay_every, self.lr_decay)
-        threshold = _float32_at_least(self.threshold)
+        threshold = self.threshold
         history: dict[str, list[float]] = {"train_loss": [], "val_r2": []}
         best_r2, best_state, best_epoch, waited = -np.inf, None, -1, 0
         for epoch in range(self.max_epochs):
@@ -547,7 +560,7 @@ class ContributionModes(_ModesBase):
             module.load_state_dict(best_state)
         self.history_, self.n_iter_ = history, len(history["val_r2"])
         self.val_r2_, self.best_epoch_ = float(best_r2), best_epoch
-        return module.cpu().eval()
+        return module.cpu().double().eval()
 
     def _train_epoch(self, module: _SparseAutoencoder, optimizer: torch.optim.Optimizer,
                      X: torch.Tensor, threshold: float) -> float:
@@ -571,14 +584,11 @@ class ContributionModes(_ModesBase):
 
     def _all_loadings(self, X: np.ndarray) -> np.ndarray:
         """Loadings of every atom: (n, d) original units -> (n, K) float64."""
-        threshold = _float32_at_least(self.threshold)
-        module = self._module
         out = np.empty((len(X), self.n_atoms_), dtype=np.float64)
         with torch.inference_mode():
             for start in range(0, len(X), _TRANSFORM_BATCH):
-                x = torch.as_tensor(X[start:start + _TRANSFORM_BATCH] / self.scale_,
-                                    dtype=torch.float32)
-                out[start:start + len(x)] = module(x, threshold)[0].double().numpy()
+                x = torch.as_tensor(X[start:start + _TRANSFORM_BATCH] / self.scale_)
+                out[start:start + len(x)] = self._module(x, self.threshold)[0].numpy()
         return out
 
     def _set_modes_from_module(self, X: np.ndarray) -> None:
@@ -615,7 +625,7 @@ class ContributionModes(_ModesBase):
         self.alive_ = ds["sae_alive"].values.astype(bool)
         self.n_atoms_, self.hidden_ = len(self.alive_), int(ds.attrs["hidden"])
         module = _SparseAutoencoder(self.n_features_in_, self.hidden_, self.n_atoms_,
-                                    self.dropout, self.nonneg)
+                                    self.dropout, self.nonneg).double()
         module.load_state_dict({key: torch.from_numpy(ds[_state_variable(key)].values.copy())
                                 for key in _STATE_LAYOUT})
         self._module = module.eval()
@@ -628,7 +638,6 @@ class ContributionModes(_ModesBase):
 
 def _readout_std(threshold: float, active_share: float) -> float:
     """Std ``s`` of a centred logit with ``P(sigmoid(logit) >= threshold) = active_share``."""
-    from scipy.stats import norm
     logit = math.log(threshold / (1 - threshold))
     if logit <= 0:  # θ <= 0.5: a centred logit of any spread passes θ half the time or more
         return 1.0
@@ -643,16 +652,16 @@ def _fork_devices(device: torch.device) -> list:
 class NMFModes(_ModesBase):
     """Non-negative matrix factorisation baseline (``sklearn.decomposition.NMF``).
 
-    ``X / scale_ ≈ W H``; ``components_ = scale_ * H`` (in the units of ``X``),
-    loadings ``W`` (``transform`` solves for ``W`` with ``H`` fixed). Modes are
-    ordered by decreasing ``Σ_samples w · ‖H_k‖``. Extra keyword arguments go to
-    :class:`sklearn.decomposition.NMF` through ``nmf_params``.
+    ``X / scale_ ≈ W H`` (Frobenius loss, no regularisation);
+    ``components_ = scale_ * H`` in the units of ``X``, ordered by decreasing
+    ``Σ_samples w · ‖H_k‖``. ``transform`` gives each sample's exact
+    non-negative least-squares loadings on the fixed components (so it is the
+    same for a sample alone or in a batch).
     """
 
     def __init__(self, n_modes: int = 6, init: str | None = "nndsvda", max_iter: int = 1000,
                  tol: float = 1e-5, scale: str | float | None = "std", sign: str = "pos",
-                 random_state: int | np.random.RandomState | None = None,
-                 nmf_params: Mapping[str, Any] | None = None) -> None:
+                 random_state: int | np.random.RandomState | None = None) -> None:
         self.n_modes = n_modes
         self.init = init
         self.max_iter = max_iter
@@ -660,47 +669,38 @@ class NMFModes(_ModesBase):
         self.scale = scale
         self.sign = sign
         self.random_state = random_state
-        self.nmf_params = nmf_params
 
     def fit(self, X: Any, y: Any = None) -> "NMFModes":
         """Fit the factorisation to ``X`` (samples, features), ``X >= 0``."""
-        self._fit(X)
-        return self
-
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit and return the loadings found while fitting (n, n_modes_)."""
-        return self._fit(X)
-
-    def _fit(self, X: Any) -> np.ndarray:
-        """Fit; return the training loadings in mode order (n, n_modes_)."""
         n_modes = _check_n_modes(self.n_modes)
         _check_sign(self.sign)
-        X = _check_matrix(X, nonneg=True)
+        X = _check_matrix(X, nonneg=True, owner=type(self).__name__)
+        if str(self.init).startswith("nndsvd"):
+            _check_rank(n_modes, X, f"NMF with init={self.init!r}")
         self.n_features_in_ = X.shape[1]
         self.scale_ = _global_scale(X, self.scale)
         nmf = NMF(n_components=n_modes, init=self.init, max_iter=self.max_iter, tol=self.tol,
-                  random_state=self.random_state, **dict(self.nmf_params or {}))
+                  random_state=self.random_state)
         W = nmf.fit_transform(X / self.scale_)
         order = _energy_order(W, nmf.components_)
         self.components_ = nmf.components_[order] * self.scale_
         self.n_iter_ = int(nmf.n_iter_)
         self._set_all_alive(n_modes)
-        self._set_summary(X, W[:, order])
-        return W[:, order]
+        self._set_summary(X, self.transform(X))
+        return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Non-negative loadings with the components fixed: (n, d) -> (n, n_modes_)."""
+        """Non-negative least-squares loadings per sample: (n, d) -> (n, n_modes_)."""
         X = self._validate_input(X)
-        H = self.components_ / self.scale_
-        W, _, _ = non_negative_factorization(
-            X / self.scale_, H=H, n_components=self.n_modes_, init="custom",
-            update_H=False, max_iter=self.max_iter, tol=self.tol,
-            **{k: v for k, v in dict(self.nmf_params or {}).items()
-               if k in ("beta_loss", "alpha_W", "alpha_H", "l1_ratio", "solver")})
-        return W
+        return np.array([nnls(self.components_.T, x)[0] for x in X]).reshape(len(X), -1)
 
     def _needs_nonneg_input(self) -> bool:
         return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        return tags
 
     def _state_attrs(self) -> dict[str, Any]:
         return {"n_iter": self.n_iter_}
@@ -730,11 +730,8 @@ class PCAModes(_ModesBase):
         """Fit the principal components of ``X`` (samples, features)."""
         n_modes = _check_n_modes(self.n_modes)
         _check_sign(self.sign)
-        X = _check_matrix(X, nonneg=False)
-        _check_min_samples(X, 2)
-        if n_modes > min(X.shape):
-            raise ConfigurationError(f"n_modes={n_modes} exceeds min(n_samples, n_features)"
-                                     f"={min(X.shape)}, the most PCA can give")
+        X = _check_matrix(X, nonneg=False, owner=type(self).__name__, min_samples=2)
+        _check_rank(n_modes, X, "PCA")
         self.n_features_in_ = X.shape[1]
         self.scale_ = _global_scale(X, self.scale)
         pca = PCA(n_components=n_modes, random_state=self.random_state).fit(X / self.scale_)
@@ -796,7 +793,7 @@ def mode_stability(estimator: _ModesBase, X: Any, seeds: Sequence[int] = (0, 1, 
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ConfigurationError(f"seeds must hold at least two distinct seeds, got {seeds!r}")
     if n_top is not None:
-        _check_n_modes(n_top, "n_top")
+        _check_positive_int(n_top, "n_top")
     if isinstance(X, xr.DataArray):
         X = layer_matrix(X, getattr(estimator, "sign", "pos"))[0]
     fits = [clone(estimator).set_params(random_state=seed).fit(X) for seed in seeds]

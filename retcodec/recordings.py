@@ -708,17 +708,21 @@ def _checked_split(name: str, split: Mapping[str, Any]) -> dict[str, Any]:
     n_time = out["stimulus"].shape[0]
     rate = np.asarray(split["firing_rate_10ms"], dtype=np.float32)
     binned = np.asarray(split["binned"])
-    if rate.ndim != 2 or rate.shape[1] != n_time or binned.shape != rate.shape:
+    # the published white-noise test response has one bin more than its stimulus;
+    # writing that quirk is allowed so that readers can be tested against it
+    n_resp = rate.shape[1] if rate.ndim == 2 else -1
+    if rate.ndim != 2 or n_resp not in (n_time, n_time + 1) or binned.shape != rate.shape:
         raise ShapeError(f"{name}: firing_rate_10ms {rate.shape} and binned {binned.shape} "
-                         f"must both be (n_cells, {n_time})")
+                         f"must both be (n_cells, {n_time}) (or one bin longer, the published "
+                         f"white-noise quirk)")
     if not np.isfinite(rate).all():
         raise NonFiniteError(f"{name} firing_rate_10ms holds NaN or Inf")
     out["firing_rate_10ms"], out["binned"] = rate, binned
     if split.get("repeats") is not None:
         rep = np.asarray(split["repeats"], dtype=np.float32)
-        if rep.ndim != 3 or rep.shape[0] != rate.shape[0] or rep.shape[2] != n_time:
+        if rep.ndim != 3 or rep.shape[0] != rate.shape[0] or rep.shape[2] != n_resp:
             raise ShapeError(f"{name} repeats must be (n_cells={rate.shape[0]}, n_repeats, "
-                             f"{n_time}), got {rep.shape}")
+                             f"{n_resp}), got {rep.shape}")
         out["repeats"] = rep
     if split.get("stas") is not None:
         stas = split["stas"]

@@ -1,0 +1,332 @@
+"""Benchmark of the contribution engine against the plain analysis set-up and Captum.
+
+    python benchmarks/bench_contributions.py [--model PATH] [--n 500] [--steps 20]
+
+Implementations, each timed in its own subprocess (peak memory = its ``ru_maxrss``):
+
+(a) ``fast``: :func:`retcodec.contributions` (affine first layer once per window,
+    the rest of the network on the path batch, gradients to hidden tensors only);
+(b) ``plain``: the authors' analysis set-up, reimplemented: stacked convolutions
+    collapsed into single 15x15 / 11x11 convolutions, forward hooks on the
+    convolution outputs, the ``steps + 1`` path points of each window in one
+    batch, gradients back to the input; same trapezoid rule as (a);
+(c) ``captum``: Captum's ``LayerConductance`` (``riemann_trapezoid``), one call
+    per layer, where Captum is installed. Captum sums left points (first order),
+    so its results differ from (a) and (b) by O(1/steps).
+
+All share one surprisal target fitted beforehand (not timed). The arithmetic of
+each implementation is counted with ``torch.utils.flop_counter`` (convolutions
+and matrix products, forward and backward); the ratio of the counts bounds the
+speed-up. Last, the completeness error of every quadrature of (a) is measured
+against the number of steps.
+
+Default model and windows: the bundled in-silico model and its recording; when
+they are missing, a randomly initialised published-layout VaryModel (17 cells,
+batch-norm statistics calibrated on the windows) and white-noise windows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAYERS = ("conv0", "conv1")
+IMPLEMENTATIONS = ("fast", "plain", "captum")
+
+
+# =========================================================================== inputs
+def calibrate_batchnorm(model: torch.nn.Module, x: np.ndarray, seed: int = 0) -> None:
+    """Set batch-norm statistics to those of ``x`` (as after training); random scales/shifts."""
+    from retcodec.architectures import AbsBatchNorm
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        h = torch.as_tensor(x)
+        for module in model.sequential:
+            if isinstance(module, AbsBatchNorm):
+                dims = [0] + list(range(2, h.ndim))
+                n = module.n_units
+                module.running_mean.copy_(h.mean(dims) + 0.3 * h.std(dims) * torch.randn(n, generator=g))
+                module.running_var.copy_(h.var(dims) * (0.5 + torch.rand(n, generator=g)))
+                module.scale.copy_(torch.randn(n, generator=g).abs() + 0.5)
+                module.shift.copy_(0.5 * torch.randn(n, generator=g))
+            h = module(h)
+
+
+def random_inputs(n: int, seed: int = 0) -> tuple[torch.nn.Module, np.ndarray, str]:
+    from retcodec.architectures import build_model
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_cells = 17
+    model = build_model("VaryModel", dict(n_units=n_cells, centers=rng.integers(12, 38, (n_cells, 2))))
+    model.eval()
+    x = rng.standard_normal((n, 40, 50, 50)).astype(np.float32)
+    calibrate_batchnorm(model, x[:64], seed)
+    return model, x, ("randomly initialised published-layout VaryModel (17 cells, batch-norm "
+                      "calibrated) on white-noise windows")
+
+
+def bundled_inputs(model_path: str | None, n: int) -> tuple[torch.nn.Module, np.ndarray, str]:
+    import retcodec
+    from retcodec import bundled
+    path = Path(model_path) if model_path else bundled.default_model_path()
+    model = retcodec.load_model(path).eval()
+    recording = retcodec.load_recording(bundled.default_recording_path())
+    windows = retcodec.windows(recording, norm_stats=model.meta.get("norm_stats"),
+                               history=model.img_shape[0])
+    x = np.asarray(windows[:n], dtype=np.float32)
+    return model, x, f"model {path} on the first {len(x)} windows of its recording"
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[torch.nn.Module, np.ndarray, str]:
+    try:
+        return bundled_inputs(args.model, args.n)
+    except Exception as err:  # noqa: BLE001 - any failure falls back, and says why
+        if args.model:
+            raise
+        print(f"bundled model/recording not usable ({type(err).__name__}: {err}); falling back")
+        return random_inputs(args.n)
+
+
+# =========================================================================== implementations
+def split_sum(c: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W) -> (B, C, 2)``: negative and positive parts summed over space."""
+    return torch.stack([c.clamp(max=0).sum((2, 3)), c.clamp(min=0).sum((2, 3))], -1).detach().numpy()
+
+
+class AuthorsReference:
+    """The authors' set-up: collapsed convolutions, hooks, batched path, gradients to the input."""
+
+    def __init__(self, model: torch.nn.Module, target: Any, steps: int) -> None:
+        import copy
+        self.model = copy.deepcopy(model).collapse().eval().requires_grad_(False)
+        self.target, self.steps = target, steps
+        self.captured: dict[str, torch.Tensor] = {}
+        for name in LAYERS:
+            self.model.layers[name].register_forward_hook(
+                lambda m, a, out, name=name: self.captured.__setitem__(name, out))
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        p, b = self.steps + 1, len(x)
+        alphas = torch.linspace(0, 1, p).view(p, 1, 1, 1, 1)
+        path = (alphas * x.unsqueeze(0)).flatten(0, 1).requires_grad_(True)   # baseline 0
+        s = self.target(self.model(path)).sum()
+        hidden = [self.captured[n] for n in LAYERS]
+        for h in hidden:
+            h.retain_grad()
+        s.backward()                                     # gradients all the way to the input
+        out = {}
+        for name, h in zip(LAYERS, hidden):
+            h, g = h.detach().unflatten(0, (p, b)), h.grad.unflatten(0, (p, b))
+            out[name] = split_sum((0.5 * (g[1:] + g[:-1]) * (h[1:] - h[:-1])).sum(0))
+        return out
+
+
+class CaptumConductance:
+    def __init__(self, model: torch.nn.Module, target: Any, steps: int) -> None:
+        from captum.attr import LayerConductance
+        import copy
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.steps = steps
+        forward = lambda inp: target(self.model(inp))        # noqa: E731
+        self.methods = {n: LayerConductance(forward, self.model.layers[n]) for n in LAYERS}
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return {n: split_sum(lc.attribute(x, baselines=torch.zeros_like(x), n_steps=self.steps,
+                                          method="riemann_trapezoid"))
+                for n, lc in self.methods.items()}
+
+
+class Fast:
+    def __init__(self, model: torch.nn.Module, target: Any, steps: int, batch_size: int) -> None:
+        self.model, self.target, self.steps, self.batch_size = model, target, steps, batch_size
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from retcodec.contributions import contributions
+        tree = contributions(self.model, x, layers=LAYERS, steps=self.steps, target=self.target,
+                             batch_size=self.batch_size, chunk_size=len(x), progress=False)
+        return {n: tree[n]["contribution"].values for n in LAYERS}
+
+
+def run_batched(impl: Any, x: np.ndarray, batch_size: int, as_tensor: bool) -> dict[str, np.ndarray]:
+    if not as_tensor:
+        return impl(x)
+    parts = [impl(torch.as_tensor(x[s:s + batch_size])) for s in range(0, len(x), batch_size)]
+    return {n: np.concatenate([p[n] for p in parts]) for n in LAYERS}
+
+
+# =========================================================================== worker
+def worker(args: argparse.Namespace) -> None:
+    """One implementation in this process: count MACs, warm up, time, record peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from retcodec.architectures import build_model
+    from retcodec.targets import Surprisal
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir)
+    saved = torch.load(work / "model.pt", weights_only=True)
+    model = build_model(saved["model_type"], saved["hyps"])
+    model.load_state_dict(saved["state"])
+    model.eval()
+    x = np.load(work / "windows.npy")
+    with np.load(work / "target.npz") as z:
+        target = Surprisal(z["mean"], z["cov"], regularization=float(z["shrinkage"]))
+    impl: Any
+    if args.worker == "fast":
+        impl = Fast(model, target, args.steps, args.batch_size)
+    elif args.worker == "plain":
+        impl = AuthorsReference(model, target, args.steps)
+    elif args.worker == "captum":
+        impl = CaptumConductance(model, target, args.steps)
+    else:                                    # "floor": loading only, for the memory baseline
+        print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+    as_tensor = args.worker != "fast"
+    warm = x[:args.batch_size]
+    with FlopCounterMode(display=False) as counter:
+        run_batched(impl, warm, args.batch_size, as_tensor)
+    macs = counter.get_total_flops() / 2 / len(warm)
+    run_batched(impl, warm, args.batch_size, as_tensor)               # warm-up
+    start = time.perf_counter()
+    result = run_batched(impl, x, args.batch_size, as_tensor)
+    seconds = time.perf_counter() - start
+    np.savez(work / f"result_{args.worker}.npz", **result)
+    print(json.dumps({"seconds": seconds, "windows_per_s": len(x) / seconds, "macs_per_window": macs,
+                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def spawn(impl: str, args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
+    cmd = [sys.executable, __file__, "--worker", impl, "--workdir", str(work), "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"  {impl}: failed\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# =========================================================================== completeness
+def completeness_sweep(model: torch.nn.Module, x: np.ndarray, target: Any,
+                       steps_list: list[int]) -> dict[str, dict[int, float]]:
+    """Total relative completeness error (max over layers) per quadrature and number of steps."""
+    from retcodec.contributions import QUADRATURES, contributions
+    out: dict[str, dict[int, float]] = {}
+    for quad in QUADRATURES:
+        out[quad] = {}
+        for steps in steps_list:
+            if quad == "simpson" and steps % 2:
+                continue
+            start = time.perf_counter()
+            tree = contributions(model, x, layers=LAYERS, steps=steps, target=target, quadrature=quad,
+                                 progress=False, chunk_size=len(x))
+            err = float(tree["completeness_error"].sel(statistic="total").max())
+            out[quad][steps] = err
+            print(f"  {quad:15s} steps {steps:4d}: error {err:.2e}  "
+                  f"({len(x) / (time.perf_counter() - start):6.1f} windows/s)")
+    return out
+
+
+def steps_to_reach(errors: dict[int, float], level: float) -> str:
+    reached = [s for s, e in sorted(errors.items()) if e <= level]
+    return str(reached[0]) if reached else f"> {max(errors)}"
+
+
+# =========================================================================== main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model checkpoint (default: the bundled one)")
+    parser.add_argument("--n", type=int, default=500, help="windows to time (default 500)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per batch")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--n-completeness", type=int, default=16, help="windows for the quadrature sweep")
+    parser.add_argument("--skip", nargs="*", default=[], choices=IMPLEMENTATIONS)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    torch.set_num_threads(args.threads)
+    from retcodec.targets import Surprisal
+    model, x, what = load_inputs(args)
+    print(f"inputs: {what}; {len(x)} windows; steps {args.steps}; batch {args.batch_size} windows; "
+          f"torch {torch.__version__}, {args.threads} threads on {os.cpu_count()} CPUs "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    with torch.no_grad():
+        y = torch.cat([model(torch.as_tensor(x[s:s + 64])) for s in range(0, len(x), 64)]).double().numpy()
+    target = Surprisal.from_outputs(y)
+    numbers: dict[str, Any] = {"inputs": what, "n": len(x), "steps": args.steps, "threads": args.threads}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        hyps = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in model.hyps.items()}
+        torch.save({"model_type": model.model_type, "hyps": hyps, "state": model.state_dict()},
+                   work / "model.pt")
+        np.save(work / "windows.npy", x)
+        np.savez(work / "target.npz", mean=target.mean, cov=target.sample_covariance,
+                 shrinkage=target.shrinkage)
+        floor = spawn("floor", args, work)
+        print(f"memory floor (imports, model, windows): {floor['maxrss_mb']:.0f} MB")
+        timings, results = {}, {}
+        for impl in IMPLEMENTATIONS:
+            if impl in args.skip:
+                continue
+            if impl == "captum":
+                try:
+                    import captum  # noqa: F401
+                except ImportError:
+                    print("  captum: not installed, skipped")
+                    continue
+            print(f"running {impl} ...", flush=True)
+            t = spawn(impl, args, work)
+            if t is None:
+                continue
+            timings[impl] = t
+            with np.load(work / f"result_{impl}.npz") as z:
+                results[impl] = {n: z[n] for n in LAYERS}
+            print(f"  {impl:7s} {t['windows_per_s']:8.2f} windows/s  peak RSS {t['maxrss_mb']:6.0f} MB  "
+                  f"{t['macs_per_window'] / 1e6:9.1f} MMAC/window")
+    numbers["timings"] = timings
+
+    def rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+        return max(float(np.abs(a[n] - b[n]).max() / np.abs(b[n]).max()) for n in LAYERS)
+
+    if "fast" in timings:
+        for other in ("plain", "captum"):
+            if other not in timings:
+                continue
+            speed = timings["fast"]["windows_per_s"] / timings[other]["windows_per_s"]
+            bound = timings[other]["macs_per_window"] / timings["fast"]["macs_per_window"]
+            diff = rel(results["fast"], results[other])
+            numbers[f"fast_vs_{other}"] = {"speedup": speed, "arithmetic_bound": bound, "max_rel_diff": diff}
+            print(f"fast vs {other}: {speed:.1f}x faster; arithmetic ratio {bound:.1f}x "
+                  f"(measured speed-up = {100 * speed / bound:.0f}% of it); "
+                  f"max relative difference {diff:.1e} (max|a - b| / max|b| over channels x signs)")
+        if "plain" in timings:
+            ok = numbers["fast_vs_plain"]["speedup"] >= 5 and numbers["fast_vs_plain"]["max_rel_diff"] <= 1e-4
+            print(f"target (>= 5x faster than plain at relative difference <= 1e-4): {'met' if ok else 'NOT met'}")
+
+    print(f"completeness error vs steps ({min(args.n_completeness, len(x))} windows; "
+          f"total |sum C - dS| / sum |dS|, worst layer):")
+    sweep = completeness_sweep(model, x[:args.n_completeness], target, [5, 10, 20, 40, 80, 160])
+    for quad, errors in sweep.items():
+        print(f"  {quad}: steps to reach 1e-3: {steps_to_reach(errors, 1e-3)}")
+    numbers["completeness"] = {q: {str(k): v for k, v in e.items()} for q, e in sweep.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Cell types from modes (``codec-method.md`` §5).
+
+For each layer, every cell is described by how its rate follows each mode:
+``M[k, j] = corr(z_j, y_k)``, the Pearson correlation over windows of mode
+``j``'s loadings and cell ``k``'s rate (NaN, from a constant series, → 0).
+The columns of ``M`` are standardised across cells, and the cells are clustered
+with k-means (``k`` chosen by the silhouette score over ``k_range``) and with
+Ward's hierarchical linkage. Clusterings of different layers are compared by
+the adjusted Rand index (the paper's finding: layer-1 and layer-2 modes give
+nearly the same cell types), and with the true types when they are known.
+
+Controls: :func:`cluster_rates` clusters the cells by their raw rates (rows of
+the cell-by-cell rate correlation matrix); activation modes go through
+:func:`cell_types` like contribution modes.
+
+Cluster labels are canonical: numbered ``0, 1, …`` in order of first
+appearance along the cell axis, so equal partitions get equal labels.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .errors import ConfigurationError, ShapeError
+from .provenance import provenance_attrs
+from .statistics import align_time, pearson
+
+__all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
+           "clustering_agreement", "canonical_labels"]
+
+DEFAULT_K_RANGE = range(2, 9)
+LINKAGE_COLUMNS = ["cluster_a", "cluster_b", "distance", "size"]
+
+
+# =========================================================================== helpers
+def canonical_labels(labels: Sequence[Any]) -> np.ndarray:
+    """Relabel ``0, 1, …`` in order of first appearance: ``[5, 5, 2, 7, 2] -> [0, 0, 1, 2, 1]``."""
+    labels = np.asarray(labels)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inverse.reshape(-1)].astype(np.int64)
+
+
+def standardize_columns(features: np.ndarray) -> np.ndarray:
+    """Each column minus its mean over rows, divided by its std (ddof 0); constant columns → 0."""
+    features = np.asarray(features, dtype=np.float64)
+    centred = features - features.mean(axis=0)
+    std = features.std(axis=0)
+    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+
+
+def mode_rate_correlation(loadings: xr.DataArray, rates: xr.DataArray) -> xr.DataArray:
+    """``M (cell, mode)``: Pearson correlation over windows of each mode's loadings and each cell's rate.
+
+    Times are matched (``rates`` must hold every time of ``loadings``); a
+    correlation with a constant series is set to 0.
+    """
+    loadings, rates = _check_pair(loadings, rates)
+    z = loadings.values.astype(np.float64)                   # (time, mode)
+    y = rates.values.astype(np.float64)                      # (time, cell)
+    m = pearson(y[:, :, None], z[:, None, :], axis=0)        # (cell, mode)
+    return xr.DataArray(np.nan_to_num(m, nan=0.0), dims=("cell", "mode"),
+                        coords={"cell": rates["cell"].values, "mode": loadings["mode"].values},
+                        name="correlation",
+                        attrs={"long_name": "corr over windows of mode loadings and cell rates (NaN -> 0)"})
+
+
+def _check_pair(loadings: Any, rates: Any) -> tuple[xr.DataArray, xr.DataArray]:
+    if not isinstance(loadings, xr.DataArray) or set(loadings.dims) != {"time", "mode"}:
+        raise ShapeError(f"loadings must be a DataArray (time, mode), got "
+                         f"{getattr(loadings, 'dims', type(loadings).__name__)}")
+    if not isinstance(rates, xr.DataArray) or set(rates.dims) != {"time", "cell"}:
+        raise ShapeError(f"rates must be a DataArray (time, cell), got "
+                         f"{getattr(rates, 'dims', type(rates).__name__)}")
+    loadings = loadings.transpose("time", "mode")
+    if "mode" not in loadings.coords:
+        loadings = loadings.assign_coords(mode=np.arange(loadings.sizes["mode"]))
+    rates = rates.transpose("time", "cell")
+    if "cell" not in rates.coords:
+        rates = rates.assign_coords(cell=np.arange(rates.sizes["cell"]))
+    loadings, rates = align_time(loadings, rates, names=("loadings", "rates"))
+    if loadings.sizes["time"] < 3:
+        raise ShapeError(f"need at least 3 common windows to correlate, got {loadings.sizes['time']}")
+    return loadings, rates
+
+
+def _valid_ks(k_range: Iterable[int], n_cells: int) -> list[int]:
+    ks = sorted({int(k) for k in k_range})
+    valid = [k for k in ks if 2 <= k <= n_cells - 1]
+    if not valid:
+        raise ConfigurationError(f"k_range {ks} has no k with 2 <= k <= n_cells - 1 = {n_cells - 1}; "
+                                 f"silhouette scores need at least 2 clusters and one cell more "
+                                 f"than clusters")
+    return valid
+
+
+def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
+    """Adjusted Rand index between every pair of clusterings of the same cells.
+
+    Returns ``DataArray (clustering, clustering2)``, symmetric with ones on the diagonal.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    names = list(labels)
+    arrays = [np.asarray(labels[n]) for n in names]
+    if len({a.size for a in arrays}) > 1:
+        raise ShapeError(f"clusterings label different numbers of cells: "
+                         f"{ {n: a.size for n, a in zip(names, arrays)} }")
+    ari = np.array([[adjusted_rand_score(a, b) for b in arrays] for a in arrays], dtype=np.float64)
+    return xr.DataArray(ari.reshape(len(names), len(names)), dims=("clustering", "clustering2"),
+                        coords={"clustering": names, "clustering2": names}, name="agreement",
+                        attrs={"long_name": "adjusted Rand index between clusterings"})
+
+
+# =========================================================================== clustering
+def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
+                  random_state: int = 0, n_init: int = 10,
+                  true_types: Sequence[Any] | None = None) -> xr.Dataset:
+    """Cluster cells described by ``features (cell, feature)`` (standardised per feature first).
+
+    k-means for each ``k`` in ``k_range`` (``n_init`` starts, ``random_state``),
+    ``k`` with the largest silhouette score (ties: the smaller ``k``); Ward
+    linkage of the same standardised features; the Ward tree cut into the same
+    number of clusters.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``features (cell, feature)`` (standardised), ``cluster (cell)`` (k-means,
+        canonical labels), ``hierarchical_cluster (cell)`` (Ward cut at ``k``),
+        ``silhouette (k)`` (NaN for ``k`` outside ``2..n_cells-1``), ``inertia (k)``,
+        ``linkage (merge, linkage_column)`` (scipy's linkage matrix: merged
+        clusters, distance, size; for a dendrogram), attr/variable ``chosen_k``;
+        with ``true_types``: ``ari_truth`` and ``hierarchical_ari_truth``.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    if not isinstance(features, xr.DataArray) or features.ndim != 2 or "cell" not in features.dims:
+        raise ShapeError(f"features must be a DataArray (cell, feature), got "
+                         f"{getattr(features, 'dims', type(features).__name__)}")
+    feature_dim = next(d for d in features.dims if d != "cell")
+    features = features.transpose("cell", feature_dim)
+    raw = features.values.astype(np.float64)
+    if not np.isfinite(raw).all():
+        raise ConfigurationError("cell features hold NaN or Inf")
+    n_cells = raw.shape[0]
+    x = standardize_columns(raw)
+    all_ks = sorted({int(k) for k in k_range})
+    ks = _valid_ks(all_ks, n_cells)
+    silhouette = np.full(len(all_ks), np.nan)
+    inertia = np.full(len(all_ks), np.nan)
+    fits: dict[int, np.ndarray] = {}
+    for i, k in enumerate(all_ks):
+        if k not in ks:
+            continue
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
+        fits[k], inertia[i] = km.labels_, km.inertia_
+        if np.unique(km.labels_).size >= 2:
+            silhouette[i] = silhouette_score(x, km.labels_)
+    if not np.isfinite(silhouette).any():
+        raise ConfigurationError("no k in k_range gave two or more clusters (the cells' features "
+                                 "are identical); cell types cannot be told apart")
+    chosen_k = all_ks[int(np.nanargmax(silhouette))]
+    labels = canonical_labels(fits[chosen_k])
+    tree = linkage(x, method="ward")
+    hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
+    coords = {"cell": features["cell"].values if "cell" in features.coords else np.arange(n_cells),
+              "k": np.array(all_ks), "linkage_column": LINKAGE_COLUMNS}
+    if feature_dim in features.coords:
+        coords[feature_dim] = features[feature_dim].values
+    ds = xr.Dataset(
+        {"features": (("cell", feature_dim), x, {"long_name": "features standardised across cells"}),
+         "cluster": ("cell", labels, {"long_name": "k-means cluster (canonical labels)"}),
+         "hierarchical_cluster": ("cell", hierarchical,
+                                  {"long_name": "Ward linkage cut into chosen_k clusters (canonical)"}),
+         "silhouette": ("k", silhouette, {"long_name": "silhouette score of k-means with k clusters"}),
+         "inertia": ("k", inertia, {"long_name": "k-means inertia"}),
+         "linkage": (("merge", "linkage_column"), tree,
+                     {"long_name": "Ward linkage matrix (scipy.cluster.hierarchy.linkage)"}),
+         "chosen_k": ((), chosen_k, {"long_name": "k with the largest silhouette score"})},
+        coords=coords,
+        attrs={"n_init": n_init, "random_state": random_state})
+    if true_types is not None:
+        truth = _check_truth(true_types, n_cells)
+        ds = ds.assign_coords(true_type=("cell", truth))
+        ds["ari_truth"] = ((), adjusted_rand_score(truth, labels),
+                           {"long_name": "adjusted Rand index of the k-means clusters vs the true types"})
+        ds["hierarchical_ari_truth"] = ((), adjusted_rand_score(truth, hierarchical),
+                                        {"long_name": "adjusted Rand index of the Ward clusters vs truth"})
+    return ds
+
+
+def _check_truth(true_types: Any, n_cells: int) -> np.ndarray:
+    if isinstance(true_types, xr.DataArray):
+        true_types = true_types.values
+    truth = np.asarray(true_types).astype(str)
+    if truth.shape != (n_cells,):
+        raise ShapeError(f"true_types must hold one type per cell ({n_cells}), got shape {truth.shape}")
+    return truth
+
+
+def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArray,
+               k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0, n_init: int = 10,
+               true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.DataTree:
+    """Cluster cells by the correlation of their rates with each layer's modes.
+
+    Parameters
+    ----------
+    loadings_by_layer : layer name -> ``loadings (time, mode)`` of that layer's
+        modes (contribution or activation modes).
+    rates : ``(time, cell)`` rates (e.g. the model's); must hold every time of
+        each layer's loadings.
+    k_range : numbers of clusters to try (those outside ``2..n_cells-1`` are skipped).
+    random_state, n_init : k-means seed and restarts.
+    true_types : one type per cell (e.g. the recording's ``cell_type``
+        coordinate) to score each clustering against.
+
+    Returns
+    -------
+    xarray.DataTree
+        One child per layer: :func:`cluster_cells` of ``M (cell, mode)``, plus
+        ``correlation (cell, mode)``, the unstandardised ``M``. Root:
+        ``agreement (layer, layer2)`` (adjusted Rand index of the k-means
+        clusterings), ``ari_truth (layer)`` and the ``true_type (cell)``
+        coordinate when ``true_types`` is given.
+    """
+    if not loadings_by_layer:
+        raise ConfigurationError("loadings_by_layer is empty: give at least one layer's loadings")
+    children: dict[str, xr.Dataset] = {}
+    for name, loadings in loadings_by_layer.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigurationError(f"layer names must be non-empty strings without '/', got {name!r}")
+        correlation = mode_rate_correlation(loadings, rates)
+        node = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+        node["correlation"] = correlation
+        node.attrs["layer"] = name
+        children[name] = node
+    cells = next(iter(children.values()))["cell"].values
+    root = _agreement_root({name: node["cluster"].values for name, node in children.items()}, cells)
+    if true_types is not None:
+        root = root.assign_coords(true_type=("cell", _check_truth(true_types, cells.size)))
+        root["ari_truth"] = ("layer", [float(children[n]["ari_truth"]) for n in children],
+                             {"long_name": "adjusted Rand index of each layer's clusters vs the true types"})
+    root.attrs = provenance_attrs({"k_range": sorted(int(k) for k in k_range),
+                                   "random_state": random_state, "n_init": n_init},
+                                  method="cell_types", features="corr(mode loadings, cell rate)")
+    return xr.DataTree.from_dict({"/": root, **children})
+
+
+def _agreement_root(labels: Mapping[str, np.ndarray], cells: np.ndarray) -> xr.Dataset:
+    agreement = clustering_agreement(labels).rename(clustering="layer", clustering2="layer2")
+    return xr.Dataset({"agreement": agreement.assign_attrs(
+        long_name="adjusted Rand index between the layers' k-means clusterings")},
+        coords={"cell": cells})
+
+
+def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0,
+                  n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.Dataset:
+    """Control: cluster cells by their raw rates.
+
+    Each cell is described by its row of the cell-by-cell Pearson correlation
+    matrix of the rates over windows (NaN → 0), then clustered as in
+    :func:`cluster_cells`. Compare with :func:`cell_types` through
+    :func:`clustering_agreement` or ``ari_truth``.
+
+    Returns the :func:`cluster_cells` Dataset (feature dim ``cell2``) plus
+    ``correlation (cell, cell2)``.
+    """
+    if not isinstance(rates, xr.DataArray) or set(rates.dims) != {"time", "cell"}:
+        raise ShapeError(f"rates must be a DataArray (time, cell), got "
+                         f"{getattr(rates, 'dims', type(rates).__name__)}")
+    rates = rates.transpose("time", "cell")
+    cells = rates["cell"].values if "cell" in rates.coords else np.arange(rates.sizes["cell"])
+    y = rates.values.astype(np.float64)
+    corr = np.nan_to_num(pearson(y[:, :, None], y[:, None, :], axis=0), nan=0.0)
+    correlation = xr.DataArray(corr, dims=("cell", "cell2"), coords={"cell": cells, "cell2": cells},
+                               name="correlation",
+                               attrs={"long_name": "Pearson correlation of cell rates (NaN -> 0)"})
+    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+    ds["correlation"] = correlation
+    ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
+                                     method="cluster_rates", features="rows of the rate correlation matrix"))
+    return ds

@@ -1,0 +1,815 @@
+"""Compare model hidden units with intracellular interneuron recordings, fairly.
+
+The published comparison (published-formats.md §4.2) correlates each recorded
+cell's membrane potential ``Vm`` with every model unit (layer, channel, row,
+column) and reports the best correlation: a maximum over about 10⁴ units,
+biased upward, with no chance level. :func:`match_interneurons` keeps the
+published ingredients — pre-batch-norm conv outputs, boxes as ±1 without
+z-scoring, Pearson correlation, the signed maximum — and adds:
+
+* **A held-out test.** The best unit is chosen on the *selection* half of the
+  time points and its correlation is reported on the other, *held-out* half
+  (``heldout_correlation``). With ``split="alternate"`` (the default) each
+  stimulus segment is cut into ``n_blocks`` contiguous blocks; even blocks
+  select and odd blocks test, so slow drifts of the recording
+  (non-stationarity) affect both halves alike. ``split="half"`` selects on the
+  first half and tests on the second. Blocks are long (12 s for 2 min of
+  boxes and 10 blocks), so the overlap of neighbouring 40-frame windows across a
+  block border leaks little.
+* **A chance level.** ``Vm`` is shifted circularly in time by ``n_shifts``
+  random offsets at least ``min_shift`` samples (default: the window length)
+  away from 0. This breaks its relation with the stimulus but keeps its
+  autocorrelation. The whole select-then-test procedure is repeated for each
+  shift. The null distribution gives ``chance_mean``, ``chance_p95`` and
+  ``p_value = (1 + #{null >= observed}) / (1 + n_shifts)``, so the smallest
+  possible p-value is ``1 / (1 + n_shifts)``.
+
+All stimulus types of a file (``boxes``, ``lines``, ...) are used together.
+Each is its own *segment*: it is centred on its own (so correlations are
+those of the fluctuations within a stimulus), cut into blocks on its own, and
+shifted on its own.
+
+Correlations are computed in one streaming pass over the windows. For each
+batch, the activations ``X (batch, units)`` are multiplied with the centred
+``Vm`` of every cell under every shift, and the sums are accumulated. No
+``(time, units)`` matrix is kept. Memory is about
+``4 * 2 * n_units * n_cells * (1 + n_shifts)`` bytes per file, e.g. 120 MB for
+22 cells, 50 shifts and the 15 776 units of conv0 + conv1.
+
+:func:`label_units_by_truth` names each model channel after the ground-truth
+interneuron type that it resembles most (for in-silico retinas).
+``match_interneurons(..., unit_types=...)`` then reports whether the best unit of
+each recorded cell has the cell's own type.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
+from .interneurons import cell_class_from_name, interneuron_windows, load_interneurons
+from .provenance import provenance_attrs, sha256
+from .recordings import Windows
+
+__all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
+           "layer_activations", "SPLITS"]
+
+#: ways to cut a segment into a selection half and a held-out half
+SPLITS = ("alternate", "half")
+#: truth cell-type coordinates copied from the interneuron files when present
+_TRUTH_COORDS = ("cell_type", "center_y", "center_x")
+#: label of a channel that has no variance (e.g. pruned) in label_units_by_truth
+NO_TYPE = "none"
+#: label of a recorded cell without a known type
+UNKNOWN_TYPE = "unknown"
+
+UnitTypes = Mapping[tuple[str, int], str] | xr.Dataset
+
+
+# --------------------------------------------------------------------------- splits and shifts
+def selection_mask(n_time: int, split: str = "alternate", n_blocks: int = 10) -> np.ndarray:
+    """Which time points select the best unit: bool ``(n_time,)``; the rest are held out.
+
+    ``"alternate"``: ``n_blocks`` contiguous blocks of near-equal length, even
+    blocks (0, 2, ...) select. ``"half"``: the first half selects (the larger
+    half when ``n_time`` is odd).
+    """
+    if split not in SPLITS:
+        raise ConfigurationError(f"split must be one of {SPLITS}, got {split!r}")
+    n_blocks = 2 if split == "half" else int(n_blocks)
+    if n_blocks < 2:
+        raise ConfigurationError(f"n_blocks must be >= 2, got {n_blocks}")
+    if n_time < 2 * n_blocks:
+        raise ConfigurationError(f"{n_time} time points are too few for {n_blocks} blocks of at "
+                                 f"least 2 points; use fewer blocks or a longer recording")
+    block = np.zeros(n_time, dtype=np.int64)
+    for i, part in enumerate(np.array_split(np.arange(n_time), n_blocks)):
+        block[part] = i
+    return block % 2 == 0
+
+
+def circular_offsets(n_time: int, n_shifts: int, min_shift: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``n_shifts`` random circular shifts in ``[min_shift, n_time - min_shift]`` (distinct when possible)."""
+    if n_shifts < 1:
+        raise ConfigurationError(f"n_shifts must be >= 1 (the chance level needs shifts), got {n_shifts}")
+    if min_shift < 1:
+        raise ConfigurationError(f"min_shift must be >= 1 sample, got {min_shift}")
+    n_allowed = n_time - 2 * min_shift + 1
+    if n_allowed < 1:
+        raise ConfigurationError(f"{n_time} time points are too few for circular shifts at least "
+                                 f"{min_shift} samples from 0; lower min_shift or use a longer recording")
+    picks = rng.choice(n_allowed, size=n_shifts, replace=n_allowed < n_shifts)
+    return (min_shift + picks).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- model activations
+def _check_layers(model: Any, layers: Sequence[str] | str) -> tuple[str, ...]:
+    names = (layers,) if isinstance(layers, str) else tuple(layers)
+    available = list(getattr(model, "layers", {}) or {})
+    if not names:
+        raise ConfigurationError(f"layers is empty; choose among {available}")
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigurationError(f"unknown layer(s) {unknown}; this model has {available}")
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"layers {list(names)} name a layer twice")
+    return names
+
+
+class _StopForward(Exception):
+    """Raised by a hook to skip the layers after the last one needed."""
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module, device: str | torch.device) -> Iterator[torch.device]:
+    """The model in eval mode on ``device``; its device and train state are restored afterwards."""
+    home = next(model.parameters()).device
+    was_training = model.training
+    target = torch.device(device)
+    model.to(target).eval()
+    try:
+        yield target
+    finally:
+        model.to(home).train(was_training)
+
+
+def layer_activations(model: torch.nn.Module, batch: torch.Tensor,
+                      layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Outputs of ``model.layers[name]`` (pre batch-norm) for a batch: ``{name: (B, C, H, W)}``.
+
+    Runs the model under ``torch.inference_mode()`` with forward hooks and stops
+    it once the last of ``layers`` (in model order) has run; call it with the
+    model in eval mode.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    order = list(model.layers)
+    last = max(layers, key=order.index)
+
+    def hook(name: str):
+        def store(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+            captured[name] = output
+            if name == last and len(captured) == len(layers):
+                raise _StopForward
+        return store
+
+    handles = [model.layers[name].register_forward_hook(hook(name)) for name in layers]
+    try:
+        with torch.inference_mode():
+            model(batch)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, out in captured.items():
+        if out.ndim != 4:
+            raise ShapeError(f"layer {name!r} outputs shape {tuple(out.shape)}, not "
+                             f"(batch, channel, y, x); compare only convolutional layers")
+    return captured
+
+
+def _check_window_shape(model: Any, window_shape: Sequence[int], what: str) -> None:
+    expected = tuple(getattr(model, "img_shape", ()) or ())
+    if expected and tuple(window_shape) != expected:
+        raise ShapeError(f"{what} are windows of (history, y, x) = {tuple(window_shape)} but the "
+                         f"model takes {expected}; the interneuron stimuli are prepared to 50x50 "
+                         f"pixels, so use a model trained on 50x50 stimuli")
+
+
+def _batches(windows: Windows | np.ndarray, batch_size: int,
+             device: torch.device) -> Iterator[tuple[slice, torch.Tensor]]:
+    for start in range(0, len(windows), batch_size):
+        sl = slice(start, min(start + batch_size, len(windows)))
+        batch = torch.as_tensor(np.asarray(windows[sl]), dtype=torch.float32, device=device)
+        if not torch.isfinite(batch).all():
+            raise NonFiniteError(f"stimulus windows {sl.start}..{sl.stop - 1} hold NaN or Inf")
+        yield sl, batch
+
+
+@dataclass(frozen=True)
+class _LayerGeometry:
+    """Output maps of the compared layers, in the order their units are flattened."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, int, int], ...]      # (channel, y, x) per layer
+    offsets: tuple[float, ...]                    # stimulus pixel of map pixel 0
+
+    @property
+    def sizes(self) -> list[int]:
+        return [c * h * w for c, h, w in self.shapes]
+
+    @property
+    def n_units(self) -> int:
+        return sum(self.sizes)
+
+    def locate(self, unit: int) -> tuple[str, int, int, int]:
+        """Flat unit index -> ``(layer, channel, y, x)``."""
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            if unit < size:
+                c, y, x = np.unravel_index(unit, shape)
+                return name, int(c), int(y), int(x)
+            unit -= size
+        raise IndexError(f"unit {unit} beyond the {self.n_units} units")
+
+    def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """``(..., n_units)`` -> ``{layer: (..., channel, y, x)}``."""
+        bounds = np.cumsum([0, *self.sizes])
+        return {name: flat[..., a:b].reshape(*flat.shape[:-1], *shape)
+                for name, shape, a, b in zip(self.names, self.shapes, bounds[:-1], bounds[1:])}
+
+
+def _geometry(model: torch.nn.Module, layers: tuple[str, ...], window: np.ndarray,
+              device: torch.device) -> _LayerGeometry:
+    probe = torch.as_tensor(np.asarray(window)[None], dtype=torch.float32, device=device)
+    acts = layer_activations(model, probe, layers)
+    shapes = tuple(tuple(int(s) for s in acts[n].shape[1:]) for n in layers)
+    in_y = window.shape[-2]
+    return _LayerGeometry(layers, shapes, tuple((in_y - s[1]) / 2 for s in shapes))
+
+
+def _flat_activations(model: torch.nn.Module, batch: torch.Tensor,
+                      layers: tuple[str, ...]) -> torch.Tensor:
+    acts = layer_activations(model, batch, layers)
+    return torch.cat([acts[n].reshape(batch.shape[0], -1) for n in layers], dim=1)
+
+
+# --------------------------------------------------------------------------- streaming correlation
+@dataclass
+class _Segment:
+    """One stimulus type of a file: windows, aligned ``Vm (time, cell)``, its split and shifts."""
+
+    stim_type: str
+    windows: Windows
+    vm: np.ndarray                 # (T, n_cells) float64
+    selection: np.ndarray          # (T,) bool
+    offsets: np.ndarray            # (1 + n_shifts,) int, offsets[0] == 0 (the real alignment)
+
+    def shifted(self, rows: np.ndarray) -> np.ndarray:
+        """``Vm`` at ``rows`` under every shift: ``(rows, cell, shift)``; ``Vm[t - offset]`` circularly."""
+        idx = (rows[:, None] - self.offsets[None, :]) % self.vm.shape[0]
+        return self.vm[idx].transpose(0, 2, 1)
+
+    def target_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per half (0 = selection, 1 = held out) mean and centred sum of squares: ``(2, cell, shift)`` each."""
+        n_cells, n_shifts = self.vm.shape[1], self.offsets.size
+        mean, ss = np.empty((2, n_cells, n_shifts)), np.empty((2, n_cells, n_shifts))
+        for half, rows in enumerate(self.halves()):
+            y = self.shifted(rows)
+            mean[half] = y.mean(axis=0)
+            ss[half] = ((y - mean[half]) ** 2).sum(axis=0)
+        return mean, ss
+
+    def halves(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero(self.selection), np.flatnonzero(~self.selection)
+
+
+class _CorrelationSums:
+    """Sums for the Pearson correlation of every unit with every (cell, shift), per half.
+
+    ``Vm`` is centred exactly within each (segment, half) before it is
+    multiplied, so the cross sums need no activation means. The activation
+    variance comes from sums of ``x - ref`` and ``(x - ref)**2`` in float64,
+    with ``ref`` the segment's first-batch mean (against cancellation).
+    """
+
+    def __init__(self, n_units: int, n_cells: int, n_shifts: int, device: torch.device) -> None:
+        self.n_cells, self.n_shifts = n_cells, n_shifts
+        q = n_cells * n_shifts
+        self.cross = torch.zeros(2, n_units, q, dtype=torch.float32, device=device)
+        self.cross_all = torch.zeros(n_units, n_cells, dtype=torch.float64, device=device)
+        self.var_x = torch.zeros(2, n_units, dtype=torch.float64, device=device)
+        self.var_x_all = torch.zeros(n_units, dtype=torch.float64, device=device)
+        self.var_y = np.zeros((2, q))
+        self.var_y_all = np.zeros(n_cells)
+        self.device = device
+
+    def add_segment(self, model: torch.nn.Module, segment: _Segment, layers: tuple[str, ...],
+                    batch_size: int, bar: Any) -> None:
+        dev, n_units = self.device, self.cross.shape[1]
+        mean, ss = segment.target_moments()
+        self.var_y += ss.reshape(2, -1)
+        vm_mean = segment.vm.mean(axis=0)
+        self.var_y_all += ((segment.vm - vm_mean) ** 2).sum(axis=0)
+        sx = torch.zeros(2, n_units, dtype=torch.float64, device=dev)
+        sxx = torch.zeros_like(sx)
+        ref = None
+        for sl, batch in _batches(segment.windows, batch_size, dev):
+            x = _flat_activations(model, batch, layers).double()
+            ref = x.mean(dim=0) if ref is None else ref
+            x = x - ref
+            rows = np.arange(sl.start, sl.stop)
+            half = (~segment.selection[rows]).astype(np.int64)            # 0 select, 1 held out
+            y = segment.shifted(rows) - mean[half]                        # (B, cell, shift)
+            y_t = torch.as_tensor(y.reshape(len(rows), -1), dtype=torch.float32, device=dev)
+            x32 = x.float()
+            for h in (0, 1):
+                mask = torch.as_tensor(half == h, device=dev)
+                if mask.any():
+                    self.cross[h] += x32[mask].T @ y_t[mask]
+                    sx[h] += x[mask].sum(dim=0)
+                    sxx[h] += (x[mask] ** 2).sum(dim=0)
+            y_all = torch.as_tensor(segment.vm[rows] - vm_mean, dtype=torch.float64, device=dev)
+            self.cross_all += x.T @ y_all
+            bar.update(1)
+        counts = [int(segment.selection.sum()), int((~segment.selection).sum())]
+        for h in (0, 1):
+            self.var_x[h] += (sxx[h] - sx[h] ** 2 / counts[h]).clamp_min(0)
+        self.var_x_all += (sxx.sum(0) - sx.sum(0) ** 2 / sum(counts)).clamp_min(0)
+
+    def correlations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(selection, held_out)`` each ``(unit, cell, shift)`` and ``all (unit, cell)``.
+
+        Units without variance (dead or pruned channels) get correlation 0,
+        as in the published maps.
+        """
+        halves = []
+        for h in (0, 1):
+            r = self.cross[h].double() / _safe_sqrt(self.var_x[h])[:, None]
+            r = r / torch.as_tensor(np.sqrt(self.var_y[h]), device=self.device)[None, :]
+            halves.append(r.cpu().numpy().reshape(-1, self.n_cells, self.n_shifts))
+        r_all = self.cross_all / _safe_sqrt(self.var_x_all)[:, None]
+        r_all = r_all / torch.as_tensor(np.sqrt(self.var_y_all), device=self.device)[None, :]
+        return halves[0], halves[1], r_all.cpu().numpy()
+
+
+def _safe_sqrt(var: torch.Tensor) -> torch.Tensor:
+    """``sqrt(var)``, infinite where the variance is numerically zero (so 1/sqrt -> 0)."""
+    dead = var <= 1e-20 * var.max().clamp_min(1e-300)
+    return torch.where(dead, torch.full_like(var, float("inf")), var.sqrt())
+
+
+@dataclass
+class _Selection:
+    """Select-then-test results of one file, per cell (index 0 of ``shift`` = observed)."""
+
+    best_unit: np.ndarray          # (cell,)
+    insample: np.ndarray           # (cell,)
+    heldout: np.ndarray            # (cell,)
+    null_heldout: np.ndarray       # (cell, n_shifts)
+    published: np.ndarray          # (cell,) max over units of the all-data correlation
+    maps: np.ndarray               # (cell, unit) all-data correlation
+
+
+def _select(r_sel: np.ndarray, r_held: np.ndarray, r_all: np.ndarray,
+            absolute: bool) -> _Selection:
+    score = np.abs(r_sel) if absolute else r_sel
+    best = score.argmax(axis=0)                                   # (cell, shift)
+    cells, shifts = np.indices(best.shape)
+    insample = score[best, cells, shifts]
+    heldout = r_held[best, cells, shifts]
+    heldout = np.abs(heldout) if absolute else heldout
+    published = (np.abs(r_all) if absolute else r_all).max(axis=0)
+    return _Selection(best[:, 0], insample[:, 0], heldout[:, 0], heldout[:, 1:], published, r_all.T)
+
+
+# --------------------------------------------------------------------------- inputs
+InterneuronInput = str | os.PathLike | xr.DataTree
+
+
+def _as_trees(interneurons: InterneuronInput | Sequence[InterneuronInput],
+              history: int) -> list[tuple[str, xr.DataTree]]:
+    single = isinstance(interneurons, (str, os.PathLike, xr.DataTree))
+    items = [interneurons] if single else list(interneurons)
+    if not items:
+        raise ConfigurationError("no interneuron files given")
+    trees = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            tree = load_interneurons(item, history=history)
+        elif isinstance(item, xr.DataTree):
+            tree = item
+        else:
+            raise ConfigurationError(f"interneurons must be paths or DataTrees from "
+                                     f"load_interneurons, got {type(item).__name__}")
+        source = tree.attrs.get("source_file")
+        trees.append((Path(source).stem if source else f"interneurons{i}", tree))
+    labels = [label for label, _ in trees]
+    if len(set(labels)) != len(labels):
+        raise ConfigurationError(f"two inputs share a file name {labels}; cell ids would clash")
+    return trees
+
+
+def _stim_nodes(label: str, tree: xr.DataTree,
+                stim_types: Sequence[str] | None) -> list[tuple[str, xr.Dataset]]:
+    present = [k for k, v in tree.children.items() if "membrane_potential" in v.dataset]
+    chosen = present if stim_types is None else list(stim_types)
+    missing = [s for s in chosen if s not in present]
+    if missing:
+        raise RecordingError(f"{label} has no stimulus type(s) {missing} (it has {present})")
+    if not chosen:
+        raise RecordingError(f"{label} holds no stimulus node with a membrane_potential; load it "
+                             f"with load_interneurons")
+    nodes = [(s, tree[s].to_dataset()) for s in chosen]
+    counts = {s: ds.sizes.get("cell") for s, ds in nodes}
+    if len(set(counts.values())) != 1:
+        raise ShapeError(f"{label}: stimulus types hold different cell counts {counts}")
+    return nodes
+
+
+def _segments(label: str, nodes: list[tuple[str, xr.Dataset]], model: Any, history: int,
+              split: str, n_blocks: int, n_shifts: int, min_shift: int,
+              rng: np.random.Generator) -> list[_Segment]:
+    segments = []
+    for stim_type, ds in nodes:
+        w, vm = interneuron_windows(ds, history=history)
+        _check_window_shape(model, w.shape[1:], f"{label}/{stim_type}")
+        values = np.asarray(vm.values, dtype=float)
+        if not np.isfinite(values).all():
+            raise NonFiniteError(f"{label}/{stim_type}: the membrane potential holds NaN or Inf")
+        selection = selection_mask(len(w), split, n_blocks)
+        offsets = np.r_[0, circular_offsets(len(w), n_shifts, min_shift, rng)]
+        segment = _Segment(stim_type, w, values, selection, offsets)
+        _check_variance(label, segment, vm["cell"].values)
+        segments.append(segment)
+    return segments
+
+
+def _check_variance(label: str, segment: _Segment, cells: np.ndarray) -> None:
+    for half, rows in zip(("selection", "held-out"), segment.halves()):
+        flat = np.flatnonzero(segment.vm[rows].std(axis=0) == 0)
+        if flat.size:
+            raise RecordingError(f"{label}/{segment.stim_type}: the membrane potential of cell(s) "
+                                 f"{cells[flat].tolist()} is constant on the {half} half; a "
+                                 f"correlation is undefined")
+
+
+def _unit_type_table(unit_types: UnitTypes, geometry: _LayerGeometry) -> dict[tuple[str, int], str]:
+    if isinstance(unit_types, xr.Dataset):
+        if not {"unit_type", "layer", "channel"} <= set(unit_types.variables):
+            raise ConfigurationError("a unit_types Dataset needs 'unit_type', 'layer' and 'channel' "
+                                     "(as returned by label_units_by_truth)")
+        table = {(str(l), int(c)): str(t) for l, c, t in zip(
+            unit_types["layer"].values, unit_types["channel"].values, unit_types["unit_type"].values)}
+    else:
+        table = {(str(k[0]), int(k[1])): str(v) for k, v in dict(unit_types).items()}
+    missing = [(name, c) for name, (n_chan, _, _) in zip(geometry.names, geometry.shapes)
+               for c in range(n_chan) if (name, c) not in table]
+    if missing:
+        raise ConfigurationError(f"unit_types has no label for {missing}; label every channel of "
+                                 f"the compared layers")
+    return table
+
+
+# --------------------------------------------------------------------------- public API
+def match_interneurons(model: torch.nn.Module,
+                       interneurons: InterneuronInput | Sequence[InterneuronInput],
+                       layers: Sequence[str] | str = ("conv0", "conv1"),
+                       split: str = "alternate", n_blocks: int = 10, n_shifts: int = 50,
+                       min_shift: int | None = None, seed: int = 0, batch_size: int = 256,
+                       device: str | torch.device = "cpu", unit_types: UnitTypes | None = None,
+                       stim_types: Sequence[str] | None = None, absolute: bool = False,
+                       progress: bool = False) -> xr.Dataset:
+    """Best-matching model unit of every recorded interneuron, cross-validated, with chance level.
+
+    Parameters
+    ----------
+    model
+        A retina CNN with ``model.layers`` and ``img_shape`` (history, 50, 50).
+    interneurons
+        A DataTree from :func:`~retcodec.interneurons.load_interneurons`, a
+        path to an interneuron file, or a list of them (e.g. the bipolar and
+        the amacrine file). Paths are loaded with ``history=img_shape[0]``.
+    layers
+        Layers whose units (every channel and position, pre batch-norm) are
+        candidates.
+    split, n_blocks
+        How the time points are split into selection and held-out halves:
+        ``"alternate"`` (``n_blocks`` interleaved blocks per stimulus type,
+        default) or ``"half"`` (first half / second half).
+    n_shifts, min_shift, seed
+        Circular shifts of ``Vm`` for the chance level: ``n_shifts`` offsets
+        drawn with ``numpy.random.default_rng([seed, file_position])``, each at
+        least ``min_shift`` samples (default the window length) from 0.
+    batch_size, device, progress
+        Windows per forward pass, where to compute, a tqdm bar over batches.
+    unit_types
+        Optional type label of every model channel: a mapping
+        ``(layer, channel) -> label`` or the Dataset of
+        :func:`label_units_by_truth`. This adds ``best_unit_type`` and
+        ``type_match``, and needs the files' true ``cell_type``.
+    stim_types
+        Stimulus types to use (default: every one in each file).
+    absolute
+        Rank units by ``|r|`` instead of ``r``, like some published scripts
+        (``abs_val=True``). All reported correlations are then absolute values.
+
+    Returns
+    -------
+    xr.Dataset over ``interneuron`` (ids ``"<file stem>/<cell index>"``), with
+    coords ``file``, ``cell_index``, ``cell_class`` (from the file name) and
+    the files' truth (``cell_type``, ``center_y``, ``center_x``) when present.
+    Variables:
+
+    * ``best_layer``, ``best_channel``, ``best_y``, ``best_x``: the unit chosen
+      on the selection half (``y``/``x`` in map pixels of its layer).
+      ``best_center_y``/``best_center_x``: its centre in stimulus pixels.
+    * ``heldout_correlation``: its Pearson r on the held-out half.
+      ``insample_correlation``: its r on the selection half (the maximum).
+    * ``published_correlation``: the published statistic, the maximum r over
+      all units on all time points (no split).
+    * ``chance_mean``, ``chance_p95``, ``p_value`` and
+      ``null_heldout_correlation (interneuron, shift)``: the held-out r of the
+      same procedure applied to circularly shifted ``Vm``.
+    * ``correlation_map_<layer> (interneuron, channel_<layer>, y_<layer>,
+      x_<layer>)``: the all-data r of every unit of that layer, for maps like
+      the published Fig. 3B. There is one variable per layer because the maps
+      differ in size. Coordinates are map pixels; the attr
+      ``stimulus_pixel_offset`` converts them to stimulus pixels.
+    * with ``unit_types``: ``best_unit_type`` and ``type_match``; the attrs
+      ``type_match_rate`` and ``type_match_count``.
+
+    The attrs record the procedure (``split``, ``n_blocks``, ``n_shifts``,
+    ``min_shift``, ``seed``, ``layers``, stimulus types and time points per
+    file), the inputs with their checksums, and provenance.
+    """
+    layers = _check_layers(model, layers)
+    history = int(getattr(model, "img_shape", (40,))[0])
+    min_shift = history if min_shift is None else int(min_shift)
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    trees = _as_trees(interneurons, history)
+    if unit_types is not None:
+        _require_truth_types(trees, stim_types)
+    files = []
+    for position, (label, tree) in enumerate(trees):
+        rng = np.random.default_rng([seed, position])
+        nodes = _stim_nodes(label, tree, stim_types)
+        files.append((label, tree, nodes, _segments(label, nodes, model, history, split, n_blocks,
+                                                    n_shifts, min_shift, rng)))
+    from tqdm.auto import tqdm
+
+    n_batches = sum(-(-len(s.windows) // batch_size) for *_, segs in files for s in segs)
+    with _evaluating(model, device) as dev, tqdm(total=n_batches, disable=not progress,
+                                                 desc="match interneurons", unit="batch") as bar:
+        geometry = _geometry(model, layers, files[0][3][0].windows[0], dev)
+        table = None if unit_types is None else _unit_type_table(unit_types, geometry)
+        truth_names = [n for n in _TRUTH_COORDS if any(n in nodes[0][1].coords for _, _, nodes, _ in files)]
+        parts = []
+        for label, tree, nodes, segments in files:
+            sums = _CorrelationSums(geometry.n_units, segments[0].vm.shape[1], n_shifts + 1, dev)
+            for segment in segments:
+                sums.add_segment(model, segment, layers, batch_size, bar)
+            selection = _select(*sums.correlations(), absolute=absolute)
+            parts.append(_file_dataset(label, tree, nodes[0][1], selection, geometry, truth_names))
+    result = xr.concat(parts, dim="interneuron", data_vars="all", coords="minimal",
+                       compat="equals", join="exact")
+    if table is not None:
+        result = _add_type_match(result, table)
+    result.attrs = _attrs(model, files, geometry, split=split, n_blocks=n_blocks, n_shifts=n_shifts,
+                          min_shift=min_shift, seed=seed, absolute=absolute, attrs=result.attrs)
+    return result
+
+
+_FILL = {"cell_type": UNKNOWN_TYPE, "center_y": np.nan, "center_x": np.nan}
+
+
+def _file_dataset(label: str, tree: xr.DataTree, node: xr.Dataset, sel: _Selection,
+                  geometry: _LayerGeometry, truth_names: Sequence[str]) -> xr.Dataset:
+    cells = node["cell"].values
+    located = [geometry.locate(int(u)) for u in sel.best_unit]
+    layer_of = dict(zip(geometry.names, geometry.offsets))
+    coords: dict[str, Any] = {
+        "interneuron": ("interneuron", [f"{label}/{c}" for c in cells]),
+        "file": ("interneuron", [label] * len(cells)),
+        "cell_index": ("interneuron", cells.astype(np.int64)),
+        "cell_class": ("interneuron", [str(tree.attrs.get("cell_class")
+                                           or cell_class_from_name(label))] * len(cells)),
+        "shift": ("shift", np.arange(1, sel.null_heldout.shape[1] + 1)),
+    }
+    for name in truth_names:                   # filled where this file has no such truth
+        values = node[name].values if name in node.coords else np.full(len(cells), _FILL[name])
+        coords[name] = ("interneuron", values.astype(str) if name == "cell_type" else values)
+    null = sel.null_heldout
+    r_name = "Pearson r"
+    data: dict[str, Any] = {
+        "best_layer": ("interneuron", np.array([loc[0] for loc in located], dtype=str)),
+        "best_channel": ("interneuron", np.array([loc[1] for loc in located])),
+        "best_y": ("interneuron", np.array([loc[2] for loc in located]),
+                   {"units": "map pixel of best_layer"}),
+        "best_x": ("interneuron", np.array([loc[3] for loc in located]),
+                   {"units": "map pixel of best_layer"}),
+        "best_center_y": ("interneuron", np.array([loc[2] + layer_of[loc[0]] for loc in located]),
+                          {"units": "stimulus pixel"}),
+        "best_center_x": ("interneuron", np.array([loc[3] + layer_of[loc[0]] for loc in located]),
+                          {"units": "stimulus pixel"}),
+        "heldout_correlation": ("interneuron", sel.heldout,
+                                {"long_name": f"{r_name} of the selected unit on held-out time points"}),
+        "insample_correlation": ("interneuron", sel.insample,
+                                 {"long_name": f"{r_name} of the selected unit where it was selected"}),
+        "published_correlation": ("interneuron", sel.published,
+                                  {"long_name": f"max {r_name} over units on all time points "
+                                                f"(published statistic, biased)"}),
+        "chance_mean": ("interneuron", null.mean(axis=1),
+                        {"long_name": "mean held-out r under circular shifts of Vm"}),
+        "chance_p95": ("interneuron", np.percentile(null, 95, axis=1),
+                       {"long_name": "95th percentile of the held-out r under shifts"}),
+        "p_value": ("interneuron", (1 + (null >= sel.heldout[:, None]).sum(axis=1)) / (1 + null.shape[1]),
+                    {"long_name": "(1 + #{null >= observed}) / (1 + n_shifts)"}),
+        "null_heldout_correlation": (("interneuron", "shift"), null,
+                                     {"long_name": "held-out r of the procedure on shifted Vm"}),
+    }
+    for name, maps in geometry.split(sel.maps).items():
+        data[f"correlation_map_{name}"] = _map_variable(name, maps, layer_of[name])
+    ds = xr.Dataset(data, coords=coords)
+    for name, (n_chan, n_y, n_x) in zip(geometry.names, geometry.shapes):
+        ds = ds.assign_coords({f"channel_{name}": np.arange(n_chan),
+                               f"y_{name}": (f"y_{name}", np.arange(n_y), {"units": "map pixel"}),
+                               f"x_{name}": (f"x_{name}", np.arange(n_x), {"units": "map pixel"})})
+    return ds
+
+
+def _map_variable(layer: str, maps: np.ndarray, offset: float) -> xr.Variable:
+    dims = ("interneuron", f"channel_{layer}", f"y_{layer}", f"x_{layer}")
+    attrs = {"long_name": f"Pearson r of Vm with each {layer} unit on all time points",
+             "stimulus_pixel_offset": offset,
+             "description": f"map pixel (i, j) is centred on stimulus pixel (i + {offset:g}, j + {offset:g})"}
+    return xr.Variable(dims, maps.astype(np.float32), attrs)
+
+
+def _require_truth_types(trees: list[tuple[str, xr.DataTree]], stim_types: Sequence[str] | None) -> None:
+    if not any("cell_type" in node.coords for label, tree in trees
+               for _, node in _stim_nodes(label, tree, stim_types)):
+        raise ConfigurationError("unit_types needs the interneurons' true cell_type (the truth group "
+                                 "of in-silico files); these files have none")
+
+
+def _add_type_match(ds: xr.Dataset, table: Mapping[tuple[str, int], str]) -> xr.Dataset:
+    best_type = np.array([table[(str(l), int(c))] for l, c in
+                          zip(ds["best_layer"].values, ds["best_channel"].values)], dtype=str)
+    known = ds["cell_type"].values != UNKNOWN_TYPE
+    match = (best_type == ds["cell_type"].values) & known
+    ds = ds.assign(best_unit_type=("interneuron", best_type),
+                   type_match=("interneuron", match,
+                               {"long_name": "the best unit's type label equals the cell's true type"}))
+    ds.attrs["type_match_rate"] = float(match[known].mean()) if known.any() else float("nan")
+    ds.attrs["type_match_count"] = int(known.sum())
+    return ds
+
+
+def _attrs(model: Any, files: list, geometry: _LayerGeometry, attrs: Mapping[str, Any],
+           **params: Any) -> dict[str, Any]:
+    inputs = {}
+    for label, tree, nodes, segments in files:
+        source = tree.attrs.get("source_file")
+        inputs[label] = {"source_file": source,
+                         "sha256": sha256(source) if source and Path(source).is_file() else None,
+                         "stim_types": [s.stim_type for s in segments],
+                         "n_time": [len(s.windows) for s in segments]}
+    meta = getattr(model, "meta", {}) or {}
+    out = dict(attrs)
+    out.update(provenance_attrs(
+        {**params, "layers": list(geometry.names)}, method="match_interneurons",
+        selection=("best unit = argmax of Pearson r on the selection half; reported on the "
+                   "held-out half; chance from circular shifts of Vm"),
+        split=params["split"], n_blocks=params["n_blocks"], n_shifts=params["n_shifts"],
+        min_shift=params["min_shift"], seed=params["seed"], layers=",".join(geometry.names),
+        inputs=inputs, model=meta.get("provenance") or {}, model_type=type(model).__name__))
+    return out
+
+
+# --------------------------------------------------------------------------- unit labels
+def _truth_stack(truth_maps: Mapping[str, Any], n_windows: int, history: int,
+                 frame: tuple[int, int]) -> tuple[list[str], np.ndarray]:
+    """``(types, (type, time, y, x))`` aligned with the windows."""
+    if not truth_maps:
+        raise ConfigurationError("truth_maps is empty; give one (time, y, x) map per type")
+    types, arrays = [], []
+    for name, value in truth_maps.items():
+        arr = np.asarray(value, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[1:] != frame:
+            raise ShapeError(f"truth map {name!r} must be (time, {frame[0]}, {frame[1]}) like the "
+                             f"stimulus, got {arr.shape}")
+        if arr.shape[0] == n_windows + history:
+            arr = arr[history:]                     # a full movie: drop the frames before window 0
+        elif arr.shape[0] != n_windows:
+            raise ShapeError(f"truth map {name!r} has {arr.shape[0]} time points; give "
+                             f"{n_windows} (aligned with the windows) or {n_windows + history} "
+                             f"(the whole stimulus movie)")
+        if not np.isfinite(arr).all():
+            raise NonFiniteError(f"truth map {name!r} holds NaN or Inf")
+        types.append(str(name))
+        arrays.append(arr)
+    return types, np.stack(arrays)
+
+
+def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray,
+                           truth: np.ndarray, geometry: _LayerGeometry, batch_size: int,
+                           device: torch.device, bar: Any) -> dict[str, np.ndarray]:
+    """Mean over map pixels of r(channel activation, truth at the same stimulus pixel): ``{layer: (C, K)}``."""
+    sums: dict[str, dict[str, torch.Tensor]] = {}
+    for sl, batch in _batches(windows, batch_size, device):
+        acts = layer_activations(model, batch, geometry.names)
+        for name, (_, n_y, n_x), offset in zip(geometry.names, geometry.shapes, geometry.offsets):
+            o = int(round(offset))
+            t = torch.as_tensor(truth[:, sl, o:o + n_y, o:o + n_x], device=device,
+                                dtype=torch.float64).transpose(0, 1)          # (B, K, y, x)
+            a = acts[name].double()
+            s = sums.setdefault(name, {"ref_a": a.mean(0), "ref_t": t.mean(0)})
+            a, t = a - s["ref_a"], t - s["ref_t"]
+            for key, value in (("a", a.sum(0)), ("aa", (a * a).sum(0)), ("t", t.sum(0)),
+                               ("tt", (t * t).sum(0)), ("at", _cross_per_pixel(a, t))):
+                s[key] = s[key] + value if key in s else value
+        bar.update(1)
+    n = len(windows)
+    out = {}
+    for name, s in sums.items():
+        var_a = (s["aa"] - s["a"] ** 2 / n)[:, None]
+        var_t = (s["tt"] - s["t"] ** 2 / n)[None]
+        cov = s["at"] - s["a"][:, None] * s["t"][None] / n
+        valid = (var_a > 1e-12 * var_a.max().clamp_min(1e-300)) & (var_t > 1e-12 * var_t.max().clamp_min(1e-300))
+        r = torch.where(valid, cov / (var_a * var_t).clamp_min(1e-300).sqrt(), torch.nan)
+        out[name] = torch.nanmean(r.flatten(2), dim=2).cpu().numpy()
+    return out
+
+
+def _cross_per_pixel(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``sum_b a[b, c, y, x] * t[b, k, y, x]`` -> ``(C, K, y, x)`` (one type at a time: little memory)."""
+    return torch.stack([(a * t[:, k, None]).sum(0) for k in range(t.shape[1])], dim=1)
+
+
+def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.ndarray,
+                         truth_maps: Mapping[str, Any],
+                         layers: Sequence[str] | str = ("conv0", "conv1"),
+                         batch_size: int = 256, device: str | torch.device = "cpu",
+                         progress: bool = False) -> xr.Dataset:
+    """Label each model channel with the ground-truth interneuron type it resembles most.
+
+    Parameters
+    ----------
+    model
+        A retina CNN with ``model.layers``.
+    stimulus_windows
+        :class:`~retcodec.recordings.Windows` (or an array ``(n, history, H,
+        W)``) of the stimulus given to the truth circuit, prepared as for the
+        model.
+    truth_maps
+        ``{type: (time, H, W)}``: the true response of an interneuron of that
+        type centred at every stimulus pixel, e.g.
+        ``InSilicoRetina.bipolar_potentials(contrast)`` and
+        ``amacrine_potentials(...)``. Time either aligned with the windows
+        (``n`` points, row ``k`` at the bin window ``k`` predicts) or the whole
+        movie (``n + history`` frames, of which the first ``history`` are
+        dropped, the alignment of :func:`~retcodec.interneurons.interneuron_windows`).
+    layers, batch_size, device, progress
+        As in :func:`match_interneurons`.
+
+    Returns
+    -------
+    xr.Dataset over ``unit`` (ids ``"<layer>/<channel>"``, coords ``layer``,
+    ``channel``) and ``type``:
+
+    * ``correlation (unit, type)``: the mean over the channel's map pixels of
+      the Pearson r (over time) between its activation at map pixel ``(i, j)``
+      and the truth map at the stimulus pixel that unit is centred on,
+      ``(i + o, j + o)`` with ``o = (H - map size) / 2`` (7 for a 15x15 conv0,
+      12 for conv1 after a further 11x11). Pixels where either has no variance
+      are left out.
+    * ``unit_type (unit)``: the type with the largest (signed) mean r, or
+      ``"none"`` for a channel without variance.
+    * ``unit_type_correlation (unit)``: that largest r.
+
+    Pass the Dataset as ``unit_types`` to :func:`match_interneurons`.
+    """
+    layers = _check_layers(model, layers)
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    window_shape = tuple(stimulus_windows.shape[1:])
+    if len(window_shape) != 3:
+        raise ShapeError(f"stimulus_windows must be (n, history, y, x), got {stimulus_windows.shape}")
+    _check_window_shape(model, window_shape, "stimulus_windows")
+    types, truth = _truth_stack(truth_maps, len(stimulus_windows), window_shape[0], window_shape[1:])
+    from tqdm.auto import tqdm
+
+    with _evaluating(model, device) as dev, tqdm(total=-(-len(stimulus_windows) // batch_size),
+                                                 disable=not progress, desc="label units") as bar:
+        geometry = _geometry(model, layers, stimulus_windows[0], dev)
+        per_layer = _pixelwise_correlation(model, stimulus_windows, truth, geometry, batch_size,
+                                           dev, bar)
+    corr = np.concatenate([per_layer[name] for name in geometry.names])
+    layer_of_unit = np.concatenate([[name] * shape[0] for name, shape in
+                                    zip(geometry.names, geometry.shapes)])
+    channel = np.concatenate([np.arange(shape[0]) for shape in geometry.shapes])
+    alive = ~np.isnan(corr).all(axis=1)
+    best = np.where(alive, np.nanargmax(np.where(np.isnan(corr), -np.inf, corr), axis=1), 0)
+    unit_type = np.where(alive, np.asarray(types, dtype=str)[best], NO_TYPE)
+    unit_ids = [f"{name}/{c}" for name, c in zip(layer_of_unit, channel)]
+    return xr.Dataset(
+        {"correlation": (("unit", "type"), corr,
+                         {"long_name": "mean over map pixels of Pearson r with the truth map"}),
+         "unit_type": ("unit", unit_type.astype(str)),
+         "unit_type_correlation": ("unit", np.where(alive, corr[np.arange(len(best)), best], np.nan))},
+        coords={"unit": unit_ids, "layer": ("unit", layer_of_unit.astype(str)),
+                "channel": ("unit", channel), "type": types},
+        attrs=provenance_attrs({"layers": list(geometry.names), "types": types},
+                               method="label_units_by_truth",
+                               stimulus_pixel_offsets=json.dumps(dict(zip(geometry.names,
+                                                                          geometry.offsets)))))
