@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16, help="windows per batch")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     parser.add_argument("--n-completeness", type=int, default=16, help="windows for the quadrature sweep")
     parser.add_argument("--skip", nargs="*", default=[], choices=IMPLEMENTATIONS)
     parser.add_argument("--json", help="also write the numbers to this file")
@@ -279,26 +280,35 @@ def main() -> None:
                  shrinkage=target.shrinkage)
         floor = spawn("floor", args, work)
         print(f"memory floor (imports, model, windows): {floor['maxrss_mb']:.0f} MB")
-        timings, results = {}, {}
-        for impl in IMPLEMENTATIONS:
-            if impl in args.skip:
-                continue
-            if impl == "captum":
-                try:
-                    import captum  # noqa: F401
-                except ImportError:
-                    print("  captum: not installed, skipped")
+        impls = [i for i in IMPLEMENTATIONS if i not in args.skip]
+        if "captum" in impls:
+            try:
+                import captum  # noqa: F401
+            except ImportError:
+                print("captum: not installed, skipped")
+                impls.remove("captum")
+        rounds: dict[str, list[dict[str, Any]]] = {i: [] for i in impls}
+        results = {}
+        for r in range(args.rounds):          # interleaved, so that a busy machine hits all alike
+            for impl in impls:
+                t = spawn(impl, args, work)
+                if t is None:
                     continue
-            print(f"running {impl} ...", flush=True)
-            t = spawn(impl, args, work)
-            if t is None:
-                continue
-            timings[impl] = t
-            with np.load(work / f"result_{impl}.npz") as z:
-                results[impl] = {n: z[n] for n in LAYERS}
-            print(f"  {impl:7s} {t['windows_per_s']:8.2f} windows/s  peak RSS {t['maxrss_mb']:6.0f} MB  "
-                  f"{t['macs_per_window'] / 1e6:9.1f} MMAC/window")
+                rounds[impl].append(t)
+                print(f"  round {r + 1} {impl:7s} {t['windows_per_s']:8.2f} windows/s  peak RSS "
+                      f"{t['maxrss_mb']:6.0f} MB  {t['macs_per_window'] / 1e6:9.1f} MMAC/window", flush=True)
+                with np.load(work / f"result_{impl}.npz") as z:
+                    results[impl] = {n: z[n] for n in LAYERS}
+    timings = {i: {"windows_per_s": float(np.median([t["windows_per_s"] for t in ts])),
+                   "windows_per_s_rounds": [t["windows_per_s"] for t in ts],
+                   "maxrss_mb": max(t["maxrss_mb"] for t in ts),
+                   "macs_per_window": ts[0]["macs_per_window"]}
+               for i, ts in rounds.items() if ts}
+    for impl, t in timings.items():
+        print(f"{impl:7s} median {t['windows_per_s']:8.2f} windows/s; peak RSS {t['maxrss_mb']:.0f} MB "
+              f"(floor {floor['maxrss_mb']:.0f} MB); {t['macs_per_window'] / 1e6:.1f} MMAC/window")
     numbers["timings"] = timings
+    numbers["memory_floor_mb"] = floor["maxrss_mb"]
 
     def rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
         return max(float(np.abs(a[n] - b[n]).max() / np.abs(b[n]).max()) for n in LAYERS)

@@ -403,7 +403,9 @@ class Engine:
                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
         """Hidden values and ``∂S/∂h`` at every requested layer for entry points ``e``."""
         with torch.enable_grad():
-            e = e.detach().requires_grad_(True)
+            # a view, so that the graph's input is not the leaf (module hooks, e.g. of
+            # torch.utils.flop_counter, refuse autograd.grad w.r.t. a leaf)
+            e = e.detach().requires_grad_(True).view_as(e)
             out, hidden, inputs = self.net.run(e, record=record)
             layers = self.settings.layers
             grads = torch.autograd.grad(self.target(out).sum(), [hidden[n] for n in layers])

@@ -33,7 +33,7 @@ Correlations are computed in one streaming pass over the windows. For each
 batch, the activations ``X (batch, units)`` are multiplied with the centred
 ``Vm`` of every cell under every shift, and the sums are accumulated. No
 ``(time, units)`` matrix is kept. Memory is about
-``4 * 2 * n_units * n_cells * (1 + n_shifts)`` bytes per file, e.g. 120 MB for
+``4 * 2 * n_units * n_cells * (1 + n_shifts)`` bytes per file, e.g. 140 MB for
 22 cells, 50 shifts and the 15 776 units of conv0 + conv1.
 
 :func:`label_units_by_truth` names each model channel after the ground-truth
@@ -262,10 +262,12 @@ class _Segment:
         """Per half (0 = selection, 1 = held out) mean and centred sum of squares: ``(2, cell, shift)`` each."""
         n_cells, n_shifts = self.vm.shape[1], self.offsets.size
         mean, ss = np.empty((2, n_cells, n_shifts)), np.empty((2, n_cells, n_shifts))
-        for half, rows in enumerate(self.halves()):
-            y = self.shifted(rows)
-            mean[half] = y.mean(axis=0)
-            ss[half] = ((y - mean[half]) ** 2).sum(axis=0)
+        for j, offset in enumerate(self.offsets):
+            rolled = np.roll(self.vm, offset, axis=0)                  # rolled[t] = Vm[t - offset]
+            for half, rows in enumerate(self.halves()):
+                y = rolled[rows]
+                mean[half, :, j] = y.mean(axis=0)
+                ss[half, :, j] = ((y - mean[half, :, j]) ** 2).sum(axis=0)
         return mean, ss
 
     def halves(self) -> tuple[np.ndarray, np.ndarray]:
@@ -326,15 +328,16 @@ class _CorrelationSums:
         self.var_x_all += (sxx.sum(0) - sx.sum(0) ** 2 / sum(counts)).clamp_min(0)
 
     def correlations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(selection, held_out)`` each ``(unit, cell, shift)`` and ``all (unit, cell)``.
+        """``(selection, held_out)`` each ``(unit, cell, shift)`` float32 and ``all (unit, cell)``.
 
-        Units without variance (dead or pruned channels) get correlation 0,
-        as in the published maps.
+        Scales the cross sums in place (call once). Units without variance
+        (dead or pruned channels) get correlation 0, as in the published maps.
         """
         halves = []
         for h in (0, 1):
-            r = self.cross[h].double() / _safe_sqrt(self.var_x[h])[:, None]
-            r = r / torch.as_tensor(np.sqrt(self.var_y[h]), device=self.device)[None, :]
+            inv_x = (1 / _safe_sqrt(self.var_x[h])).float()
+            inv_y = torch.as_tensor(1 / np.sqrt(self.var_y[h]), dtype=torch.float32, device=self.device)
+            r = self.cross[h].mul_(inv_x[:, None]).mul_(inv_y[None, :])
             halves.append(r.cpu().numpy().reshape(-1, self.n_cells, self.n_shifts))
         r_all = self.cross_all / _safe_sqrt(self.var_x_all)[:, None]
         r_all = r_all / torch.as_tensor(np.sqrt(self.var_y_all), device=self.device)[None, :]

@@ -1,0 +1,208 @@
+"""The ``retcodec`` command line.
+
+``retcodec run`` analyses the bundled default (or ``--model``/``--data``) end to
+end; the other subcommands run single stages so that a lab can run pieces on a
+cluster. ``retcodec <command> --help`` lists every option.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ._version import __version__
+from .errors import RetcodecError
+
+
+def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+    p.add_argument("--model", type=Path, help="checkpoint in the published layout (default: bundled in-silico model)")
+    p.add_argument("--data", type=Path, required=data_required,
+                   help="recording file <root>/<expt>/<stim>.h5 or a data root (default: bundled in-silico data)")
+    p.add_argument("--experiment", help="experiment folder under a data root (default: the model's dataset)")
+    p.add_argument("--stim-type", help="stimulus file stem (default: the model's stim_type)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retcodec", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"retcodec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("run", help="the whole analysis: contributions -> modes -> cell types -> IRFs -> "
+                                   "interneurons -> statistics -> figures -> report")
+    _add_model_data(p)
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: ./results)")
+    p.add_argument("--layers", default="conv0,conv1", help="comma-separated hidden layers (default: conv0,conv1)")
+    p.add_argument("--steps", type=int, default=20, help="integration steps (default: 20)")
+    p.add_argument("--method", default="ig", choices=["ig", "actgrad", "inputgrad", "smoothgrad"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="dask workers for contributions (0: serial)")
+    p.add_argument("--interneurons", type=Path, nargs="*",
+                   help="interneuron files or folders (default: the bundled ones; give none to skip)")
+    p.add_argument("--max-windows", type=int, default=None, help="analyse only the first N test windows")
+    p.add_argument("--force", action="store_true", help="recompute finished stages")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("contributions", help="stage 1: contributions to the surprisal target (netCDF)")
+    _add_model_data(p)
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. contributions.nc")
+    p.add_argument("--layers", default="conv0,conv1")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--method", default="ig", choices=["ig", "actgrad", "inputgrad", "smoothgrad"])
+    p.add_argument("--target", default="surprisal", help="surprisal, sum, or cell:<id>")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--scheduler", help="dask scheduler address (default: a LocalCluster)")
+    p.add_argument("--max-windows", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("modes", help="stage 2: sparse contribution modes per layer")
+    p.add_argument("contributions", type=Path, help="contributions.nc from `retcodec contributions`")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sign", default="pos", choices=["pos", "both"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("types", help="stage 3: cluster cells by the modes that drive them")
+    p.add_argument("contributions", type=Path)
+    p.add_argument("modes", type=Path)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--data", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("irf", help="instantaneous receptive fields of chosen cells and times")
+    _add_model_data(p)
+    p.add_argument("--cells", help="comma-separated cell ids (default: all)")
+    p.add_argument("--times", help="window positions, e.g. 0:500:10 or 3,17,42 (default: all, needs --out)")
+    p.add_argument("--out", type=Path, required=True, help="netCDF file for the IRFs")
+
+    p = sub.add_parser("fit", help="fit the published VaryModel layout to a recording")
+    p.add_argument("--data", type=Path, required=True, help="recording file or data root")
+    p.add_argument("--experiment")
+    p.add_argument("--stim-type")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (published layout)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("evaluate", help="per-cell test correlation, FEVE and repeat ceiling")
+    _add_model_data(p)
+    p.add_argument("--out", type=Path, help="optional netCDF output")
+
+    p = sub.add_parser("simulate", help="write the in-silico retina's recordings in the published layouts")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("regenerate", help="simulate + fit + evaluate the bundled default from scratch")
+    p.add_argument("--work", type=Path, default=Path("work/regenerate"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bundle", action="store_true", help="do not copy into datasets/ and models/")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _resolve_inputs(args: argparse.Namespace, split: str = "test"):
+    """(model, recording) from --model/--data/--experiment/--stim-type, bundled by default."""
+    from .bundled import default_model_path
+    from .models import load_model
+    from .recordings import load_recording
+
+    model_path = args.model or default_model_path()
+    model = load_model(model_path, device=args.device)
+    data = args.data
+    if data is None:
+        from .bundled import default_data_root
+        data = default_data_root()
+    data = Path(data)
+    if data.is_dir():
+        experiment = args.experiment or model.meta.get("dataset")
+        stim_type = args.stim_type or model.meta.get("stim_type")
+        rec = load_recording(data, split=split, experiment=experiment, stim_type=stim_type,
+                             cells=model.meta.get("cells"))
+    else:
+        rec = load_recording(data, split=split, cells=model.meta.get("cells"))
+    return model, rec, model_path
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, format_evaluation
+    from .fitting import fit
+    from .recordings import load_recording
+
+    kw = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
+    loc = dict(experiment=args.experiment, stim_type=args.stim_type) if args.data.is_dir() else {}
+    train = load_recording(args.data, split="train", **loc)
+    test = load_recording(args.data, split="test", **loc)
+    model, _ = fit(train, test=test, out=args.out, seed=args.seed, device=args.device,
+                   progress=not args.quiet, **kw)
+    print(format_evaluation(evaluate(model, test, device=args.device)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, format_evaluation
+    from .storage import write_netcdf_atomic
+
+    model, rec, _ = _resolve_inputs(args)
+    ev = evaluate(model, rec, device=args.device)
+    print(format_evaluation(ev))
+    if args.out:
+        write_netcdf_atomic(ev, args.out)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .insilico import simulate
+
+    for name, path in simulate(args.out, seed=args.seed, progress=not args.quiet).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_regenerate(args: argparse.Namespace) -> int:
+    import json
+
+    from .regenerate import regenerate
+
+    summary = regenerate(args.work, seed=args.seed, bundle=not args.no_bundle, device=args.device,
+                         progress=not args.quiet)
+    print(json.dumps({k: summary[k] for k in ("evaluation", "timings")}, indent=2))
+    return 0
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    return pipeline.cli_stage(args)
+
+
+COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "simulate": _cmd_simulate,
+            "regenerate": _cmd_regenerate, "run": _cmd_stage, "contributions": _cmd_stage,
+            "modes": _cmd_stage, "types": _cmd_stage, "irf": _cmd_stage}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return COMMANDS[args.command](args)
+    except RetcodecError as err:
+        print(f"retcodec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"retcodec {args.command}: interrupted; finished outputs are kept, "
+              f"rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Regenerate the bundled default from scratch: simulate, fit, evaluate, copy.
+
+``retcodec regenerate`` (or :func:`regenerate`) runs, deterministically under a seed:
+
+1. :func:`retcodec.insilico.simulate` writes the full-length in-silico recordings
+   and interneuron files under ``<work>/data``;
+2. :func:`retcodec.fitting.fit` fits the published ``VaryModel`` layout to the
+   natural-scene and the white-noise train splits (centres from the white-noise
+   STA), writing ``<work>/models/insilico_{naturalscene,whitenoise}.pt``;
+3. :func:`retcodec.evaluation.evaluate` scores each model on its test split
+   (``<work>/models/*_evaluation.nc``);
+4. with ``bundle=True`` the files are copied into the checkout's ``datasets/``
+   and ``models/`` (the full-length files fit the size budget, so no shortening
+   is needed; ``bundle_train_seconds`` shortens the train splits if asked).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
+
+
+def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool = True,
+               repo: str | Path | None = None, bundle_train_seconds: float | None = None,
+               progress: bool = True, device: str = "cpu", **fit_options: Any) -> dict[str, Any]:
+    """Simulate the in-silico retina, fit both models, evaluate, and (optionally) bundle.
+
+    Returns a dict of written paths, the evaluation medians and timings (s).
+    """
+    from .evaluation import evaluate, format_evaluation
+    from .fitting import fit
+    from .insilico import simulate
+    from .recordings import load_recording
+    from .storage import write_netcdf_atomic
+
+    work = Path(work)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    paths = simulate(work / "data", seed=seed, progress=progress)
+    timings["simulate"] = time.perf_counter() - t0
+    summary: dict[str, Any] = {"paths": {k: str(v) for k, v in paths.items()}, "evaluation": {}}
+    for kind in ("naturalscene", "whitenoise"):
+        t0 = time.perf_counter()
+        train = load_recording(paths[kind], split="train")
+        test = load_recording(paths[kind], split="test")
+        out = work / "models" / f"insilico_{kind}.pt"
+        model, history = fit(train, test=test, out=out, seed=seed, progress=progress, device=device,
+                             **fit_options)
+        ev = evaluate(model, test, device=device)
+        write_netcdf_atomic(ev, out.with_name(f"insilico_{kind}_evaluation.nc"))
+        write_netcdf_atomic(history, out.with_name(f"insilico_{kind}_history.nc"))
+        timings[f"fit_{kind}"] = time.perf_counter() - t0
+        summary["paths"][f"model_{kind}"] = str(out)
+        summary["evaluation"][kind] = {k: v for k, v in ev.attrs.items() if k.startswith("median")}
+        if progress:
+            print(f"\n{kind} model on its test split:\n{format_evaluation(ev)}")
+    if bundle:
+        summary["bundled"] = bundle_files(work, repo, bundle_train_seconds)
+    summary["timings"] = timings
+    return summary
+
+
+def bundle_files(work: str | Path, repo: str | Path | None = None,
+                 train_seconds: float | None = None) -> list[str]:
+    """Copy regenerated files into ``<repo>/datasets`` and ``<repo>/models``."""
+    from .insilico import shorten_recording
+
+    work = Path(work)
+    repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    if not (repo / "setup.cfg").exists():
+        raise FileNotFoundError(f"{repo} is not a retcodec checkout (no setup.cfg); pass repo=")
+    written = []
+    for kind in ("naturalscene", "whitenoise"):
+        src = work / "data" / DEFAULT_EXPERIMENT / f"{kind}.h5"
+        dst = repo / "datasets" / DEFAULT_EXPERIMENT / f"{kind}.h5"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if train_seconds:
+            shorten_recording(src, dst, train_seconds)
+        else:
+            shutil.copyfile(src, dst)
+        written.append(str(dst))
+        model = work / "models" / f"insilico_{kind}.pt"
+        (repo / "models").mkdir(exist_ok=True)
+        for f in (model, model.with_name(f"insilico_{kind}_evaluation.nc")):
+            shutil.copyfile(f, repo / "models" / f.name)
+            written.append(str(repo / "models" / f.name))
+    src_int = work / "data" / "interneurons"
+    dst_int = repo / "datasets" / DEFAULT_INTERNEURONS
+    dst_int.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src_int.glob("*.h5")):
+        shutil.copyfile(f, dst_int / f.name)
+        written.append(str(dst_int / f.name))
+    return written
