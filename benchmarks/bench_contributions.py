@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16, help="windows per batch")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds (median)")
     parser.add_argument("--n-completeness", type=int, default=16, help="windows for the quadrature sweep")
     parser.add_argument("--skip", nargs="*", default=[], choices=IMPLEMENTATIONS)
     parser.add_argument("--json", help="also write the numbers to this file")
@@ -330,7 +330,7 @@ def main() -> None:
 
     print(f"completeness error vs steps ({min(args.n_completeness, len(x))} windows; "
           f"total |sum C - dS| / sum |dS|, worst layer):")
-    sweep = completeness_sweep(model, x[:args.n_completeness], target, [5, 10, 20, 40, 80, 160])
+    sweep = completeness_sweep(model, x[:args.n_completeness], target, [5, 10, 20, 40, 80, 160, 320, 640])
     for quad, errors in sweep.items():
         print(f"  {quad}: steps to reach 1e-3: {steps_to_reach(errors, 1e-3)}")
     numbers["completeness"] = {q: {str(k): v for k, v in e.items()} for q, e in sweep.items()}

@@ -132,7 +132,8 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     xarray.Dataset
         ``features (cell, feature)`` (standardised), ``cluster (cell)`` (k-means,
         canonical labels), ``hierarchical_cluster (cell)`` (Ward cut at ``k``),
-        ``silhouette (k)`` (NaN for ``k`` outside ``2..n_cells-1``), ``inertia (k)``,
+        ``silhouette (k)`` (NaN for ``k`` outside ``2..n_cells-1`` or above the
+        number of distinct feature vectors), ``inertia (k)``,
         ``linkage (merge, linkage_column)`` (scipy's linkage matrix: merged
         clusters, distance, size; for a dendrogram), attr/variable ``chosen_k``;
         with ``true_types``: ``ari_truth`` and ``hierarchical_ari_truth``.
@@ -153,19 +154,22 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     x = standardize_columns(raw)
     all_ks = sorted({int(k) for k in k_range})
     ks = _valid_ks(all_ks, n_cells)
+    n_distinct = np.unique(x, axis=0).shape[0]
+    if n_distinct < 2:
+        raise ConfigurationError("all cells have the same features; cell types cannot be told apart")
     silhouette = np.full(len(all_ks), np.nan)
     inertia = np.full(len(all_ks), np.nan)
     fits: dict[int, np.ndarray] = {}
     for i, k in enumerate(all_ks):
-        if k not in ks:
+        if k not in ks or k > n_distinct:        # more clusters than distinct cells: undefined
             continue
         km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
         fits[k], inertia[i] = km.labels_, km.inertia_
         if np.unique(km.labels_).size >= 2:
             silhouette[i] = silhouette_score(x, km.labels_)
     if not np.isfinite(silhouette).any():
-        raise ConfigurationError("no k in k_range gave two or more clusters (the cells' features "
-                                 "are identical); cell types cannot be told apart")
+        raise ConfigurationError(f"no k in k_range {all_ks} gave two or more clusters (the cells have "
+                                 f"{n_distinct} distinct feature vectors)")
     chosen_k = all_ks[int(np.nanargmax(silhouette))]
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")

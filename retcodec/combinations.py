@@ -137,10 +137,10 @@ def _combination_table(loadings: xr.DataArray, combinations: Any, threshold: flo
         if "combination_label" not in combinations or "combination" not in combinations.coords:
             raise ShapeError("combinations must be the Dataset of mode_combinations (with "
                              "'combination_label (time)' and a 'combination' coordinate) or labels")
-        label_da, = align_time(combinations["combination_label"], names=("combinations",))
-        index = match_times(label_da["time"].values, loadings["time"].values,
+        labels = combinations["combination_label"]
+        index = match_times(labels["time"].values, loadings["time"].values,
                             what="combinations (time)", reference="loadings")
-        return label_da.values[index].astype(str), [str(c) for c in combinations["combination"].values]
+        return labels.values[index].astype(str), [str(c) for c in combinations["combination"].values]
     table = mode_combinations(loadings, threshold)
     if combinations is None:
         return table["combination_label"].values.astype(str), [str(c) for c in table["combination"].values]
@@ -193,13 +193,14 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else np.nan
 
 
-def _pairwise_similarity(filters: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Within/across-combination mean correlations of one cell's per-window spatial filters.
+def _pairwise_similarity(filters: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Within/across-combination correlations of one cell's per-window spatial filters.
 
-    ``filters[i]``: ``(n_i, pixels)`` for combination ``i``. Per combination: the
-    mean correlation over pairs of distinct windows inside it, and over pairs
-    of one of its windows and a window of another combination; then the same
-    pooled over all pairs of the cell (each unordered pair once).
+    ``filters[i]``: ``(n_i, pixels)`` for combination ``i``. Returns, per
+    combination, the mean correlation over pairs of distinct windows inside it
+    and over pairs of one of its windows and a window of another combination;
+    then the correlations of all within pairs and of all across pairs (each
+    unordered pair once), for pooling.
     """
     n_sets = len(filters)
     within, across = np.full(n_sets, np.nan), np.full(n_sets, np.nan)
@@ -211,7 +212,7 @@ def _pairwise_similarity(filters: list[np.ndarray]) -> tuple[np.ndarray, np.ndar
         across[i] = _nanmean(corr[np.ix_(mine, ~mine)].ravel())
     upper = np.triu(np.ones(corr.shape, dtype=bool), k=1)
     same = owner[:, None] == owner[None, :]
-    return within, across, _nanmean(corr[upper & same]), _nanmean(corr[upper & ~same])
+    return within, across, corr[upper & same], corr[upper & ~same]
 
 
 def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, rates: xr.DataArray,
@@ -274,6 +275,9 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
     cell_ids = model_cells(model) if cells is None else np.atleast_1d(np.asarray(cells))
     rates = _rates_of_cells(rates, cell_ids)
     labels, sets = _combination_table(loadings, combinations, threshold)
+    if not sets:
+        raise ConfigurationError("there is no combination to analyse (no frequent set of active modes); "
+                                 "lower the threshold or pass combinations=")
     source = _resolve_stimulus(model, stimulus)
     window_of_row = match_times(source.time, loadings["time"].values,
                                 what="the stimulus windows (time)", reference="loadings")
@@ -290,18 +294,19 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
 
 
 def _rates_of_cells(rates: xr.DataArray, cell_ids: np.ndarray) -> xr.DataArray:
-    have = rates["cell"].values if "cell" in rates.coords else np.arange(rates.sizes["cell"])
-    missing = [c for c in cell_ids.tolist() if c not in set(have.tolist())]
+    have = (rates["cell"].values if "cell" in rates.coords else np.arange(rates.sizes["cell"])).tolist()
+    position = {c: i for i, c in enumerate(have)}
+    missing = [c for c in cell_ids.tolist() if c not in position]
     if missing:
-        raise ShapeError(f"rates lack cells {missing} (they hold {have.tolist()})")
-    index = [have.tolist().index(c) for c in cell_ids.tolist()]
-    return rates.isel(cell=index)
+        raise ShapeError(f"rates lack cells {missing} (they hold {have})")
+    return rates.isel(cell=[position[c] for c in cell_ids.tolist()])
 
 
 def _irfs_of_choice(model: nn.Module, source: Any, cell_ids: np.ndarray, chosen: list[list[np.ndarray]],
                     window_of_row: np.ndarray, mean_irf: bool, batch_size: int, device: Any,
-                    progress: bool) -> dict[tuple[int, int, int], tuple[np.ndarray, ...]]:
-    """``(set, cell position, row) -> (spatial, temporal, share)``, plus ``(set, cell) -> IRF sum``.
+                    progress: bool) -> dict[str, dict]:
+    """``filters``: ``(set, cell position, row) -> (spatial, temporal, share)``; ``sums``:
+    ``(set, cell position) -> sum of the IRFs`` (with ``mean_irf``).
 
     IRFs are computed once per needed row (for all analysed cells), one batch
     at a time, and reduced at once: nothing larger than a batch is held.
@@ -347,6 +352,7 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
     within = np.full((n_sets, n_cells), np.nan)
     across = np.full((n_sets, n_cells), np.nan)
     within_cell, across_cell = np.full(n_cells, np.nan), np.full(n_cells, np.nan)
+    within_pairs, across_pairs = [], []
     time_values = loadings["time"].values.astype(np.float64)
     filters = result["filters"]
     for k in range(n_cells):
@@ -361,8 +367,11 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
                 spatial[s, k] = per_set[-1].mean(axis=0)
                 temporal[s, k] = np.mean([g[1] for g in got], axis=0)
                 share[s, k] = np.mean([g[2] for g in got])
-        within[:, k], across[:, k], within_cell[k], across_cell[k] = _pairwise_similarity(per_set)
-    pooled = _pooled_similarity(chosen, filters, n_sets, n_cells, height * width)
+        within[:, k], across[:, k], w_pairs, a_pairs = _pairwise_similarity(per_set)
+        within_cell[k], across_cell[k] = _nanmean(w_pairs), _nanmean(a_pairs)
+        within_pairs.append(w_pairs)
+        across_pairs.append(a_pairs)
+    pooled = (_nanmean(np.concatenate(within_pairs)), _nanmean(np.concatenate(across_pairs)))
     coords = {"combination": ("combination", np.array(sets, dtype=str)), "cell": ("cell", cell_ids),
               "lag": ("lag", np.arange(1, n_lag + 1) * 0.01, {"units": "s"}),
               "y": ("y", np.arange(height), {"units": "stimulus pixels"}),
@@ -407,22 +416,3 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
         ds["mean_irf"] = (("combination", "cell", "lag", "y", "x"), irf.astype(np.float32),
                           {"long_name": "mean IRF over the windows used", "units": IRF_UNITS})
     return ds
-
-
-def _pooled_similarity(chosen: list[list[np.ndarray]], filters: dict, n_sets: int, n_cells: int,
-                       n_pixels: int) -> tuple[float, float]:
-    """Mean within- and across-combination correlations over all pairs of all cells."""
-    within_sum = across_sum = 0.0
-    within_n = across_n = 0
-    for k in range(n_cells):
-        per_set = [np.array([filters[(s, k, int(r))][0] for r in chosen[s][k]]).reshape(-1, n_pixels)
-                   for s in range(n_sets)]
-        corr, owner = _correlations(per_set)
-        upper = np.triu(np.ones(corr.shape, dtype=bool), k=1) & np.isfinite(corr)
-        same = owner[:, None] == owner[None, :]
-        within_sum += corr[upper & same].sum()
-        within_n += int((upper & same).sum())
-        across_sum += corr[upper & ~same].sum()
-        across_n += int((upper & ~same).sum())
-    return (within_sum / within_n if within_n else np.nan,
-            across_sum / across_n if across_n else np.nan)

@@ -75,7 +75,7 @@ class Settings:
     steps: int = 20
     quadrature: str = "trapezoid"
     maps: bool = False
-    batch_size: int = 8
+    batch_size: int = 16
     n_samples: int = 20
     sigma: float = 0.1
     seed: int = 0
@@ -156,6 +156,44 @@ class _DenseReadout(nn.Module):
                 and conv.groups == 1 and grab.coords.shape[0] == conv.out_channels)
 
 
+class _ChannelAffine(nn.Module):
+    """An eval-mode batch norm as ``(x − mean) · scale + shift`` per channel (dim 1)."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.mean, self.scale, self.shift = mean, scale, shift
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.Module) -> "_ChannelAffine | None":
+        """The affine map of an eval-mode batch norm; None for other modules."""
+        if bn.training:
+            return None
+        if isinstance(bn, AbsBatchNorm):
+            gain, shift = bn.scale.abs(), bn.shift
+        elif isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
+            ones = torch.ones_like(bn.running_var)
+            gain = bn.weight if bn.weight is not None else ones
+            shift = bn.bias if bn.bias is not None else torch.zeros_like(ones)
+        else:
+            return None
+        scale = gain / torch.sqrt(bn.running_var + bn.eps)
+        return cls(bn.running_mean.detach().clone(), scale.detach(), shift.detach().clone())
+
+    def _shaped(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
+        return v.view(1, -1, *([1] * (ndim - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self._shaped(self.shift, x.ndim), x - self._shaped(self.mean, x.ndim),
+                             self._shaped(self.scale, x.ndim))
+
+    def tangent(self, t: torch.Tensor) -> torch.Tensor:
+        return t * self._shaped(self.scale, t.ndim)
+
+
+def _is_identity_in_eval(module: nn.Module) -> bool:
+    return (isinstance(module, (nn.Identity, nn.Dropout, GaussianNoise))) and not module.training
+
+
 def _is_affine_entry(module: nn.Module) -> bool:
     """True for a convolution or a stack of convolutions (and eval-mode dropout) only."""
     if isinstance(module, nn.Conv2d):
@@ -174,6 +212,8 @@ def _push_tangent(module: nn.Module, inp: torch.Tensor, t: torch.Tensor) -> torc
         for sub in module.convs:
             t = _push_tangent(sub, inp, t)
         return t
+    if isinstance(module, _ChannelAffine):
+        return module.tangent(t)
     if isinstance(module, _DenseReadout):
         return module(t, with_bias=False)
     if isinstance(module, nn.Linear):
@@ -205,7 +245,9 @@ class _FastNetwork:
     ``run(e)`` maps ``conv0`` outputs to model outputs and captures the requested
     hidden layers (``conv0`` is ``e`` itself). A ganglion convolution read out by
     :class:`GrabUnits` is computed only at the read-out positions when its map
-    is not requested (:class:`_DenseReadout`). Stacked 3x3 convolutions are kept
+    is not requested (:class:`_DenseReadout`), eval-mode batch norms become plain
+    per-channel affine maps and eval-mode noise/dropout is left out. Stacked 3x3
+    convolutions are kept
     as they are: on the path batch, in channels-last layout, they cost half the
     arithmetic of the collapsed kernel and run faster on CPU.
     """
@@ -226,8 +268,11 @@ class _FastNetwork:
                 rest.append((_DenseReadout(m, modules[i + 1].coords), None))
                 i += 2
                 continue
-            rest.append((m, name if name in layers else None))
             i += 1
+            if name is None and _is_identity_in_eval(m):
+                continue
+            affine = _ChannelAffine.from_batchnorm(m) if name is None else None
+            rest.append((affine or m, name if name in layers else None))
         self.rest = rest
         self.layers = tuple(layers)
         deepest = max((k for k, (_, n) in enumerate(rest) if n is not None), default=-1)
@@ -413,11 +458,15 @@ class Engine:
 
     def _path(self, e_x: torch.Tensor, alphas: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Entry values on the straight path, ``(P * B, ...)``, and ``e_x − e_0``."""
-        a = torch.as_tensor(alphas, dtype=self.dtype, device=self.device).view(-1, *([1] * e_x.ndim))
         diff = e_x - self.e0
-        path = (self.e0 + a * diff.unsqueeze(0)).flatten(0, 1)
-        if path.ndim == 4:
-            path = path.contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if diff.ndim == 4 else torch.contiguous_format
+        diff = diff.contiguous(memory_format=fmt)
+        e0 = self.e0.expand_as(diff).contiguous(memory_format=fmt)
+        b = len(e_x)
+        path = torch.empty((len(alphas) * b, *diff.shape[1:]), dtype=diff.dtype, device=diff.device,
+                           memory_format=fmt)
+        for k, alpha in enumerate(alphas):
+            torch.add(e0, diff, alpha=float(alpha), out=path[k * b:(k + 1) * b])
         return path, diff
 
     def _integrated_gradients(self, e_x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -429,6 +478,9 @@ class Engine:
         out = {}
         if s.quadrature == "trapezoid":
             for name in s.layers:
+                if self.fast and name == "conv0":     # straight hidden path: h_k − h_{k−1} = diff / m
+                    out[name] = diff * _weighted_sum(weights, grads[name])
+                    continue
                 h = hidden[name].unflatten(0, (p, b))
                 g = grads[name].unflatten(0, (p, b))
                 out[name] = (0.5 * (g[1:] + g[:-1]) * (h[1:] - h[:-1])).sum(0)
@@ -437,10 +489,8 @@ class Engine:
         if t_path.ndim == 4:
             t_path = t_path.contiguous(memory_format=torch.channels_last)
         tang = self.net.tangents(e_path, t_path, inputs)
-        w = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
         for name in s.layers:
-            gt = (grads[name] * tang[name]).unflatten(0, (p, b))
-            out[name] = torch.tensordot(w, gt, dims=1)
+            out[name] = _weighted_sum(weights, grads[name] * tang[name])
         return out
 
     def _actgrad(self, e_x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -468,6 +518,18 @@ def _rebuild_engine(args: tuple[Any, ...], target: Target | None) -> Engine:
     return Engine(*args, target=target)
 
 
+def _weighted_sum(weights: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    """``Σ_k w_k x_k`` over the ``P`` blocks of ``x (P * B, ...)``, in place of a copy.
+
+    Elementwise, so the result does not depend on the number of threads.
+    """
+    b = len(x) // len(weights)
+    acc = x[:b] * float(weights[0])
+    for k in range(1, len(weights)):
+        acc.add_(x[k * b:(k + 1) * b], alpha=float(weights[k]))
+    return acc
+
+
 def _space_sum(t: torch.Tensor) -> torch.Tensor:
     """``(B, C, ...) -> (B, C)``: the sum over the spatial dimensions, if any."""
     return t.sum(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t
@@ -492,7 +554,9 @@ class _Source:
         if isinstance(stimulus, xr.Dataset):
             from . import recordings
             meta = getattr(model, "meta", {}) or {}
-            stimulus = recordings.windows(stimulus, norm_stats=meta.get("norm_stats"))
+            shape = getattr(model, "img_shape", None)
+            history = {"history": int(shape[0])} if shape else {}
+            stimulus = recordings.windows(stimulus, norm_stats=meta.get("norm_stats"), **history)
         if isinstance(stimulus, torch.Tensor):
             stimulus = stimulus.detach().cpu().numpy()
         self.windows = stimulus
@@ -657,7 +721,7 @@ class _PartialStore(_MemoryStore):
 def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = ("conv0", "conv1"),
                   method: str = "ig", steps: int = 20, target: Any = "surprisal",
                   baseline: float | np.ndarray = 0.0, *, quadrature: str = "trapezoid",
-                  batch_size: int = 8, device: str | torch.device = "cpu",
+                  batch_size: int = 16, device: str | torch.device = "cpu",
                   dtype: str = "float32", maps: bool = False, out: str | Path | None = None,
                   chunk_size: int | None = None, resume: bool = True, progress: bool = True,
                   backend: str = "serial", scheduler: Any = None, n_workers: int = 2,
@@ -682,7 +746,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         a :class:`~retcodec.targets.Target` or a callable ``(B, n) -> (B,)``.
     baseline : scalar or array broadcastable to one window: ``x₀``.
     quadrature : ``"trapezoid"`` (the paper's), ``"gauss-legendre"`` or ``"simpson"``.
-    batch_size : windows per batch (a batch holds ``batch_size × path points`` samples).
+    batch_size : windows per batch (a batch holds ``batch_size × path points`` samples;
+        about 15 MB per window at 21 points for the published layout).
     device, dtype : where and in which float type (``"float32"``/``"float64"``) to compute.
     maps : also return the unsplit ``contribution_map (time, channel, y, x)``.
     out : netCDF file to write; chunks stream to ``<out>.partial/`` and the file
@@ -722,6 +787,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     store: _MemoryStore
     if out is not None:
         params = _run_params(model, source, chunks, settings, base, target, fast=engine.fast)
+        params["shrinkage"] = str(shrinkage)
         store = _PartialStore(Path(out), params, resume)
     else:
         store = _MemoryStore()

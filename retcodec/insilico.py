@@ -94,6 +94,7 @@ class CircuitParams:
     ganglion_sharpness: float = 3.0                      # softplus slope (per std)
     mean_rate: float = 12.0                              # Hz on natural scenes
     rate_smoothing_sigma: float = 0.01                   # s, for firing_rate_10ms
+    calibration_seconds: float = 60.0                    # natural scenes used to set gains
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -336,10 +337,10 @@ class InSilicoRetina:
         k = p.ganglion_sharpness
         return (self.gain[:, None] * np.logaddexp(0.0, k * (z - p.ganglion_threshold)) / k).astype(np.float32)
 
-    def _calibrate(self, rng: np.random.Generator, seconds: float = 60.0) -> None:
+    def _calibrate(self, rng: np.random.Generator) -> None:
         """Standardise each cell's generator and set its gain so that its mean
         rate on natural scenes is ``mean_rate`` (one calibration movie from the seed)."""
-        stim = to_contrast(natural_scenes(int(seconds / DT), rng))
+        stim = to_contrast(natural_scenes(int(self.params.calibration_seconds / DT), rng))
         g = self.generator(stim)[:, self.history:]
         self.gen_mean = g.mean(axis=1).astype(np.float32)
         self.gen_std = (g.std(axis=1) + 1e-6).astype(np.float32)
@@ -435,7 +436,7 @@ EXPERIMENT = "insilico"
 
 
 def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = None,
-             progress: bool = True) -> dict[str, Path]:
+             progress: bool = True, params: CircuitParams | None = None) -> dict[str, Path]:
     """Simulate the in-silico retina and write it in the published layouts.
 
     Writes ``<out_root>/insilico/{naturalscene,whitenoise}.h5`` (ganglion-cell
@@ -449,7 +450,7 @@ def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = 
 
     plan = plan or SimulationPlan()
     out_root = Path(out_root)
-    retina = InSilicoRetina(seed)
+    retina = InSilicoRetina(seed, params)
     truth = retina.truth()
     paths: dict[str, Path] = {}
     steps = [("naturalscene", plan.naturalscene_train, plan.naturalscene_test, 0),

@@ -24,6 +24,10 @@ z-scoring, Pearson correlation, the signed maximum — and adds:
   ``p_value = (1 + #{null >= observed}) / (1 + n_shifts)``, so the smallest
   possible p-value is ``1 / (1 + n_shifts)``.
 
+Pearson r is unchanged by the per-channel affine batch norm of eval mode
+(positive scale), so the pre-batch-norm units used here and the post-batch-norm
+maps of the published Fig. 3B give the same correlations.
+
 All stimulus types of a file (``boxes``, ``lines``, ...) are used together.
 Each is its own *segment*: it is centred on its own (so correlations are
 those of the fluctuations within a stimulus), cut into blocks on its own, and
@@ -259,7 +263,7 @@ class _Segment:
         return self.vm[idx].transpose(0, 2, 1)
 
     def target_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per half (0 = selection, 1 = held out) mean and centred sum of squares: ``(2, cell, shift)`` each."""
+        """Mean and centred sum of squares per half (0 selects, 1 is held out): ``(2, cell, shift)``."""
         n_cells, n_shifts = self.vm.shape[1], self.offsets.size
         mean, ss = np.empty((2, n_cells, n_shifts)), np.empty((2, n_cells, n_shifts))
         for j, offset in enumerate(self.offsets):
@@ -418,9 +422,21 @@ def _stim_nodes(label: str, tree: xr.DataTree,
     return nodes
 
 
-def _segments(label: str, nodes: list[tuple[str, xr.Dataset]], model: Any, history: int,
-              split: str, n_blocks: int, n_shifts: int, min_shift: int,
-              rng: np.random.Generator) -> list[_Segment]:
+@dataclass
+class _File:
+    """One interneuron file: its label (file stem), tree, first stimulus node and segments."""
+
+    label: str
+    tree: xr.DataTree
+    node: xr.Dataset                 # cells and truth coordinates
+    segments: list[_Segment]
+
+
+def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
+                  stim_types: Sequence[str] | None, split: str, n_blocks: int, n_shifts: int,
+                  min_shift: int, rng: np.random.Generator) -> _File:
+    """Windows, aligned ``Vm``, split and shifts of every stimulus type of one file, checked."""
+    nodes = _stim_nodes(label, tree, stim_types)
     segments = []
     for stim_type, ds in nodes:
         w, vm = interneuron_windows(ds, history=history)
@@ -433,7 +449,7 @@ def _segments(label: str, nodes: list[tuple[str, xr.Dataset]], model: Any, histo
         segment = _Segment(stim_type, w, values, selection, offsets)
         _check_variance(label, segment, vm["cell"].values)
         segments.append(segment)
-    return segments
+    return _File(label, tree, nodes[0][1], segments)
 
 
 def _check_variance(label: str, segment: _Segment, cells: np.ndarray) -> None:
@@ -542,27 +558,24 @@ def match_interneurons(model: torch.nn.Module,
     trees = _as_trees(interneurons, history)
     if unit_types is not None:
         _require_truth_types(trees, stim_types)
-    files = []
-    for position, (label, tree) in enumerate(trees):
-        rng = np.random.default_rng([seed, position])
-        nodes = _stim_nodes(label, tree, stim_types)
-        files.append((label, tree, nodes, _segments(label, nodes, model, history, split, n_blocks,
-                                                    n_shifts, min_shift, rng)))
+    files = [_prepare_file(label, tree, model, history, stim_types, split, n_blocks, n_shifts,
+                           min_shift, np.random.default_rng([seed, position]))
+             for position, (label, tree) in enumerate(trees)]
     from tqdm.auto import tqdm
 
-    n_batches = sum(-(-len(s.windows) // batch_size) for *_, segs in files for s in segs)
+    n_batches = sum(-(-len(s.windows) // batch_size) for infile in files for s in infile.segments)
     with _evaluating(model, device) as dev, tqdm(total=n_batches, disable=not progress,
                                                  desc="match interneurons", unit="batch") as bar:
-        geometry = _geometry(model, layers, files[0][3][0].windows[0], dev)
+        geometry = _geometry(model, layers, files[0].segments[0].windows[0], dev)
         table = None if unit_types is None else _unit_type_table(unit_types, geometry)
-        truth_names = [n for n in _TRUTH_COORDS if any(n in nodes[0][1].coords for _, _, nodes, _ in files)]
+        truth_names = [n for n in _TRUTH_COORDS if any(n in infile.node.coords for infile in files)]
         parts = []
-        for label, tree, nodes, segments in files:
-            sums = _CorrelationSums(geometry.n_units, segments[0].vm.shape[1], n_shifts + 1, dev)
-            for segment in segments:
+        for infile in files:
+            sums = _CorrelationSums(geometry.n_units, infile.node.sizes["cell"], n_shifts + 1, dev)
+            for segment in infile.segments:
                 sums.add_segment(model, segment, layers, batch_size, bar)
             selection = _select(*sums.correlations(), absolute=absolute)
-            parts.append(_file_dataset(label, tree, nodes[0][1], selection, geometry, truth_names))
+            parts.append(_file_dataset(infile, selection, geometry, truth_names))
     result = xr.concat(parts, dim="interneuron", data_vars="all", coords="minimal",
                        compat="equals", join="exact")
     if table is not None:
@@ -575,59 +588,65 @@ def match_interneurons(model: torch.nn.Module,
 _FILL = {"cell_type": UNKNOWN_TYPE, "center_y": np.nan, "center_x": np.nan}
 
 
-def _file_dataset(label: str, tree: xr.DataTree, node: xr.Dataset, sel: _Selection,
-                  geometry: _LayerGeometry, truth_names: Sequence[str]) -> xr.Dataset:
-    cells = node["cell"].values
-    located = [geometry.locate(int(u)) for u in sel.best_unit]
-    layer_of = dict(zip(geometry.names, geometry.offsets))
+def _file_dataset(infile: _File, sel: _Selection, geometry: _LayerGeometry,
+                  truth_names: Sequence[str]) -> xr.Dataset:
+    """The output rows of one file: ids, truth, best units, statistics and maps."""
+    cells = infile.node["cell"].values
+    cell_class = str(infile.tree.attrs.get("cell_class") or cell_class_from_name(infile.label))
     coords: dict[str, Any] = {
-        "interneuron": ("interneuron", [f"{label}/{c}" for c in cells]),
-        "file": ("interneuron", [label] * len(cells)),
+        "interneuron": ("interneuron", [f"{infile.label}/{c}" for c in cells]),
+        "file": ("interneuron", [infile.label] * len(cells)),
         "cell_index": ("interneuron", cells.astype(np.int64)),
-        "cell_class": ("interneuron", [str(tree.attrs.get("cell_class")
-                                           or cell_class_from_name(label))] * len(cells)),
+        "cell_class": ("interneuron", [cell_class] * len(cells)),
         "shift": ("shift", np.arange(1, sel.null_heldout.shape[1] + 1)),
     }
     for name in truth_names:                   # filled where this file has no such truth
-        values = node[name].values if name in node.coords else np.full(len(cells), _FILL[name])
+        values = (infile.node[name].values if name in infile.node.coords
+                  else np.full(len(cells), _FILL[name]))
         coords[name] = ("interneuron", values.astype(str) if name == "cell_type" else values)
-    null = sel.null_heldout
-    r_name = "Pearson r"
-    data: dict[str, Any] = {
-        "best_layer": ("interneuron", np.array([loc[0] for loc in located], dtype=str)),
-        "best_channel": ("interneuron", np.array([loc[1] for loc in located])),
-        "best_y": ("interneuron", np.array([loc[2] for loc in located]),
-                   {"units": "map pixel of best_layer"}),
-        "best_x": ("interneuron", np.array([loc[3] for loc in located]),
-                   {"units": "map pixel of best_layer"}),
-        "best_center_y": ("interneuron", np.array([loc[2] + layer_of[loc[0]] for loc in located]),
-                          {"units": "stimulus pixel"}),
-        "best_center_x": ("interneuron", np.array([loc[3] + layer_of[loc[0]] for loc in located]),
-                          {"units": "stimulus pixel"}),
-        "heldout_correlation": ("interneuron", sel.heldout,
-                                {"long_name": f"{r_name} of the selected unit on held-out time points"}),
-        "insample_correlation": ("interneuron", sel.insample,
-                                 {"long_name": f"{r_name} of the selected unit where it was selected"}),
-        "published_correlation": ("interneuron", sel.published,
-                                  {"long_name": f"max {r_name} over units on all time points "
-                                                f"(published statistic, biased)"}),
-        "chance_mean": ("interneuron", null.mean(axis=1),
-                        {"long_name": "mean held-out r under circular shifts of Vm"}),
-        "chance_p95": ("interneuron", np.percentile(null, 95, axis=1),
-                       {"long_name": "95th percentile of the held-out r under shifts"}),
-        "p_value": ("interneuron", (1 + (null >= sel.heldout[:, None]).sum(axis=1)) / (1 + null.shape[1]),
-                    {"long_name": "(1 + #{null >= observed}) / (1 + n_shifts)"}),
-        "null_heldout_correlation": (("interneuron", "shift"), null,
-                                     {"long_name": "held-out r of the procedure on shifted Vm"}),
-    }
+    data = {**_best_unit_variables(sel, geometry), **_statistic_variables(sel)}
+    offsets = dict(zip(geometry.names, geometry.offsets))
     for name, maps in geometry.split(sel.maps).items():
-        data[f"correlation_map_{name}"] = _map_variable(name, maps, layer_of[name])
+        data[f"correlation_map_{name}"] = _map_variable(name, maps, offsets[name])
     ds = xr.Dataset(data, coords=coords)
     for name, (n_chan, n_y, n_x) in zip(geometry.names, geometry.shapes):
         ds = ds.assign_coords({f"channel_{name}": np.arange(n_chan),
                                f"y_{name}": (f"y_{name}", np.arange(n_y), {"units": "map pixel"}),
                                f"x_{name}": (f"x_{name}", np.arange(n_x), {"units": "map pixel"})})
     return ds
+
+
+def _best_unit_variables(sel: _Selection, geometry: _LayerGeometry) -> dict[str, tuple]:
+    layer, channel, y, x = zip(*(geometry.locate(int(u)) for u in sel.best_unit))
+    offset = np.array([dict(zip(geometry.names, geometry.offsets))[name] for name in layer])
+    map_px = {"units": "map pixel of best_layer"}
+    return {"best_layer": ("interneuron", np.array(layer, dtype=str)),
+            "best_channel": ("interneuron", np.array(channel)),
+            "best_y": ("interneuron", np.array(y), map_px),
+            "best_x": ("interneuron", np.array(x), map_px),
+            "best_center_y": ("interneuron", np.array(y) + offset, {"units": "stimulus pixel"}),
+            "best_center_x": ("interneuron", np.array(x) + offset, {"units": "stimulus pixel"})}
+
+
+def _statistic_variables(sel: _Selection) -> dict[str, tuple]:
+    null = sel.null_heldout
+    p_value = (1 + (null >= sel.heldout[:, None]).sum(axis=1)) / (1 + null.shape[1])
+    return {
+        "heldout_correlation": ("interneuron", sel.heldout,
+                                {"long_name": "Pearson r of the selected unit on held-out time points"}),
+        "insample_correlation": ("interneuron", sel.insample,
+                                 {"long_name": "Pearson r of the selected unit where it was selected"}),
+        "published_correlation": ("interneuron", sel.published,
+                                  {"long_name": "max Pearson r over units on all time points "
+                                                "(published statistic, biased)"}),
+        "chance_mean": ("interneuron", null.mean(axis=1),
+                        {"long_name": "mean held-out r under circular shifts of Vm"}),
+        "chance_p95": ("interneuron", np.percentile(null, 95, axis=1),
+                       {"long_name": "95th percentile of the held-out r under shifts"}),
+        "p_value": ("interneuron", p_value, {"long_name": "(1 + #{null >= observed}) / (1 + n_shifts)"}),
+        "null_heldout_correlation": (("interneuron", "shift"), null,
+                                     {"long_name": "held-out r of the procedure on shifted Vm"}),
+    }
 
 
 def _map_variable(layer: str, maps: np.ndarray, offset: float) -> xr.Variable:
@@ -658,15 +677,15 @@ def _add_type_match(ds: xr.Dataset, table: Mapping[tuple[str, int], str]) -> xr.
     return ds
 
 
-def _attrs(model: Any, files: list, geometry: _LayerGeometry, attrs: Mapping[str, Any],
+def _attrs(model: Any, files: list[_File], geometry: _LayerGeometry, attrs: Mapping[str, Any],
            **params: Any) -> dict[str, Any]:
     inputs = {}
-    for label, tree, nodes, segments in files:
-        source = tree.attrs.get("source_file")
-        inputs[label] = {"source_file": source,
-                         "sha256": sha256(source) if source and Path(source).is_file() else None,
-                         "stim_types": [s.stim_type for s in segments],
-                         "n_time": [len(s.windows) for s in segments]}
+    for infile in files:
+        source = infile.tree.attrs.get("source_file")
+        inputs[infile.label] = {"source_file": source,
+                                "sha256": sha256(source) if source and Path(source).is_file() else None,
+                                "stim_types": [s.stim_type for s in infile.segments],
+                                "n_time": [len(s.windows) for s in infile.segments]}
     meta = getattr(model, "meta", {}) or {}
     out = dict(attrs)
     out.update(provenance_attrs(
@@ -707,7 +726,7 @@ def _truth_stack(truth_maps: Mapping[str, Any], n_windows: int, history: int,
 def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray,
                            truth: np.ndarray, geometry: _LayerGeometry, batch_size: int,
                            device: torch.device, bar: Any) -> dict[str, np.ndarray]:
-    """Mean over map pixels of r(channel activation, truth at the same stimulus pixel): ``{layer: (C, K)}``."""
+    """Mean over map pixels of r(activation, truth at the unit's stimulus pixel): ``{layer: (C, K)}``."""
     sums: dict[str, dict[str, torch.Tensor]] = {}
     for sl, batch in _batches(windows, batch_size, device):
         acts = layer_activations(model, batch, geometry.names)
@@ -728,10 +747,14 @@ def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray
         var_a = (s["aa"] - s["a"] ** 2 / n)[:, None]
         var_t = (s["tt"] - s["t"] ** 2 / n)[None]
         cov = s["at"] - s["a"][:, None] * s["t"][None] / n
-        valid = (var_a > 1e-12 * var_a.max().clamp_min(1e-300)) & (var_t > 1e-12 * var_t.max().clamp_min(1e-300))
+        valid = _has_variance(var_a) & _has_variance(var_t)
         r = torch.where(valid, cov / (var_a * var_t).clamp_min(1e-300).sqrt(), torch.nan)
         out[name] = torch.nanmean(r.flatten(2), dim=2).cpu().numpy()
     return out
+
+
+def _has_variance(var: torch.Tensor) -> torch.Tensor:
+    return var > 1e-12 * var.max().clamp_min(1e-300)
 
 
 def _cross_per_pixel(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,12 @@ gradients) and the first layer's transpose maps the ``(B·n_cells, C, h, w)``
 gradients to the input in one call. The transpose is
 ``conv_transpose2d`` with the collapsed ``k x k`` kernel or, when cheaper, the
 stacked 3x3 kernels applied in reverse order (the same linear map; see
-:func:`first_layer_transpose`). Other models take the plain path: the batched
-backward pass goes all the way to the input. No parameter gradients are
+:func:`first_layer_transpose`). As a ganglion cell reads one location of its
+map, its gradient on ``h₀`` vanishes outside its receptive field: the
+transpose runs on the smallest box holding every cell's non-zero gradients
+(exact, since the transpose of a valid convolution commutes with shifts).
+Other models take the plain path: the batched backward pass goes all the way
+to the input. No parameter gradients are
 computed (the model is copied with ``requires_grad_(False)``).
 
 Memory
@@ -259,6 +263,10 @@ class _Gradients:
             self.first = first
             self.rest = self.net.sequential[1:]
             self.transpose = first_layer_transpose(first, transpose)
+            # a valid (unpadded, undilated) first layer: the transpose of a cropped
+            # gradient is the cropped transpose, shifted
+            self.croppable = isinstance(first, LinearStackedConv2d) or (
+                tuple(first.padding) == (0, 0) and tuple(first.dilation) == (1, 1))
 
     def _one_hot(self, batch: int, n_out: int) -> torch.Tensor:
         n = self.positions.numel()
@@ -266,26 +274,72 @@ class _Gradients:
         eye[torch.arange(n, device=self.device), :, self.positions] = 1.0
         return eye
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H, W)`` windows -> ``(B, n_cells, T, H, W)`` input gradients (window frame order)."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, H, W)`` windows -> ``(B, n_cells, T, H, W)`` input gradients, frames reversed.
+
+        ``out``: an optional tensor of that shape to write into (then returned).
+        """
         x = x.to(device=self.device, dtype=self.dtype)
         with torch.enable_grad():
-            if self.fast:
-                with torch.no_grad():
-                    h0 = self.first(x)
-                h0.requires_grad_(True)
-                out = self.rest(h0)
-                grads, = torch.autograd.grad(out, h0, self._one_hot(len(x), out.shape[1]),
-                                             is_grads_batched=True)
-                n, b = grads.shape[:2]
-                grads = self.transpose(grads.reshape(n * b, *grads.shape[2:]))
-                grads = grads.reshape(n, b, *grads.shape[1:])
-            else:
+            if not self.fast:
                 x = x.detach().requires_grad_(True)
-                out = self.net(x)
-                grads, = torch.autograd.grad(out, x, self._one_hot(len(x), out.shape[1]),
+                result = self.net(x)
+                grads, = torch.autograd.grad(result, x, self._one_hot(len(x), result.shape[1]),
                                              is_grads_batched=True)
-        return grads.transpose(0, 1)
+                return _store(grads.flip(2).transpose(0, 1), out)
+            with torch.no_grad():
+                h0 = self.first(x)
+            h0.requires_grad_(True)
+            result = self.rest(h0)
+            grads, = torch.autograd.grad(result, h0, self._one_hot(len(x), result.shape[1]),
+                                         is_grads_batched=True)
+        with torch.no_grad():
+            return self._to_input(grads, x.shape[1:], out)
+
+    def _to_input(self, grads: torch.Tensor, window: torch.Size, out: torch.Tensor | None) -> torch.Tensor:
+        """``(n, B, C, h, w)`` gradients at ``h₀`` -> ``(B, n, T, H, W)`` at the input, frames reversed.
+
+        Each cell's gradient is zero outside its receptive field on ``h₀`` (a
+        convolutional readout reads one location): the transpose runs on the
+        smallest box holding every cell's support and the result is placed
+        back, which is exact and, for the published layouts, ~3x cheaper.
+        """
+        n, b, c, h, w = grads.shape
+        grow_y, grow_x = window[1] - h, window[2] - w
+        starts, (box_h, box_w) = _support_boxes(grads) if self.croppable else ([(0, 0)] * n, (h, w))
+        crops = torch.stack([g[:, :, y:y + box_h, x:x + box_w] for g, (y, x) in zip(grads, starts)])
+        crops = crops.reshape(n * b, c, box_h, box_w).contiguous(memory_format=torch.channels_last)
+        local = self.transpose(crops).reshape(n, b, window[0], box_h + grow_y, box_w + grow_x)
+        if (box_h, box_w) == (h, w):
+            return _store(local.flip(2).transpose(0, 1), out)
+        if out is None:
+            out = grads.new_zeros((b, n, *window))
+        else:
+            out.zero_()
+        for k, (y, x) in enumerate(starts):
+            out[:, k, :, y:y + box_h + grow_y, x:x + box_w + grow_x] = local[k].flip(1)
+        return out
+
+
+def _store(values: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    if out is None:
+        return values.contiguous()
+    out.copy_(values)
+    return out
+
+
+def _support_boxes(grads: torch.Tensor) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """Per cell the corner of a common-size box holding all its non-zero gradients, and the size."""
+    n, _, _, h, w = grads.shape
+    mask = grads.abs().amax(dim=(1, 2)) > 0                     # (n, h, w)
+    spans = []
+    for rows, cols in zip(mask.any(dim=2).cpu().numpy(), mask.any(dim=1).cpu().numpy()):
+        r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+        spans.append((r[0], r[-1] + 1, c[0], c[-1] + 1) if r.size else (0, 1, 0, 1))
+    box_h = max(b - a for a, b, _, _ in spans)
+    box_w = max(d - c for _, _, c, d in spans)
+    starts = [(int(min(a, h - box_h)), int(min(c, w - box_w))) for a, _, c, _ in spans]
+    return starts, (int(box_h), int(box_w))
 
 
 # =========================================================================== plan and batches
@@ -342,8 +396,13 @@ def _read_windows(source: _Source, positions: np.ndarray) -> torch.Tensor:
     return batch
 
 
-def _batches(plan: _Plan, progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
-    """``(slice into plan.times, IRF block (b, n_cells, lag, y, x) with ascending lag)``."""
+def _batches(plan: _Plan, progress: bool = False,
+             into: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(slice into plan.times, IRF block (b, n_cells, lag, y, x) with ascending lag)``.
+
+    With ``into`` (the full result array), each block is written into its slice
+    (on the CPU directly, without an intermediate copy) and that slice is yielded.
+    """
     from tqdm.auto import tqdm
 
     engine = _Gradients(plan.model, plan.positions, plan.device, _torch_dtype(plan.dtype),
@@ -351,8 +410,13 @@ def _batches(plan: _Plan, progress: bool = False) -> Iterator[tuple[slice, np.nd
     starts = range(0, plan.times.size, plan.batch_size)
     for start in tqdm(starts, disable=not progress, desc="irf", unit="batch"):
         sl = slice(start, min(start + plan.batch_size, plan.times.size))
-        grads = engine(_read_windows(plan.source, plan.times[sl]))
-        yield sl, grads.flip(2).cpu().numpy().astype(plan.dtype, copy=False)
+        target = None if into is None else into[sl]
+        grads = engine(_read_windows(plan.source, plan.times[sl]),
+                       out=None if target is None or engine.device.type != "cpu" else torch.from_numpy(target))
+        block = grads.cpu().numpy()
+        if target is not None and not np.shares_memory(block, target):
+            target[...] = block
+        yield sl, target if target is not None else block
 
 
 def _coords(plan: _Plan, sl: slice = slice(None)) -> dict[str, Any]:
@@ -456,8 +520,8 @@ def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,
             f"with times=, write them to a file with out='irf.nc', reduce them batch by batch "
             f"with iter_irf, or raise max_bytes")
     data = np.empty(plan.shape, dtype=plan.dtype)
-    for sl, block in _batches(plan, progress):
-        data[sl] = block
+    for _ in _batches(plan, progress, into=data):
+        pass
     return _block_dataarray(plan, slice(None), data)
 
 

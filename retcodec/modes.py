@@ -297,9 +297,13 @@ class ContributionModes(_ModesBase):
     share ``init_active`` of the atoms passes θ for a typical sample, and the
     dictionary starts as random training samples (``init="data"``) divided by
     the expected number of active atoms, so the first reconstruction has the
-    scale of the data. This reaches R² > 0.95 in seconds where the paper's
-    settings need hundreds of epochs (``benchmarks/bench_modes.py``);
-    ``init_active=None, init="random"`` gives PyTorch's default read-out.
+    scale of the data. On 6000 x 16 synthetic samples of 6 known modes
+    (``benchmarks/bench_modes.py``) the defaults reach R² 0.97 and recover the
+    modes (matched cosine ≥ 0.98) in ~50 epochs, a few seconds on one CPU
+    thread; the paper's retina settings (lr 1e-5, H = d, PyTorch's
+    initialisation) leave every atom dead after 800 epochs, and with this
+    initialisation reach R² 0.88. ``init_active=None, init="random"`` gives
+    PyTorch's default read-out.
 
     Parameters
     ----------
@@ -760,7 +764,7 @@ class PCAModes(_ModesBase):
         self.explained_variance_ratio_ = ds["explained_variance_ratio"].values
 
 
-# --------------------------------------------------------------------------- matching, synthetic data
+# --------------------------------------------------------------------------- matching, synthetic
 def match_modes(reference: np.ndarray, candidate: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pair modes one-to-one by maximal total cosine similarity (Hungarian algorithm).

@@ -405,9 +405,13 @@ def test_dask_backend_equals_serial(model, windows, surprisal):
     with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         parallel = run(model, windows, backend="dask", scheduler=cluster, **kw)
+    # equal up to float rounding: the workers' threads may use another number of
+    # intra-op threads, and convolution backward sums in a thread-dependent order
     for layer in ("conv0", "conv1"):
-        xr.testing.assert_equal(parallel[layer].to_dataset(), serial[layer].to_dataset())
-    xr.testing.assert_equal(parallel["target"], serial["target"])
+        for var in ("contribution", "activation"):
+            assert rel_diff(parallel[layer][var], serial[layer][var]) < 1e-6
+    np.testing.assert_array_equal(parallel["time"], serial["time"])
+    np.testing.assert_allclose(parallel["target"], serial["target"], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- errors

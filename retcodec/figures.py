@@ -1,0 +1,660 @@
+"""Paper figures of a CODEC analysis, drawn from retcodec's labelled xarray outputs.
+
+Every ``plot_*`` function takes xarray objects with named dimensions, checks
+them, and returns a :class:`matplotlib.figure.Figure`. Axes are labelled in
+physical units (time and lag in s, space in stimulus pixels, rates in Hz).
+Figures are built with the object-oriented API (``Figure``), never with
+``pyplot``: no global state, no GUI backend, nothing is shown. Write them with
+:func:`save_figure` (PNG and SVG, atomically).
+
+Bad input (a missing dimension or variable, mismatched lengths) raises
+:class:`~retcodec.errors.ShapeError` or
+:class:`~retcodec.errors.ConfigurationError` with a message that names what is
+missing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from .errors import ConfigurationError, ShapeError
+from .storage import atomic_path
+
+__all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes",
+           "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality"]
+
+#: seconds per bin when a time or lag axis has no coordinate (the recordings' 10 ms bins)
+DT = 0.01
+#: colours of the two contribution signs (red = positive, blue = negative, as in the diverging maps)
+SIGN_COLORS = {"pos": "#b2182b", "neg": "#2166ac"}
+DIVERGING = "RdBu_r"
+#: width of a two-column figure, inches
+FULL_WIDTH = 7.0
+
+
+# --------------------------------------------------------------------------- saving
+def save_figure(fig: Figure, path_stem: str | os.PathLike, formats: Sequence[str] = ("png", "svg"),
+                dpi: int = 200) -> list[Path]:
+    """Write ``fig`` as ``<path_stem>.png`` and ``<path_stem>.svg`` atomically; returns the paths.
+
+    ``path_stem`` is used as given, with ``.<format>`` appended (a stem such as
+    ``figs/fig3.v2`` keeps its dot). Parent folders are created. Each file
+    appears only once it is completely written.
+    """
+    if not isinstance(fig, Figure):
+        raise ConfigurationError(f"save_figure needs a matplotlib Figure, got {type(fig).__name__}")
+    if not formats:
+        raise ConfigurationError("formats is empty; give e.g. ('png', 'svg')")
+    stem = Path(path_stem)
+    paths = []
+    for fmt in formats:
+        final = stem.with_name(f"{stem.name}.{fmt}")
+        # SVG without a date: the same figure gives the same file
+        metadata = {"Date": None} if fmt == "svg" else None
+        with atomic_path(final) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+        paths.append(final)
+    return paths
+
+
+# --------------------------------------------------------------------------- input checks
+def _as_dataset(node: Any, what: str) -> xr.Dataset:
+    if isinstance(node, xr.DataTree):
+        ds = node.to_dataset()
+        return ds.assign_attrs(layer=ds.attrs.get("layer", node.name))
+    if isinstance(node, xr.Dataset):
+        return node
+    raise ConfigurationError(f"{what} must be an xarray Dataset (or DataTree node), "
+                             f"got {type(node).__name__}")
+
+
+def _variable(ds: xr.Dataset, name: str, what: str) -> xr.DataArray:
+    if name not in ds:
+        raise ConfigurationError(f"{what} has no variable {name!r} (it has {sorted(ds.data_vars)})")
+    return ds[name]
+
+
+def _require_dims(da: Any, dims: Iterable[str], what: str,
+                  optional: Iterable[str] = ()) -> xr.DataArray:
+    """``da`` as a DataArray with exactly ``dims`` (plus any of ``optional``)."""
+    if not isinstance(da, xr.DataArray):
+        raise ConfigurationError(f"{what} must be an xarray DataArray with dims {tuple(dims)}, "
+                                 f"got {type(da).__name__}")
+    dims, optional = tuple(dims), tuple(optional)
+    missing = [d for d in dims if d not in da.dims]
+    extra = [d for d in da.dims if d not in dims + optional]
+    if missing or extra:
+        allowed = f" (optionally {optional})" if optional else ""
+        raise ShapeError(f"{what} must have dims {dims}{allowed}, got {da.dims}"
+                         + (f"; missing {missing}" if missing else "")
+                         + (f"; unexpected {extra}" if extra else ""))
+    if any(da.sizes[d] == 0 for d in da.dims):
+        raise ShapeError(f"{what} is empty: sizes {dict(da.sizes)}")
+    return da
+
+
+def _coord(da: xr.DataArray, dim: str, step: float | None = None) -> np.ndarray:
+    """Values of ``dim``: its coordinate, else ``index * step`` (or the index)."""
+    if dim in da.coords:
+        return np.asarray(da[dim].values)
+    index = np.arange(da.sizes[dim])
+    return index * step if step is not None else index
+
+
+def _time_window(time_slice: Any) -> slice | None:
+    if time_slice is None or isinstance(time_slice, slice):
+        return time_slice
+    try:
+        start, stop = time_slice
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"time_slice must be a slice or a (start, stop) pair in seconds, "
+                                 f"got {time_slice!r}") from None
+    return slice(start, stop)
+
+
+def _select_time(da: xr.DataArray, window: slice | None, what: str) -> xr.DataArray:
+    if window is None:
+        return da
+    if "time" not in da.coords:
+        raise ConfigurationError(f"{what} has no time coordinate (s) to select {window} from")
+    out = da.sel(time=window)
+    if out.sizes["time"] == 0:
+        raise ShapeError(f"{what} has no time points in {window} (its time runs "
+                         f"{float(da.time[0]):g}..{float(da.time[-1]):g} s)")
+    return out
+
+
+# --------------------------------------------------------------------------- drawing helpers
+def _edges(centres: np.ndarray, default_step: float = 1.0) -> tuple[float, float]:
+    """Outer edges of evenly spaced bins with these centres (for ``imshow`` extents)."""
+    centres = np.asarray(centres, dtype=float)
+    step = float(np.median(np.diff(centres))) if centres.size > 1 else default_step
+    return centres[0] - step / 2, centres[-1] + step / 2
+
+
+def _symmetric_norm(*arrays: Any) -> Normalize:
+    """Colour limits ``±max|value|`` (a diverging map centred on 0)."""
+    vmax = max(float(np.nanmax(np.abs(np.asarray(a)))) if np.size(a) else 0.0 for a in arrays)
+    vmax = vmax if np.isfinite(vmax) and vmax > 0 else 1.0
+    return Normalize(-vmax, vmax)
+
+
+def _label_rows(ax: Axes, labels: Sequence[Any], max_labels: int = 24) -> None:
+    """Tick every row with its label when there are few rows."""
+    if len(labels) <= max_labels:
+        ax.set_yticks(np.arange(len(labels)), [str(v) for v in labels])
+
+
+def _time_heatmap(fig: Figure, ax: Axes, da: xr.DataArray, row_dim: str, *, cmap: str,
+                  norm: Normalize, ylabel: str, cbar_label: str, title: str) -> None:
+    """A (row, time) heat map over physical time, with its colour bar."""
+    data = da.transpose(row_dim, "time")
+    t0, t1 = _edges(_coord(data, "time", DT), DT)
+    image = ax.imshow(data.values, aspect="auto", origin="lower", cmap=cmap, norm=norm,
+                      extent=(t0, t1, -0.5, data.sizes[row_dim] - 0.5), interpolation="nearest")
+    _label_rows(ax, _coord(data, row_dim))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize="medium")
+    fig.colorbar(image, ax=ax, label=cbar_label, pad=0.01)
+
+
+def _category_colors(values: Sequence[Any]) -> dict[Any, Any]:
+    """A distinct colour per category (tab10, or tab20 for more than 10)."""
+    categories = list(dict.fromkeys(values))
+    cmap = colormaps["tab10" if len(categories) <= 10 else "tab20"]
+    return {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+
+
+# --------------------------------------------------------------------------- contributions
+def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
+                              rates: xr.DataArray | None = None,
+                              loadings: xr.DataArray | None = None,
+                              time_slice: slice | tuple[float, float] | None = None) -> Figure:
+    """Contributions per channel over time, with the cell rates and mode loadings below.
+
+    Parameters
+    ----------
+    contrib_node
+        A layer node of :func:`~retcodec.contributions.contributions`:
+        ``contribution (time, channel, sign)``, ``sign`` in ``["neg", "pos"]``.
+    rates
+        ``(time, cell)`` rates in Hz (model or recorded), optional.
+    loadings
+        ``(time, mode)`` mode loadings, optional.
+    time_slice
+        A ``slice`` or ``(start, stop)`` in seconds, applied to every panel.
+
+    Returns
+    -------
+    Figure with stacked panels sharing the time axis (s): ``C+`` and ``C-``
+    per channel (one diverging colour scale, centred on 0, symmetric, shared
+    by both), then rates and loadings. Each panel has its colour bar.
+    """
+    ds = _as_dataset(contrib_node, "contrib_node")
+    contribution = _require_dims(_variable(ds, "contribution", "contrib_node"),
+                                 ("time", "channel", "sign"), "contribution")
+    signs = [s for s in ("pos", "neg") if s in contribution["sign"].values] \
+        if "sign" in contribution.coords else []
+    if not signs:
+        raise ShapeError("contribution's sign coordinate must hold 'pos' and/or 'neg'")
+    window = _time_window(time_slice)
+    contribution = _select_time(contribution, window, "contribution")
+    panels: list[tuple[str, Any]] = [(s, contribution.sel(sign=s)) for s in signs]
+    if rates is not None:
+        panels.append(("rates", _select_time(_require_dims(rates, ("time", "cell"), "rates"),
+                                             window, "rates")))
+    if loadings is not None:
+        panels.append(("loadings", _select_time(_require_dims(loadings, ("time", "mode"), "loadings"),
+                                                window, "loadings")))
+    fig = Figure(figsize=(FULL_WIDTH, 1.6 * len(panels) + 0.6), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    layer = ds.attrs.get("layer")
+    norm = _symmetric_norm(contribution.values)
+    for ax, (kind, da) in zip(axes, panels):
+        if kind in ("pos", "neg"):
+            sign = "positive (C+)" if kind == "pos" else "negative (C-)"
+            _time_heatmap(fig, ax, da, "channel", cmap=DIVERGING, norm=norm, ylabel="channel",
+                          cbar_label="contribution", title=f"{sign} contributions"
+                          + (f", {layer}" if layer else ""))
+        elif kind == "rates":
+            _time_heatmap(fig, ax, da, "cell", cmap="viridis", norm=Normalize(0, float(da.max()) or 1),
+                          ylabel="cell", cbar_label="rate (Hz)", title="firing rates")
+        else:
+            signed = float(da.min()) < 0
+            _time_heatmap(fig, ax, da, "mode", cmap=DIVERGING if signed else "magma_r",
+                          norm=_symmetric_norm(da.values) if signed else Normalize(0, float(da.max()) or 1),
+                          ylabel="mode", cbar_label="loading", title="mode loadings")
+    axes[-1].set_xlabel("time (s)")
+    return fig
+
+
+# --------------------------------------------------------------------------- modes and cell types
+def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArray | None = None,
+                          linkage: np.ndarray | None = None,
+                          true_types: Sequence[Any] | xr.DataArray | None = None) -> Figure:
+    """Correlation of every cell's rate with every mode's loadings, rows grouped by cluster.
+
+    Parameters
+    ----------
+    corr
+        ``(cell, mode)`` correlations (e.g. standardised per mode).
+    labels
+        Cluster label per cell (``(cell,)``), drawn as a colour strip.
+    linkage
+        A scipy linkage matrix ``(n_cells - 1, 4)`` of the cells; rows follow
+        its dendrogram, drawn on the left. Without it rows are sorted by
+        ``labels``.
+    true_types
+        True cell type per cell (in-silico data), a second colour strip.
+
+    Returns
+    -------
+    Figure: [dendrogram] [cluster strip] [type strip] heat map (diverging,
+    centred on 0) with its colour bar; legends name the strip colours.
+    """
+    from scipy.cluster.hierarchy import dendrogram, leaves_list
+
+    corr = _require_dims(corr, ("cell", "mode"), "corr").transpose("cell", "mode")
+    n_cells = corr.sizes["cell"]
+    labels = None if labels is None else _per_cell(labels, n_cells, "labels")
+    true_types = None if true_types is None else _per_cell(true_types, n_cells, "true_types")
+    if linkage is not None:
+        linkage = np.asarray(linkage, dtype=float)
+        if linkage.shape != (n_cells - 1, 4):
+            raise ShapeError(f"linkage must be a scipy linkage matrix ({n_cells - 1}, 4) for "
+                             f"{n_cells} cells, got {linkage.shape}")
+        order = leaves_list(linkage)
+    elif labels is not None:
+        order = np.argsort(labels, kind="stable")
+    else:
+        order = np.arange(n_cells)
+    strips = [(name, values[order]) for name, values in (("cluster", labels), ("true type", true_types))
+              if values is not None]
+    widths = ([1.2] if linkage is not None else []) + [0.25] * len(strips) + [6.0, 0.2]
+    fig = Figure(figsize=(FULL_WIDTH * 0.8, 1.0 + 0.2 * n_cells), layout="constrained")
+    grid = fig.add_gridspec(1, len(widths), width_ratios=widths, wspace=0.02)
+    column = 0
+    if linkage is not None:
+        ax = fig.add_subplot(grid[0, column])
+        dendrogram(linkage, ax=ax, orientation="left", no_labels=True, color_threshold=0,
+                   above_threshold_color="0.3")
+        ax.set_ylim(0, 10 * n_cells)                       # leaves sit at 5, 15, 25, ...
+        ax.set_axis_off()
+        column += 1
+    legends = []
+    for name, values in strips:
+        ax = fig.add_subplot(grid[0, column])
+        legends.append(_color_strip(ax, name, values))
+        column += 1
+    ax = fig.add_subplot(grid[0, column])
+    data = corr.values[order]
+    image = ax.imshow(data, aspect="auto", origin="lower", cmap=DIVERGING, norm=_symmetric_norm(data),
+                      interpolation="nearest")
+    modes = _coord(corr, "mode")
+    ax.set_xticks(np.arange(len(modes)), [str(m) for m in modes])
+    ax.set_xlabel("mode")
+    ax.yaxis.tick_right()
+    ax.yaxis.set_label_position("right")
+    _label_rows(ax, _coord(corr, "cell")[order], max_labels=60)
+    ax.set_ylabel("cell")
+    ax.set_title("rate-loading correlation per cell and mode", fontsize="medium")
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, column + 1]), label="correlation")
+    for (title, handles), loc in zip(legends, ("outside lower left", "outside lower right")):
+        fig.legend(handles=handles, title=title, loc=loc, ncols=min(4, len(handles)), fontsize="small")
+    return fig
+
+
+def _per_cell(values: Any, n_cells: int, what: str) -> np.ndarray:
+    array = np.asarray(values.values if isinstance(values, xr.DataArray) else values)
+    if array.ndim != 1 or array.size != n_cells:
+        raise ShapeError(f"{what} must hold one value per cell ({n_cells}), got shape {array.shape}")
+    return array
+
+
+def _color_strip(ax: Axes, name: str, values: np.ndarray) -> tuple[str, list[Patch]]:
+    """A one-column strip coloured by category; returns the legend title and handles."""
+    colors = _category_colors(sorted(set(values.tolist()), key=str))
+    index = {c: i for i, c in enumerate(colors)}
+    cmap = ListedColormap(list(colors.values()))
+    ax.imshow(np.array([index[v] for v in values])[:, None], aspect="auto", origin="lower",
+              cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, interpolation="nearest")
+    ax.set_xticks([0], [name], rotation=90)
+    ax.set_yticks([])
+    return name, [Patch(color=c, label=str(k)) for k, c in colors.items()]
+
+
+def plot_modes(modes: xr.DataArray, ncols: int = 4) -> Figure:
+    """The mode dictionary: one bar chart per mode of its weight on every channel and sign.
+
+    ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``, or
+    one of them). Bars are grouped by channel, red for ``pos`` and blue for
+    ``neg``; the y axes are shared so modes compare directly.
+    """
+    modes = _require_dims(modes, ("mode", "channel", "sign"), "modes").transpose("mode", "channel", "sign")
+    if ncols < 1:
+        raise ConfigurationError(f"ncols must be >= 1, got {ncols}")
+    signs = [str(s) for s in _coord(modes, "sign")]
+    channels, mode_ids = _coord(modes, "channel"), _coord(modes, "mode")
+    n_modes = len(mode_ids)
+    ncols = min(ncols, n_modes)
+    nrows = -(-n_modes // ncols)
+    fig = Figure(figsize=(FULL_WIDTH, 1.8 * nrows + 0.5), layout="constrained")
+    grid = fig.add_gridspec(nrows, ncols)
+    width = 0.8 / len(signs)
+    x = np.arange(len(channels))
+    first = None
+    for i, mode in enumerate(mode_ids):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols], sharey=first)
+        first = ax if first is None else first
+        for j, sign in enumerate(signs):
+            ax.bar(x + (j - (len(signs) - 1) / 2) * width, modes.values[i, :, j], width,
+                   color=SIGN_COLORS.get(sign, "0.5"), label=sign)
+        ax.axhline(0, color="0.4", lw=0.6)
+        ax.set_title(f"mode {mode}", fontsize="medium")
+        ax.set_xticks(x, [str(c) for c in channels], fontsize="small")
+        if i // ncols == nrows - 1 or i + ncols >= n_modes:
+            ax.set_xlabel("channel")
+        if i % ncols == 0:
+            ax.set_ylabel("weight")
+    handles, names = first.get_legend_handles_labels()
+    fig.legend(handles, names, title="sign", fontsize="small", loc="outside right upper")
+    return fig
+
+
+# --------------------------------------------------------------------------- receptive fields
+def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: int = 6) -> Figure:
+    """Rank-1 IRF filters per mode combination: spatial images and temporal filters vs lag.
+
+    Parameters
+    ----------
+    spatial
+        ``(combination, y, x)`` or ``(combination, cell, y, x)``; ``y``/``x``
+        coordinates in stimulus pixels.
+    temporal
+        ``(combination, lag)`` or ``(combination, cell, lag)``; ``lag`` in s
+        before the predicted bin (index × 10 ms without a coordinate).
+    max_cells
+        At most this many cells (the first ones) get a column of images.
+
+    Returns
+    -------
+    Figure with one row per combination: the spatial filter(s) (diverging
+    map, limits ``±max|value|`` shared by all images, one colour bar) and, at
+    the right, the temporal filter(s).
+    """
+    spatial = _require_dims(spatial, ("combination", "y", "x"), "spatial", optional=("cell",))
+    temporal = _require_dims(temporal, ("combination", "lag"), "temporal", optional=("cell",))
+    combos = _coord(spatial, "combination")
+    if temporal.sizes["combination"] != len(combos) or (
+            "combination" in temporal.coords and "combination" in spatial.coords
+            and not np.array_equal(temporal["combination"].values, combos)):
+        raise ShapeError(f"spatial and temporal must hold the same combinations, got {list(combos)} "
+                         f"and {list(_coord(temporal, 'combination'))}")
+    if "cell" not in spatial.dims:
+        spatial = spatial.expand_dims(cell=[None])
+    spatial = spatial.isel(cell=slice(0, max_cells)).transpose("combination", "cell", "y", "x")
+    if "cell" not in temporal.dims:
+        temporal = temporal.expand_dims(cell=[None])
+    temporal = temporal.transpose("combination", "cell", "lag")
+    n_rows, n_img = len(combos), spatial.sizes["cell"]
+    fig = Figure(figsize=(min(FULL_WIDTH, 1.3 * n_img + 2.8), 1.35 * n_rows + 0.6), layout="constrained")
+    grid = fig.add_gridspec(n_rows, n_img + 1, width_ratios=[1] * n_img + [1.8])
+    norm = _symmetric_norm(spatial.values)
+    ys, xs = _coord(spatial, "y"), _coord(spatial, "x")
+    (y0, y1), (x0, x1) = _edges(ys), _edges(xs)
+    lag = _coord(temporal, "lag", DT)
+    cells = _coord(spatial, "cell")
+    image_axes, temporal_axes = [], []
+    for r, combo in enumerate(combos):
+        for c in range(n_img):
+            ax = fig.add_subplot(grid[r, c])
+            image = ax.imshow(spatial.values[r, c], cmap=DIVERGING, norm=norm, origin="upper",
+                              extent=(x0, x1, y1, y0), interpolation="nearest")
+            ax.tick_params(labelsize="x-small")
+            if (r, c) != (n_rows - 1, 0):            # pixel ticks on the bottom-left image only
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0 and cells[c] is not None:
+                ax.set_title(f"cell {cells[c]}", fontsize="small")
+            if c == 0:
+                ax.set_ylabel(f"{combo}", fontsize="small")
+            image_axes.append(ax)
+        ax = fig.add_subplot(grid[r, n_img], sharex=temporal_axes[0] if temporal_axes else None)
+        for k, cell in enumerate(_coord(temporal, "cell")):
+            ax.plot(lag, temporal.values[r, k], lw=1, label=None if cell is None else f"cell {cell}")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.tick_params(labelsize="small")
+        temporal_axes.append(ax)
+    image_axes[-n_img].set_xlabel("x (stimulus px)", fontsize="small")
+    image_axes[-n_img].set_ylabel(f"{combos[-1]}\ny (stimulus px)", fontsize="small")
+    temporal_axes[0].set_title("temporal filter", fontsize="small")
+    if temporal.sizes["cell"] > 1:
+        temporal_axes[0].legend(fontsize="x-small")
+    temporal_axes[-1].set_xlabel("lag (s)")
+    fig.colorbar(image, ax=image_axes, label="sensitivity", shrink=0.8)
+    fig.suptitle("instantaneous receptive fields per mode combination", fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------- interneurons
+def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 0.05) -> Figure:
+    """Held-out correlation of every interneuron with its best model unit, against chance.
+
+    ``match`` is the Dataset of :func:`~retcodec.interneuron_match.match_interneurons`.
+    Top: per interneuron, the held-out r (filled dot, coloured by true type
+    when known, else by class), the in-sample r of the same unit (open
+    diamond, biased upward) and the chance band (grey, from the shift mean to
+    its 95th percentile); ``*`` marks ``p_value < alpha``. Bottom: the
+    all-data correlation map of the best channel for the ``n_maps`` cells with
+    the highest held-out r, in stimulus pixels, with the best unit marked.
+    """
+    for name in ("heldout_correlation", "chance_mean", "chance_p95"):
+        _require_dims(_variable(match, name, "match"), ("interneuron",), name)
+    n_cells = match.sizes["interneuron"]
+    order = _interneuron_order(match)
+    groups, group_name = _interneuron_groups(match)
+    colors = _category_colors(list(groups[order]))
+    n_maps = max(0, min(int(n_maps), n_cells)) if _has_maps(match) else 0
+    fig = Figure(figsize=(FULL_WIDTH, 5.2 if n_maps else 3.2), layout="constrained")
+    grid = fig.add_gridspec(2 if n_maps else 1, max(n_maps, 1) + (1 if n_maps else 0),
+                            height_ratios=[1.4, 1] if n_maps else None,
+                            width_ratios=[1] * n_maps + [0.08] if n_maps else None)
+    ax = fig.add_subplot(grid[0, :])
+    _draw_match_summary(ax, match, order, groups, colors, alpha)
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=str(g)) for g, c in colors.items()]
+    handles += [Line2D([], [], ls="", marker="D", mfc="none", color="0.3", label="in-sample (biased)"),
+                Patch(color="0.85", label="chance (mean to 95th pct)")]
+    if "p_value" in match:
+        handles.append(Line2D([], [], ls="", marker="$*$", color="k", label=f"p < {alpha:g}"))
+    ax.legend(handles=handles, title=group_name, fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))
+    if n_maps:
+        best = np.argsort(-match["heldout_correlation"].values, kind="stable")[:n_maps]
+        _draw_best_maps(fig, [fig.add_subplot(grid[1, i]) for i in range(n_maps)],
+                        fig.add_subplot(grid[1, n_maps]), match, best)
+    return fig
+
+
+def _interneuron_order(match: xr.Dataset) -> np.ndarray:
+    """By class, then by decreasing held-out correlation."""
+    heldout = match["heldout_correlation"].values
+    classes = match["cell_class"].values.astype(str) if "cell_class" in match.coords \
+        else np.zeros(heldout.size, str)
+    return np.lexsort((-heldout, classes))
+
+
+def _interneuron_groups(match: xr.Dataset) -> tuple[np.ndarray, str]:
+    if "cell_type" in match.coords and (match["cell_type"].values.astype(str) != "unknown").any():
+        return match["cell_type"].values.astype(str), "true type"
+    if "cell_class" in match.coords:
+        return match["cell_class"].values.astype(str), "class"
+    return np.full(match.sizes["interneuron"], "interneuron"), "cells"
+
+
+def _draw_match_summary(ax: Axes, match: xr.Dataset, order: np.ndarray, groups: np.ndarray,
+                        colors: dict, alpha: float) -> None:
+    x = np.arange(order.size)
+    mean, p95 = match["chance_mean"].values[order], match["chance_p95"].values[order]
+    ax.bar(x, p95 - mean, bottom=mean, width=0.7, color="0.85", zorder=1)
+    ax.hlines(mean, x - 0.35, x + 0.35, color="0.55", lw=1, zorder=2)
+    heldout = match["heldout_correlation"].values[order]
+    point_colors = [colors[g] for g in groups[order]]
+    if "insample_correlation" in match:
+        ax.scatter(x, match["insample_correlation"].values[order], marker="D", facecolors="none",
+                   edgecolors=point_colors, s=22, zorder=3)
+    ax.scatter(x, heldout, c=point_colors, s=28, zorder=4)
+    if "p_value" in match:
+        for xi, r, p in zip(x, heldout, match["p_value"].values[order]):
+            if p < alpha:
+                ax.annotate("*", (xi, r), textcoords="offset points", xytext=(5, -4), ha="left")
+    ax.axhline(0, color="0.5", lw=0.6)
+    if "cell_class" in match.coords:
+        _mark_classes(ax, match["cell_class"].values.astype(str)[order])
+    ids = match["interneuron"].values[order] if "interneuron" in match.coords else order
+    if order.size <= 40:
+        ax.set_xticks(x, [str(i) for i in ids], rotation=90, fontsize="x-small")
+    ax.set_xlabel("interneuron")
+    ax.set_ylabel("Pearson r with best unit")
+    ax.set_title("held-out correlation vs chance", loc="left", fontsize="medium")
+
+
+def _mark_classes(ax: Axes, classes: np.ndarray) -> None:
+    """Dotted lines between consecutive blocks of one class, each block named at the top."""
+    starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
+    stops = np.r_[starts[1:], classes.size]
+    for start, stop in zip(starts, stops):
+        if start > 0:
+            ax.axvline(start - 0.5, color="0.6", lw=0.8, ls=":")
+        ax.text((start + stop - 1) / 2, 0.98, classes[start], transform=ax.get_xaxis_transform(),
+                ha="center", va="top", fontsize="small", color="0.3")
+
+
+def _has_maps(match: xr.Dataset) -> bool:
+    needed = ("best_layer", "best_channel", "best_y", "best_x")
+    return all(n in match for n in needed) and any(str(v).startswith("correlation_map_")
+                                                   for v in match.data_vars)
+
+
+def _draw_best_maps(fig: Figure, axes: list[Axes], cax: Axes, match: xr.Dataset,
+                    cells: np.ndarray) -> None:
+    maps, marks = [], []
+    for i in cells:
+        row = match.isel(interneuron=int(i))
+        layer, channel = str(row["best_layer"].values), int(row["best_channel"])
+        name = f"correlation_map_{layer}"
+        if name not in match:
+            raise ConfigurationError(f"match has no {name!r} for best_layer {layer!r}")
+        cmap = row[name].isel({f"channel_{layer}": channel})
+        offset = float(match[name].attrs.get("stimulus_pixel_offset", 0.0))
+        maps.append((cmap.values, offset))
+        marks.append((int(row["best_y"]) + offset, int(row["best_x"]) + offset, layer, channel,
+                      float(row["heldout_correlation"])))
+    norm = _symmetric_norm(*[m for m, _ in maps])
+    for ax, (values, offset), (y, x, layer, channel, r), i in zip(axes, maps, marks, cells):
+        n_y, n_x = values.shape
+        image = ax.imshow(values, cmap=DIVERGING, norm=norm, origin="upper", interpolation="nearest",
+                          extent=(offset - 0.5, offset + n_x - 0.5, offset + n_y - 0.5, offset - 0.5))
+        ax.plot(x, y, marker="+", color="k", ms=8, mew=1.2)
+        ident = match["interneuron"].values[i] if "interneuron" in match.coords else i
+        ax.set_title(f"{ident}\n{layer} channel {channel}\nheld-out r = {r:.2f}", fontsize="x-small")
+        ax.set_xlabel("x (stimulus px)", fontsize="small")
+        ax.tick_params(labelsize="x-small")
+    axes[0].set_ylabel("y (stimulus px)", fontsize="small")
+    fig.colorbar(image, cax=cax, label="r (all time points)")
+
+
+# --------------------------------------------------------------------------- statistics
+def plot_sparsity(stats: xr.Dataset, contribution: str = "contribution_sparsity",
+                  activation: str = "activation_sparsity") -> Figure:
+    """Hoyer sparsity across channels of contributions vs activations, per layer.
+
+    ``stats`` holds the two variables (names configurable; the defaults are
+    those of :func:`retcodec.statistics.layer_statistics`) over ``layer``:
+    either ``(layer, time)`` per-window values, drawn as paired box plots
+    (NaN windows left out), or ``(layer,)`` summaries, drawn as paired bars.
+    Hoyer sparsity is 0 for a flat vector and 1 for a single non-zero entry.
+    """
+    stats = _as_dataset(stats, "stats")
+    values = {}
+    for label, name in (("contributions", contribution), ("activations", activation)):
+        da = _variable(stats, name, "stats")
+        if "layer" not in da.dims or da.ndim > 2:
+            raise ShapeError(f"{name} must have dims (layer,) or (layer, sample), got {da.dims}")
+        values[label] = da.transpose("layer", ...)
+    layers = _coord(values["contributions"], "layer")
+    fig = Figure(figsize=(0.9 * len(layers) + 2.5, 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(layers))
+    colors = {"contributions": SIGN_COLORS["pos"], "activations": "0.45"}
+    for j, (label, da) in enumerate(values.items()):
+        pos = x + (j - 0.5) * 0.38
+        if da.ndim == 1:
+            ax.bar(pos, da.values, 0.36, color=colors[label], label=label)
+        else:
+            data = [row[np.isfinite(row)] for row in da.values]
+            box = ax.boxplot(data, positions=pos, widths=0.32, patch_artist=True, showfliers=False,
+                             medianprops={"color": "k"})
+            for patch in box["boxes"]:
+                patch.set(facecolor=colors[label], alpha=0.8)
+            ax.plot([], [], color=colors[label], lw=6, label=label)
+    ax.set_xticks(x, [str(v) for v in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("Hoyer sparsity across channels")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    ax.set_title("sparsity of contributions vs activations", fontsize="medium")
+    return fig
+
+
+def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True) -> Figure:
+    """Model correlation vs the oracle (repeat reliability) per cell, with the identity line.
+
+    ``evaluation`` is the Dataset of :func:`~retcodec.evaluation.evaluate`
+    (``correlation``, ``oracle`` over ``cell``; ``reliable`` and ``cell_type``
+    are used when present: unreliable cells are open circles, colours show
+    types). A cell on the identity line is predicted as well as its repeats
+    predict each other.
+    """
+    evaluation = _as_dataset(evaluation, "evaluation")
+    r = _require_dims(_variable(evaluation, "correlation", "evaluation"), ("cell",), "correlation")
+    oracle = _require_dims(_variable(evaluation, "oracle", "evaluation"), ("cell",), "oracle")
+    reliable = evaluation["reliable"].values.astype(bool) if "reliable" in evaluation \
+        else np.ones(r.size, bool)
+    types = evaluation["cell_type"].values.astype(str) if "cell_type" in evaluation.coords \
+        else np.full(r.size, "cell")
+    colors = _category_colors(list(types))
+    fig = Figure(figsize=(3.6, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    lo = min(0.0, float(np.nanmin(r.values)), float(np.nanmin(oracle.values)))
+    ax.plot([lo, 1], [lo, 1], color="0.5", lw=0.8, ls="--", label="identity")
+    for t, c in colors.items():
+        for filled, mask in ((True, reliable), (False, ~reliable)):
+            sel = mask & (types == t)
+            if sel.any():
+                ax.scatter(oracle.values[sel], r.values[sel], s=24, edgecolors=c,
+                           facecolors=c if filled else "none", label=t if filled else None)
+    if not reliable.all():
+        ax.scatter([], [], s=24, facecolors="none", edgecolors="0.3", label="unreliable")
+    if label_cells and r.size <= 40:
+        for cell, xo, yr in zip(_coord(r, "cell"), oracle.values, r.values):
+            ax.annotate(str(cell), (xo, yr), textcoords="offset points", xytext=(3, 2), fontsize="xx-small")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("oracle correlation (repeats)")
+    ax.set_ylabel("model correlation")
+    median = evaluation.attrs.get("median_fraction_of_oracle")
+    ax.set_title("fit quality" + (f": median {float(median):.2f} of oracle" if median is not None else ""),
+                 fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left")
+    return fig

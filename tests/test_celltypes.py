@@ -1,0 +1,155 @@
+"""Cell types from modes: planted clusters, silhouette choice of k, canonical labels, agreement."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from sklearn.metrics import adjusted_rand_score
+
+from retcodec.celltypes import (canonical_labels, cell_types, cluster_cells, cluster_rates,
+                                clustering_agreement, mode_rate_correlation)
+from retcodec.errors import ConfigurationError, ShapeError
+
+N_TIME = 300
+#: planted types, interleaved so that cluster order is not cell order
+TYPES = np.array(["on", "off", "dir", "on", "off", "dir", "on", "off", "dir", "on", "off", "dir"])
+
+
+def planted(seed: int = 0, n_types: int = 3, layers=("conv0", "conv1")):
+    """Rates driven by one of ``n_types`` latent signals per type; each layer's modes follow the signals."""
+    rng = np.random.default_rng(seed)
+    types = TYPES if n_types == 3 else np.array([f"t{i % n_types}" for i in range(12)])
+    names = sorted(set(types), key=list(types).index)
+    drivers = rng.normal(size=(N_TIME, len(names)))
+    time = 0.4 + np.arange(N_TIME) * 0.01
+    rates = np.stack([np.exp(drivers[:, names.index(t)] + 0.3 * rng.normal(size=N_TIME)) for t in types], 1)
+    rates = xr.DataArray(rates, dims=("time", "cell"), coords={"time": time, "cell": 10 + np.arange(12)})
+    loadings = {}
+    for name in layers:
+        modes = np.stack([drivers[:, j % len(names)] for j in range(2 * len(names))], 1)
+        modes = np.maximum(modes + 0.4 * rng.normal(size=modes.shape), 0)
+        loadings[name] = xr.DataArray(modes, dims=("time", "mode"), coords={"time": time})
+    return loadings, rates, types
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """BLAS/OpenMP threads fight over the shared cores; one thread is much faster here."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        yield
+
+
+def test_canonical_labels_follow_first_appearance():
+    np.testing.assert_array_equal(canonical_labels([5, 5, 2, 7, 2]), [0, 0, 1, 2, 1])
+    np.testing.assert_array_equal(canonical_labels(["b", "a", "b"]), [0, 1, 0])
+
+
+def test_mode_rate_correlation_matches_numpy_and_zeroes_constants():
+    loadings, rates, _ = planted()
+    z = loadings["conv0"].copy()
+    z[:, 5] = 1.0                                                        # constant mode
+    m = mode_rate_correlation(z, rates)
+    assert m.dims == ("cell", "mode")
+    np.testing.assert_array_equal(m["cell"].values, rates["cell"].values)
+    assert m.values[3, 2] == pytest.approx(np.corrcoef(z.values[:, 2], rates.values[:, 3])[0, 1])
+    np.testing.assert_array_equal(m.values[:, 5], 0.0)
+
+
+def test_planted_clusters_are_recovered_in_every_layer():
+    loadings, rates, types = planted()
+    tree = cell_types(loadings, rates, true_types=types)
+    assert set(tree.children) == {"conv0", "conv1"}
+    for name in ("conv0", "conv1"):
+        node = tree[name]
+        assert int(node["chosen_k"]) == 3
+        assert float(node["ari_truth"]) == 1.0
+        assert float(node["hierarchical_ari_truth"]) == 1.0
+        np.testing.assert_array_equal(node["cluster"].values, np.tile([0, 1, 2], 4))     # canonical
+        assert int(node["k"][np.nanargmax(node["silhouette"].values)]) == 3
+        assert node["linkage"].shape == (11, 4)
+        assert node["features"].dims == ("cell", "mode")
+        np.testing.assert_allclose(node["features"].mean("cell"), 0.0, atol=1e-12)
+    np.testing.assert_array_equal(tree["agreement"].values, np.ones((2, 2)))
+    np.testing.assert_array_equal(tree["ari_truth"].values, [1.0, 1.0])
+    np.testing.assert_array_equal(tree["true_type"].values, types)
+
+
+def test_silhouette_chooses_the_planted_number_of_clusters():
+    loadings, rates, types = planted(seed=4, n_types=4, layers=("conv0",))
+    tree = cell_types(loadings, rates, k_range=range(2, 7), true_types=types)
+    assert int(tree["conv0"]["chosen_k"]) == 4
+    assert float(tree["conv0"]["ari_truth"]) == 1.0
+    np.testing.assert_array_equal(tree["conv0"]["k"].values, [2, 3, 4, 5, 6])
+
+
+def test_results_are_deterministic_and_ks_out_of_range_are_nan():
+    loadings, rates, _ = planted(seed=1)
+    a = cell_types(loadings, rates, k_range=[2, 3, 11, 12], random_state=7)
+    b = cell_types(loadings, rates, k_range=[2, 3, 11, 12], random_state=7)
+    xr.testing.assert_identical(a["conv0"].to_dataset().drop_attrs(), b["conv0"].to_dataset().drop_attrs())
+    silhouette = a["conv0"]["silhouette"]
+    assert np.isnan(silhouette.sel(k=12)) and np.isfinite(silhouette.sel(k=11))
+
+
+def test_layers_disagree_when_their_modes_carry_crossed_partitions():
+    """Rates mix a 3-way and a crossed 2-way signal; conv0 modes follow one, conv1 modes the other."""
+    rng = np.random.default_rng(2)
+    three, two = np.arange(12) % 3, (np.arange(12) // 3) % 2             # crossed partitions
+    drivers = rng.normal(size=(N_TIME, 5))
+    drivers = np.linalg.qr(drivers - drivers.mean(axis=0))[0]            # exactly uncorrelated
+    d3, d2 = drivers[:, :3], drivers[:, 3:]
+    rates = xr.DataArray(d3[:, three] + d2[:, two] + 0.002 * rng.normal(size=(N_TIME, 12)),
+                         dims=("time", "cell"))
+    modes = {"conv0": d3 + 0.002 * rng.normal(size=d3.shape),
+             "conv1": d2 + 0.002 * rng.normal(size=d2.shape)}
+    loadings = {name: xr.DataArray(z, dims=("time", "mode")) for name, z in modes.items()}
+    tree = cell_types(loadings, rates, k_range=range(2, 5), true_types=three.astype(str))
+    assert int(tree["conv0"]["chosen_k"]) == 3 and int(tree["conv1"]["chosen_k"]) == 2
+    crossed = adjusted_rand_score(three, two)                             # -0.138
+    np.testing.assert_allclose(tree["ari_truth"].values, [1.0, crossed])
+    assert adjusted_rand_score(tree["conv1"]["cluster"].values, two) == 1.0
+    agreement = tree["agreement"]
+    assert float(agreement.sel(layer="conv0", layer2="conv1")) == pytest.approx(crossed)
+    assert float(agreement.sel(layer="conv0", layer2="conv1")) \
+        == float(agreement.sel(layer="conv1", layer2="conv0"))
+    np.testing.assert_array_equal(np.diag(agreement.values), [1.0, 1.0])
+
+
+def test_times_are_aligned_and_mismatch_is_reported():
+    loadings, rates, types = planted()
+    shuffled = rates.isel(time=np.random.default_rng(0).permutation(N_TIME))
+    a = cell_types(loadings, rates)
+    b = cell_types(loadings, shuffled)
+    np.testing.assert_allclose(a["conv0"]["correlation"], b["conv0"]["correlation"], atol=1e-12)
+    with pytest.raises(ShapeError, match=r"rates \(time\) lacks 10 of the 300 times of loadings"):
+        cell_types(loadings, rates.isel(time=slice(10, None)))
+
+
+def test_cluster_rates_control_recovers_planted_types():
+    _, rates, types = planted()
+    ds = cluster_rates(rates, true_types=types)
+    assert ds["correlation"].dims == ("cell", "cell2")
+    np.testing.assert_allclose(np.diag(ds["correlation"].values), 1.0)
+    assert float(ds["ari_truth"]) == 1.0
+    modes = cell_types(planted()[0], rates)
+    agreement = clustering_agreement({"rates": ds["cluster"].values,
+                                      "conv0": modes["conv0"]["cluster"].values})
+    np.testing.assert_array_equal(agreement.values, np.ones((2, 2)))
+
+
+def test_cluster_cells_errors():
+    features = xr.DataArray(np.ones((4, 3)), dims=("cell", "mode"))
+    with pytest.raises(ConfigurationError, match="all cells have the same features"):
+        cluster_cells(features, k_range=[2, 3])
+    with pytest.raises(ConfigurationError, match=r"no k with 2 <= k <= n_cells - 1 = 3"):
+        cluster_cells(features, k_range=[4, 8])
+    loadings, rates, _ = planted()
+    with pytest.raises(ShapeError, match=r"true_types must hold one type per cell \(12\)"):
+        cell_types(loadings, rates, true_types=["a", "b"])
+    with pytest.raises(ShapeError, match=r"loadings must be a DataArray \(time, mode\)"):
+        cell_types({"conv0": loadings["conv0"].rename(mode="unit")}, rates)
+    with pytest.raises(ConfigurationError, match="without '/'"):
+        cell_types({"a/b": loadings["conv0"]}, rates)
+    with pytest.raises(ShapeError, match="different numbers of cells"):
+        clustering_agreement({"a": [0, 1], "b": [0, 1, 1]})
