@@ -131,7 +131,8 @@ def _frequent_sets(labels: np.ndarray, min_count: int, max_sets: int | None) -> 
 
 
 # =========================================================================== IRFs per combination
-def _combination_table(loadings: xr.DataArray, combinations: Any, threshold: float) -> tuple[np.ndarray, list[str]]:
+def _combination_table(loadings: xr.DataArray, combinations: Any,
+                       threshold: float) -> tuple[np.ndarray, list[str]]:
     """Per-window labels (time of ``loadings``) and the combinations to analyse."""
     if isinstance(combinations, xr.Dataset):
         if "combination_label" not in combinations or "combination" not in combinations.coords:

@@ -38,7 +38,7 @@ class FitConfig:
     chans: tuple[int, int] = (8, 8)
     ksizes: tuple[int, int, int] = (15, 11, 11)
     history: int = 40
-    epochs: int = 12
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 2e-3
     l2: float = 1e-4
@@ -46,7 +46,7 @@ class FitConfig:
     noise: float = 0.05
     drop_p: float = 0.05
     val_fraction: float = 0.1
-    patience: int = 3
+    patience: int = 2
     lr_decay: float = 0.5
     lr_patience: int = 1
     seed: int = 0
@@ -211,7 +211,8 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
     bar = _progress(range(cfg.epochs), progress, desc="fit")
     for epoch in bar:
         t0 = time.perf_counter()
-        loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device)
+        loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device,
+                            progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         vloss, vcor = _validate(model, data, val_idx, cfg, device)
         sched.step(vcor)
         for k, v in zip(history, (loss, vloss, vcor, opt.param_groups[0]["lr"], time.perf_counter() - t0)):
@@ -255,11 +256,13 @@ def _init_like_published(model: VaryModel, rate: np.ndarray) -> None:
 
 
 def _train_epoch(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, opt: torch.optim.Optimizer,
-                 cfg: FitConfig, rng: np.random.Generator, device: str) -> float:
+                 cfg: FitConfig, rng: np.random.Generator, device: str, progress: bool = False,
+                 desc: str = "epoch") -> float:
     model.train()
     perm = torch.from_numpy(rng.permutation(idx))
     total, count = 0.0, 0
-    for s in range(0, len(perm), cfg.batch_size):
+    starts = range(0, len(perm), cfg.batch_size)
+    for s in _progress(starts, progress, desc=desc, leave=False, unit="batch"):
         b = perm[s:s + cfg.batch_size]
         x = data.windows(b).to(device)
         y = data.targets(b).to(device)

@@ -68,6 +68,7 @@ IRF_UNITS = "Hz per z-scored stimulus unit"
 DEFAULT_MAX_BYTES = 1 << 30
 #: windows per batch (a batch holds ``batch_size × n_cells`` input-sized gradients)
 DEFAULT_BATCH_SIZE = 16
+TRANSPOSE_METHODS = ("auto", "collapsed", "stacked")
 _LAG_DOC = ("time before the predicted bin; lag index i is window frame (n_frames - 1 - i), "
             "i.e. frames reversed relative to the model input")
 
@@ -92,11 +93,10 @@ def _resolve_stimulus(model: nn.Module, stimulus: Any) -> _Source:
     if isinstance(stimulus, xr.Dataset):
         stimulus = _recording_windows(model, stimulus)
     if isinstance(stimulus, xr.DataArray):
-        time = stimulus["time"].values if "time" in stimulus.coords else None
-        stimulus = stimulus.values
-        source = _array_source(stimulus)
+        time = stimulus["time"] if "time" in stimulus.coords else None
+        source = _array_source(stimulus.values)
         if time is not None:
-            source.time, source.time_units = np.asarray(time), "s"
+            source.time, source.time_units = np.asarray(time.values), time.attrs.get("units", "s")
     elif isinstance(stimulus, (np.ndarray, torch.Tensor)):
         source = _array_source(stimulus)
     elif all(hasattr(stimulus, a) for a in ("__len__", "__getitem__", "time")):
@@ -207,8 +207,8 @@ def first_layer_transpose(layer: nn.Module, method: str = "auto") -> Callable[[t
         multiply-adds per output pixel; stacked for the published 8-channel
         layers: 6.3k vs 72k).
     """
-    if method not in ("auto", "collapsed", "stacked"):
-        raise ConfigurationError(f"method must be 'auto', 'collapsed' or 'stacked', got {method!r}")
+    if method not in TRANSPOSE_METHODS:
+        raise ConfigurationError(f"method must be one of {TRANSPOSE_METHODS}, got {method!r}")
     if isinstance(layer, nn.Conv2d):
         if not _conv_is_plain(layer):
             raise ConfigurationError("only stride-1, single-group, zero-padded convolutions have a "
@@ -274,10 +274,12 @@ class _Gradients:
         eye[torch.arange(n, device=self.device), :, self.positions] = 1.0
         return eye
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None,
+                 out_is_zero: bool = False) -> torch.Tensor:
         """``(B, T, H, W)`` windows -> ``(B, n_cells, T, H, W)`` input gradients, frames reversed.
 
-        ``out``: an optional tensor of that shape to write into (then returned).
+        ``out``: an optional tensor of that shape to write into (then returned);
+        ``out_is_zero``: it holds zeros already (skips clearing it).
         """
         x = x.to(device=self.device, dtype=self.dtype)
         with torch.enable_grad():
@@ -287,16 +289,17 @@ class _Gradients:
                 grads, = torch.autograd.grad(result, x, self._one_hot(len(x), result.shape[1]),
                                              is_grads_batched=True)
                 return _store(grads.flip(2).transpose(0, 1), out)
-            with torch.no_grad():
-                h0 = self.first(x)
+            with torch.no_grad():           # channels-last: faster convolutions on CPU
+                h0 = self.first(x).contiguous(memory_format=torch.channels_last)
             h0.requires_grad_(True)
             result = self.rest(h0)
             grads, = torch.autograd.grad(result, h0, self._one_hot(len(x), result.shape[1]),
                                          is_grads_batched=True)
         with torch.no_grad():
-            return self._to_input(grads, x.shape[1:], out)
+            return self._to_input(grads, x.shape[1:], out, out_is_zero)
 
-    def _to_input(self, grads: torch.Tensor, window: torch.Size, out: torch.Tensor | None) -> torch.Tensor:
+    def _to_input(self, grads: torch.Tensor, window: torch.Size, out: torch.Tensor | None,
+                  out_is_zero: bool = False) -> torch.Tensor:
         """``(n, B, C, h, w)`` gradients at ``h₀`` -> ``(B, n, T, H, W)`` at the input, frames reversed.
 
         Each cell's gradient is zero outside its receptive field on ``h₀`` (a
@@ -314,7 +317,7 @@ class _Gradients:
             return _store(local.flip(2).transpose(0, 1), out)
         if out is None:
             out = grads.new_zeros((b, n, *window))
-        else:
+        elif not out_is_zero:
             out.zero_()
         for k, (y, x) in enumerate(starts):
             out[:, k, :, y:y + box_h + grow_y, x:x + box_w + grow_x] = local[k].flip(1)
@@ -369,6 +372,8 @@ def _plan(model: nn.Module, stimulus: Any, cells: Any, times: Any, batch_size: i
           dtype: Any, transpose: str = "auto") -> _Plan:
     if int(batch_size) < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    if transpose not in TRANSPOSE_METHODS:
+        raise ConfigurationError(f"transpose must be one of {TRANSPOSE_METHODS}, got {transpose!r}")
     _torch_dtype(dtype)
     source = _resolve_stimulus(model, stimulus)
     positions, ids = _resolve_cells(model, cells)
@@ -400,8 +405,9 @@ def _batches(plan: _Plan, progress: bool = False,
              into: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """``(slice into plan.times, IRF block (b, n_cells, lag, y, x) with ascending lag)``.
 
-    With ``into`` (the full result array), each block is written into its slice
-    (on the CPU directly, without an intermediate copy) and that slice is yielded.
+    With ``into`` (the full result array, zero-filled), each block is written
+    into its slice (on the CPU directly, without an intermediate copy) and that
+    slice is yielded.
     """
     from tqdm.auto import tqdm
 
@@ -411,8 +417,9 @@ def _batches(plan: _Plan, progress: bool = False,
     for start in tqdm(starts, disable=not progress, desc="irf", unit="batch"):
         sl = slice(start, min(start + plan.batch_size, plan.times.size))
         target = None if into is None else into[sl]
+        direct = target is not None and engine.device.type == "cpu"
         grads = engine(_read_windows(plan.source, plan.times[sl]),
-                       out=None if target is None or engine.device.type != "cpu" else torch.from_numpy(target))
+                       out=torch.from_numpy(target) if direct else None, out_is_zero=direct)
         block = grads.cpu().numpy()
         if target is not None and not np.shares_memory(block, target):
             target[...] = block
@@ -446,9 +453,9 @@ def _attrs(plan: _Plan) -> dict[str, Any]:
                                model_sha256=provenance.get("sha256") or "unknown")}
 
 
-def _block_dataarray(plan: _Plan, sl: slice, block: np.ndarray) -> xr.DataArray:
+def _block_dataarray(plan: _Plan, sl: slice, block: np.ndarray, attrs: dict[str, Any]) -> xr.DataArray:
     return xr.DataArray(block, dims=("time", "cell", "lag", "y", "x"), coords=_coords(plan, sl),
-                        name="irf", attrs=_attrs(plan))
+                        name="irf", attrs=attrs)
 
 
 # =========================================================================== public API
@@ -463,8 +470,9 @@ def iter_irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None
     (averages, rank-1 filters) without holding them all.
     """
     plan = _plan(model, stimulus, cells, times, batch_size, device, dtype, transpose)
+    attrs = _attrs(plan)
     for sl, block in _batches(plan, progress):
-        yield _block_dataarray(plan, sl, block)
+        yield _block_dataarray(plan, sl, block, attrs)
 
 
 def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,
@@ -519,10 +527,10 @@ def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,
             f"{plan.nbytes / 2**30:.2f} GiB (max_bytes={max_bytes / 2**30:.2f} GiB): select windows "
             f"with times=, write them to a file with out='irf.nc', reduce them batch by batch "
             f"with iter_irf, or raise max_bytes")
-    data = np.empty(plan.shape, dtype=plan.dtype)
+    data = np.zeros(plan.shape, dtype=plan.dtype)       # pages are zeroed lazily by the OS
     for _ in _batches(plan, progress, into=data):
         pass
-    return _block_dataarray(plan, slice(None), data)
+    return _block_dataarray(plan, slice(None), data, _attrs(plan))
 
 
 # =========================================================================== file output
@@ -563,8 +571,8 @@ def rank1(irf: xr.DataArray | np.ndarray, block: int = 256) -> xr.Dataset:
     ``temporal`` positive at the peak lag and ``spatial`` look like the peak
     frame (an OFF centre stays negative in ``spatial``).
 
-    ``offset + singular_value · temporal ⊗ spatial`` is the best rank-1
-    approximation of ``F`` (up to the removed mean). An all-constant IRF has
+    ``offset + singular_value · temporal ⊗ spatial`` is ``m`` plus the best
+    rank-1 approximation of ``F − m``. An all-constant IRF has
     ``s₁ = 0``, zero filters and a NaN share.
 
     Parameters
@@ -593,11 +601,12 @@ def rank1(irf: xr.DataArray | np.ndarray, block: int = 256) -> xr.Dataset:
                    (np.concatenate(p) for p in zip(*parts))))
     lag_values = da["lag"].values if "lag" in da.coords else np.arange(n_lag)
     coords = {name: c for name, c in da.coords.items()}
+    dtype = np.result_type(da.dtype, np.float32)
     ds = xr.Dataset(
-        {"spatial": ((*lead, "y", "x"), out["spatial"].reshape(*lead_shape, height, width).astype(da.dtype),
+        {"spatial": ((*lead, "y", "x"), out["spatial"].reshape(*lead_shape, height, width).astype(dtype),
                      {"long_name": "spatial filter (unit norm, sign: correlates positively with the "
                                    "peak frame)"}),
-         "temporal": ((*lead, "lag"), out["temporal"].reshape(*lead_shape, n_lag).astype(da.dtype),
+         "temporal": ((*lead, "lag"), out["temporal"].reshape(*lead_shape, n_lag).astype(dtype),
                       {"long_name": "temporal filter (unit norm)"}),
          "singular_value": (tuple(lead), out["singular_value"].reshape(lead_shape),
                             {"long_name": "first singular value s1", "units": da.attrs.get("units", "")}),
@@ -659,28 +668,22 @@ def _rank1_matrices(m: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _first_singular_triplet(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(u1, s1, v1)`` of each ``(L, P)`` matrix of ``a (N, L, P)`` via the smaller Gram matrix."""
+    """``(u1, s1, v1)`` of each ``(L, P)`` matrix of ``a (N, L, P)`` via the smaller Gram matrix.
+
+    For ``L <= P``: ``u1`` is the top eigenvector of ``A Aᵀ``, ``s1 = |Aᵀ u1|``
+    and ``v1 = Aᵀ u1 / s1`` (and symmetrically for ``L > P``). A zero matrix
+    gives ``s1 = 0`` and ``v1 = 0``.
+    """
     n, rows, cols = a.shape
     if n == 0:
         return np.zeros((0, rows)), np.zeros(0), np.zeros((0, cols))
-    if rows <= cols:
-        eigval, eigvec = np.linalg.eigh(a @ a.transpose(0, 2, 1))
-        u = eigvec[:, :, -1]
-        v = np.einsum("nlp,nl->np", a, u)
-    else:
-        eigval, eigvec = np.linalg.eigh(a.transpose(0, 2, 1) @ a)
-        v = eigvec[:, :, -1]
-        u = np.einsum("nlp,np->nl", a, v)
-    s1 = np.sqrt(np.clip(eigval[:, -1], 0.0, None))
-    norm = np.linalg.norm(v if rows <= cols else u, axis=1)
-    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    if rows <= cols:
-        v = v * scale[:, None]
-        s1 = norm                                      # |A^T u1| = s1, more precise than sqrt(eig)
-    else:
-        u = u * scale[:, None]
-        s1 = norm
-    return u, s1, v
+    wide = rows <= cols
+    gram = a @ a.transpose(0, 2, 1) if wide else a.transpose(0, 2, 1) @ a
+    top = np.linalg.eigh(gram)[1][:, :, -1]
+    other = np.einsum("nlp,nl->np", a, top) if wide else np.einsum("nlp,np->nl", a, top)
+    s1 = np.linalg.norm(other, axis=1)
+    other = other * np.divide(1.0, s1, out=np.zeros_like(s1), where=s1 > 0)[:, None]
+    return (top, s1, other) if wide else (other, s1, top)
 
 
 def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:

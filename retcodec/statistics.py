@@ -18,7 +18,7 @@ mode-combination analyses.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -27,9 +27,10 @@ from .errors import ConfigurationError, ShapeError
 from .provenance import provenance_attrs
 
 __all__ = ["hoyer", "layer_sparsity", "pos_neg_correlation", "dimensionality",
-           "layer_statistics", "pearson", "align_time"]
+           "layer_statistics", "pearson", "align_time", "match_times"]
 
-#: relative tolerance when matching ``time`` coordinates of different origin (s)
+#: tolerance when matching numeric ``time`` coordinates of different origin:
+#: ``|a - b| <= TIME_TOLERANCE * max(1, |b|)`` (1 µs for times in seconds below 1 s)
 TIME_TOLERANCE = 1e-6
 
 
@@ -113,7 +114,8 @@ def dimensionality(x: Any, variance: float = 0.95, *, dim: str = "time") -> int:
 
 
 def align_time(*arrays: xr.DataArray, names: tuple[str, ...] | None = None) -> list[xr.DataArray]:
-    """The arrays restricted to the first one's ``time`` values, matched within 1 µs.
+    """The arrays restricted to the first one's ``time`` values (numbers matched within
+    :data:`TIME_TOLERANCE`), in its order and with its ``time`` coordinate.
 
     Every later array must hold all times of the first (they may hold more); a
     missing time is a :class:`~retcodec.errors.ShapeError` naming how many and
@@ -142,7 +144,8 @@ def _time_values(array: xr.DataArray) -> np.ndarray:
 
 def match_times(have: np.ndarray, wanted: np.ndarray, *, what: str = "the data",
                 reference: str = "the reference") -> np.ndarray:
-    """Positions in ``have`` of each of ``wanted`` (numbers within 1 µs, or equal labels)."""
+    """Positions in ``have`` of each of ``wanted`` (numbers within :data:`TIME_TOLERANCE`,
+    other labels equal); a :class:`~retcodec.errors.ShapeError` lists missing ones."""
     have, wanted = np.asarray(have), np.asarray(wanted)
     if have.dtype.kind in "iuf" and wanted.dtype.kind in "iuf":
         order = np.argsort(have, kind="stable")

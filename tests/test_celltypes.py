@@ -144,6 +144,10 @@ def test_cluster_cells_errors():
         cluster_cells(features, k_range=[2, 3])
     with pytest.raises(ConfigurationError, match=r"no k with 2 <= k <= n_cells - 1 = 3"):
         cluster_cells(features, k_range=[4, 8])
+    two_points = xr.DataArray([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], dims=("cell", "mode"))
+    duplicates = cluster_cells(two_points, k_range=[2, 3])                 # 3 > 2 distinct cells
+    assert np.isnan(duplicates["silhouette"].sel(k=3)) and int(duplicates["chosen_k"]) == 2
+    np.testing.assert_array_equal(duplicates["cluster"].values, [0, 0, 1, 1])
     loadings, rates, _ = planted()
     with pytest.raises(ShapeError, match=r"true_types must hold one type per cell \(12\)"):
         cell_types(loadings, rates, true_types=["a", "b"])

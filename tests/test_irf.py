@@ -142,6 +142,14 @@ def test_dims_coords_and_lag_convention(full, reference):
     np.testing.assert_allclose(full.sel(lag=0.40).values, reference[:, :, 0], atol=2e-6 * scale)
 
 
+def test_receptive_fields_span_the_three_kernels(full):
+    """A cell reads one map location: its IRF vanishes outside 15 + 11 + 11 - 2 = 35 pixels."""
+    support = np.abs(full.values).max(axis=(0, 2)) > 0                   # (cell, y, x)
+    for mask in support:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert 20 < rows[-1] - rows[0] + 1 <= 35 and 20 < cols[-1] - cols[0] + 1 <= 35
+
+
 def test_cells_are_selected_by_id(windows, full):
     model = published_model()
     model.meta["cells"] = CELL_IDS
@@ -236,6 +244,8 @@ def test_input_errors(model, windows):
         irf(model, windows, dtype=np.int32)
     with pytest.raises(ConfigurationError, match="Windows or a recording Dataset"):
         irf(model, [1, 2, 3])
+    with pytest.raises(ConfigurationError, match="transpose must be one of"):
+        irf(model, windows, transpose="fft")
 
 
 # --------------------------------------------------------------------------- rank-1 filters
@@ -250,7 +260,8 @@ def test_rank1_recovers_known_filters_with_the_documented_sign():
     temporal = -np.sin(lag / 0.2 * 2 * np.pi) * np.exp(-lag / 0.1)        # biphasic, negative first
     temporal -= temporal.mean()                                          # zero mean: exactly rank 1
     yy, xx = np.mgrid[:12, :15]
-    spatial = np.exp(-((yy - 5) ** 2 + (xx - 8) ** 2) / 6.0) - 0.3 * np.exp(-((yy - 5) ** 2 + (xx - 8) ** 2) / 30)
+    r2 = (yy - 5) ** 2 + (xx - 8) ** 2
+    spatial = np.exp(-r2 / 6.0) - 0.3 * np.exp(-r2 / 30.0)               # centre-surround
     result = rank1(separable(temporal, spatial, scale=3.0, offset=0.5))
     t_unit, s_unit = temporal / np.linalg.norm(temporal), spatial.ravel() / np.linalg.norm(spatial)
     # peak frame = 3 * t[peak] * spatial with t[peak] < 0: the spatial filter that correlates
