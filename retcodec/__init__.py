@@ -1,7 +1,7 @@
 """retcodec: contribution decomposition (CODEC) of retina CNN models, as labelled data.
 
-The public API is imported lazily, so ``import retcodec`` stays fast and a stage's
-heavy dependencies load only when it is used.
+Most of the public API is imported lazily, so a stage's dependencies load only
+when it is used.
 """
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ _API = {
 }
 
 __all__ = ["__version__", *sorted(_API)]
+
+# ``contributions`` and ``irf`` name both a function and the module defining it.
+# Bind the functions eagerly: importing the submodule later (e.g. by another
+# stage) would otherwise replace a lazily bound function by the module.
+from .contributions import contributions  # noqa: E402
+from .irf import irf  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
