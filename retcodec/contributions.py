@@ -14,7 +14,9 @@ Methods (``h``: units of layer ``l``; ``g_h = ∂S/∂h``; input path
   paper's rule, ``m + 1`` path points, ``α_k = k/m``):
   ``C_h ≈ Σ_k ½ [g_h(α_{k−1}) + g_h(α_k)] [h(α_k) − h(α_{k−1})]``.
   ``"gauss-legendre"`` / ``"simpson"``: ``C_h ≈ Σ_j w_j g_h(α_j) ḣ(α_j)`` with
-  the tangent ``ḣ = dh/dα`` from forward-mode differentiation.
+  the tangent ``ḣ = dh/dα`` (forward-mode rules per module on the fast path,
+  double backward on the plain path). On the published retina layout the ReLU
+  kinks make every rule first order; see ``benchmarks/bench_contributions.py``.
 * ``"actgrad"``: ``C_h = h(x) g_h(x)``.
 * ``"inputgrad"``: ``C_h = Σ_p x_p ∂S/∂h ∂h/∂x_p = g_h(x) · (J_h(x) x)``, the
   directional derivative of ``h`` along ``x`` (for an affine first layer
@@ -551,7 +553,7 @@ class _Source:
     """Uniform access to windows: an array ``(n, T, H, W)`` or a recordings ``Windows``."""
 
     def __init__(self, stimulus: Any, model: nn.Module) -> None:
-        if isinstance(stimulus, xr.Dataset):
+        if isinstance(stimulus, (xr.Dataset, xr.DataArray, xr.DataTree)):
             from . import recordings
             meta = getattr(model, "meta", {}) or {}
             shape = getattr(model, "img_shape", None)
@@ -736,8 +738,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         A model with ``model.layers`` (name -> module whose output is the layer).
         It is copied, put in eval mode and not modified.
     stimulus : array (n, T, H, W), torch.Tensor, recording Dataset or Windows
-        z-scored windows (a Dataset is cut with ``retcodec.recordings.windows``
-        using ``model.meta['norm_stats']``).
+        z-scored windows (a recording Dataset/DataTree/DataArray is cut with
+        ``retcodec.recordings.windows`` using ``model.meta['norm_stats']``).
     layers : names in ``model.layers``; all are computed in one pass.
     method : ``"ig"`` | ``"actgrad"`` | ``"inputgrad"`` | ``"smoothgrad"`` (see module doc).
     steps : ``m``, the number of integration intervals of ``"ig"``.
@@ -792,6 +794,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     else:
         store = _MemoryStore()
     tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
+    _warn_if_ill_conditioned(tgt, settings)
     engine.set_target(tgt)
 
     todo = [i for i in range(len(chunks)) if i not in store.done()]
@@ -854,9 +857,19 @@ def _chunk_size(chunk_size: int | None, n: int, backend: str, n_workers: int, ba
 def _cell_ids(model: nn.Module, source: _Source) -> np.ndarray | None:
     meta = getattr(model, "meta", {}) or {}
     cells = meta.get("cells")
-    if cells is not None:
+    if cells is not None and not isinstance(cells, str) and np.ndim(cells) == 1:
         return np.asarray(cells)
     return source.cells
+
+
+def _warn_if_ill_conditioned(target: Target, settings: Settings) -> None:
+    """float32 loses ~cond(Σ) × 6e-8 of the surprisal's relative accuracy."""
+    if isinstance(target, Surprisal) and settings.dtype == "float32":
+        cond = float(np.linalg.cond(target.covariance))
+        if cond > 1e5:
+            warnings.warn(f"the surprisal covariance has condition number {cond:.2g}: float32 "
+                          f"contributions may be inaccurate; use dtype='float64' or more shrinkage",
+                          RuntimeWarning, stacklevel=3)
 
 
 def _model_hash(model: nn.Module) -> str:
@@ -957,7 +970,7 @@ def _assemble(store: _MemoryStore, chunks: Sequence[tuple[int, int]], source: _S
     if "cell2" in root.dims:
         root = root.assign_coords(cell2=("cell2", cell_coord))
     root.attrs = _root_attrs(engine, target, settings, baseline, model, device)
-    children = {name: _layer_dataset(name, data, engine, settings) for name in settings.layers}
+    children = {name: _layer_dataset(name, data, settings) for name in settings.layers}
     return xr.DataTree.from_dict({"/": root, **children})
 
 
@@ -975,13 +988,13 @@ def _completeness_summary(residuals: np.ndarray, delta: np.ndarray) -> np.ndarra
     return out
 
 
-def _layer_dataset(name: str, data: Mapping[str, np.ndarray], engine: Engine,
-                   settings: Settings) -> xr.Dataset:
+def _layer_dataset(name: str, data: Mapping[str, np.ndarray], settings: Settings) -> xr.Dataset:
     contrib = data[f"{name}.contribution"]
     ds = xr.Dataset(
         {"contribution": (("time", "channel", "sign"), contrib, {
             "long_name": f"contribution to the target ({settings.method}), split into its negative "
-                         f"and positive parts per unit, then summed over space per channel"}),
+                         f"and positive parts per unit, then summed over space per channel",
+            "units": "units of the target"}),
          "activation": (("time", "channel"), data[f"{name}.activation"], {
              "long_name": "hidden activation (pre batch-norm) summed over space"}),
          "completeness_residual": ("time", data[f"{name}.completeness_residual"], {
@@ -1003,8 +1016,13 @@ def _root_attrs(engine: Engine, target: Target, settings: Settings, baseline: np
     s = settings
     params = {**asdict(s), "layers": list(s.layers), "baseline": _baseline_attr(baseline),
               "target": target.name, "device": str(device), "path": engine.net.kind}
-    quad = (f"{s.quadrature} on the hidden path, {s.steps} steps" if s.method == "ig"
-            else "none")
+    if s.method != "ig":
+        quad = "none"
+    elif s.quadrature == "trapezoid":
+        quad = f"trapezoid on the hidden path, {s.steps} steps ({s.steps + 1} path points)"
+    else:
+        n_points = len(quadrature_rule(s.quadrature, s.steps)[0])
+        quad = f"{s.quadrature}, {n_points} path points, with tangents dh/dalpha"
     attrs = provenance_attrs(params)
     attrs.update(method=s.method, steps=s.steps, quadrature=quad, baseline=_baseline_attr(baseline),
                  device=str(device), dtype=s.dtype, layers=list(s.layers),

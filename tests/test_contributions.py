@@ -192,6 +192,14 @@ def test_bncnn_layout_fast_equals_plain(windows):
     assert fast["conv2"]["contribution"].sizes["channel"] == 3     # linear read-out: one unit a cell
 
 
+def test_a_layer_alone_equals_the_layer_among_others(model, windows, surprisal):
+    together = run(model, windows, layers=("conv0", "conv1", "conv2"), steps=6, target=surprisal)
+    for layer in ("conv1", "conv2"):
+        alone = run(model, windows, layers=layer, steps=6, target=surprisal)
+        assert list(alone.children) == [layer]
+        assert rel_diff(alone[layer]["contribution"], together[layer]["contribution"]) < 1e-6
+
+
 def test_model_is_left_untouched(windows, surprisal):
     model = tiny_model(seed=3).train()
     before = copy.deepcopy(model.state_dict())
