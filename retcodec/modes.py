@@ -40,6 +40,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from ._threads import torch_threads
 import xarray as xr
 from scipy.optimize import linear_sum_assignment, nnls
 from scipy.stats import norm
@@ -434,7 +436,7 @@ class ContributionModes(_ModesBase):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         self.seed_ = seed
         device = torch.device(self.device)
-        with torch.random.fork_rng(devices=_fork_devices(device)):
+        with torch.random.fork_rng(devices=_fork_devices(device)), torch_threads(1):
             torch.manual_seed(seed)
             self._module = self._train(torch.as_tensor(X / self.scale_, dtype=torch.float32),
                                        device)

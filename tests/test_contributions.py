@@ -339,6 +339,18 @@ def test_windows_give_time_in_seconds_and_cell_ids(windows, surprisal):
         np.testing.assert_allclose(tree["target"], model(torch.as_tensor(windows))[:, 2].numpy(), rtol=1e-5)
 
 
+def test_recording_dataset_is_cut_into_windows(model):
+    recordings = pytest.importorskip("retcodec.recordings")
+    frames = np.random.default_rng(4).standard_normal((IMG[0] + 5, *IMG[1:]))
+    ds = xr.Dataset({"stimulus": (("time", "y", "x"), frames)}, coords={"time": 0.01 * np.arange(len(frames))},
+                    attrs={"norm_mean": 0.5, "norm_std": 2.0})
+    tree = run(model, ds, method="actgrad", target=SumOfRates())
+    cut = recordings.windows(ds, history=IMG[0])
+    np.testing.assert_allclose(tree["time"].values, cut.time)
+    direct = run(model, cut[0:len(cut)], method="actgrad", target=SumOfRates())
+    np.testing.assert_allclose(tree["target"].values, direct["target"].values, rtol=1e-6)
+
+
 def test_netcdf_round_trip(model, windows, tmp_path):
     path = tmp_path / "contrib.nc"
     tree = run(model, windows, steps=4, maps=True, out=path, chunk_size=4)
