@@ -26,7 +26,7 @@ import torch
 import xarray as xr
 from scipy import ndimage
 
-from .architectures import VaryModel, build_model
+from .architectures import AbsBatchNorm, VaryModel, build_model
 from .errors import ConfigurationError, NonFiniteError, ShapeError
 from .evaluation import pearson
 
@@ -38,7 +38,7 @@ class FitConfig:
     chans: tuple[int, int] = (8, 8)
     ksizes: tuple[int, int, int] = (15, 11, 11)
     history: int = 40
-    epochs: int = 5
+    epochs: int = 4
     batch_size: int = 256
     lr: float = 2e-3
     l2: float = 1e-4
@@ -51,6 +51,7 @@ class FitConfig:
     lr_patience: int = 1
     seed: int = 0
     threads: int | None = None
+    recalibration_windows: int = 4096
 
     def hyps(self, n_cells: int, centers: np.ndarray, extra: dict[str, Any]) -> dict[str, Any]:
         """The published hyps dict for a VaryModel with these settings."""
@@ -213,6 +214,7 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
         t0 = time.perf_counter()
         loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device,
                             progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        recalibrate_batchnorm(model, data, train_idx, cfg, rng, device)
         vloss, vcor = _validate(model, data, val_idx, cfg, device)
         sched.step(vcor)
         for k, v in zip(history, (loss, vloss, vcor, opt.param_groups[0]["lr"], time.perf_counter() - t0)):
@@ -274,6 +276,34 @@ def _train_epoch(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, o
         total += float(loss.detach()) * len(b)
         count += len(b)
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, cfg: FitConfig,
+                          rng: np.random.Generator, device: str) -> None:
+    """Reset every batch-norm's running statistics to their average over ``cfg.recalibration_windows``.
+
+    With the published momentum (0.01) and a few hundred updates the running
+    statistics lag far behind the weights; eval-mode outputs then keep their
+    correlation but lose their scale. A cumulative average over a fixed sample
+    of training windows (dropout and noise off) makes eval match training.
+    """
+    bns = [m for m in model.modules() if isinstance(m, (AbsBatchNorm, torch.nn.modules.batchnorm._BatchNorm))]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.train()
+    sample = torch.from_numpy(np.sort(rng.choice(idx, size=min(cfg.recalibration_windows, len(idx)),
+                                                 replace=False)))
+    for k, s in enumerate(range(0, len(sample), cfg.batch_size)):
+        for m in bns:
+            m.momentum = 1.0 / (k + 1)                 # cumulative average of batch statistics
+        model(data.windows(sample[s:s + cfg.batch_size]).to(device))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
 
 
 @torch.no_grad()

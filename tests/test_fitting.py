@@ -64,6 +64,12 @@ def test_short_fit_learns_and_saves_a_loadable_published_checkpoint(tmp_path):
     assert model.meta["cells"] == [3, 9] and model.meta["dataset"] == "toy"
     np.testing.assert_array_equal(model.meta["centers"], [[22, 27], [30, 20]])
     assert "STA peak" in hist.attrs["centers_source"]
+    # eval-mode outputs keep the scale of the rates (batch-norm statistics recalibrated)
+    from retcodec.recordings import windows
+    w = windows(rec, norm_stats=model.meta["norm_stats"], history=10)
+    pred = predict(model, w[0:len(w)]).values
+    ratio = pred.std(axis=0) / rec["rate"].values[:, 10:].std(axis=1)
+    assert np.all((ratio > 0.3) & (ratio < 3)), ratio
     loaded = load_model(out)
     x = np.random.default_rng(0).normal(size=(4, 10, 50, 50)).astype(np.float32)
     np.testing.assert_allclose(predict(loaded, x).values, predict(model, x).values, rtol=1e-6)
