@@ -38,6 +38,12 @@ from .errors import ConfigurationError, MissingDataError
 from .provenance import provenance_attrs, sha256
 
 STAGES = ("contributions", "modes", "types", "irfs", "interneurons", "statistics", "figures", "report")
+#: the stages each stage reads (a recomputed stage makes these dependants stale)
+DEPENDS = {"contributions": (), "modes": ("contributions",), "types": ("contributions", "modes"),
+           "irfs": ("contributions", "modes"), "interneurons": (), "statistics": ("contributions",),
+           "figures": STAGES[:6], "report": STAGES[:7]}
+#: parameters of the interneuron comparison (it does not depend on the contribution settings)
+INTERNEURON_PARAMETERS = ("model", "layers", "seed", "interneurons", "interneuron_shifts", "device")
 
 
 @dataclass
@@ -61,6 +67,8 @@ class RunConfig:
     stability_seeds: tuple[int, ...] = (0, 1, 2)
     irf_sets: int = 6
     irf_times_per_set: int = 8
+    mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters
+    interneuron_shifts: int = 50
     force: bool = False
     progress: bool = True
 
@@ -161,8 +169,11 @@ class Run:
                                 model=str(self.inputs.model_path), data=str(self.inputs.recording_path))
 
     def signature(self, stage: str) -> str:
-        return json.dumps({"stage": stage, "params": self.params, "inputs": self.inputs.checksums},
-                          sort_keys=True, default=str)
+        params, inputs = self.params, self.inputs.checksums
+        if stage == "interneurons":
+            params = {k: params[k] for k in INTERNEURON_PARAMETERS}
+            inputs = {k: v for k, v in inputs.items() if k != str(self.inputs.recording_path)}
+        return json.dumps({"stage": stage, "params": params, "inputs": inputs}, sort_keys=True, default=str)
 
     def is_current(self, stage: str, path: Path) -> bool:
         """True when ``path`` exists and was made by this stage with these parameters and inputs."""
@@ -182,7 +193,14 @@ class Run:
         return sig == self.signature(stage)
 
     def mark_downstream(self, stage: str) -> None:
-        self.stale.update(STAGES[STAGES.index(stage) + 1:])
+        """``stage`` is being recomputed: every stage that reads it (transitively) is stale."""
+        changed = True
+        marked = {stage}
+        while changed:
+            new = {s for s, deps in DEPENDS.items() if marked & set(deps)} - marked
+            changed = bool(new)
+            marked |= new
+        self.stale.update(marked - {stage})
 
     def record_stage(self, stage: str) -> None:
         f = self.out / ".stages.json"
@@ -235,22 +253,22 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
     out: dict[str, xr.Dataset] = {}
     for layer in cfg.layers:
         node = contrib[layer].to_dataset()
-        est = ContributionModes(random_state=cfg.seed, sign=cfg.mode_sign)
+        est = ContributionModes(random_state=cfg.seed, sign=cfg.mode_sign, **cfg.mode_options)
         ds = fit_layer(est, node["contribution"].load(), sign=cfg.mode_sign, layer=layer)
-        stab = mode_stability(ContributionModes(sign=cfg.mode_sign), _feature_matrix(node["contribution"], cfg.mode_sign),
-                              seeds=cfg.stability_seeds)
+        stab = mode_stability(ContributionModes(sign=cfg.mode_sign, **cfg.mode_options),
+                              _feature_matrix(node["contribution"], cfg.mode_sign), seeds=cfg.stability_seeds)
         ds.attrs["stability_matched_cosine_mean"] = float(np.nanmean(stab["mean_cosine"].values)) \
             if "mean_cosine" in stab else float("nan")
         ds.attrs.update({k: v for k, v in run.attrs("modes").items() if k not in ds.attrs or k == "run_parameters"})
         out[layer] = ds
-        act = activation_modes(node["activation"].load(), seed=cfg.seed)
+        act = activation_modes(node["activation"].load(), seed=cfg.seed, **cfg.mode_options)
         act.attrs.update(run.attrs("modes"))
         out[f"{layer}_activation"] = act
         run.say(f"modes {layer}: {ds.sizes['mode']} alive modes, R2 = {float(ds['r2']):.3f}, "
                 f"stability (matched cosine) = {ds.attrs['stability_matched_cosine_mean']:.3f}; "
                 f"activation modes R2 = {float(act['r2']):.3f}")
     save_modes(out, path)
-    _stamp_nc(path, run.signature("modes"))
+    _stamp_nc(path, run.attrs("modes"))
     return load_modes(path)
 
 
@@ -259,13 +277,13 @@ def _feature_matrix(contribution: xr.DataArray, sign: str) -> np.ndarray:
     return layer_matrix(contribution, sign)[0]
 
 
-def activation_modes(activation: xr.DataArray, seed: int = 0) -> xr.Dataset:
+def activation_modes(activation: xr.DataArray, seed: int = 0, **options: Any) -> xr.Dataset:
     """Control: the same sparse estimator on the spatially summed activations (signed dictionary)."""
     from .modes import ContributionModes
 
     X = activation.transpose("time", "channel").values.astype(np.float64)
     X = X - X.mean(axis=0)
-    est = ContributionModes(random_state=seed, nonneg=False).fit(X)
+    est = ContributionModes(random_state=seed, nonneg=False, **options).fit(X)
     z = est.transform(X)
     return xr.Dataset({"modes": (("mode", "channel"), est.components_),
                        "loadings": (("time", "mode"), z), "r2": est.r2_},
@@ -274,11 +292,22 @@ def activation_modes(activation: xr.DataArray, seed: int = 0) -> xr.Dataset:
                       attrs={"estimator": "ContributionModes", "fitted_on": "activation (centred)"})
 
 
-def _stamp_nc(path: Path, signature: str) -> None:
-    """Add the run signature to a finished netCDF file (attrs only; the file is ours)."""
+def _stamp_nc(path: Path, attrs: dict[str, Any]) -> None:
+    """Add the run's provenance to the root of a finished netCDF file (attrs only; the file is ours).
+
+    Written to a copy that replaces the file atomically, so a reader never sees a
+    file without its provenance.
+    """
+    import shutil
+
     import h5py
-    with h5py.File(path, "a") as f:
-        f.attrs["run_parameters"] = signature
+
+    from .storage import atomic_path
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
 
 
 def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
@@ -375,7 +404,8 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
     unit_types = insilico_unit_types(run)
     match = match_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths],
                                layers=cfg.layers, seed=cfg.seed, device=cfg.device,
-                               unit_types=unit_types, progress=cfg.progress)
+                               n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
+                               progress=cfg.progress)
     match.attrs.update(run.attrs("interneurons"))
     from .storage import write_netcdf_atomic
     write_netcdf_atomic(match, path)

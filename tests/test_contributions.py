@@ -71,7 +71,8 @@ def windows() -> np.ndarray:
 def surprisal(model, windows) -> Surprisal:
     with torch.no_grad():
         y = model(torch.as_tensor(windows)).double().numpy()
-    return Surprisal.from_outputs(np.concatenate([y, y + 0.1 * np.random.default_rng(0).standard_normal(y.shape)]))
+    noisy = y + 0.1 * np.random.default_rng(0).standard_normal(y.shape)
+    return Surprisal.from_outputs(np.concatenate([y, noisy]))
 
 
 def run(model, x, **kw):
@@ -110,8 +111,9 @@ def test_tree_layout_and_completeness_per_window(model, windows, surprisal):
     assert tree["conv1"]["contribution_map"].shape == (6, 3, 20, 20)
     # the E/I split is taken per unit before the spatial sum
     cmap = c0["contribution_map"]
-    np.testing.assert_allclose(c0["contribution"].sel(sign="pos"), cmap.clip(min=0).sum(("y", "x")), rtol=1e-5)
-    np.testing.assert_allclose(c0["contribution"].sel(sign="neg"), cmap.clip(max=0).sum(("y", "x")), rtol=1e-5)
+    pos, neg = cmap.clip(min=0).sum(("y", "x")), cmap.clip(max=0).sum(("y", "x"))
+    np.testing.assert_allclose(c0["contribution"].sel(sign="pos"), pos, rtol=1e-5)
+    np.testing.assert_allclose(c0["contribution"].sel(sign="neg"), neg, rtol=1e-5)
     assert np.all(c0["contribution"].sel(sign="neg") <= 0) and np.all(c0["contribution"].sel(sign="pos") >= 0)
     delta = tree["target"] - tree["target_baseline"]
     total = tree["conv1"]["contribution"].sum(("channel", "sign"))
@@ -231,7 +233,8 @@ def test_actgrad_matches_its_definition(model, windows, surprisal):
     _, h, g = _hidden_and_grads(model, windows, surprisal, layers)
     tree = run(model, windows, method="actgrad", target=surprisal, layers=layers, dtype="float64")
     for n in layers:
-        np.testing.assert_allclose(tree[n]["contribution"].values, _split_sum(h[n] * g[n]), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(tree[n]["contribution"].values, _split_sum(h[n] * g[n]),
+                                   rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(tree[n]["activation"].values, h[n].sum((2, 3)).numpy(), rtol=1e-9)
 
 
@@ -254,9 +257,10 @@ def test_inputgrad_matches_its_definition(model, windows, surprisal):
 
 
 def test_smoothgrad_is_seeded_and_tends_to_actgrad(model, windows, surprisal):
-    a = run(model, windows, method="smoothgrad", n_samples=4, sigma=0.2, seed=1, target=surprisal, batch_size=2)
-    b = run(model, windows, method="smoothgrad", n_samples=4, sigma=0.2, seed=1, target=surprisal, batch_size=5)
-    c = run(model, windows, method="smoothgrad", n_samples=4, sigma=0.2, seed=2, target=surprisal)
+    kw = dict(method="smoothgrad", n_samples=4, sigma=0.2, target=surprisal)
+    a = run(model, windows, seed=1, batch_size=2, **kw)
+    b = run(model, windows, seed=1, batch_size=5, **kw)
+    c = run(model, windows, seed=2, **kw)
     np.testing.assert_allclose(a["conv1"]["contribution"], b["conv1"]["contribution"], rtol=1e-5, atol=1e-6)
     assert rel_diff(a["conv1"]["contribution"], c["conv1"]["contribution"]) > 1e-3
     zero = run(model, windows, method="smoothgrad", n_samples=2, sigma=0.0, target=surprisal)
@@ -283,7 +287,8 @@ def test_all_methods_coincide_on_a_linear_model(windows):
     for method in ("actgrad", "inputgrad", "smoothgrad"):
         other = run(model, windows, method=method, sigma=0.0, n_samples=1, **kw)
         for layer in kw["layers"]:
-            np.testing.assert_allclose(other[layer]["contribution"], ig[layer]["contribution"], rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(other[layer]["contribution"], ig[layer]["contribution"],
+                                       rtol=1e-9, atol=1e-9)
     assert completeness(ig).max() < 1e-10
 
 
@@ -342,8 +347,8 @@ def test_windows_give_time_in_seconds_and_cell_ids(windows, surprisal):
 def test_recording_dataset_is_cut_into_windows(model):
     recordings = pytest.importorskip("retcodec.recordings")
     frames = np.random.default_rng(4).standard_normal((IMG[0] + 5, *IMG[1:]))
-    ds = xr.Dataset({"stimulus": (("time", "y", "x"), frames)}, coords={"time": 0.01 * np.arange(len(frames))},
-                    attrs={"norm_mean": 0.5, "norm_std": 2.0})
+    ds = xr.Dataset({"stimulus": (("time", "y", "x"), frames)},
+                    coords={"time": 0.01 * np.arange(len(frames))}, attrs={"norm_mean": 0.5, "norm_std": 2.0})
     tree = run(model, ds, method="actgrad", target=SumOfRates())
     cut = recordings.windows(ds, history=IMG[0])
     np.testing.assert_allclose(tree["time"].values, cut.time)

@@ -1,0 +1,92 @@
+"""`retcodec run` end to end on a tiny in-silico experiment: files, provenance, resume, errors."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from retcodec import insilico as ins
+from retcodec.architectures import build_model
+from retcodec.cli import main
+from retcodec.errors import ConfigurationError, MissingDataError
+from retcodec.fitting import FitConfig
+from retcodec.models import save_model
+from retcodec.pipeline import run
+
+FAST = ins.CircuitParams(calibration_seconds=10.0)
+QUICK = dict(steps=4, max_windows=40, stability_seeds=(0, 1), irf_sets=2, irf_times_per_set=2,
+             mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, progress=False)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """A tiny simulated experiment and a random published-layout model with its metadata."""
+    root = tmp_path_factory.mktemp("insilico")
+    plan = ins.SimulationPlan(naturalscene_train=1, naturalscene_test=1.5, whitenoise_train=1,
+                              whitenoise_test=1, n_repeats=3, interneuron_seconds=3)
+    paths = ins.simulate(root / "data", seed=0, plan=plan, progress=False, params=FAST)
+    from retcodec.recordings import load_recording, stimulus_norm_stats
+    rec = load_recording(paths["naturalscene"], split="test")
+    centers = np.rint(np.stack([rec.center_y.values, rec.center_x.values], 1)).astype(int)
+    cells = [int(c) for c in rec["cell"].values]
+    torch.manual_seed(0)
+    model = build_model("VaryModel", FitConfig().hyps(len(cells), centers, dict(
+        dataset="insilico", stim_type="naturalscene", cells=cells)))
+    model.meta.update(dataset="insilico", stim_type="naturalscene", cells=cells, img_shape=[40, 50, 50],
+                      norm_stats=stimulus_norm_stats(paths["naturalscene"]), centers=centers)
+    model_path = save_model(model, root / "model.pt")
+    return {"root": root, "paths": paths, "model": model_path}
+
+
+def test_run_writes_every_output_with_provenance_and_resumes(experiment, tmp_path):
+    out = tmp_path / "results"
+    kw = dict(out=str(out), interneurons=[str(experiment["paths"]["bipolars"])], **QUICK)
+    summary = run(experiment["model"], experiment["paths"]["naturalscene"], **kw)
+    for name in ("contributions.nc", "modes.nc", "cell_types.nc", "irfs.nc", "interneurons.nc",
+                 "statistics.nc", "report.html", "hypotheses.txt"):
+        assert (out / name).exists(), name
+    assert any(out.glob("figures/*.png")) and any(out.glob("figures/*.svg"))
+    for name in ("contributions.nc", "modes.nc", "cell_types.nc", "irfs.nc", "statistics.nc"):
+        with h5py.File(out / name, "r") as f:
+            checksums = json.loads(f.attrs["input_checksums"])
+            assert str(experiment["model"]) in checksums, name
+            assert "retcodec_version" in f.attrs and "run_parameters" in f.attrs
+    report = (out / "report.html").read_text()
+    assert "Generated hypotheses" in report and "data:image/png;base64," in report
+    assert "in-silico retina" in report
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nc")}
+    again = run(experiment["model"], experiment["paths"]["naturalscene"], **kw)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.nc")} == mtimes   # all skipped
+    assert again["timings"]["contributions"] < summary["timings"]["contributions"]
+
+    changed = run(experiment["model"], experiment["paths"]["naturalscene"], **{**kw, "steps": 5})
+    new = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nc")}
+    assert all(new[k] != mtimes[k] for k in ("contributions.nc", "modes.nc", "cell_types.nc"))
+    assert new["interneurons.nc"] == mtimes["interneurons.nc"]       # does not depend on steps...
+    assert changed["out"] == str(out)
+
+
+def test_run_rejects_bad_arguments(experiment, tmp_path):
+    data = experiment["paths"]["naturalscene"]
+    with pytest.raises(ConfigurationError, match="unknown layer"):
+        run(experiment["model"], data, out=str(tmp_path), layers="conv7", **QUICK)
+    with pytest.raises(ConfigurationError, match="steps"):
+        run(experiment["model"], data, out=str(tmp_path), **{**QUICK, "steps": 0})
+    with pytest.raises(MissingDataError, match="does not exist"):
+        run(tmp_path / "nope.pt", data, out=str(tmp_path), **QUICK)
+    with pytest.raises(ConfigurationError, match="unknown run option"):
+        run(experiment["model"], data, out=str(tmp_path), colour="red")
+
+
+def test_cli_reports_errors_cleanly(experiment, tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(tmp_path / "missing.pt"), "--data",
+               str(experiment["paths"]["naturalscene"])])
+    assert rc == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(experiment["model"]), "--data",
+                 str(experiment["paths"]["naturalscene"])]) == 0
+    assert "median" in capsys.readouterr().out
