@@ -1,0 +1,51 @@
+"""Quality of the bundled in-silico models against the repeat ceiling.
+
+Recomputes, on each bundled model's test split: the per-cell correlation with
+the trial-averaged rate, the jackknife oracle correlation (the reference,
+measured in the same run from the repeats), their ratio and FEVE; prints the
+medians next to the targets (natural scenes: correlation >= 0.7 and >= 80 % of
+the oracle).
+
+    python benchmarks/bench_fit_quality.py [--model PATH --data PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import retcodec as rc
+from retcodec.bundled import bundled_path, default_recording_path
+from retcodec.evaluation import format_evaluation
+
+TARGET_CORRELATION = 0.7
+TARGET_FRACTION = 0.8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="checkpoint (default: both bundled models)")
+    ap.add_argument("--data", help="recording file matching --model")
+    args = ap.parse_args()
+    pairs = ([(args.model, args.data)] if args.model else
+             [(bundled_path("models", f"insilico_{k}.pt"), default_recording_path(k))
+              for k in ("naturalscene", "whitenoise")])
+    for model_path, data in pairs:
+        t0 = time.perf_counter()
+        model = rc.load_model(model_path)
+        rec = rc.load_recording(data, split="test", cells=model.meta.get("cells"))
+        ev = rc.evaluate(model, rec)
+        a = ev.attrs
+        print(f"\n== {model_path} on {data} ({a['n_windows']} test windows, {time.perf_counter() - t0:.1f} s)")
+        print(format_evaluation(ev))
+        r, o = a["median_correlation"], a.get("median_oracle", np.nan)
+        print(f"median correlation {r:.3f}  (target >= {TARGET_CORRELATION}: ratio {r / TARGET_CORRELATION:.2f})")
+        print(f"median oracle      {o:.3f}  (reference, from the repeats in this run)")
+        frac = a.get("median_fraction_of_oracle", np.nan)
+        print(f"median r / oracle  {frac:.3f}  (target >= {TARGET_FRACTION}: ratio {frac / TARGET_FRACTION:.2f})")
+        print(f"median FEVE        {a.get('median_feve', np.nan):.3f}")
+
+
+if __name__ == "__main__":
+    main()
