@@ -374,6 +374,8 @@ class Engine:
         with torch.no_grad():
             self.e0 = self.net.entry(self.baseline)                        # (1, ...)
             self.e_zero = self.net.entry(torch.zeros_like(self.baseline))  # affine offset
+        # per-layer layout of the hidden tensor: "channels" (B, C, ...) or "tokens" (B, tokens, C)
+        self.layouts = _layer_layouts(work, settings.layers)
         self.target: Target | None = None
         if target is not None:
             self.set_target(target)
@@ -431,12 +433,12 @@ class Engine:
             "output": _np(out_x), "target": _np(s_x),
             "target_baseline": _np(self.s0.expand(len(x)))}
         for name in self.settings.layers:
-            c = contrib[name]
+            c, layout = contrib[name], self.layouts[name]
             res[f"{name}.contribution"] = _np(torch.stack(
-                [_space_sum(c.clamp(max=0)), _space_sum(c.clamp(min=0))], dim=-1))
-            res[f"{name}.activation"] = _np(_space_sum(hid_x[name]))
+                [_space_sum(c.clamp(max=0), layout), _space_sum(c.clamp(min=0), layout)], dim=-1))
+            res[f"{name}.activation"] = _np(_space_sum(hid_x[name], layout))
             res[f"{name}.completeness_residual"] = _np(c.flatten(1).sum(1).double() - delta)
-            if self.settings.maps and c.ndim == 4:
+            if self.settings.maps and c.ndim == 4 and layout == "channels":
                 res[f"{name}.contribution_map"] = _np(c)
         return {k: v.astype(self._np_dtype, copy=False) for k, v in res.items()}
 
@@ -530,9 +532,27 @@ def _weighted_sum(weights: Sequence[float], x: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-def _space_sum(t: torch.Tensor) -> torch.Tensor:
-    """``(B, C, ...) -> (B, C)``: the sum over the spatial dimensions, if any."""
+def _space_sum(t: torch.Tensor, layout: str = "channels") -> torch.Tensor:
+    """``(B, C, ...) -> (B, C)``: the sum over the spatial dimensions, if any.
+
+    ``layout="tokens"``: ``(B, tokens, C) -> (B, C)``, the sum over tokens (a
+    transformer's hidden tensor; ``channel`` is then the embedding dimension).
+    """
+    if layout == "tokens":
+        if t.ndim != 3:
+            raise ShapeError(f"a 'tokens' layer must give (batch, tokens, dim), got {tuple(t.shape)}")
+        return t.sum(dim=1)
     return t.sum(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t
+
+
+def _layer_layouts(model: nn.Module, layers: Sequence[str]) -> dict[str, str]:
+    """Layout of each layer from the optional ``model.layer_layouts`` (default ``"channels"``)."""
+    given = dict(getattr(model, "layer_layouts", None) or {})
+    layouts = {name: str(given.get(name, "channels")) for name in layers}
+    bad = {n: v for n, v in layouts.items() if v not in ("channels", "tokens")}
+    if bad:
+        raise ConfigurationError(f"model.layer_layouts must map layers to 'channels' or 'tokens', got {bad}")
+    return layouts
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

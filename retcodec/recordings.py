@@ -40,6 +40,7 @@ from xarray.core import indexing
 from .errors import (CellMismatchError, ConfigurationError, MissingDataError,
                      NonFiniteError, RecordingError, ShapeError)
 from .provenance import provenance_attrs, to_attr
+from .published import PUBLISHED_CELLS
 from .storage import atomic_path
 
 __all__ = ["load_recording", "windows", "Windows", "write_recording",
@@ -55,15 +56,6 @@ NORM_EPS = 1e-7
 DEFAULT_HISTORY = 40
 SPLITS = ("train", "test")
 
-#: cells the published models were trained on, per experiment (published-formats §3.2)
-PUBLISHED_CELLS: dict[str, list[int]] = {
-    "15-10-07": [0, 1, 2, 3, 4],
-    "15-11-21a": [6, 10, 12, 13],
-    "15-11-21b": [0, 1, 3, 5, 8, 9, 13, 14, 16, 17, 18, 20, 21, 22, 23, 24, 25],
-    "16-01-07": [0, 2, 7, 10, 11, 12, 31],
-    "16-01-08": [0, 3, 7, 9, 11],
-    "16-05-31": [2, 3, 4, 14, 16, 18, 20, 25, 27],
-}
 
 LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
           "<split>/response/firing_rate_10ms (n_cells, T), "
