@@ -3,12 +3,14 @@ running the pipeline (``rc.run``) only when it is needed."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 import retcodec as rc
+from retcodec.errors import RetcodecError
 from retcodec.figures import save_figure
 
 
@@ -37,7 +39,10 @@ def ensure_results(args: argparse.Namespace, needed: list[str]) -> Path:
     if missing or asked:
         print(f"running the pipeline into {results}"
               + (f" (missing: {', '.join(missing)})" if missing else ""), flush=True)
-        rc.run(args.model, args.data, out=str(results), max_windows=args.max_windows)
+        try:
+            rc.run(args.model, args.data, out=str(results), max_windows=args.max_windows)
+        except RetcodecError as error:          # a missing model or recording: say what to do
+            sys.exit(f"error: {error}")
     else:
         print(f"using the finished stages in {results} (pass --run to check or recompute them)")
     return results

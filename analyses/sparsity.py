@@ -63,5 +63,5 @@ for j, (name, label, color) in enumerate((("contribution_dimensionality", "contr
     ax_d.bar(x + (j - 0.5) * 0.38, stats[name].values, 0.36, color=color, label=label)
 ax_d.set_xticks(x, layers)
 ax_d.set(xlabel="layer", ylabel="PCs for 95% variance", title="dimensionality")
-ax_d.legend(fontsize="small")
+ax_d.legend(fontsize="small", loc="lower center", framealpha=0.9)
 save(fig, args.out, "pos_neg_correlation")

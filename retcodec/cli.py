@@ -104,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bundle", action="store_true", help="do not copy into datasets/ and models/")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("classifier", help="CODEC on an image classifier: contributions, modes, "
+                                          "class correlation, ablation controls, report")
+    p.add_argument("--model", required=True,
+                   help="TorchScript file or 'package.module:factory' returning the nn.Module")
+    p.add_argument("--weights", type=Path, help="state_dict file to load into an entry-point model")
+    p.add_argument("--images", type=Path, required=True,
+                   help="folder tree <class_name>/*.jpg, or a .npz with x (n, C, H, W) and y (n,)")
+    p.add_argument("--layers", required=True, help="comma-separated dotted module names, e.g. layer3.1,layer4")
+    p.add_argument("--out", type=Path, required=True, help="results folder")
+    p.add_argument("--target", default="top_logit", help="top_logit, top_margin, softmax_entropy, "
+                                                         "topk:<k> or class:<index> (default: top_logit)")
+    p.add_argument("--steps", type=int, default=10, help="integration steps (default: 10)")
+    p.add_argument("--superclasses", type=Path, help="JSON mapping class name -> super-class")
+    p.add_argument("--resize", type=int, default=256, help="folder images: shorter side (default 256)")
+    p.add_argument("--crop", type=int, default=224, help="folder images: centre crop (default 224)")
+    p.add_argument("--max-per-class", type=int, default=None, help="folder images: first N per class")
+    p.add_argument("--max-epochs", type=int, default=300, help="mode fitting epochs (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -183,9 +203,42 @@ def _cmd_stage(args: argparse.Namespace) -> int:
     return pipeline.cli_stage(args)
 
 
+def _cmd_classifier(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .classifier import as_image_set, load_classifier, load_superclasses, run_study
+    from .errors import ConfigurationError, MissingDataError
+    from .targets import ClassLogit, TopKLogits
+
+    kind, _, value = args.target.partition(":")
+    target = {"topk": lambda: TopKLogits(int(value)), "class": lambda: ClassLogit(int(value))}.get(
+        kind, lambda: args.target)()
+    model = load_classifier(args.model, [s for s in args.layers.split(",") if s], device=args.device)
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise MissingDataError(f"no weights file at {args.weights}")
+        try:
+            model.net.load_state_dict(torch.load(args.weights, map_location=args.device, weights_only=True))
+        except RuntimeError as err:
+            raise ConfigurationError(f"{args.weights} does not fit the model: {err}") from None
+    images = as_image_set(args.images, resize=args.resize, crop=args.crop,
+                          max_per_class=args.max_per_class) if args.images.is_dir() \
+        else as_image_set(args.images)
+    supers = load_superclasses(args.superclasses) if args.superclasses else None
+    summary = run_study(model, images, args.out, target=target, steps=args.steps, superclasses=supers,
+                        seed=args.seed, max_epochs=args.max_epochs, device=args.device,
+                        progress=not args.quiet)
+    print(json.dumps(summary["layers"], indent=1))
+    print(f"wrote {args.out / 'report.html'}")
+    return 0
+
+
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "simulate": _cmd_simulate,
             "regenerate": _cmd_regenerate, "run": _cmd_stage, "contributions": _cmd_stage,
-            "modes": _cmd_stage, "types": _cmd_stage, "irf": _cmd_stage}
+            "modes": _cmd_stage, "types": _cmd_stage, "irf": _cmd_stage,
+            "classifier": _cmd_classifier}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -754,7 +754,10 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     ----------
     model : RetinaCNN
         A model with ``model.layers`` (name -> module whose output is the layer).
-        It is copied, put in eval mode and not modified.
+        It is copied, put in eval mode and not modified. An optional
+        ``model.layer_layouts`` (name -> ``"channels"`` | ``"tokens"``) marks
+        layers whose output is ``(B, tokens, dim)``: those are summed over
+        tokens (``channel`` = ``dim``) instead of over dims >= 2.
     stimulus : array (n, T, H, W), torch.Tensor, recording Dataset or Windows
         z-scored windows (a recording Dataset/DataTree/DataArray is cut with
         ``retcodec.recordings.windows`` using ``model.meta['norm_stats']``).

@@ -61,7 +61,8 @@ class ClassifierAdapter(nn.Module):
         names = [layers] if isinstance(layers, str) else list(layers)
         if not names or len(set(names)) != len(names):
             raise ConfigurationError(f"layers must be at least one distinct module name, got {names}")
-        available = module_names(net)
+        modules = dict(net.named_modules())
+        available = [n for n in modules if n]
         unknown = [n for n in names if n not in available]
         if unknown:
             shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
@@ -71,7 +72,7 @@ class ClassifierAdapter(nn.Module):
         if bad_tokens:
             raise ConfigurationError(f"token_layers {bad_tokens} are not among layers {names}")
         # a plain dict attribute (not a ModuleDict): the modules stay registered under net only
-        self.layers: OrderedDict[str, nn.Module] = OrderedDict((n, net.get_submodule(n)) for n in names)
+        self.layers: OrderedDict[str, nn.Module] = OrderedDict((n, modules[n]) for n in names)
         self.layer_layouts = {n: ("tokens" if n in token_layers else "channels") for n in names}
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.hidden_shapes_: dict[str, tuple[int, ...]] = {}

@@ -1,0 +1,73 @@
+"""Ganglion-cell types from the modes that drive them (the paper's cell-type analysis).
+
+Each cell is described by the correlation of its model rate with every mode's
+loadings (``correlation (cell, mode)``); cells are clustered (k-means, k by
+silhouette; Ward linkage for the dendrogram) separately with the conv0 and the
+conv1 modes. Reproduces:
+
+* the mode-by-cell correlation heat map per layer, rows ordered by the dendrogram,
+  with the cluster (and, in silico, the true type) as colour strips;
+* the agreement (adjusted Rand index) of the conv0 and conv1 clusterings (paper:
+  both layers give nearly the same cell types);
+* the ARI vs the true types of clusterings on contribution modes, on activation
+  modes (control) and on the raw rates (control), when the truth is known.
+
+What to look at: in ``cell_types_<layer>.png`` each cluster has its own block of
+modes; ``ari.png`` compares the feature sets.
+
+    python analyses/cell_types.py [--results results] [--out analyses_output/cell_types]
+"""
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import retcodec.figures as fg
+from _common import ensure_results, open_tree, parser, save, true_types
+
+args = parser("cell_types", __doc__).parse_args()
+results = ensure_results(args, ["cell_types.nc"])
+tree = open_tree(results, "cell_types.nc")
+layers = list(tree["contribution_modes"].children)
+groups = {"contribution modes": "contribution_modes", "activation modes": "activation_modes"}
+
+rows = []
+for label, group in groups.items():
+    for layer in layers:
+        node = tree[group][layer].to_dataset()
+        rows.append({"features": label, "layer": layer, "k": int(node["chosen_k"]),
+                     "ARI truth (k-means)": float(node.get("ari_truth", np.nan)),
+                     "ARI truth (Ward)": float(node.get("hierarchical_ari_truth", np.nan))})
+rates = tree["rates"].to_dataset()
+rows.append({"features": "raw rates", "layer": "-", "k": int(rates["chosen_k"]),
+             "ARI truth (k-means)": float(rates.get("ari_truth", np.nan)),
+             "ARI truth (Ward)": float(rates.get("hierarchical_ari_truth", np.nan))})
+table = pd.DataFrame(rows)
+print(table.to_string(index=False, float_format="{:.2f}".format))
+for label, group in groups.items():
+    agreement = tree[group].to_dataset()["agreement"]
+    if len(layers) > 1:
+        print(f"agreement {layers[0]} vs {layers[1]} ({label}): ARI = "
+              f"{float(agreement.sel(layer=layers[0], layer2=layers[1])):.2f}")
+
+for layer in layers:
+    node = tree["contribution_modes"][layer].to_dataset()
+    truth = true_types(node)
+    if truth is not None:
+        print(f"\n{layer}: clusters (rows) vs true types (columns)")
+        print(pd.crosstab(node["cluster"].values, truth, rownames=["cluster"], colnames=["type"]).to_string())
+    else:
+        print(f"\n{layer}: cluster sizes " + str(np.bincount(node["cluster"].values).tolist()))
+    save(fg.plot_mode_cell_matrix(node["correlation"], node["cluster"], node["linkage"].values, truth),
+         args.out, f"cell_types_{layer}")
+
+if table["ARI truth (k-means)"].notna().any():
+    fig = Figure(figsize=(4.5, 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    names = [f"{r.features}\n{r.layer}" if r.layer != "-" else r.features for r in table.itertuples()]
+    colors = [{"contribution modes": fg.SIGN_COLORS["pos"], "activation modes": "0.45"}.get(f, "0.75")
+              for f in table["features"]]
+    ax.bar(range(len(table)), table["ARI truth (k-means)"], color=colors)
+    ax.set_xticks(range(len(table)), names, fontsize="x-small")
+    ax.set(ylim=(min(0, table["ARI truth (k-means)"].min()), 1.05), ylabel="ARI vs true types",
+           title="cell types recovered (k-means)")
+    save(fig, args.out, "ari")
