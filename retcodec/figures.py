@@ -301,7 +301,9 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     image = ax.imshow(data, aspect="auto", origin="lower", cmap=DIVERGING, norm=_symmetric_norm(data),
                       interpolation="nearest")
     modes = _coord(corr, "mode")
-    ax.set_xticks(np.arange(len(modes)), [str(m) for m in modes])
+    step = max(1, int(np.ceil(len(modes) / 20)))           # at most ~20 tick labels
+    ticks = np.arange(0, len(modes), step)
+    ax.set_xticks(ticks, [str(modes[i]) for i in ticks])
     ax.set_xlabel("mode")
     ax.yaxis.tick_right()
     ax.yaxis.set_label_position("right")
@@ -310,7 +312,7 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     ax.set_title("rate-loading correlation per cell and mode", fontsize="medium")
     fig.colorbar(image, cax=fig.add_subplot(grid[0, column + 1]), label="correlation")
     for (title, handles), loc in zip(legends, ("outside lower left", "outside lower right")):
-        fig.legend(handles=handles, title=title, loc=loc, ncols=min(4, len(handles)), fontsize="small")
+        fig.legend(handles=handles, title=title, loc=loc, ncols=min(2, len(handles)), fontsize="small")
     return fig
 
 

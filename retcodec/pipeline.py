@@ -483,8 +483,9 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
              f"contributions_{layer}")
         save(fg.plot_modes(modes[layer]["modes"]), f"modes_{layer}")
         tnode = types["contribution_modes"][layer].to_dataset()
+        troot = types["contribution_modes"].to_dataset()
         save(fg.plot_mode_cell_matrix(tnode["correlation"], tnode["cluster"], tnode.get("linkage"),
-                                      tnode["cell_type"] if "cell_type" in tnode.coords else None),
+                                      troot["true_type"] if "true_type" in troot.coords else None),
              f"cell_types_{layer}")
         inode = irfs[layer].to_dataset()
         if "spatial" in inode and inode.sizes.get("combination", 0):

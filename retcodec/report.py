@@ -21,13 +21,18 @@ ONSET_WINDOW = 0.15          # s after an image change counted as "at onsets"
 
 
 # --------------------------------------------------------------------------- hypotheses
-def image_onsets(stimulus: xr.DataArray, z: float = 4.0) -> np.ndarray:
-    """Times (s) of abrupt image changes: frames whose mean |Δ intensity| is a ``z``-MAD outlier."""
+def image_onsets(stimulus: xr.DataArray, fraction: float = 0.5) -> np.ndarray:
+    """Times (s) of abrupt image changes (new image or saccade).
+
+    A frame is an onset when its mean |Δ intensity| from the previous frame
+    exceeds ``fraction`` of the stimulus's mean absolute deviation, i.e. the
+    change is comparable to the image contrast itself; fixational drift moves
+    far less.
+    """
     s = np.asarray(stimulus.values, np.float32)
     d = np.abs(np.diff(s, axis=0)).mean(axis=(1, 2))
-    med = np.median(d)
-    mad = np.median(np.abs(d - med)) + 1e-9
-    idx = np.flatnonzero(d > med + z * 1.4826 * mad) + 1
+    threshold = fraction * np.abs(s - s.mean()).mean()
+    idx = np.flatnonzero(d > threshold) + 1
     return stimulus["time"].values[idx]
 
 
@@ -173,8 +178,8 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
         if comp is not None and layer in comp["layer"].values:
             for st in comp["statistic"].values:
                 r[f"completeness {st}"] = float(comp.sel(layer=layer, statistic=st))
-        for var in ("contribution_sparsity_mean", "activation_sparsity_mean", "dimensionality_contribution",
-                    "dimensionality_activation", "pos_neg_correlation_mean"):
+        for var in ("contribution_sparsity_mean", "activation_sparsity_mean", "contribution_dimensionality",
+                    "activation_dimensionality", "pos_neg_correlation_mean"):
             if var in stats and "layer" in stats[var].dims and layer in stats["layer"].values:
                 r[var.replace("_", " ")] = float(stats[var].sel(layer=layer))
         rows.append(r)
