@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results_digits"))
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--mode-epochs", type=int, default=150)
+    parser.add_argument("--mode-epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
