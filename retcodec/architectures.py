@@ -244,6 +244,16 @@ class RetinaCNN(nn.Module):
         return int(self.hyps["n_units"])
 
     @property
+    def chans(self) -> list[int]:
+        """Channels of the two hidden layers (published default ``[8, 8]``)."""
+        return [int(c) for c in self.hyps.get("chans", [8, 8])]
+
+    @property
+    def ksizes(self) -> list[int]:
+        """Kernel sizes of the three convolutions (published default ``[15, 11, 11]``)."""
+        return [int(k) for k in self.hyps.get("ksizes", [15, 11, 11])]
+
+    @property
     def layers(self) -> "OrderedDict[str, nn.Module]":
         """Hidden layers by name: the modules whose outputs (pre batch-norm) are the units."""
         return OrderedDict((name, self.sequential[i]) for name, i in self.layer_index.items())
@@ -319,9 +329,7 @@ class VaryModel(RetinaCNN):
     def __init__(self, hyps: Mapping[str, Any]) -> None:
         super().__init__(hyps)
         h = self.hyps
-        img = self.img_shape
-        chans = [int(c) for c in h.get("chans", [8, 8])]
-        ksizes = [int(k) for k in h.get("ksizes", [15, 11, 11])]
+        img, chans, ksizes = self.img_shape, self.chans, self.ksizes
         if len(chans) != 2 or len(ksizes) != 3:
             raise CheckpointError(f"VaryModel needs 2 chans and 3 ksizes, got chans={chans}, ksizes={ksizes}")
         n = self.n_cells
@@ -381,9 +389,7 @@ class BNCNN(RetinaCNN):
     def __init__(self, hyps: Mapping[str, Any]) -> None:
         super().__init__(hyps)
         h = self.hyps
-        img = self.img_shape
-        chans = [int(c) for c in h.get("chans", [8, 8])]
-        ksizes = [int(k) for k in h.get("ksizes", [15, 11, 11])]
+        img, chans, ksizes = self.img_shape, self.chans, self.ksizes
         n = self.n_cells
         sizes = map_sizes(img, ksizes[:2])
         noise = float(h.get("noise", 0.05) or 0.0)

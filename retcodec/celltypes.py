@@ -70,15 +70,12 @@ def mode_rate_correlation(loadings: xr.DataArray, rates: xr.DataArray) -> xr.Dat
 
 
 def _check_pair(loadings: Any, rates: Any) -> tuple[xr.DataArray, xr.DataArray]:
-    if not isinstance(loadings, xr.DataArray) or set(loadings.dims) != {"time", "mode"}:
-        raise ShapeError(f"loadings must be a DataArray (time, mode), got "
-                         f"{getattr(loadings, 'dims', type(loadings).__name__)}")
+    from .combinations import check_loadings
+
+    loadings = check_loadings(loadings)
     if not isinstance(rates, xr.DataArray) or set(rates.dims) != {"time", "cell"}:
         raise ShapeError(f"rates must be a DataArray (time, cell), got "
                          f"{getattr(rates, 'dims', type(rates).__name__)}")
-    loadings = loadings.transpose("time", "mode")
-    if "mode" not in loadings.coords:
-        loadings = loadings.assign_coords(mode=np.arange(loadings.sizes["mode"]))
     rates = rates.transpose("time", "cell")
     if "cell" not in rates.coords:
         rates = rates.assign_coords(cell=np.arange(rates.sizes["cell"]))

@@ -32,7 +32,8 @@ SEPARATOR = "+"
 
 
 # =========================================================================== combinations
-def _check_loadings(loadings: Any) -> xr.DataArray:
+def check_loadings(loadings: Any) -> xr.DataArray:
+    """``loadings`` as a finite ``(time, mode)`` DataArray with a ``mode`` coordinate, or a clear error."""
     if not isinstance(loadings, xr.DataArray) or set(loadings.dims) != {"time", "mode"}:
         raise ShapeError(f"loadings must be a DataArray (time, mode), got "
                          f"{getattr(loadings, 'dims', type(loadings).__name__)}")
@@ -53,7 +54,7 @@ def combination_label(active: np.ndarray, modes: Sequence[Any]) -> str:
 def active_modes(loadings: xr.DataArray, threshold: float = 0.05, relative: bool = True) -> xr.DataArray:
     """Boolean ``(time, mode)``: loading ``> threshold × max over time of that mode`` (relative)
     or ``> threshold`` (absolute). A mode whose loadings never exceed 0 is never active."""
-    loadings = _check_loadings(loadings)
+    loadings = check_loadings(loadings)
     if not threshold >= 0:
         raise ConfigurationError(f"threshold must be >= 0, got {threshold}")
     values = loadings.values
@@ -88,7 +89,7 @@ def mode_combinations(loadings: xr.DataArray, threshold: float = 0.05, *, relati
         ``members (combination, mode)``. ``fraction_none`` (scalar): the share of
         windows with no active mode.
     """
-    loadings = _check_loadings(loadings)
+    loadings = check_loadings(loadings)
     if int(min_count) < 1:
         raise ConfigurationError(f"min_count must be >= 1, got {min_count}")
     if max_sets is not None and int(max_sets) < 1:
@@ -269,7 +270,7 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
     """
     if int(max_times_per_set) < 1:
         raise ConfigurationError(f"max_times_per_set must be >= 1, got {max_times_per_set}")
-    loadings = _check_loadings(loadings)
+    loadings = check_loadings(loadings)
     if not isinstance(rates, xr.DataArray) or set(rates.dims) != {"time", "cell"}:
         raise ShapeError(f"rates must be a DataArray (time, cell), got {getattr(rates, 'dims', rates)}")
     loadings, rates = align_time(loadings, rates.transpose("time", "cell"), names=("loadings", "rates"))
