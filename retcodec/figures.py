@@ -301,7 +301,7 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     image = ax.imshow(data, aspect="auto", origin="lower", cmap=DIVERGING, norm=_symmetric_norm(data),
                       interpolation="nearest")
     modes = _coord(corr, "mode")
-    step = max(1, int(np.ceil(len(modes) / 20)))           # at most ~20 tick labels
+    step = max(1, int(np.ceil(len(modes) / 12)))           # at most ~12 tick labels
     ticks = np.arange(0, len(modes), step)
     ax.set_xticks(ticks, [str(modes[i]) for i in ticks])
     ax.set_xlabel("mode")
