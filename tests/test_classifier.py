@@ -268,3 +268,29 @@ def test_cli_entry_point(tmp_path, digits, monkeypatch, capsys):
                  "--max-epochs", "10", "--quiet"]) == 0
     assert (tmp_path / "cli" / "report.html").is_file()
     assert "not run by the forward pass" not in capsys.readouterr().err
+
+
+def test_contributions_stream_and_resume(tmp_path, digits):
+    """Per-image contributions stream to disk; an interrupted run resumes from its chunks."""
+    x, y, net = digits
+    model = load_classifier(net, ["3"])
+    images = ArrayImages(x[:96], y[:96])
+    full = image_contributions(model, images, chunk_size=32)
+    out = tmp_path / "contrib.nc"
+
+    def stop_after_first(index, start, stop):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        image_contributions(model, images, chunk_size=32, out=out, on_chunk=stop_after_first)
+    assert not out.exists()                                   # nothing half-written
+    computed = []
+    resumed = image_contributions(model, images, chunk_size=32, out=out,
+                                  on_chunk=lambda i, a, b: computed.append(i))
+    assert len(computed) == 2                                 # the first chunk was kept
+    np.testing.assert_allclose(resumed["3"]["contribution"].values, full["3"]["contribution"].values,
+                               rtol=1e-5, atol=1e-6)
+    again = image_contributions(model, images, chunk_size=32, out=out)
+    assert again["3"]["contribution"].dims == ("image", "channel", "sign")
+    with pytest.raises(ConfigurationError, match="steps=10"):
+        image_contributions(model, images, steps=5, out=out)

@@ -90,7 +90,9 @@ def _class_names(model: ClassifierAdapter, images: ImageSet) -> list[str]:
 def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "top_logit",
                         steps: int = 10, method: str = "ig", baseline: float | np.ndarray = 0.0,
                         batch_size: int = 32, device: str | torch.device = "cpu",
-                        progress: bool = False) -> xr.DataTree:
+                        progress: bool = False, out: str | Path | None = None,
+                        chunk_size: int | None = None, resume: bool = True,
+                        on_chunk: Any = None) -> xr.DataTree:
     """Contributions of every channel of ``model.layers`` for every image.
 
     Parameters
@@ -100,6 +102,11 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     target : ``"top_logit"`` (default), ``"top_margin"``, ``"softmax_entropy"``, or a
         Target such as ``TopKLogits(k)`` / ``ClassLogit(c)``.
     steps, method, baseline : as in :func:`retcodec.contributions` (IG with 10 steps, zero image).
+    out, chunk_size, resume, on_chunk : stream to a netCDF file as the retina path does: chunks
+        go to ``<out>.engine.nc.partial/`` while computing, an interrupted run resumes from
+        them, and ``out`` (labelled with ``image``/``class``) appears atomically when complete.
+        A finished ``out`` made with the same method, steps, target and image count is
+        reopened instead of recomputed (``resume=False`` recomputes).
 
     Returns
     -------
@@ -110,9 +117,14 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     """
     images = as_image_set(images)
     model = _checked(model, images)
+    final = Path(out) if out is not None else None
+    if final is not None and final.exists() and resume:
+        return _reopen_finished(final, method, steps, len(images), target)
+    engine_out = final.with_name(final.name + ".engine.nc") if final is not None else None
     tree = contributions(model, images, layers=list(model.layers), method=method, steps=steps,
                          target=target, baseline=baseline, batch_size=batch_size, device=device,
-                         progress=progress, fast=False)
+                         progress=progress, fast=False, out=engine_out, chunk_size=chunk_size,
+                         resume=resume, on_chunk=on_chunk)
     root = tree.to_dataset(inherit=False).rename({"time": "image", "cell": "class"})
     root = root.assign_coords(
         image=("image", np.arange(len(images)), {"long_name": "image index"}),
@@ -122,7 +134,29 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     children = {name: _with_image(tree[name].to_dataset(inherit=False)) for name in model.layers}
     for name, ds in children.items():
         ds.attrs["layout"] = model.layer_layouts[name]
-    return xr.DataTree.from_dict({"/": root, **children})
+    result = xr.DataTree.from_dict({"/": root, **children})
+    if final is not None:
+        from ..storage import write_netcdf_atomic
+        result = result.load()
+        write_netcdf_atomic(result, final)
+        engine_out.unlink(missing_ok=True)
+    return result
+
+
+def _reopen_finished(path: Path, method: str, steps: int, n_images: int, target: Any) -> xr.DataTree:
+    """A finished contributions file, checked against the requested settings."""
+    tree = xr.open_datatree(path, engine="h5netcdf")
+    have = (tree.attrs.get("method"), int(tree.attrs.get("steps", -1)), tree.sizes.get("image"))
+    name = target if isinstance(target, str) else getattr(target, "name", None)
+    if name is not None and tree.attrs.get("target") not in (None, name):
+        raise ConfigurationError(f"{path} holds contributions to the target {tree.attrs.get('target')!r}, "
+                                 f"not {name!r}; pass resume=False to recompute or choose another out")
+    if have != (method, int(steps), n_images):
+        raise ConfigurationError(
+            f"{path} holds contributions made with method={have[0]}, steps={have[1]} for {have[2]} "
+            f"images, not method={method}, steps={steps} for {n_images}; pass resume=False to "
+            f"recompute or choose another out")
+    return tree
 
 
 def _layer(tree: xr.DataTree, layer: str) -> xr.Dataset:

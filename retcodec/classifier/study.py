@@ -119,9 +119,9 @@ def run_study(model: ClassifierAdapter, images: Any, out: str | Path, target: An
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     images = as_image_set(images)
+    # streamed to disk; an interrupted study resumes its contributions
     tree = image_contributions(model, images, target=target, steps=steps, batch_size=batch_size,
-                               device=device, progress=progress)
-    write_netcdf_atomic(tree, out / "contributions.nc")
+                               device=device, progress=progress, out=out / "contributions.nc")
     labels = tree["label"].values
     names = [str(n) for n in tree["class_name"].values]
     summary: dict[str, Any] = {
