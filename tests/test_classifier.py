@@ -245,9 +245,27 @@ def test_study_and_cli(tmp_path, digits):
     script = tmp_path / "net.pt"
     torch.jit.save(torch.jit.trace(net, torch.from_numpy(x[:2])), str(script))
     np.savez(tmp_path / "digits.npz", x=x[keep], y=y[keep])
-    # a TorchScript module's submodules cannot be hooked: a clear error, exit status 2
+    # a traced nn.Sequential is unrolled so that its layers can be hooked: same contributions
+    scripted = load_classifier(str(script), ["3"])
+    a = image_contributions(scripted, ArrayImages(x[:20], y[:20]))
+    b = image_contributions(load_classifier(net, ["3"]), ArrayImages(x[:20], y[:20]))
+    np.testing.assert_allclose(a["3"]["contribution"].values, b["3"]["contribution"].values, rtol=1e-5, atol=1e-6)
     assert main(["classifier", "--model", str(script), "--images", str(tmp_path / "digits.npz"),
-                 "--layers", "3", "--out", str(tmp_path / "cli")]) == 2
+                 "--layers", "3", "--out", str(tmp_path / "cli")]) == 0
+
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = net
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.body(z)
+
+    other = tmp_path / "custom.pt"
+    torch.jit.save(torch.jit.trace(Custom(), torch.from_numpy(x[:2])), str(other))
+    # other scripted models cannot be hooked: a clear error, exit status 2
+    assert main(["classifier", "--model", str(other), "--images", str(tmp_path / "digits.npz"),
+                 "--layers", "body.3", "--out", str(tmp_path / "cli2")]) == 2
 
 
 def test_cli_entry_point(tmp_path, digits, monkeypatch, capsys):

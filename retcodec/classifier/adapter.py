@@ -155,12 +155,43 @@ def _from_entry_point(spec: str) -> nn.Module:
     return net
 
 
+class _ScriptedPart(nn.Module):
+    """Calls one submodule of a TorchScript model from Python, so that a forward hook sees its output."""
+
+    def __init__(self, part: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.part = part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.part(x)
+
+
+def unroll_torchscript(module: torch.jit.ScriptModule) -> nn.Module:
+    """A Python ``nn.Sequential`` over the children of a scripted/traced ``nn.Sequential``.
+
+    Forward hooks do not fire inside TorchScript, so hidden layers of a scripted
+    model cannot be read. A model that was an ``nn.Sequential`` (nested ones
+    too) is rebuilt as Python Sequentials whose leaves call the scripted parts:
+    the same computation, with the same dotted layer names, and hookable. Other
+    scripted models are returned as they are (their layers cannot be analysed).
+    """
+    if getattr(module, "original_name", None) != "Sequential":
+        return module
+    from collections import OrderedDict
+    parts = OrderedDict()
+    for name, child in module.named_children():
+        parts[name] = (unroll_torchscript(child) if getattr(child, "original_name", None) == "Sequential"
+                       else _ScriptedPart(child))
+    return nn.Sequential(parts)
+
+
 def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
                     token_layers: Sequence[str] = (), class_names: Sequence[str] | None = None,
                     device: str | torch.device = "cpu") -> ClassifierAdapter:
     """A :class:`ClassifierAdapter` (eval mode, on ``device``) from a module, file or entry point.
 
-    ``spec``: an ``nn.Module``; a TorchScript file (``torch.jit.save``); or
+    ``spec``: an ``nn.Module``; a TorchScript file (``torch.jit.save``; analysable when the
+    scripted model is an ``nn.Sequential``, see :func:`unroll_torchscript`); or
     ``"package.module:factory"`` whose ``factory()`` returns the module (or the
     module object itself).
     """
@@ -174,6 +205,9 @@ def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
         except RuntimeError as err:
             raise ConfigurationError(f"{spec} is not a TorchScript file ({err}); give a "
                                      f"'package.module:factory' entry point instead") from None
+        for param in net.parameters():          # analyses never need parameter gradients
+            param.requires_grad_(False)
+        net = unroll_torchscript(net)
     elif isinstance(spec, str) and ":" in spec:
         net = _from_entry_point(spec)
     elif isinstance(spec, (str, Path)):
