@@ -45,8 +45,8 @@ __all__ = ["__version__", *sorted(_API)]
 # ``contributions`` and ``irf`` name both a function and the module defining it.
 # Bind the functions eagerly: importing the submodule later (e.g. by another
 # stage) would otherwise replace a lazily bound function by the module.
-from .contributions import contributions  # noqa: E402
-from .irf import irf  # noqa: E402
+from .contributions import contributions  # noqa: E402,F401
+from .irf import irf  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:

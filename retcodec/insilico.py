@@ -445,7 +445,6 @@ def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = 
     boxes, ``truth/cell_type``). Deterministic under ``seed``. The white-noise
     test response has one bin more than its stimulus, like the published files.
     """
-    from .interneurons import write_interneurons
     from .recordings import write_recording
 
     plan = plan or SimulationPlan()

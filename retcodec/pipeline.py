@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import xarray as xr
@@ -592,7 +592,7 @@ def _single_stage(args: Any) -> int:
         if target.startswith("cell:"):
             target = CellRate(int(target.split(":", 1)[1]), cells=model.meta.get("cells"))
         elif target == "sum":
-            target = "sum"
+            target = "sum_of_rates"
         kw: dict[str, Any] = {}
         if args.workers or args.scheduler:
             kw.update(backend="dask", n_workers=args.workers or 2, scheduler=args.scheduler)
