@@ -11,7 +11,7 @@ import xarray as xr
 
 import retcodec as rc
 from retcodec.errors import RetcodecError
-from retcodec.figures import save_figure
+from retcodec.report.figures import save_figure
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-import retcodec.figures as fg
+import retcodec.report.figures as fg
 from _common import ensure_results, open_tree, parser, save, true_types
 
 args = parser("cell_types", __doc__).parse_args()

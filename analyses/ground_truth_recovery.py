@@ -8,7 +8,7 @@ polarity and their interneurons are known, so CODEC's answers can be scored
     contribution modes, activation modes (control) and raw rates (control), per layer;
 (b) per true ganglion type: the modes that drive it (highest mean rate-loading
     correlation over the type's cells, with the modes' channels) and the polarity of
-    its IRFs (ON/OFF from the sign of the rank-1 filters, ``retcodec.report.describe_filter``,
+    its IRFs (ON/OFF from the sign of the rank-1 filters, ``retcodec.report.html.describe_filter``,
     over all cells of the type and all mode combinations) vs the known polarity
     (on_transient: ON, off_*: OFF, on_off_transient: both);
 (c) interneurons: how often the best-matching model unit has the recorded cell's true type.
@@ -27,10 +27,10 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-import retcodec.figures as fg
+import retcodec.report.figures as fg
 from _common import ensure_results, open_dataset, open_tree, parser, save, true_types
 from retcodec.modes import load_modes
-from retcodec.report import describe_filter, mode_channels
+from retcodec.report.html import describe_filter, mode_channels
 
 args = parser("ground_truth_recovery", __doc__).parse_args()
 results = ensure_results(args, ["cell_types.nc", "modes.nc", "irfs.nc"])   # interneurons.nc: when recorded

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-import retcodec.figures as fg
+import retcodec.report.figures as fg
 from _common import ensure_results, open_dataset, parser, save
 
 p = parser("interneurons", __doc__)

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import wilcoxon
 
-import retcodec.figures as fg
+import retcodec.report.figures as fg
 from _common import ensure_results, open_tree, parser, save
 
 p = parser("irf_combinations", __doc__)

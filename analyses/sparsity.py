@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import wilcoxon
 
-import retcodec.figures as fg
+import retcodec.report.figures as fg
 from _common import ensure_results, open_dataset, parser, save
 
 args = parser("sparsity", __doc__).parse_args()

@@ -4,7 +4,7 @@
 
 Implementations, each timed in its own subprocess (peak memory = its ``ru_maxrss``):
 
-(a) ``fast``: :func:`retcodec.contributions` (affine first layer once per window,
+(a) ``fast``: :func:`retcodec.engine.contributions` (affine first layer once per window,
     the rest of the network on the path batch, gradients to hidden tensors only);
 (b) ``plain``: the authors' analysis set-up, reimplemented: stacked convolutions
     collapsed into single 15x15 / 11x11 convolutions, forward hooks on the
@@ -50,7 +50,7 @@ IMPLEMENTATIONS = ("fast", "plain", "captum")
 # =========================================================================== inputs
 def calibrate_batchnorm(model: torch.nn.Module, x: np.ndarray, seed: int = 0) -> None:
     """Set batch-norm statistics to those of ``x`` (as after training); random scales/shifts."""
-    from retcodec.architectures import AbsBatchNorm
+    from retcodec.io.architectures import AbsBatchNorm
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         h = torch.as_tensor(x)
@@ -66,7 +66,7 @@ def calibrate_batchnorm(model: torch.nn.Module, x: np.ndarray, seed: int = 0) ->
 
 
 def random_inputs(n: int, seed: int = 0) -> tuple[torch.nn.Module, np.ndarray, str]:
-    from retcodec.architectures import build_model
+    from retcodec.io.architectures import build_model
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_cells = 17
@@ -80,7 +80,7 @@ def random_inputs(n: int, seed: int = 0) -> tuple[torch.nn.Module, np.ndarray, s
 
 def bundled_inputs(model_path: str | None, n: int) -> tuple[torch.nn.Module, np.ndarray, str]:
     import retcodec
-    from retcodec import bundled
+    from retcodec.io import bundled as bundled
     path = Path(model_path) if model_path else bundled.default_model_path()
     model = retcodec.load_model(path).eval()
     recording = retcodec.load_recording(bundled.default_recording_path())
@@ -154,7 +154,7 @@ class Fast:
         self.model, self.target, self.steps, self.batch_size = model, target, steps, batch_size
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        from retcodec.contributions import contributions
+        from retcodec.engine.contributions import contributions
         tree = contributions(self.model, x, layers=LAYERS, steps=self.steps, target=self.target,
                              batch_size=self.batch_size, chunk_size=len(x), progress=False)
         return {n: tree[n]["contribution"].values for n in LAYERS}
@@ -172,8 +172,8 @@ def worker(args: argparse.Namespace) -> None:
     """One implementation in this process: count MACs, warm up, time, record peak memory."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from retcodec.architectures import build_model
-    from retcodec.targets import Surprisal
+    from retcodec.io.architectures import build_model
+    from retcodec.engine.targets import Surprisal
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     saved = torch.load(work / "model.pt", weights_only=True)
@@ -225,7 +225,7 @@ def spawn(impl: str, args: argparse.Namespace, work: Path) -> dict[str, Any] | N
 def float64_truth(model: torch.nn.Module, x: np.ndarray, target: Any, steps: int,
                   fast: bool) -> dict[str, np.ndarray]:
     """The same trapezoid contributions computed in float64."""
-    from retcodec.contributions import contributions
+    from retcodec.engine.contributions import contributions
     tree = contributions(model, x, layers=LAYERS, steps=steps, target=target, fast=fast,
                          dtype="float64", batch_size=16 if fast else 4, progress=False)
     return {n: tree[n]["contribution"].values for n in LAYERS}
@@ -235,7 +235,7 @@ def float64_truth(model: torch.nn.Module, x: np.ndarray, target: Any, steps: int
 def completeness_sweep(model: torch.nn.Module, x: np.ndarray, target: Any,
                        steps_list: list[int]) -> dict[str, dict[int, float]]:
     """Total relative completeness error (max over layers) per quadrature and number of steps."""
-    from retcodec.contributions import QUADRATURES, contributions
+    from retcodec.engine.contributions import QUADRATURES, contributions
     out: dict[str, dict[int, float]] = {}
     for quad in QUADRATURES:
         out[quad] = {}
@@ -403,7 +403,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     torch.set_num_threads(args.threads)
-    from retcodec.targets import Surprisal
+    from retcodec.engine.targets import Surprisal
     model, x, what = load_inputs(args)
     print(f"inputs: {what}; {len(x)} windows; steps {args.steps}; batch {args.batch_size} windows; "
           f"torch {torch.__version__}, {args.threads} threads on {os.cpu_count()} CPUs "

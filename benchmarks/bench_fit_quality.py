@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 import retcodec as rc
-from retcodec.bundled import bundled_path, default_recording_path
-from retcodec.evaluation import format_evaluation
+from retcodec.io.bundled import bundled_path, default_recording_path
+from retcodec.analysis.evaluation import format_evaluation
 
 TARGET_CORRELATION = 0.7
 TARGET_FRACTION = 0.8

@@ -8,7 +8,7 @@ Methods (same windows, same batch of windows per step):
 
 * ``loop``: autograd to the input, one cell at a time: for every cell a full
   forward and backward pass of the batch (the straightforward way);
-* ``batched``: :func:`retcodec.irf.irf` — ``conv0`` once per batch, one
+* ``batched``: :func:`retcodec.analysis.irf.irf` — ``conv0`` once per batch, one
   batched backward pass to its output for all cells, the first layer's
   transpose (stacked 3x3 kernels, the cheaper form) to the input;
 * ``batched-collapsed``: the same with the collapsed 15x15 kernel's transpose.
@@ -45,7 +45,7 @@ METHODS = ("loop", "batched", "batched-collapsed")
 
 def make_model(seed: int = 0) -> torch.nn.Module:
     """A 17-cell published-layout model with random weights and batch-norm statistics."""
-    from retcodec.architectures import AbsBatchNorm, build_model
+    from retcodec.io.architectures import AbsBatchNorm, build_model
 
     torch.manual_seed(seed)
     model = build_model("VaryModel", dict(n_units=N_CELLS, centers=np.array(CENTERS), drop_p=0.05))
@@ -81,7 +81,7 @@ def loop_irf(model: torch.nn.Module, windows: np.ndarray, batch_size: int) -> np
 
 def run_method(method: str, n_windows: int, batch_size: int, threads: int, save: Path) -> dict:
     """Time one method (in this process) and save its result for the comparison."""
-    from retcodec.irf import irf
+    from retcodec.analysis.irf import irf
 
     torch.set_num_threads(threads)
     model, windows = make_model(), make_windows(n_windows)

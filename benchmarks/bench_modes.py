@@ -1,6 +1,6 @@
 """Benchmark: modes of synthetic contributions with known sparse non-negative modes.
 
-Data: ``retcodec.modes.make_sparse_modes`` (6 unit-norm modes, each on ~35% of
+Data: ``retcodec.modes.estimators.make_sparse_modes`` (6 unit-norm modes, each on ~35% of
 16 features; each sample holds each mode with probability 0.25, exponential
 loadings; 1% noise), 6000 samples to fit and 1500 held out.
 

@@ -15,38 +15,40 @@ from typing import Any
 # Takes effect when retcodec is imported before torch; the user's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ._version import __version__
+from retcodec._version import __version__
 
 # public name -> module that defines it
 _API = {
-    # models (checkpoints in the published layout)
-    "load_model": "models", "save_model": "models", "predict": "models",
-    "load_checkpoint": "checkpoint",
-    # recordings
-    "load_recording": "recordings", "windows": "recordings", "Windows": "recordings",
-    "write_recording": "recordings", "load_interneurons": "interneurons",
-    "write_interneurons": "interneurons",
+    # I/O: models (checkpoints in the published layout), recordings, interneuron files
+    "load_model": "io.models", "save_model": "io.models", "predict": "io.models",
+    "load_checkpoint": "io.checkpoint",
+    "load_recording": "io.recordings", "windows": "io.recordings", "Windows": "io.recordings",
+    "write_recording": "io.recordings", "load_interneurons": "io.interneurons",
+    "write_interneurons": "io.interneurons",
     # in-silico retina, fitting and evaluation
-    "InSilicoRetina": "insilico", "simulate": "insilico",
-    "fit": "fitting", "evaluate": "evaluation",
-    # contributions
-    "contributions": "contributions", "Surprisal": "targets", "CellRate": "targets",
-    "SumOfRates": "targets", "CallableTarget": "targets",
-    # interpretation
-    "ContributionModes": "modes", "NMFModes": "modes", "PCAModes": "modes",
-    "cell_types": "celltypes", "irf": "irf", "rank1": "irf",
-    "mode_combinations": "combinations", "match_interneurons": "interneuron_match",
+    "InSilicoRetina": "insilico.retina", "simulate": "insilico.retina",
+    "fit": "fitting", "evaluate": "analysis.evaluation",
+    # contribution engine
+    "contributions": "engine.contributions", "Surprisal": "engine.targets",
+    "CellRate": "engine.targets", "SumOfRates": "engine.targets",
+    "CallableTarget": "engine.targets",
+    # modes
+    "ContributionModes": "modes.estimators", "NMFModes": "modes.estimators",
+    "PCAModes": "modes.estimators", "fit_layer": "modes.layer",
+    "load_modes": "modes.layer",
+    # analyses
+    "cell_types": "analysis.celltypes", "irf": "analysis.irf", "rank1": "analysis.irf",
+    "mode_combinations": "analysis.combinations",
+    "match_interneurons": "analysis.interneuron_match",
     # one command
-    "run": "pipeline",
+    "run": "pipeline.run",
 }
 
 __all__ = ["__version__", *sorted(_API)]
 
-# ``contributions`` and ``irf`` name both a function and the module defining it.
-# Bind the functions eagerly: importing the submodule later (e.g. by another
-# stage) would otherwise replace a lazily bound function by the module.
-from .contributions import contributions  # noqa: E402,F401
-from .irf import irf  # noqa: E402,F401
+# ``contributions`` and ``irf`` are bound eagerly (the most used entry points).
+from retcodec.engine.contributions import contributions  # noqa: E402,F401
+from retcodec.analysis.irf import irf  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """``python -m retcodec`` is the ``retcodec`` command."""
 import sys
 
-from .cli import main
+from retcodec.cli import main
 
 sys.exit(main())

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ._version import __version__
-from .errors import RetcodecError
+from retcodec._version import __version__
+from retcodec.errors import RetcodecError
 
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -129,15 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_inputs(args: argparse.Namespace, split: str = "test"):
     """(model, recording) from --model/--data/--experiment/--stim-type, bundled by default."""
-    from .bundled import default_model_path
-    from .models import load_model
-    from .recordings import load_recording
+    from retcodec.io.bundled import default_model_path
+    from retcodec.io.models import load_model
+    from retcodec.io.recordings import load_recording
 
     model_path = args.model or default_model_path()
     model = load_model(model_path, device=args.device)
     data = args.data
     if data is None:
-        from .bundled import default_data_root
+        from retcodec.io.bundled import default_data_root
         data = default_data_root()
     data = Path(data)
     if data.is_dir():
@@ -151,9 +151,9 @@ def _resolve_inputs(args: argparse.Namespace, split: str = "test"):
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, format_evaluation
-    from .fitting import fit
-    from .recordings import load_recording
+    from retcodec.analysis.evaluation import evaluate, format_evaluation
+    from retcodec.fitting import fit
+    from retcodec.io.recordings import load_recording
 
     kw = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
     loc = dict(experiment=args.experiment, stim_type=args.stim_type) if args.data.is_dir() else {}
@@ -167,8 +167,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, format_evaluation
-    from .storage import write_netcdf_atomic
+    from retcodec.analysis.evaluation import evaluate, format_evaluation
+    from retcodec.io.storage import write_netcdf_atomic
 
     model, rec, _ = _resolve_inputs(args)
     ev = evaluate(model, rec, device=args.device)
@@ -179,7 +179,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .insilico import simulate
+    from retcodec.insilico.retina import simulate
 
     for name, path in simulate(args.out, seed=args.seed, progress=not args.quiet).items():
         print(f"{name}: {path}")
@@ -189,7 +189,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_regenerate(args: argparse.Namespace) -> int:
     import json
 
-    from .regenerate import regenerate
+    from retcodec.insilico.regenerate import regenerate
 
     summary = regenerate(args.work, seed=args.seed, bundle=not args.no_bundle, device=args.device,
                          progress=not args.quiet)
@@ -198,7 +198,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
-    from . import pipeline
+    from retcodec.pipeline import run as pipeline
 
     return pipeline.cli_stage(args)
 
@@ -208,9 +208,9 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .classifier import as_image_set, load_classifier, load_superclasses, run_study
-    from .errors import ConfigurationError, MissingDataError
-    from .targets import ClassLogit, TopKLogits
+    from retcodec.classifier import as_image_set, load_classifier, load_superclasses, run_study
+    from retcodec.errors import ConfigurationError, MissingDataError
+    from retcodec.engine.targets import ClassLogit, TopKLogits
 
     kind, _, value = args.target.partition(":")
     target = {"topk": lambda: TopKLogits(int(value)), "class": lambda: ClassLogit(int(value))}.get(

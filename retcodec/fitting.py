@@ -26,9 +26,9 @@ import torch
 import xarray as xr
 from scipy import ndimage
 
-from .architectures import AbsBatchNorm, VaryModel, build_model
-from .errors import ConfigurationError, NonFiniteError, ShapeError
-from .evaluation import pearson
+from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
+from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
+from retcodec.analysis.evaluation import pearson
 
 
 @dataclass
@@ -110,7 +110,7 @@ def find_centers(recording: xr.Dataset, history: int = 40) -> tuple[np.ndarray, 
     Looks for ``whitenoise.h5`` beside the recording's file; falls back to the
     recording itself. Returns ``(centers (n, 2) int, description of the source)``.
     """
-    from .recordings import load_recording
+    from retcodec.io.recordings import load_recording
 
     source = recording
     src = recording.attrs.get("source_file")
@@ -237,12 +237,12 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
                              "centers_source": how, "config": str(asdict(cfg))})
     model.meta["fit"] = dict(best_epoch=int(best[2]), val_correlation=float(best[0]))
     if out is not None:
-        from .models import save_model
+        from retcodec.io.models import save_model
         extra: dict[str, Any] = dict(epoch=int(best[2]), val_acc=float(best[0]),
                                      loss=history["loss"][best[2]] if best[2] >= 0 else float("nan"),
                                      val_loss=history["val_loss"][best[2]] if best[2] >= 0 else float("nan"))
         if test is not None:
-            from .evaluation import evaluate
+            from retcodec.analysis.evaluation import evaluate
             ev = evaluate(model, test, device=device)
             extra["test_pearson"] = float(ev.attrs["median_correlation"])
             hist.attrs.update({f"test_{k}": v for k, v in ev.attrs.items() if k.startswith("median")})

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import retcodec as rc
-from retcodec import bundled
+from retcodec.io import bundled as bundled
 from retcodec.errors import MissingDataError
-from retcodec.evaluation import pearson
-from retcodec.insilico import AMACRINE_TYPES, BIPOLAR_TYPES, GANGLION_TYPES
+from retcodec.analysis.evaluation import pearson
+from retcodec.insilico.retina import AMACRINE_TYPES, BIPOLAR_TYPES, GANGLION_TYPES
 
 
 def test_bundled_model_and_recording_load_like_published_files():

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 from sklearn.metrics import adjusted_rand_score
 
-from retcodec.celltypes import (canonical_labels, cell_types, cluster_cells, cluster_rates,
+from retcodec.analysis.celltypes import (canonical_labels, cell_types, cluster_cells, cluster_rates,
                                 clustering_agreement, mode_rate_correlation)
 from retcodec.errors import ConfigurationError, ShapeError
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from published_fixtures import make_published_checkpoint, write_published_checkpoint
-from retcodec.checkpoint import (allowed_globals, disallowed_globals, load_checkpoint,
+from retcodec.io.checkpoint import (allowed_globals, disallowed_globals, load_checkpoint,
                                  referenced_globals, resolve_checkpoint_path)
 from retcodec.errors import CheckpointError, MissingDataError, UnsafeCheckpointError
 

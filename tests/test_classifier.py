@@ -12,7 +12,7 @@ from retcodec.classifier import (ArrayImages, FolderImages, as_image_set, classi
                                  control_experiments, fit_modes, from_loader, image_contributions,
                                  input_maps, load_classifier, mode_class_correlation, run_study)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
-from retcodec.targets import ClassLogit, TopKLogits
+from retcodec.engine.targets import ClassLogit, TopKLogits
 
 torch.set_num_threads(1)
 

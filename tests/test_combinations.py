@@ -7,10 +7,10 @@ import torch
 import xarray as xr
 
 import published_fixtures as spec
-from retcodec.architectures import build_model
-from retcodec.combinations import combination_irfs, mode_combinations
+from retcodec.io.architectures import build_model
+from retcodec.analysis.combinations import combination_irfs, mode_combinations
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.irf import irf, rank1
+from retcodec.analysis.irf import irf, rank1
 
 #: (time, mode) loadings with known active sets (threshold 5% of each mode's max)
 LOADINGS = np.array([

@@ -9,10 +9,10 @@ import torch
 import xarray as xr
 from torch import nn
 
-from retcodec.architectures import AbsBatchNorm, build_model
-from retcodec.contributions import contributions, quadrature_rule
+from retcodec.io.architectures import AbsBatchNorm, build_model
+from retcodec.engine.contributions import contributions, quadrature_rule
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.targets import CellRate, SumOfRates, Surprisal
+from retcodec.engine.targets import CellRate, SumOfRates, Surprisal
 
 IMG = (10, 30, 30)
 
@@ -319,7 +319,7 @@ def test_agrees_with_captum_layer_conductance(model, windows, surprisal):
 
 # --------------------------------------------------------------------------- recordings, files, resume
 class FakeWindows:
-    """Duck-typed ``retcodec.recordings.Windows``: slicing, ``time`` and ``cells``."""
+    """Duck-typed ``retcodec.io.recordings.Windows``: slicing, ``time`` and ``cells``."""
 
     def __init__(self, x: np.ndarray) -> None:
         self._x = x
@@ -345,7 +345,7 @@ def test_windows_give_time_in_seconds_and_cell_ids(windows, surprisal):
 
 
 def test_recording_dataset_is_cut_into_windows(model):
-    recordings = pytest.importorskip("retcodec.recordings")
+    recordings = pytest.importorskip("retcodec.io.recordings")
     frames = np.random.default_rng(4).standard_normal((IMG[0] + 5, *IMG[1:]))
     ds = xr.Dataset({"stimulus": (("time", "y", "x"), frames)},
                     coords={"time": 0.01 * np.arange(len(frames))}, attrs={"norm_mean": 0.5, "norm_std": 2.0})

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 from retcodec.errors import CellMismatchError, ShapeError
-from retcodec.evaluation import evaluate, feve, format_evaluation, jackknife_oracle, pearson
+from retcodec.analysis.evaluation import evaluate, feve, format_evaluation, jackknife_oracle, pearson
 
 
 def test_pearson_known_values():

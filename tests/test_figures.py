@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.figures import (plot_contribution_heatmap, plot_fit_quality, plot_interneuron_matches,
+from retcodec.report.figures import (plot_contribution_heatmap, plot_fit_quality, plot_interneuron_matches,
                               plot_irf_filters, plot_mode_cell_matrix, plot_modes, plot_sparsity,
                               save_figure)
 

@@ -51,7 +51,7 @@ def test_window_batches_follow_the_published_alignment():
 
 
 def test_short_fit_learns_and_saves_a_loadable_published_checkpoint(tmp_path):
-    from retcodec.models import load_model, predict
+    from retcodec.io.models import load_model, predict
 
     rec = ln_cell_recording(n_frames=1000)
     out = tmp_path / "toy.pt"
@@ -65,7 +65,7 @@ def test_short_fit_learns_and_saves_a_loadable_published_checkpoint(tmp_path):
     np.testing.assert_array_equal(model.meta["centers"], [[22, 27], [30, 20]])
     assert "STA peak" in hist.attrs["centers_source"]
     # eval-mode outputs keep the scale of the rates (batch-norm statistics recalibrated)
-    from retcodec.recordings import windows
+    from retcodec.io.recordings import windows
     w = windows(rec, norm_stats=model.meta["norm_stats"], history=10)
     pred = predict(model, w[0:len(w)]).values
     ratio = pred.std(axis=0) / rec["rate"].values[:, 10:].std(axis=1)

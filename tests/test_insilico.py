@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retcodec import insilico as ins
-from retcodec.architectures import centers_to_coords
+from retcodec.insilico import retina as ins
+from retcodec.io.architectures import centers_to_coords
 
 
 FAST = ins.CircuitParams(calibration_seconds=10.0)     # a shorter calibration keeps tests quick
@@ -135,8 +135,8 @@ def test_params_round_trip_through_json():
 
 
 def test_simulate_writes_loadable_files_with_truth(tmp_path):
-    from retcodec.interneurons import load_interneurons
-    from retcodec.recordings import load_recording
+    from retcodec.io.interneurons import load_interneurons
+    from retcodec.io.recordings import load_recording
 
     plan = ins.SimulationPlan(naturalscene_train=2, naturalscene_test=1, whitenoise_train=1,
                               whitenoise_test=1, n_repeats=3, interneuron_seconds=1)
@@ -154,7 +154,7 @@ def test_simulate_writes_loadable_files_with_truth(tmp_path):
 
 
 def test_shorten_recording_keeps_test_and_truth(tmp_path):
-    from retcodec.recordings import load_recording
+    from retcodec.io.recordings import load_recording
 
     plan = ins.SimulationPlan(naturalscene_train=2, naturalscene_test=1, whitenoise_train=1,
                               whitenoise_test=1, n_repeats=2, interneuron_seconds=1)

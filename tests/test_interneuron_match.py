@@ -8,13 +8,13 @@ import pytest
 import torch
 import xarray as xr
 
-from retcodec.architectures import build_model
+from retcodec.io.architectures import build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
-from retcodec.interneuron_match import (circular_offsets, label_units_by_truth, layer_activations,
+from retcodec.analysis.interneuron_match import (circular_offsets, label_units_by_truth, layer_activations,
                                         match_interneurons, selection_mask)
-from retcodec.interneurons import interneuron_windows, load_interneurons, write_interneurons
-from retcodec.recordings import windows
-from retcodec.storage import write_netcdf_atomic
+from retcodec.io.interneurons import interneuron_windows, load_interneurons, write_interneurons
+from retcodec.io.recordings import windows
+from retcodec.io.storage import write_netcdf_atomic
 
 HISTORY, N_TIME, N_SHIFTS = 10, 310, 19           # 300 windows; smallest p-value 1/20
 CENTERS = np.array([[21, 18], [24, 20], [22, 18], [27, 18], [31, 20]])

@@ -9,7 +9,7 @@ import xarray as xr
 from recording_fixtures import file_fingerprint, truncate_half, write_published_interneurons
 from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteError,
                              RecordingError, ShapeError)
-from retcodec.interneurons import (cell_class_from_name, interneuron_windows, load_interneurons,
+from retcodec.io.interneurons import (cell_class_from_name, interneuron_windows, load_interneurons,
                                    prepare_interneuron_stimulus, write_interneurons)
 
 T, N_CELLS, H = 60, 3, 40

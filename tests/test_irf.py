@@ -9,9 +9,9 @@ import xarray as xr
 from torch import nn
 
 import published_fixtures as spec
-from retcodec.architectures import build_model
+from retcodec.io.architectures import build_model
 from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
-from retcodec.irf import first_layer_transpose, irf, iter_irf, rank1
+from retcodec.analysis.irf import first_layer_transpose, irf, iter_irf, rank1
 
 N_CELLS = 5
 CELL_IDS = [2, 5, 7, 9, 11]

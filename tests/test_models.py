@@ -14,11 +14,11 @@ import torch.nn.functional as F
 import xarray as xr
 
 import published_fixtures as spec
-from retcodec.architectures import LinearStackedConv2d, build_model
-from retcodec.checkpoint import load_checkpoint
+from retcodec.io.architectures import LinearStackedConv2d, build_model
+from retcodec.io.checkpoint import load_checkpoint
 from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError,
                              NonFiniteError, ShapeError, UnknownModelTypeError)
-from retcodec.models import (PUBLISHED_CELLS, PUBLISHED_CENTERS, load_model, predict,
+from retcodec.io.models import (PUBLISHED_CELLS, PUBLISHED_CENTERS, load_model, predict,
                              save_model)
 
 ATOL = 2e-5   # float32 model vs float64 reference, outputs of order one
@@ -385,8 +385,9 @@ def test_predict_recording_selects_model_cells(monkeypatch, published, windows):
         return _FakeWindows(windows.numpy(), recording["cell"].values)
 
     fake_module = types.SimpleNamespace(windows=fake_windows)
-    monkeypatch.setitem(sys.modules, "retcodec.recordings", fake_module)
-    monkeypatch.setattr(sys.modules["retcodec"], "recordings", fake_module, raising=False)
+    monkeypatch.setitem(sys.modules, "retcodec.io.recordings", fake_module)
+    import retcodec.io
+    monkeypatch.setattr(retcodec.io, "recordings", fake_module, raising=False)
     recording = xr.Dataset(coords={"cell": np.arange(26)})
     rates = predict(model, recording)
     assert calls["cells"] == spec.SPEC_CELLS["15-11-21b"]
@@ -398,7 +399,7 @@ def test_predict_recording_selects_model_cells(monkeypatch, published, windows):
 
 def test_predict_recording_with_the_recordings_module(published):
     """End to end with retcodec.recordings.windows on a small in-memory recording."""
-    pytest.importorskip("retcodec.recordings")
+    pytest.importorskip("retcodec.io.recordings")
     model = load_model(published[0])
     stimulus = np.random.default_rng(0).integers(0, 256, (46, 50, 50)).astype(np.float32)
     recording = xr.Dataset({"stimulus": (("time", "y", "x"), stimulus)},

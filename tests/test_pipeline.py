@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from retcodec import insilico as ins
-from retcodec.architectures import build_model
+from retcodec.insilico import retina as ins
+from retcodec.io.architectures import build_model
 from retcodec.cli import main
 from retcodec.errors import ConfigurationError, MissingDataError
 from retcodec.fitting import FitConfig
-from retcodec.models import save_model
-from retcodec.pipeline import run
+from retcodec.io.models import save_model
+from retcodec.pipeline.run import run
 
 FAST = ins.CircuitParams(calibration_seconds=10.0)
 QUICK = dict(steps=4, max_windows=40, stability_seeds=(0, 1), irf_sets=2, irf_times_per_set=2,
@@ -28,7 +28,7 @@ def experiment(tmp_path_factory):
     plan = ins.SimulationPlan(naturalscene_train=1, naturalscene_test=1.5, whitenoise_train=1,
                               whitenoise_test=1, n_repeats=3, interneuron_seconds=3)
     paths = ins.simulate(root / "data", seed=0, plan=plan, progress=False, params=FAST)
-    from retcodec.recordings import load_recording, stimulus_norm_stats
+    from retcodec.io.recordings import load_recording, stimulus_norm_stats
     rec = load_recording(paths["naturalscene"], split="test")
     centers = np.rint(np.stack([rec.center_y.values, rec.center_x.values], 1)).astype(int)
     cells = [int(c) for c in rec["cell"].values]

@@ -11,10 +11,10 @@ import xarray as xr
 
 from recording_fixtures import (file_fingerprint, index_stimulus, published_split, ramp_rate,
                                 truncate_half, write_published_recording)
-from retcodec import recordings
+from retcodec.io import recordings as recordings
 from retcodec.errors import (CellMismatchError, ConfigurationError, MissingDataError,
                              NonFiniteError, RecordingError, ShapeError)
-from retcodec.recordings import (PUBLISHED_CELLS, Windows, load_recording, stimulus_norm_stats,
+from retcodec.io.recordings import (PUBLISHED_CELLS, Windows, load_recording, stimulus_norm_stats,
                                  windows, write_recording)
 
 EXPT = "15-10-07"

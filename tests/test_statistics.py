@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.statistics import (align_time, dimensionality, hoyer, layer_sparsity, layer_statistics,
+from retcodec.analysis.statistics import (align_time, dimensionality, hoyer, layer_sparsity, layer_statistics,
                                  pearson, pos_neg_correlation)
 
 

@@ -7,7 +7,7 @@ import torch
 import xarray as xr
 
 from retcodec.errors import CellMismatchError, ConfigurationError, ShapeError
-from retcodec.targets import (CallableTarget, CellRate, ClassLogit, SoftmaxEntropy, SumOfRates,
+from retcodec.engine.targets import (CallableTarget, CellRate, ClassLogit, SoftmaxEntropy, SumOfRates,
                               Surprisal, TopKLogits, TopLogit, TopMargin, make_target)
 
 

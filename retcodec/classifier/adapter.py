@@ -1,4 +1,4 @@
-"""Wrap any torch image classifier so that :func:`retcodec.contributions` can analyse it.
+"""Wrap any torch image classifier so that :func:`retcodec.engine.contributions` can analyse it.
 
 The contributions engine needs ``model.layers``: an ordered mapping from layer
 name to the module whose output is the hidden layer. :class:`ClassifierAdapter`
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError, MissingDataError, ShapeError
+from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
 __all__ = ["ClassifierAdapter", "load_classifier", "module_names"]
 

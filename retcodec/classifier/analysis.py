@@ -2,7 +2,7 @@
 
 Per image ``i`` and layer channel ``c``: the E/I-split contributions
 ``C (image, channel, sign)`` to a scalar target (top-1 logit by default) from
-:func:`retcodec.contributions` (integrated gradients, 10 steps), summed over
+:func:`retcodec.engine.contributions` (integrated gradients, 10 steps), summed over
 space (conv layers) or tokens (token layers). Then
 
 * :func:`fit_modes`: sparse contribution modes per layer (θ = 0.9,
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..contributions import contributions
-from ..errors import ConfigurationError, MissingDataError, ShapeError
-from ..modes import ContributionModes, fit_layer
-from ..statistics import dimensionality, layer_statistics, pearson
-from ..targets import make_target
+from retcodec.engine.contributions import contributions
+from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
+from retcodec.modes import ContributionModes, fit_layer
+from retcodec.analysis.statistics import dimensionality, layer_statistics, pearson
+from retcodec.engine.targets import make_target
 from .adapter import ClassifierAdapter
 from .images import ImageSet, as_image_set
 
@@ -101,7 +101,7 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     images : anything :func:`as_image_set` accepts (normalised images ``(n, C, H, W)``).
     target : ``"top_logit"`` (default), ``"top_margin"``, ``"softmax_entropy"``, or a
         Target such as ``TopKLogits(k)`` / ``ClassLogit(c)``.
-    steps, method, baseline : as in :func:`retcodec.contributions` (IG with 10 steps, zero image).
+    steps, method, baseline : as in :func:`retcodec.engine.contributions` (IG with 10 steps, zero image).
     out, chunk_size, resume, on_chunk : stream to a netCDF file as the retina path does: chunks
         go to ``<out>.engine.nc.partial/`` while computing, an interrupted run resumes from
         them, and ``out`` (labelled with ``image``/``class``) appears atomically when complete.
@@ -136,7 +136,7 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
         ds.attrs["layout"] = model.layer_layouts[name]
     result = xr.DataTree.from_dict({"/": root, **children})
     if final is not None:
-        from ..storage import write_netcdf_atomic
+        from retcodec.io.storage import write_netcdf_atomic
         result = result.load()
         write_netcdf_atomic(result, final)
         engine_out.unlink(missing_ok=True)
@@ -433,7 +433,7 @@ def _input_map_batch(model: ClassifierAdapter, x: torch.Tensor, layer: str, idx:
 
 # =========================================================================== statistics
 def classifier_statistics(tree: xr.DataTree, variance: float = 0.95) -> xr.Dataset:
-    """:func:`retcodec.statistics.layer_statistics` per layer plus class-averaged dimensionality.
+    """:func:`retcodec.analysis.statistics.layer_statistics` per layer plus class-averaged dimensionality.
 
     Adds ``class_dimensionality (layer)``: principal components reaching
     ``variance`` of the class-averaged contributions ``(class, channel × sign)``,

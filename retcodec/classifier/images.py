@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
 
 __all__ = ["ImageSet", "ArrayImages", "FolderImages", "as_image_set", "from_loader",
            "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS"]

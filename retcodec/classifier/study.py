@@ -26,11 +26,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ..figures import save_figure
-from ..modes import save_modes
-from ..provenance import provenance_attrs
-from ..report import CSS, _img, _table
-from ..storage import atomic_path, write_netcdf_atomic
+from retcodec.report.figures import save_figure
+from retcodec.modes import save_modes
+from retcodec.io.provenance import provenance_attrs
+from retcodec.report.html import CSS, _img, _table
+from retcodec.io.storage import atomic_path, write_netcdf_atomic
 from .adapter import ClassifierAdapter
 from .analysis import (DEFAULT_FRACTIONS, channel_order, classifier_statistics, control_experiments,
                        fit_modes, image_contributions, input_maps, mode_class_correlation)

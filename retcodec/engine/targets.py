@@ -11,7 +11,7 @@ logits): :class:`TopLogit`, :class:`TopKLogits`, :class:`SoftmaxEntropy`,
 :class:`TopMargin`, :class:`ClassLogit`. Any function: :class:`CallableTarget`.
 
 :func:`make_target` turns the ``target=`` argument of
-:func:`retcodec.contributions` (a name, a :class:`Target` or a callable) into a
+:func:`retcodec.engine.contributions` (a name, a :class:`Target` or a callable) into a
 target bound to the model's cells.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
+from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
 
 __all__ = ["Target", "Surprisal", "CellRate", "SumOfRates", "CallableTarget", "TopLogit",
            "TopKLogits", "SoftmaxEntropy", "TopMargin", "ClassLogit", "make_target",

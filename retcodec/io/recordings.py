@@ -37,11 +37,11 @@ import xarray as xr
 from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
-from .errors import (CellMismatchError, ConfigurationError, MissingDataError,
+from retcodec.errors import (CellMismatchError, ConfigurationError, MissingDataError,
                      NonFiniteError, RecordingError, ShapeError)
-from .provenance import provenance_attrs, to_attr
-from .published import PUBLISHED_CELLS
-from .storage import atomic_path
+from retcodec.io.provenance import provenance_attrs, to_attr
+from retcodec.io.published import PUBLISHED_CELLS
+from retcodec.io.storage import atomic_path
 
 __all__ = ["load_recording", "windows", "Windows", "write_recording",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",

@@ -18,11 +18,11 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .errors import ConfigurationError, ShapeError
-from .irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, _rank1_matrices, _resolve_stimulus, _window_shape,
+from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, _rank1_matrices, _resolve_stimulus, _window_shape,
                   iter_irf, model_cells)
-from .provenance import provenance_attrs
-from .statistics import align_time, match_times
+from retcodec.io.provenance import provenance_attrs
+from retcodec.analysis.statistics import align_time, match_times
 
 __all__ = ["mode_combinations", "combination_irfs", "combination_label", "NONE_LABEL"]
 
@@ -227,13 +227,13 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
 
     For each combination ``s`` and cell ``k``: the windows labelled ``s`` where
     the cell's rate exceeds its threshold (at most ``max_times_per_set`` drawn
-    at random with ``seed``); the IRFs there (:func:`retcodec.irf.irf`), each
-    IRF's rank-1 filters (:func:`retcodec.irf.rank1`), their averages, and the
+    at random with ``seed``); the IRFs there (:func:`retcodec.analysis.irf.irf`), each
+    IRF's rank-1 filters (:func:`retcodec.analysis.irf.rank1`), their averages, and the
     similarity of the spatial filters within and across combinations.
 
     Parameters
     ----------
-    model, stimulus : as for :func:`retcodec.irf.irf`. The windows' ``time``
+    model, stimulus : as for :func:`retcodec.analysis.irf.irf`. The windows' ``time``
         (seconds for recordings and Windows, the window index for arrays) must
         hold every time of ``loadings``.
     loadings : ``(time, mode)`` mode loadings at those windows.

@@ -150,8 +150,8 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                  irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset,
                  figures: Sequence[Path]) -> Path:
     """Write ``report.html`` into the run's folder (atomically) and return its path."""
-    from .provenance import versions
-    from .storage import atomic_path
+    from retcodec.io.provenance import versions
+    from retcodec.io.storage import atomic_path
 
     cfg, rec = run.cfg, run.inputs.recording
     layers = list(cfg.layers)
@@ -195,7 +195,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                      "activation-mode R²": float(modes[f"{layer}_activation"]["r2"])})
     sections.append("<h2>Contribution modes</h2>" + _table(rows))
 
-    from .pipeline import type_summary
+    from retcodec.pipeline.run import type_summary
     trows = type_summary(types)
     agree = types["contribution_modes"].to_dataset().get("agreement")
     agree_txt = ""

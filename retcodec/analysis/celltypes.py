@@ -23,9 +23,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .errors import ConfigurationError, ShapeError
-from .provenance import provenance_attrs
-from .statistics import align_time, pearson
+from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.io.provenance import provenance_attrs
+from retcodec.analysis.statistics import align_time, pearson
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
            "clustering_agreement", "canonical_labels"]
@@ -70,7 +70,7 @@ def mode_rate_correlation(loadings: xr.DataArray, rates: xr.DataArray) -> xr.Dat
 
 
 def _check_pair(loadings: Any, rates: Any) -> tuple[xr.DataArray, xr.DataArray]:
-    from .combinations import check_loadings
+    from retcodec.analysis.combinations import check_loadings
 
     loadings = check_loadings(loadings)
     if not isinstance(rates, xr.DataArray) or set(rates.dims) != {"time", "cell"}:

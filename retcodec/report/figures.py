@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .errors import ConfigurationError, ShapeError
-from .storage import atomic_path
+from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.io.storage import atomic_path
 
 __all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes",
            "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality"]
@@ -581,7 +581,7 @@ def plot_sparsity(stats: xr.Dataset, contribution: str = "contribution_sparsity"
     """Hoyer sparsity across channels of contributions vs activations, per layer.
 
     ``stats`` holds the two variables (names configurable; the defaults are
-    those of :func:`retcodec.statistics.layer_statistics`) over ``layer``:
+    those of :func:`retcodec.analysis.statistics.layer_statistics`) over ``layer``:
     either ``(layer, time)`` per-window values, drawn as paired box plots
     (NaN windows left out), or ``(layer,)`` summaries, drawn as paired bars.
     Hoyer sparsity is 0 for a flat vector and 1 for a single non-zero entry.

@@ -55,11 +55,11 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from .architectures import AbsBatchNorm, GaussianNoise, GrabUnits, LinearStackedConv2d
-from .errors import ConfigurationError, NonFiniteError, ShapeError
-from .provenance import provenance_attrs, to_attr
-from .storage import atomic_path, write_netcdf_atomic
-from .targets import Surprisal, Target, make_target
+from retcodec.io.architectures import AbsBatchNorm, GaussianNoise, GrabUnits, LinearStackedConv2d
+from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
+from retcodec.io.provenance import provenance_attrs, to_attr
+from retcodec.io.storage import atomic_path, write_netcdf_atomic
+from retcodec.engine.targets import Surprisal, Target, make_target
 
 __all__ = ["contributions", "METHODS", "QUADRATURES", "quadrature_rule"]
 
@@ -572,7 +572,7 @@ class _Source:
 
     def __init__(self, stimulus: Any, model: nn.Module) -> None:
         if isinstance(stimulus, (xr.Dataset, xr.DataArray, xr.DataTree)):
-            from . import recordings
+            from retcodec.io import recordings as recordings
             meta = getattr(model, "meta", {}) or {}
             shape = getattr(model, "img_shape", None)
             history = {"history": int(shape[0])} if shape else {}
@@ -584,7 +584,7 @@ class _Source:
         if not self.is_array and not (hasattr(stimulus, "__len__") and hasattr(stimulus, "__getitem__")):
             raise ConfigurationError(
                 f"stimulus must be an array (n, T, H, W), a torch tensor, a recording Dataset or a "
-                f"retcodec.recordings.Windows, got {type(stimulus).__name__}")
+                f"retcodec.io.recordings.Windows, got {type(stimulus).__name__}")
         self.n = len(stimulus)
         if self.n < 1:
             raise ShapeError("the stimulus holds no windows")
@@ -760,12 +760,12 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         tokens (``channel`` = ``dim``) instead of over dims >= 2.
     stimulus : array (n, T, H, W), torch.Tensor, recording Dataset or Windows
         z-scored windows (a recording Dataset/DataTree/DataArray is cut with
-        ``retcodec.recordings.windows`` using ``model.meta['norm_stats']``).
+        ``retcodec.io.recordings.windows`` using ``model.meta['norm_stats']``).
     layers : names in ``model.layers``; all are computed in one pass.
     method : ``"ig"`` | ``"actgrad"`` | ``"inputgrad"`` | ``"smoothgrad"`` (see module doc).
     steps : ``m``, the number of integration intervals of ``"ig"``.
     target : ``"surprisal"`` (fitted to the model outputs over the whole stimulus,
-        shrinkage ``shrinkage``), another name of :data:`retcodec.targets.TARGET_NAMES`,
+        shrinkage ``shrinkage``), another name of :data:`retcodec.engine.targets.TARGET_NAMES`,
         a :class:`~retcodec.targets.Target` or a callable ``(B, n) -> (B,)``.
     baseline : scalar or array broadcastable to one window: ``x₀``.
     quadrature : ``"trapezoid"`` (the paper's), ``"gauss-legendre"`` or ``"simpson"``.
@@ -955,7 +955,7 @@ def _run_chunks(engine: Engine, source: _Source, chunks: Sequence[tuple[int, int
                 on_chunk(index, *chunks[index])
 
         if backend == "dask":
-            from ._dask_backend import run_chunks
+            from retcodec.engine.dask_backend import run_chunks
             run_chunks(engine, source, chunks, todo, finished, scheduler=scheduler,
                        n_workers=n_workers, on_progress=bar.update)
             return

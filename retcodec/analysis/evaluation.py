@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import CellMismatchError, ShapeError
+from retcodec.errors import CellMismatchError, ShapeError
 
 RELIABILITY_THRESHOLD = 0.15
 
@@ -72,7 +72,7 @@ def evaluate(model: Any, recording: xr.Dataset, batch_size: int = 256, device: s
     attrs with the medians over reliable cells. ``prediction`` (time, cell) may
     be given to skip running the model.
     """
-    from .models import predict
+    from retcodec.io.models import predict
 
     if prediction is None:
         prediction = predict(model, recording, batch_size=batch_size, device=device)

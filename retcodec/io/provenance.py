@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._version import __version__
+from retcodec._version import __version__
 
 
 def versions() -> dict[str, str]:

@@ -53,10 +53,10 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from .architectures import LinearStackedConv2d
-from .errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
-from .provenance import provenance_attrs
-from .storage import atomic_path
+from retcodec.io.architectures import LinearStackedConv2d
+from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
+from retcodec.io.provenance import provenance_attrs
+from retcodec.io.storage import atomic_path
 
 __all__ = ["irf", "iter_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
            "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE"]
@@ -104,7 +104,7 @@ def _resolve_stimulus(model: nn.Module, stimulus: Any) -> _Source:
     else:
         raise ConfigurationError(
             f"stimulus must be an array (n, 40, 50, 50) of z-scored windows, a "
-            f"retcodec.recordings.Windows or a recording Dataset, got {type(stimulus).__name__}")
+            f"retcodec.io.recordings.Windows or a recording Dataset, got {type(stimulus).__name__}")
     _check_window_shape(model, source)
     return source
 
@@ -124,7 +124,7 @@ def _check_window_shape(model: nn.Module, source: _Source) -> None:
 
 
 def _recording_windows(model: nn.Module, recording: xr.Dataset) -> Any:
-    from .recordings import windows
+    from retcodec.io.recordings import windows
 
     meta = getattr(model, "meta", {}) or {}
     if meta.get("norm_stats") is None:
@@ -487,7 +487,7 @@ def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,
     model : RetinaCNN
         Copied, put in eval mode; the caller's model is not modified.
     stimulus : array or tensor ``(n, 40, 50, 50)`` of z-scored windows,
-        :class:`retcodec.recordings.Windows`, or a recording Dataset (windowed
+        :class:`retcodec.io.recordings.Windows`, or a recording Dataset (windowed
         with ``model.meta['norm_stats']``).
     cells : cell ids of the model's ``cell`` coordinate (``model.meta['cells']``;
         default all, in model order).

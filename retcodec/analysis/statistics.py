@@ -10,7 +10,7 @@
 * :func:`dimensionality` — the number of principal components reaching a
   share of the variance (95% by default).
 * :func:`layer_statistics` — all of the above for every layer node of a
-  :func:`retcodec.contributions.contributions` DataTree.
+  :func:`retcodec.engine.contributions.contributions` DataTree.
 
 Also :func:`pearson` (correlation along an axis) and :func:`align_time`
 (matching the ``time`` coordinate of DataArrays), shared by the cell-type and
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import ConfigurationError, ShapeError
-from .provenance import provenance_attrs
+from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.io.provenance import provenance_attrs
 
 __all__ = ["hoyer", "layer_sparsity", "pos_neg_correlation", "dimensionality",
            "layer_statistics", "pearson", "align_time", "match_times"]
@@ -259,7 +259,7 @@ def layer_statistics(tree_or_node: xr.DataTree | xr.Dataset, variance: float = 0
 
     Parameters
     ----------
-    tree_or_node : the DataTree of :func:`retcodec.contributions.contributions`
+    tree_or_node : the DataTree of :func:`retcodec.engine.contributions.contributions`
         (every child with ``contribution`` is a layer, named by its node name),
         or one layer node (named by its ``layer`` attr).
     variance : variance share for the dimensionality.

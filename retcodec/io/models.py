@@ -1,7 +1,7 @@
 """Models in and out: published checkpoints -> :class:`~retcodec.architectures.RetinaCNN`, and back.
 
-* :func:`load_model` reads a checkpoint safely (:func:`retcodec.checkpoint.load_checkpoint`),
-  rebuilds its layout (:func:`retcodec.architectures.build_model`), loads the
+* :func:`load_model` reads a checkpoint safely (:func:`retcodec.io.checkpoint.load_checkpoint`),
+  rebuilds its layout (:func:`retcodec.io.architectures.build_model`), loads the
   weights strictly and fills ``model.meta``.
 * :func:`save_model` writes the published layout, atomically.
 * :func:`predict` runs a model over stimulus windows, batched, and returns
@@ -31,15 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._version import __version__
-from .architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN,
+from retcodec._version import __version__
+from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN,
                             build_model, centers_to_coords)
-from .checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
-from .errors import (CellMismatchError, CheckpointError, ConfigurationError, NonFiniteError,
+from retcodec.io.checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
+from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError, NonFiniteError,
                      ShapeError)
-from .provenance import provenance_attrs, sha256
-from .published import PUBLISHED_CELLS, PUBLISHED_CENTERS
-from .storage import atomic_path
+from retcodec.io.provenance import provenance_attrs, sha256
+from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
+from retcodec.io.storage import atomic_path
 
 
 #: checkpoint keys that are not top-level copies of hyps
@@ -476,10 +476,10 @@ def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = 256,
     windows_or_recording
         * array or tensor ``(n, 40, 50, 50)`` of z-scored windows: ``time`` is
           the window index (attr ``units="window index"``);
-        * a :class:`retcodec.recordings.Windows` (``len``, slicing to float32
+        * a :class:`retcodec.io.recordings.Windows` (``len``, slicing to float32
           arrays, ``.time`` in s, ``.cells``);
         * an ``xarray.Dataset`` recording: windowed with
-          ``retcodec.recordings.windows(recording, norm_stats=model.meta['norm_stats'],
+          ``retcodec.io.recordings.windows(recording, norm_stats=model.meta['norm_stats'],
           history=img_shape[0])`` after selecting the model's cells when the
           recording has more.
     batch_size

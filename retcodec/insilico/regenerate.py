@@ -2,12 +2,12 @@
 
 ``retcodec regenerate`` (or :func:`regenerate`) runs, deterministically under a seed:
 
-1. :func:`retcodec.insilico.simulate` writes the full-length in-silico recordings
+1. :func:`retcodec.insilico.retina.simulate` writes the full-length in-silico recordings
    and interneuron files under ``<work>/data``;
 2. :func:`retcodec.fitting.fit` fits the published ``VaryModel`` layout to the
    natural-scene and the white-noise train splits (centres from the white-noise
    STA), writing ``<work>/models/insilico_{naturalscene,whitenoise}.pt``;
-3. :func:`retcodec.evaluation.evaluate` scores each model on its test split
+3. :func:`retcodec.analysis.evaluation.evaluate` scores each model on its test split
    (``<work>/models/*_evaluation.nc``);
 4. with ``bundle=True`` the files are copied into the checkout's ``datasets/``
    and ``models/`` (the full-length files fit the size budget, so no shortening
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
+from retcodec.io.bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
 
 
 def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool = True,
@@ -30,11 +30,11 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
 
     Returns a dict of written paths, the evaluation medians and timings (s).
     """
-    from .evaluation import evaluate, format_evaluation
-    from .fitting import fit
-    from .insilico import simulate
-    from .recordings import load_recording
-    from .storage import write_netcdf_atomic
+    from retcodec.analysis.evaluation import evaluate, format_evaluation
+    from retcodec.fitting import fit
+    from retcodec.insilico.retina import simulate
+    from retcodec.io.recordings import load_recording
+    from retcodec.io.storage import write_netcdf_atomic
 
     work = Path(work)
     timings: dict[str, float] = {}
@@ -66,7 +66,7 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
 def bundle_files(work: str | Path, repo: str | Path | None = None,
                  train_seconds: float | None = None) -> list[str]:
     """Copy regenerated files into ``<repo>/datasets`` and ``<repo>/models``."""
-    from .insilico import shorten_recording
+    from retcodec.insilico.retina import shorten_recording
 
     work = Path(work)
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent

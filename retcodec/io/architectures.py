@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, ConfigurationError
+from retcodec.errors import CheckpointError, ConfigurationError
 
 LAYER_NAMES = ("conv0", "conv1", "conv2")
 
@@ -436,7 +436,7 @@ def build_model(model_type: str, hyps: Mapping[str, Any]) -> RetinaCNN:
 
 
 def _unknown(model_type: str) -> Exception:
-    from .errors import UnknownModelTypeError
+    from retcodec.errors import UnknownModelTypeError
     return UnknownModelTypeError(
         f"unknown model_type {model_type!r}; retcodec rebuilds {sorted(MODEL_TYPES)}. "
         f"Add a class to retcodec.architectures.MODEL_TYPES to support another layout.")

@@ -51,7 +51,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
-from .errors import CheckpointError, MissingDataError, UnsafeCheckpointError
+from retcodec.errors import CheckpointError, MissingDataError, UnsafeCheckpointError
 
 CHECKPOINT_SUFFIXES = (".p", ".pt", ".pth")
 _EPOCH_FILE = re.compile(r"_epoch_(\d+)\.(?:p|pt|pth)$")

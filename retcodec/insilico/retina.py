@@ -445,7 +445,7 @@ def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = 
     boxes, ``truth/cell_type``). Deterministic under ``seed``. The white-noise
     test response has one bin more than its stimulus, like the published files.
     """
-    from .recordings import write_recording
+    from retcodec.io.recordings import write_recording
 
     plan = plan or SimulationPlan()
     out_root = Path(out_root)
@@ -477,7 +477,7 @@ def simulate(out_root: str | Path, seed: int = 0, plan: SimulationPlan | None = 
 def simulate_interneurons(retina: InSilicoRetina, folder: str | Path, plan: SimulationPlan,
                           seed: int = 0) -> dict[str, Path]:
     """Bipolar and amacrine "recordings" to a boxes stimulus, one file per class."""
-    from .interneurons import write_interneurons
+    from retcodec.io.interneurons import write_interneurons
 
     rng = np.random.default_rng([seed, 200])
     raw = boxes(int(round(plan.interneuron_seconds / DT)), rng)
@@ -501,7 +501,7 @@ def shorten_recording(src: str | Path, dst: str | Path, train_seconds: float) ->
     """Copy a recording file keeping only the first ``train_seconds`` of its train split."""
     import h5py
 
-    from .storage import atomic_path
+    from retcodec.io.storage import atomic_path
 
     n = int(round(train_seconds / DT))
     dst = Path(dst)

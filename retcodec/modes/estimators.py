@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._threads import torch_threads
+from retcodec.engine.threads import torch_threads
 import xarray as xr
 from scipy.optimize import linear_sum_assignment, nnls
 from scipy.stats import norm
@@ -53,20 +53,20 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
-from .errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
-from .provenance import provenance_attrs
-from .storage import write_netcdf_atomic
+from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from retcodec.io.provenance import provenance_attrs
+from retcodec.io.storage import write_netcdf_atomic
 
-__all__ = ["ContributionModes", "NMFModes", "PCAModes", "fit_layer", "save_modes",
-           "load_modes", "estimator_from_dataset", "match_modes", "mode_stability",
-           "make_sparse_modes", "explained_r2", "layer_matrix", "modes_dataset"]
+__all__ = ["ContributionModes", "NMFModes", "PCAModes", "ModesBase", "explained_r2",
+           "check_matrix", "check_positive_int", "check_sign", "SIGNS",
+           "estimator_from_dataset"]
 
 SIGNS = ("neg", "pos")
 _TRANSFORM_BATCH = 65536
 
 
 # --------------------------------------------------------------------------- checks
-def _check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None, what: str = "X",
+def check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None, what: str = "X",
                   owner: str = "the estimator", min_samples: int = 1,
                   allow_empty: bool = False) -> np.ndarray:
     """``X`` as a finite float64 (samples, features) array; raise a specific error if not.
@@ -97,17 +97,17 @@ def _check_matrix(X: Any, *, nonneg: bool, n_features: int | None = None, what: 
     return X
 
 
-def _check_positive_int(value: Any, name: str) -> int:
+def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _check_n_modes(n_modes: Any) -> int:
-    return _check_positive_int(n_modes, "n_modes")
+    return check_positive_int(n_modes, "n_modes")
 
 
-def _check_sign(sign: str) -> str:
+def check_sign(sign: str) -> str:
     if sign not in ("pos", "both"):
         raise ConfigurationError(f"sign must be 'pos' (C+ only) or 'both' ([|C-|, C+]), "
                                  f"got {sign!r}")
@@ -145,7 +145,7 @@ def _torch_r2(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- shared estimator
-class _ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared parts: reconstruction, scoring, mode ordering and summary attributes."""
 
     @property
@@ -155,7 +155,7 @@ class _ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Reconstruction ``Z @ components_`` (+ ``mean_`` for PCA): (n, n_modes_) -> (n, d)."""
         check_is_fitted(self)
-        Z = _check_matrix(Z, nonneg=False, n_features=self.n_modes_, what="Z",
+        Z = check_matrix(Z, nonneg=False, n_features=self.n_modes_, what="Z",
                           owner=type(self).__name__, allow_empty=self.n_modes_ == 0)
         return Z @ self.components_ + self._offset()
 
@@ -169,7 +169,7 @@ class _ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _validate_input(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        return _check_matrix(X, nonneg=self._needs_nonneg_input(), n_features=self.n_features_in_,
+        return check_matrix(X, nonneg=self._needs_nonneg_input(), n_features=self.n_features_in_,
                              owner=type(self).__name__)
 
     def _needs_nonneg_input(self) -> bool:
@@ -187,7 +187,7 @@ class _ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.atom_index_ = np.arange(n_modes)
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset) -> "_ModesBase":
+    def from_dataset(cls, ds: xr.Dataset) -> "ModesBase":
         """The fitted estimator stored by :func:`fit_layer` / :func:`modes_dataset`."""
         estimator = estimator_from_dataset(ds)
         if not isinstance(estimator, cls):
@@ -279,7 +279,7 @@ def _state_variable(key: str) -> str:
     return "sae_" + key.replace(".", "_")
 
 
-class ContributionModes(_ModesBase):
+class ContributionModes(ModesBase):
     """CODEC's thresholded sparse autoencoder (``codec-method.md`` §4).
 
     ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
@@ -426,7 +426,7 @@ class ContributionModes(_ModesBase):
         """Fit the autoencoder to ``X`` (samples, features)."""
         start = time.perf_counter()
         self._check_params()
-        X = _check_matrix(X, nonneg=self.nonneg, owner=type(self).__name__,
+        X = check_matrix(X, nonneg=self.nonneg, owner=type(self).__name__,
                           min_samples=2 if self.validation_fraction == 0 else 10)
         n_features = X.shape[1]
         self.n_features_in_ = n_features
@@ -469,12 +469,12 @@ class ContributionModes(_ModesBase):
     def _n_atoms(self, n_features: int) -> int:
         if self.n_modes is not None:
             return _check_n_modes(self.n_modes)
-        return _check_positive_int(self.multiplier, "multiplier") * n_features
+        return check_positive_int(self.multiplier, "multiplier") * n_features
 
     def _check_params(self) -> None:
         if self.n_modes is not None:
             _check_n_modes(self.n_modes)
-        _check_sign(self.sign)
+        check_sign(self.sign)
         if not 0 < self.threshold < 1:
             raise ConfigurationError(f"threshold must lie in (0, 1), got {self.threshold!r}")
         if self.init_active is not None and not 0 < self.init_active < 0.5:
@@ -488,9 +488,9 @@ class ContributionModes(_ModesBase):
         if not 0 <= self.dropout < 1:
             raise ConfigurationError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         for name in ("batch_size", "max_epochs", "patience", "decay_every"):
-            _check_positive_int(getattr(self, name), name)
+            check_positive_int(getattr(self, name), name)
         if self.hidden is not None:
-            _check_positive_int(self.hidden, "hidden")
+            check_positive_int(self.hidden, "hidden")
         for name in ("lr", "lr_decay"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -655,7 +655,7 @@ def _fork_devices(device: torch.device) -> list:
 
 
 # --------------------------------------------------------------------------- baselines
-class NMFModes(_ModesBase):
+class NMFModes(ModesBase):
     """Non-negative matrix factorisation baseline (``sklearn.decomposition.NMF``).
 
     ``X / scale_ ≈ W H`` (Frobenius loss, no regularisation);
@@ -679,8 +679,8 @@ class NMFModes(_ModesBase):
     def fit(self, X: Any, y: Any = None) -> "NMFModes":
         """Fit the factorisation to ``X`` (samples, features), ``X >= 0``."""
         n_modes = _check_n_modes(self.n_modes)
-        _check_sign(self.sign)
-        X = _check_matrix(X, nonneg=True, owner=type(self).__name__)
+        check_sign(self.sign)
+        X = check_matrix(X, nonneg=True, owner=type(self).__name__)
         if str(self.init).startswith("nndsvd"):
             _check_rank(n_modes, X, f"NMF with init={self.init!r}")
         self.n_features_in_ = X.shape[1]
@@ -716,7 +716,7 @@ class NMFModes(_ModesBase):
         self.n_iter_ = int(ds.attrs["n_iter"])
 
 
-class PCAModes(_ModesBase):
+class PCAModes(ModesBase):
     """Principal-component baseline (``sklearn.decomposition.PCA``).
 
     ``components_`` are orthonormal directions (rows), in explained-variance
@@ -735,8 +735,8 @@ class PCAModes(_ModesBase):
     def fit(self, X: Any, y: Any = None) -> "PCAModes":
         """Fit the principal components of ``X`` (samples, features)."""
         n_modes = _check_n_modes(self.n_modes)
-        _check_sign(self.sign)
-        X = _check_matrix(X, nonneg=False, owner=type(self).__name__, min_samples=2)
+        check_sign(self.sign)
+        X = check_matrix(X, nonneg=False, owner=type(self).__name__, min_samples=2)
         _check_rank(n_modes, X, "PCA")
         self.n_features_in_ = X.shape[1]
         self.scale_ = _global_scale(X, self.scale)
@@ -766,234 +766,7 @@ class PCAModes(_ModesBase):
         self.explained_variance_ratio_ = ds["explained_variance_ratio"].values
 
 
-# --------------------------------------------------------------------------- matching, synthetic
-def match_modes(reference: np.ndarray, candidate: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pair modes one-to-one by maximal total cosine similarity (Hungarian algorithm).
-
-    ``reference`` (n_a, d) and ``candidate`` (n_b, d); returns ``(rows, cols,
-    cosine)``, ``min(n_a, n_b)`` pairs: ``reference[rows[i]]`` matches
-    ``candidate[cols[i]]`` with cosine ``cosine[i]`` (0 for a zero-norm mode).
-    """
-    A = _check_matrix(reference, nonneg=False, what="reference", allow_empty=True)
-    B = _check_matrix(candidate, nonneg=False, n_features=A.shape[1], what="candidate",
-                      allow_empty=True)
-    similarity = _unit_rows(A) @ _unit_rows(B).T
-    rows, cols = linear_sum_assignment(similarity, maximize=True)
-    return rows, cols, similarity[rows, cols]
-
-
-def mode_stability(estimator: _ModesBase, X: Any, seeds: Sequence[int] = (0, 1, 2),
-                   n_top: int | None = None) -> xr.Dataset:
-    """How much the modes depend on the seed: matched cosine similarity between fits.
-
-    ``estimator`` is cloned and fitted once per seed (``random_state=seed``) on
-    ``X`` (samples, features), or on a ``(time, channel, sign)`` DataArray
-    (through :func:`layer_matrix` with the estimator's ``sign``). For each pair
-    of seeds the modes (the first ``n_top`` of each, in mode order, if given)
-    are paired by :func:`match_modes`. Returns a Dataset over ``pair`` with
-    ``seed_a``, ``seed_b``, ``mean_cosine``, ``min_cosine``, ``n_matched``, and
-    over ``seed`` with ``r2`` and ``n_modes``; attrs ``mean_cosine`` /
-    ``min_cosine`` over all pairs.
-    """
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
-        raise ConfigurationError(f"seeds must hold at least two distinct seeds, got {seeds!r}")
-    if n_top is not None:
-        _check_positive_int(n_top, "n_top")
-    if isinstance(X, xr.DataArray):
-        X = layer_matrix(X, getattr(estimator, "sign", "pos"))[0]
-    fits = [clone(estimator).set_params(random_state=seed).fit(X) for seed in seeds]
-    tops = [fit.components_[:n_top] for fit in fits]
-    pairs = [(a, b) for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
-    cosines = [match_modes(tops[a], tops[b])[2] for a, b in pairs]
-    mean = np.array([c.mean() if c.size else np.nan for c in cosines])
-    low = np.array([c.min() if c.size else np.nan for c in cosines])
-    return xr.Dataset(
-        {"mean_cosine": ("pair", mean), "min_cosine": ("pair", low),
-         "n_matched": ("pair", np.array([c.size for c in cosines])),
-         "r2": ("seed", np.array([fit.r2_ for fit in fits])),
-         "n_modes": ("seed", np.array([fit.n_modes_ for fit in fits]))},
-        coords={"pair": np.arange(len(pairs)), "seed": list(seeds),
-                "seed_a": ("pair", [seeds[a] for a, _ in pairs]),
-                "seed_b": ("pair", [seeds[b] for _, b in pairs])},
-        attrs={"estimator": type(estimator).__name__, "n_top": "None" if n_top is None else n_top,
-               "mean_cosine": float(np.nanmean(mean)) if np.isfinite(mean).any() else np.nan,
-               "min_cosine": float(np.nanmin(low)) if np.isfinite(low).any() else np.nan})
-
-
-def _unit_rows(A: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    return np.divide(A, norms, out=np.zeros_like(A), where=norms > 0)
-
-
-def make_sparse_modes(n_samples: int = 6000, n_features: int = 16, n_modes: int = 6,
-                      active_probability: float = 0.25, support_fraction: float = 0.35,
-                      noise: float = 0.01, random_state: int | np.random.RandomState | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Synthetic non-negative data built from known sparse non-negative modes.
-
-    Each mode (unit norm) is non-zero on ``support_fraction`` of the features
-    (at least 2); each sample holds each mode with probability
-    ``active_probability``, with an exponential(1) loading; ``X = Z @ modes``
-    plus Gaussian noise of std ``noise * X.std()``, clipped at 0.
-
-    Returns ``X`` (n_samples, n_features), ``modes`` (n_modes, n_features) and
-    ``loadings`` (n_samples, n_modes).
-    """
-    rng = check_random_state(random_state)
-    support = max(2, int(round(support_fraction * n_features)))
-    modes = np.zeros((n_modes, n_features))
-    for k in range(n_modes):
-        features = rng.choice(n_features, size=min(support, n_features), replace=False)
-        modes[k, features] = rng.uniform(0.3, 1.0, size=len(features))
-    modes /= np.linalg.norm(modes, axis=1, keepdims=True)
-    active = rng.random_sample((n_samples, n_modes)) < active_probability
-    loadings = active * rng.exponential(1.0, size=(n_samples, n_modes))
-    X = loadings @ modes
-    X = np.maximum(X + noise * X.std() * rng.standard_normal(X.shape), 0.0)
-    return X, modes, loadings
-
-
-# --------------------------------------------------------------------------- xarray interface
-def layer_matrix(contribution: xr.DataArray, sign: str = "pos"
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Feature matrix of a ``(time, channel, sign)`` contribution.
-
-    ``sign="pos"``: the ``C+`` columns, one per channel; ``sign="both"``: the
-    magnitudes ``[|C-|, C+]`` (all ``neg`` channels, then all ``pos``). Returns
-    ``X`` (time, features), and per feature its ``channel`` and ``sign`` labels.
-    """
-    _check_sign(sign)
-    if not isinstance(contribution, xr.DataArray):
-        raise ShapeError(f"contribution must be an xarray.DataArray (time, channel, sign), "
-                         f"got {type(contribution).__name__}")
-    if set(contribution.dims) != {"time", "channel", "sign"}:
-        raise ShapeError(f"contribution must have dims (time, channel, sign), "
-                         f"got {contribution.dims}")
-    C = contribution.transpose("time", "channel", "sign")
-    labels = [str(s) for s in C["sign"].values] if "sign" in C.coords else []
-    needed = ("neg", "pos") if sign == "both" else ("pos",)
-    missing = [s for s in needed if s not in labels]
-    if missing:
-        raise ShapeError(f"sign={sign!r} needs sign coordinates {list(needed)}; "
-                         f"the contribution has {labels}")
-    pos = _check_matrix(C.sel(sign="pos").values, nonneg=False, what="contribution 'pos'")
-    if (pos < 0).any():
-        raise ConfigurationError("the 'pos' part of the contribution has negative values: "
-                                 "it must be C+ = max(C, 0) (codec-method.md §3)")
-    channels = C["channel"].values
-    if sign == "pos":
-        return pos, channels.copy(), np.array(["pos"] * len(channels))
-    neg = _check_matrix(C.sel(sign="neg").values, nonneg=False, what="contribution 'neg'")
-    if (neg > 0).any():
-        raise ConfigurationError("the 'neg' part of the contribution has positive values: "
-                                 "it must be C- = min(C, 0) (codec-method.md §3)")
-    X = np.concatenate([-neg, pos], axis=1)
-    return (X, np.concatenate([channels, channels]),
-            np.array(["neg"] * len(channels) + ["pos"] * len(channels)))
-
-
-def fit_layer(estimator: _ModesBase, contribution: xr.DataArray, sign: str | None = None,
-              layer: str | None = None) -> xr.Dataset:
-    """Fit ``estimator`` (in place) on one layer's contribution and return its modes.
-
-    ``contribution`` (time, channel, sign); ``sign`` defaults to the estimator's
-    (see :func:`layer_matrix`); a given ``sign`` is also set on the estimator.
-    Returns a Dataset with ``modes (mode, channel, sign)`` in contribution units
-    and signs (``neg`` entries ≤ 0 for non-negative modes, zeros for a sign not
-    fitted), so that ``loadings @ modes`` reconstructs the contribution (plus
-    ``mean`` for PCA); ``loadings (time, mode)``; ``r2``; coords ``mode``
-    (0..n-1) and ``atom (mode)``; and what :func:`estimator_from_dataset` needs.
-    """
-    sign = _check_sign(sign if sign is not None else getattr(estimator, "sign", "pos"))
-    if estimator.get_params(deep=False).get("sign", sign) != sign:
-        estimator.set_params(sign=sign)
-    X, feature_channel, feature_sign = layer_matrix(contribution, sign)
-    loadings = estimator.fit_transform(X)
-    layer = layer if layer is not None else contribution.name
-    return modes_dataset(estimator, loadings, feature_channel, feature_sign,
-                         contribution["channel"].values, contribution["time"],
-                         layer=layer, source_attrs=dict(contribution.attrs))
-
-
-def modes_dataset(estimator: _ModesBase, loadings: np.ndarray, feature_channel: np.ndarray,
-                  feature_sign: np.ndarray, channels: np.ndarray, time_coord: Any,
-                  layer: str | None = None, source_attrs: Mapping[str, Any] | None = None
-                  ) -> xr.Dataset:
-    """Dataset of a fitted estimator's modes (see :func:`fit_layer`)."""
-    check_is_fitted(estimator)
-    n_modes = estimator.n_modes_
-    mode = np.arange(n_modes)
-    ds = xr.Dataset(
-        {"modes": (("mode", "channel", "sign"),
-                   _modes_in_layout(estimator.components_, feature_channel, feature_sign,
-                                    channels)),
-         "loadings": (("time", "mode"), np.asarray(loadings, dtype=np.float64)),
-         "components": (("mode", "feature"), estimator.components_),
-         "r2": ((), float(estimator.r2_))},
-        coords={"mode": mode, "atom": ("mode", np.asarray(estimator.atom_index_)),
-                "channel": channels, "sign": list(SIGNS), "time": time_coord,
-                "feature": np.arange(len(feature_channel)),
-                "feature_channel": ("feature", feature_channel),
-                "feature_sign": ("feature", feature_sign)})
-    ds["modes"].attrs["description"] = "mode rows in contribution units and signs"
-    ds["loadings"].attrs["description"] = "loading of each mode at each time"
-    ds["components"].attrs["description"] = "mode rows in the fitted feature space"
-    ds = ds.assign(estimator._state_variables())
-    params = estimator.get_params(deep=False)
-    ds.attrs = provenance_attrs(
-        params, estimator=type(estimator).__name__, layer="" if layer is None else str(layer),
-        sign=params.get("sign", "pos"), random_state=params.get("random_state"),
-        r2=float(estimator.r2_), l0=float(estimator.l0_), n_alive=int(n_modes),
-        n_atoms=int(len(estimator.alive_)), scale=float(estimator.scale_),
-        n_features=int(estimator.n_features_in_),
-        contribution_attrs=json.dumps(dict(source_attrs or {}), default=str, sort_keys=True),
-        **estimator._state_attrs())
-    return ds
-
-
-def _modes_in_layout(components: np.ndarray, feature_channel: np.ndarray,
-                     feature_sign: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """(n_modes, features) magnitudes -> (n_modes, channel, sign) signed contributions."""
-    out = np.zeros((len(components), len(channels), len(SIGNS)))
-    channel_index = {c: i for i, c in enumerate(channels.tolist())}
-    for f, (channel, sign) in enumerate(zip(feature_channel.tolist(), feature_sign.tolist())):
-        signed = -1.0 if sign == "neg" else 1.0
-        out[:, channel_index[channel], SIGNS.index(sign)] = signed * components[:, f]
-    return out
-
-
-def save_modes(modes: xr.Dataset | Mapping[str, xr.Dataset] | xr.DataTree,
-               path: str | Path) -> Path:
-    """Write one layer's modes (a Dataset) or several (layer -> Dataset, one group each)."""
-    if isinstance(modes, Mapping) and not isinstance(modes, xr.Dataset):
-        modes = xr.DataTree.from_dict({str(k): _check_dataset(v, k) for k, v in modes.items()})
-    if not isinstance(modes, (xr.Dataset, xr.DataTree)):
-        raise ConfigurationError(f"save_modes takes a Dataset, a mapping layer -> Dataset or "
-                                 f"a DataTree, got {type(modes).__name__}")
-    return write_netcdf_atomic(modes, path)
-
-
-def _check_dataset(ds: Any, layer: Any) -> xr.Dataset:
-    if not isinstance(ds, xr.Dataset):
-        raise ConfigurationError(f"modes of layer {layer!r} must be an xarray.Dataset, "
-                                 f"got {type(ds).__name__}")
-    return ds
-
-
-def load_modes(path: str | Path) -> xr.Dataset | dict[str, xr.Dataset]:
-    """Read what :func:`save_modes` wrote: a Dataset, or a dict layer -> Dataset."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"no modes file at {path}")
-    with xr.open_datatree(path, engine="h5netcdf") as tree:
-        tree = tree.load()
-    if tree.children:
-        return {name: child.to_dataset() for name, child in tree.children.items()}
-    return tree.to_dataset()
-
-
-def estimator_from_dataset(ds: xr.Dataset) -> _ModesBase:
+def estimator_from_dataset(ds: xr.Dataset) -> ModesBase:
     """Rebuild the fitted estimator stored in a :func:`fit_layer` Dataset (it can ``transform``)."""
     name = ds.attrs.get("estimator")
     classes = {cls.__name__: cls for cls in (ContributionModes, NMFModes, PCAModes)}

@@ -58,10 +58,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
-from .interneurons import cell_class_from_name, interneuron_windows, load_interneurons
-from .provenance import provenance_attrs, sha256
-from .recordings import Windows
+from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
+from retcodec.io.interneurons import cell_class_from_name, interneuron_windows, load_interneurons
+from retcodec.io.provenance import provenance_attrs, sha256
+from retcodec.io.recordings import Windows
 
 __all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
            "layer_activations", "SPLITS"]

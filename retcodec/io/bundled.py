@@ -4,17 +4,21 @@ Search order for each resource kind (``"models"`` or ``"datasets"``):
 
 1. the folder named by ``RETCODEC_MODELS`` / ``RETCODEC_DATASETS``;
 2. the source checkout (``<repo>/models``, ``<repo>/datasets``), which is what an
-   editable install (``pip install -e .``) sees;
+   editable install (``pip install -e .``) sees. A checkout is recognised by
+   retcodec's own ``setup.cfg`` (``name = retcodec``) next to this package, never by
+   a folder name alone: an installed package has no such file, so a foreign
+   top-level ``datasets``/``models`` package in ``site-packages`` is never used;
 3. ``<sys.prefix>/share/retcodec/<kind>``, where a wheel installs them
    (``[options.data_files]`` in ``setup.cfg``).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
-from .errors import MissingDataError
+from retcodec.errors import MissingDataError
 
 _ENV = {"models": "RETCODEC_MODELS", "datasets": "RETCODEC_DATASETS"}
 
@@ -31,9 +35,23 @@ def _candidates(kind: str) -> list[Path]:
     env = os.environ.get(_ENV[kind])
     if env:
         out.append(Path(env).expanduser())
-    out.append(Path(__file__).resolve().parent.parent / kind)
+    checkout = source_checkout()
+    if checkout is not None:
+        out.append(checkout / kind)
     out.append(Path(sys.prefix) / "share" / "retcodec" / kind)
     return out
+
+
+def source_checkout() -> Path | None:
+    """The repository root when retcodec runs from its own source checkout, else None."""
+    root = Path(__file__).resolve().parents[2]
+    setup = root / "setup.cfg"
+    try:
+        text = setup.read_text(encoding="utf-8") if setup.is_file() else ""
+    except OSError:
+        return None
+    is_ours = re.search(r"^name\s*=\s*retcodec\s*$", text, flags=re.M) is not None
+    return root if is_ours and (root / "retcodec" / "__init__.py").is_file() else None
 
 
 def bundled_dir(kind: str) -> Path:
@@ -59,7 +77,7 @@ def bundled_path(kind: str, name: str) -> Path:
         have = sorted(p.name for p in root.iterdir())
         raise MissingDataError(
             f"bundled {kind} resource {name!r} is missing from {root} (it holds: {have}). "
-            f"Regenerate the bundled default with `retcodec insilico` "
+            f"Regenerate the bundled default with `retcodec regenerate` "
             f"(see README) or point retcodec at your own files."
         )
     return path

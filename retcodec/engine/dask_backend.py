@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigurationError
+from retcodec.errors import ConfigurationError
 
 __all__ = ["run_chunks"]
 

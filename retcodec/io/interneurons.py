@@ -31,11 +31,11 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from .errors import ConfigurationError, MissingDataError, NonFiniteError, RecordingError, ShapeError
-from .provenance import provenance_attrs, to_attr
-from .recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
+from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, RecordingError, ShapeError
+from retcodec.io.provenance import provenance_attrs, to_attr
+from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
                          _open_h5, _read, _read_truth, _require_dataset, _write_truth, windows)
-from .storage import atomic_path
+from retcodec.io.storage import atomic_path
 
 __all__ = ["load_interneurons", "write_interneurons", "interneuron_windows",
            "prepare_interneuron_stimulus", "cell_class_from_name", "MODEL_FRAME",

@@ -34,8 +34,8 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
-from .errors import ConfigurationError, MissingDataError
-from .provenance import provenance_attrs, sha256
+from retcodec.errors import ConfigurationError, MissingDataError
+from retcodec.io.provenance import provenance_attrs, sha256
 
 STAGES = ("contributions", "modes", "types", "irfs", "interneurons", "statistics", "figures", "report")
 #: the stages each stage reads (a recomputed stage makes these dependants stale)
@@ -95,9 +95,9 @@ class Inputs:
 # --------------------------------------------------------------------------- inputs
 def resolve_inputs(cfg: RunConfig) -> Inputs:
     """Load the model and the test split (bundled by default) and find interneuron files."""
-    from .bundled import default_data_root, default_interneuron_dir, default_model_path
-    from .models import load_model
-    from .recordings import load_recording
+    from retcodec.io.bundled import default_data_root, default_interneuron_dir, default_model_path
+    from retcodec.io.models import load_model
+    from retcodec.io.recordings import load_recording
 
     model_path = Path(cfg.model) if cfg.model else default_model_path()
     model = load_model(model_path, device=cfg.device)
@@ -138,7 +138,7 @@ def _windows(inputs: Inputs, cfg: RunConfig):
 
 def first_windows(recording: xr.Dataset, model: Any, n: int | None = None):
     """Windows of ``recording`` z-scored with the model's norm stats, limited to the first ``n``."""
-    from .recordings import windows
+    from retcodec.io.recordings import windows
 
     history = int(model.img_shape[0]) if hasattr(model, "img_shape") else 40
     if n is not None:
@@ -206,7 +206,7 @@ class Run:
         f = self.out / ".stages.json"
         d = json.loads(f.read_text()) if f.exists() else {}
         d[stage] = self.signature(stage)
-        from .storage import atomic_path
+        from retcodec.io.storage import atomic_path
         with atomic_path(f) as tmp:
             tmp.write_text(json.dumps(d, indent=1))
 
@@ -218,7 +218,7 @@ class Run:
 
 # --------------------------------------------------------------------------- stages
 def stage_contributions(run: Run) -> xr.DataTree:
-    from .contributions import contributions
+    from retcodec.engine.contributions import contributions
 
     cfg, path = run.cfg, run.out / "contributions.nc"
     if run.is_current("contributions", path):
@@ -239,12 +239,12 @@ def stage_contributions(run: Run) -> xr.DataTree:
 
 
 def _write_tree(tree: xr.DataTree, path: Path) -> None:
-    from .storage import write_netcdf_atomic
+    from retcodec.io.storage import write_netcdf_atomic
     write_netcdf_atomic(tree, path)
 
 
 def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
-    from .modes import ContributionModes, fit_layer, load_modes, mode_stability, save_modes
+    from retcodec.modes import ContributionModes, fit_layer, load_modes, mode_stability, save_modes
 
     cfg, path = run.cfg, run.out / "modes.nc"
     if run.is_current("modes", path):
@@ -273,13 +273,13 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
 
 
 def _feature_matrix(contribution: xr.DataArray, sign: str) -> np.ndarray:
-    from .modes import layer_matrix
+    from retcodec.modes import layer_matrix
     return layer_matrix(contribution, sign)[0]
 
 
 def activation_modes(activation: xr.DataArray, seed: int = 0, **options: Any) -> xr.Dataset:
     """Control: the same sparse estimator on the spatially summed activations (signed dictionary)."""
-    from .modes import ContributionModes
+    from retcodec.modes import ContributionModes
 
     X = activation.transpose("time", "channel").values.astype(np.float64)
     X = X - X.mean(axis=0)
@@ -302,7 +302,7 @@ def _stamp_nc(path: Path, attrs: dict[str, Any]) -> None:
 
     import h5py
 
-    from .storage import atomic_path
+    from retcodec.io.storage import atomic_path
     with atomic_path(path) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") as f:
@@ -311,7 +311,7 @@ def _stamp_nc(path: Path, attrs: dict[str, Any]) -> None:
 
 
 def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
-    from .celltypes import cell_types, cluster_rates
+    from retcodec.analysis.celltypes import cell_types, cluster_rates
 
     path = run.out / "cell_types.nc"
     if run.is_current("types", path):
@@ -367,7 +367,7 @@ def summarize_types(tree: xr.DataTree) -> str:
 
 
 def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
-    from .combinations import combination_irfs, mode_combinations
+    from retcodec.analysis.combinations import combination_irfs, mode_combinations
 
     path = run.out / "irfs.nc"
     if run.is_current("irfs", path):
@@ -391,7 +391,7 @@ def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> 
 
 
 def stage_interneurons(run: Run) -> xr.Dataset | None:
-    from .interneuron_match import match_interneurons
+    from retcodec.analysis.interneuron_match import match_interneurons
 
     path = run.out / "interneurons.nc"
     if not run.inputs.interneuron_paths:
@@ -407,7 +407,7 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
                                n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
                                progress=cfg.progress)
     match.attrs.update(run.attrs("interneurons"))
-    from .storage import write_netcdf_atomic
+    from retcodec.io.storage import write_netcdf_atomic
     write_netcdf_atomic(match, path)
     rate = match.attrs.get("type_match_rate")
     run.say(f"interneurons: median held-out r = {float(np.nanmedian(match['heldout_correlation'])):.2f} "
@@ -418,9 +418,9 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
 
 def insilico_unit_types(run: Run, n_frames: int = 3000) -> xr.Dataset | None:
     """For in-silico data: label model channels by the true interneuron type they resemble."""
-    from .insilico import InSilicoRetina, CircuitParams, boxes, pad_to
-    from .interneuron_match import label_units_by_truth
-    from .recordings import windows
+    from retcodec.insilico.retina import InSilicoRetina, CircuitParams, boxes, pad_to
+    from retcodec.analysis.interneuron_match import label_units_by_truth
+    from retcodec.io.recordings import windows
 
     circuit = run.inputs.recording.attrs.get("truth_circuit")
     if not circuit:
@@ -437,8 +437,8 @@ def insilico_unit_types(run: Run, n_frames: int = 3000) -> xr.Dataset | None:
 
 
 def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
-    from .evaluation import evaluate
-    from .statistics import layer_statistics
+    from retcodec.analysis.evaluation import evaluate
+    from retcodec.analysis.statistics import layer_statistics
 
     path = run.out / "statistics.nc"
     if run.is_current("statistics", path):
@@ -453,14 +453,14 @@ def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
     comp = contrib.to_dataset().get("completeness_error")
     if comp is not None:
         ds["completeness_error"] = comp
-    from .storage import write_netcdf_atomic
+    from retcodec.io.storage import write_netcdf_atomic
     write_netcdf_atomic(ds, path)
     return xr.open_dataset(path, engine="h5netcdf")
 
 
 def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], types: xr.DataTree,
                   irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset) -> list[Path]:
-    from . import figures as fg
+    from retcodec.report import figures as fg
 
     folder = run.out / "figures"
     if run.is_current("figures", folder) and all(p.exists() for p in _figure_paths(run)):
@@ -542,7 +542,7 @@ def run(model: str | Path | None = None, data: str | Path | None = None, **optio
     inter = timed("interneurons", stage_interneurons)
     stats = timed("statistics", stage_statistics, contrib)
     figs = timed("figures", stage_figures, contrib, modes, types, irfs, inter, stats)
-    from .report import write_report
+    from retcodec.report.html import write_report
     report = timed("report", lambda run_, *a: write_report(run_, contrib, modes, types, irfs, inter, stats, figs))
     total = sum(r.timings.values())
     r.say(f"done in {total:.0f} s; report: {report}")
@@ -578,13 +578,13 @@ def cli_stage(args: Any) -> int:
 
 
 def _single_stage(args: Any) -> int:
-    from .cli import _resolve_inputs
-    from .storage import write_netcdf_atomic
+    from retcodec.cli import _resolve_inputs
+    from retcodec.io.storage import write_netcdf_atomic
 
     if args.command == "contributions":
-        from .contributions import contributions
-        from .recordings import windows
-        from .targets import CellRate
+        from retcodec.engine.contributions import contributions
+        from retcodec.io.recordings import windows
+        from retcodec.engine.targets import CellRate
 
         model, rec, _ = _resolve_inputs(args)
         w = first_windows(rec, model, args.max_windows)
@@ -601,7 +601,7 @@ def _single_stage(args: Any) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "modes":
-        from .modes import ContributionModes, fit_layer, save_modes
+        from retcodec.modes import ContributionModes, fit_layer, save_modes
 
         tree = xr.open_datatree(args.contributions, engine="h5netcdf")
         out = {}
@@ -614,8 +614,8 @@ def _single_stage(args: Any) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "types":
-        from .celltypes import cell_types
-        from .modes import load_modes
+        from retcodec.analysis.celltypes import cell_types
+        from retcodec.modes import load_modes
 
         tree = xr.open_datatree(args.contributions, engine="h5netcdf")
         modes = load_modes(args.modes)
@@ -626,8 +626,8 @@ def _single_stage(args: Any) -> int:
         print(f"wrote {args.out}")
         return 0
     if args.command == "irf":
-        from .irf import irf
-        from .recordings import windows
+        from retcodec.analysis.irf import irf
+        from retcodec.io.recordings import windows
 
         model, rec, _ = _resolve_inputs(args)
         w = windows(rec, norm_stats=model.meta.get("norm_stats"))
