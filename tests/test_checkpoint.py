@@ -365,7 +365,7 @@ def test_storage_larger_than_the_file_is_refused(tmp_path, legacy):
     if legacy:
         _edit_legacy_numel(path, 2 ** 31 - 1)
     else:
-        _edit_zip_member(path, "data.pkl", lambda pkl: pkl.replace(b"cpuq\x04K\x03", b"cpuq\x04J\xff\xff\xff\x7f"))
+        _edit_zip_member(path, "data.pkl", lambda pkl: pkl.replace(b"cpuq\x06K\x03", b"cpuq\x06J\xff\xff\xff\x7f"))
     with pytest.raises(CorruptCheckpointError, match="declares"):
         load_checkpoint(path)
 
