@@ -423,7 +423,7 @@ def test_predict_input_errors_and_state(published, windows):
     with pytest.raises(NonFiniteError):
         predict(model, bad)
     assert model.training                          # restored after the error
-    with pytest.raises(ConfigurationError, match="not a torch device"):
+    with pytest.raises(ConfigurationError, match="not a device name"):
         load_model(published[0], device="gpu0")
 
 
