@@ -95,9 +95,10 @@ def test_norm_stats_cache_follows_file_changes(tmp_path):
     splits = {"train": published_split(2, 50, seed=3), "test": published_split(2, 45, seed=4)}
     write_published_recording(path, splits)
     first = stimulus_norm_stats(path)
-    splits["train"]["stimulus"] = np.full_like(splits["train"]["stimulus"], 9)
+    alternating = np.where(np.arange(50) % 2, 8, 10).astype(np.uint8)[:, None, None]
+    splits["train"]["stimulus"] = np.broadcast_to(alternating, (50, 50, 50)).copy()
     write_published_recording(path, splits)
-    assert stimulus_norm_stats(path) == {"mean": 9.0, "std": 1e-7} != first
+    assert stimulus_norm_stats(path) == {"mean": 9.0, "std": 1.0 + 1e-7} != first
 
 
 # --------------------------------------------------------------------------- windows
