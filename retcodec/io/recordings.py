@@ -181,18 +181,18 @@ def check_rates(values: np.ndarray, rows: np.ndarray, what: str, limit: float = 
     """Refuse negative rates and rates above ``limit`` Hz (:data:`MAX_RATE_HZ`), naming the cells."""
     if not values.size:
         return
-    with np.errstate(invalid="ignore"):
-        negative = np.nanmin(values, axis=-1) < 0
-        huge = np.nanmax(values, axis=-1) > limit
+    filled = np.nan_to_num(values, nan=0.0)          # NaN pads missing repeats
+    negative = filled.min(axis=-1) < 0
+    huge = filled.max(axis=-1) > limit
     while negative.ndim > 1:                      # repeats: (repeat, cell, time) -> per cell
         negative, huge = negative.any(axis=0), huge.any(axis=0)
     if negative.any():
         raise RecordingValueError(
-            f"{what} holds negative values (min {np.nanmin(values):.4g}) for cells "
+            f"{what} holds negative values (min {filled.min():.4g}) for cells "
             f"{rows[negative].tolist()}; firing rates are >= 0 Hz. Fix the file or drop those cells")
     if huge.any():
         raise RecordingValueError(
-            f"{what} holds values up to {np.nanmax(values):.4g} for cells {rows[huge].tolist()}, above "
+            f"{what} holds values up to {filled.max():.4g} for cells {rows[huge].tolist()}, above "
             f"the plausible limit of {limit:g} Hz (retcodec.io.recordings.MAX_RATE_HZ); rates must be "
             f"spikes/s in 10 ms bins. Check the file's units or drop those cells")
 
@@ -319,8 +319,11 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     file at once) and cached per ``(path, mtime, size)``.
     """
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
+    if not path.exists():
         raise MissingDataError(f"recording file {path} does not exist")
+    if not path.is_file():
+        raise UnreadableFileError(f"{path} is not a regular file (a folder, FIFO, device or socket); "
+                                  f"pass the .h5 file itself")
     mean, std = _norm_stats_cached(*_file_key(path), split)
     return {"mean": mean, "std": std}
 
