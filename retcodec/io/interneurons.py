@@ -163,7 +163,7 @@ def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
     vm = _read(vm_dset).astype(float)
     try:
         stim, note = prepare_interneuron_stimulus(stim_type, raw)
-    except RecordingError as err:
+    except (RecordingError, NonFiniteError, ShapeError) as err:
         raise type(err)(f"{source}: {err}") from None
     if vm.shape[1] != stim.shape[0]:
         raise RecordingShapeError(f"{source}: {stim_type} has {stim.shape[0]} stimulus frames "
