@@ -595,3 +595,16 @@ def test_cuda_without_cuda_is_a_device_error_before_reading(tmp_path, published,
     with pytest.raises(DeviceError, match="CUDA"):
         predict(model_from_checkpoint(load_checkpoint(published[0])),
                 np.zeros((1, 40, 50, 50), np.float32), device="cuda:0")
+
+
+def test_finite_weights_that_overflow_are_refused(tmp_path):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state["sequential.10.shift"] = torch.full_like(state["sequential.10.shift"], 3e38)
+    state["sequential.10.scale"] = torch.full_like(state["sequential.10.scale"], 3e38)
+    assert "blank (mean-grey) stimulus" in _refused(tmp_path, model_state_dict=state)
+
+
+@pytest.mark.parametrize("cells", [[-1] + list(range(16)), [0] * 17, [0.5] * 17, ["a"] * 17])
+def test_bad_cells_are_refused(tmp_path, cells):
+    hyps = {**spec.published_hyps("15-11-21b"), "cells": cells}
+    _refused(tmp_path, error=CheckpointError, hyps=hyps, cells=cells)

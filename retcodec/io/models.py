@@ -142,6 +142,7 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.dev
     except ConfigurationError as err:
         raise InvalidModelError(f"'zero_dict' of {_describe(source)} cannot be applied: {err}") from err
     model.meta = _meta(model, model_type, checkpoint, source)
+    _check_blank_response(model, source)
     if renamed:
         model.meta["provenance"]["renamed_state_keys"] = True
     model.eval().requires_grad_(False)
@@ -191,6 +192,24 @@ def check_weights(model: nn.Module, source: str | Path | None = None) -> None:
         raise InvalidModelError(
             f"batch-norm running variances of {_describe(source)} are negative in {_listing(negative)}; "
             f"a variance cannot be negative, so the checkpoint is damaged or was edited. Use a clean copy")
+
+
+def _check_blank_response(model: RetinaCNN, source: str | Path | None,
+                          max_elements: int = 10_000_000) -> None:
+    """One forward pass on a blank (all-zero, i.e. mean-grey) window must give finite rates."""
+    if int(np.prod(model.img_shape)) > max_elements:
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, *model.img_shape))
+    finally:
+        model.train(was_training)
+    if not torch.isfinite(out).all():
+        raise InvalidModelError(
+            f"the model of {_describe(source)} returns NaN or Inf for a blank (mean-grey) stimulus: its "
+            f"weights overflow float32 although each is finite. The checkpoint is damaged or was "
+            f"edited; use a clean copy or another epoch")
 
 
 def _listing(items: list[str], limit: int = 6) -> str:
@@ -297,9 +316,15 @@ def _cells_list(cells: Any) -> list[int] | None:
         return None
     try:
         values = np.asarray(cells.cpu() if isinstance(cells, torch.Tensor) else cells).ravel()
-        return [int(c) for c in values]
-    except (TypeError, ValueError) as err:
+        listed = [int(c) for c in values]
+    except (TypeError, ValueError, OverflowError) as err:
         raise CheckpointError(f"'cells' must be 'all' or a list of cell indices: {err}") from err
+    if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.array_equal(values, listed)):
+        raise CheckpointError(f"'cells' must be 'all' or a list of whole cell indices, got {cells!r:.80}")
+    if any(c < 0 for c in listed) or len(set(listed)) != len(listed):
+        raise CheckpointError(f"'cells' must list distinct non-negative cell indices (cell numbers in "
+                              f"the recording file), got {listed[:20]}")
+    return listed
 
 
 # --------------------------------------------------------------------------- state dict
