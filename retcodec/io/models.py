@@ -268,6 +268,11 @@ def _complete_hyps(hyps: dict[str, Any], state: Mapping[str, torch.Tensor],
     """Fill ``n_units`` and ``centers`` where the file lacks them; check and normalise ``centers``."""
     if "n_units" not in hyps:
         hyps["n_units"] = _n_units_from_state(state)
+    for key in ("dataset", "stim_type"):
+        value = hyps.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CheckpointError(f"hyps[{key!r}] of {_describe(source)} must be a string such as "
+                                  f"'15-10-07' / 'naturalscene', got {type(value).__name__} {value!r:.60}")
     dataset = hyps.get("dataset")
     if hyps.get("centers") is None:
         centers = published_centers(dataset, _cells_list(hyps.get("cells", "all")) or "all")
@@ -479,6 +484,8 @@ def _provenance(checkpoint: Mapping[str, Any], source: str | Path | None) -> dic
         scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1
         if isinstance(value, (int, float, np.number)) or scalar_tensor:
             number = value.item() if hasattr(value, "item") else value
+            if isinstance(number, complex) or not np.isfinite(float(number)):
+                continue                         # a metric that is not a number is not provenance
             prov[key] = int(number) if key == "epoch" else float(number)
     return prov
 
