@@ -410,3 +410,34 @@ def test_self_referencing_containers_load(tmp_path):
 def test_non_path_argument_is_explained():
     with pytest.raises(MissingDataError, match="string or a path"):
         load_checkpoint(3)
+
+
+def test_zero_stride_tensor_claiming_a_terabyte_is_refused(tmp_path):
+    path = tmp_path / "expanded.pt"
+    torch.save({"norm_stats": torch.ones(1).expand(2 ** 40)}, path)
+    with pytest.raises(CorruptCheckpointError, match="zero strides"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_storages_shared_by_several_tensors_count_once(tmp_path, legacy):
+    weight = torch.arange(1000.0)
+    value = {f"view{i}": weight[i:] for i in range(50)}      # 50 views of one storage
+    path = tmp_path / "shared.pt"
+    torch.save(value, path, _use_new_zipfile_serialization=not legacy)
+    data = load_checkpoint(path)
+    assert torch.equal(data["view7"], weight[7:])
+
+
+def test_deeply_nested_containers_are_refused_not_crashing(tmp_path):
+    path = tmp_path / "nested.pt"
+    torch.save({"x": []}, path)            # torch.save itself cannot write 100000 levels
+    depth = 100_000
+    pickled = b"\x80\x02}X\x01\x00\x00\x00x" + b"]" * depth + b"a" * (depth - 1) + b"s."
+    _edit_zip_member(path, "data.pkl", lambda pkl: pickled)
+    try:
+        data = load_checkpoint(path)
+    except CheckpointError as err:
+        assert "nests containers too deeply" in str(err) or "corrupt" in str(err)
+    else:
+        assert isinstance(data["x"], list)

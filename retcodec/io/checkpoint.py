@@ -411,7 +411,7 @@ def _storage_item_sizes() -> dict[str, int]:
 def _check_declarations(file: Path, size: int, records: dict[str, int] | None) -> None:
     """Storages within the file, no sized ``bytearray``, no tensor rebuilt on a GPU."""
     item_sizes = _storage_item_sizes()
-    total = 0
+    storages: dict[str, int] = {}
     for kind, name, args in _pickle_events(file):
         if kind == "call" and name in ("builtins.bytearray", "builtins.bytes") \
                 and any(isinstance(a, int) for a in args):
@@ -430,10 +430,12 @@ def _check_declarations(file: Path, size: int, records: dict[str, int] | None) -
             type_name = str(args[1]).rsplit(".", 1)[-1]
             numel = args[4] if isinstance(args[4], int) else 0
             nbytes = numel * item_sizes.get(type_name, 1)
+            key = str(args[2])
             if records is not None:
-                _check_zip_storage(file, records, str(args[2]), nbytes)
-            else:
-                total += nbytes
+                _check_zip_storage(file, records, key, nbytes)
+            else:                      # a storage shared by several tensors is stored once
+                storages[key] = max(storages.get(key, 0), nbytes)
+    total = sum(storages.values())
     if total > size:
         raise CorruptCheckpointError(
             f"checkpoint {str(file)!r} declares tensor storages of {total} bytes but the file has "
@@ -538,6 +540,11 @@ def _plain(value: Any, seen: dict[int, Any] | None = None) -> Any:
         if value.device.type != "cpu":
             raise CheckpointError(f"the checkpoint holds a tensor on device {value.device} (no "
                                   f"data on the CPU); re-save it with real CPU tensors")
+        if value.numel() > _ARRAY_BYTE_LIMIT.get():
+            raise CorruptCheckpointError(
+                f"the checkpoint holds a tensor of shape {tuple(value.shape)} ({value.numel()} "
+                f"elements) viewing far fewer stored values (zero strides); the file is crafted or "
+                f"corrupt. Re-save it with .contiguous() tensors, or replace it with a clean copy")
         out = value
     elif isinstance(value, dict):
         seen[key] = value

@@ -460,6 +460,9 @@ def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
     """``{'mean', 'std'}`` dict, ``[mean, std]`` or None -> ``{'mean': float, 'std': float}`` or None."""
     if norm_stats is None:
         return None
+    if np.ndim(norm_stats) > 0 and np.size(norm_stats) != 2 and not isinstance(norm_stats, Mapping):
+        raise InvalidModelError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, got "
+                                f"{type(norm_stats).__name__} of {np.size(norm_stats)} values")
     try:
         if isinstance(norm_stats, Mapping):
             mean, std = norm_stats["mean"], norm_stats["std"]
