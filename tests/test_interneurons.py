@@ -213,3 +213,16 @@ def test_fifo_interneuron_file_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UnreadableFileError, match="not a regular file"):
         load_interneurons(fifo)
+
+
+@pytest.mark.parametrize("stim_types", [5, [1, 2], {"boxes": 1}])
+def test_stim_types_must_be_names(bipolar_file, stim_types):
+    with pytest.raises(ConfigurationError, match="stim_types must be a list"):
+        load_interneurons(bipolar_file, stim_types=stim_types)
+
+
+def test_bad_history_and_node(bipolar_file):
+    with pytest.raises(ConfigurationError, match="history"):
+        load_interneurons(bipolar_file, history="40")
+    with pytest.raises(RecordingError, match="membrane_potential"):
+        interneuron_windows(np.zeros(3))

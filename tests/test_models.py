@@ -608,3 +608,14 @@ def test_finite_weights_that_overflow_are_refused(tmp_path):
 def test_bad_cells_are_refused(tmp_path, cells):
     hyps = {**spec.published_hyps("15-11-21b"), "cells": cells}
     _refused(tmp_path, error=CheckpointError, hyps=hyps, cells=cells)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8", True])
+def test_predict_bad_batch_size(published, batch_size):
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        predict(load_model(published[0]), np.zeros((1, 40, 50, 50), np.float32), batch_size=batch_size)
+
+
+def test_predict_needs_a_retina_model():
+    with pytest.raises(ConfigurationError, match="RetinaCNN"):
+        predict(torch.nn.Linear(2, 2), np.zeros((1, 40, 50, 50), np.float32))

@@ -570,3 +570,17 @@ def test_fifo_recording_is_refused_without_blocking(tmp_path):
         load_recording(fifo)
     with pytest.raises(UnreadableFileError, match="not a regular file"):
         stimulus_norm_stats(fifo)
+
+
+@pytest.mark.parametrize("history", ["abc", 1.5, 0, -3, True, None])
+def test_bad_history_is_a_configuration_error(rec_file, history):
+    with load_recording(rec_file) as ds:
+        with pytest.raises(ConfigurationError, match="history must be a whole number"):
+            windows(ds, history=history)
+
+
+@pytest.mark.parametrize("norm_stats", [{"mean": "a", "std": 1}, ["x", "y"], {"mean": 0, "std": [1, 2]}])
+def test_norm_stats_that_are_not_numbers(rec_file, norm_stats):
+    with load_recording(rec_file) as ds:
+        with pytest.raises(ConfigurationError, match="norm_stats"):
+            windows(ds, norm_stats=norm_stats)

@@ -36,7 +36,7 @@ from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteErro
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
                          _open_h5, _read, _read_truth, _require_dataset, _write_truth,
-                         check_numeric_dtype, windows)
+                         check_history, check_numeric_dtype, windows)
 from retcodec.io.storage import atomic_path
 
 __all__ = ["load_interneurons", "write_interneurons", "interneuron_windows",
@@ -214,6 +214,7 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
     ``cell`` (index in the file), ``y``, ``x`` and per-cell truth such as
     ``cell_type``. Everything is read into memory and the file is closed.
     """
+    history = check_history(history)
     path = Path(path).expanduser()
     if path.exists() and not path.is_file():
         raise UnreadableFileError(f"interneuron file {path} is not a regular file (a folder, FIFO, "
@@ -247,6 +248,9 @@ def _choose_stim_types(present: list[str], requested: list[str] | None,
                         if skipped else [])
     if isinstance(requested, str):
         requested = [requested]
+    if not isinstance(requested, (list, tuple)) or not all(isinstance(s, str) for s in requested):
+        raise ConfigurationError(f"stim_types must be a list of stimulus type names such as "
+                                 f"['boxes', 'lines'], got {requested!r:.80}")
     missing = [s for s in requested if s not in present]
     if missing:
         raise RecordingError(f"{source} has no stimulus group(s) {missing} (it has {present}); "
@@ -279,10 +283,10 @@ def interneuron_windows(node: xr.DataTree | xr.Dataset,
     ``vm.time`` equals ``w.time``.
     """
     ds = node.to_dataset() if isinstance(node, xr.DataTree) else node
-    if "membrane_potential" not in ds:
+    if not isinstance(ds, xr.Dataset) or "membrane_potential" not in ds:
         raise RecordingError("the node has no 'membrane_potential'; pass a stimulus node of "
                              "load_interneurons, e.g. tree['boxes']")
-    history = int(ds.attrs.get("history", DEFAULT_HISTORY) if history is None else history)
+    history = check_history(ds.attrs.get("history", DEFAULT_HISTORY) if history is None else history)
     w = windows(ds, norm_stats=INTERNEURON_NORM_STATS, history=history)
     vm = ds["membrane_potential"].isel(time=slice(history, None)).transpose("time", "cell")
     return w, vm

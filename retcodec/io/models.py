@@ -621,8 +621,12 @@ def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = 256,
     """
     import xarray as xr
 
-    if batch_size < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a whole number >= 1, got {batch_size!r:.40}")
+    if not isinstance(model, RetinaCNN):
+        raise ConfigurationError(f"predict needs a retina model from load_model (a RetinaCNN), got "
+                                 f"{type(model).__name__}")
     source, time, time_units, cells = _prediction_input(model, windows_or_recording)
     rates = _run_batches(model, source, batch_size, device, progress)
     cell_coord = np.asarray(cells if cells is not None else _model_cells(model))

@@ -47,7 +47,7 @@ from retcodec.io.storage import atomic_path
 __all__ = ["load_recording", "windows", "Windows", "write_recording",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
-           "h5_open_error", "check_numeric_dtype", "check_rates"]
+           "h5_open_error", "check_numeric_dtype", "check_rates", "check_history"]
 
 #: sampling rate of frames and response bins (Hz) and bin width (s)
 FRAME_RATE = 100.0
@@ -570,6 +570,14 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
 
 
 # --------------------------------------------------------------------------- windows
+def check_history(history: Any) -> int:
+    """``history`` (frames per window) as a positive int; ConfigurationError otherwise."""
+    if isinstance(history, (bool, np.bool_)) or not isinstance(history, (int, np.integer)) or history < 1:
+        raise ConfigurationError(f"history must be a whole number of frames >= 1 (the model's "
+                                 f"img_shape[0], 40 for the published models), got {history!r:.40}")
+    return int(history)
+
+
 def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
     """``{'mean', 'std'}`` floats from a dict or a ``[mean, std]`` pair."""
     if isinstance(norm_stats, Mapping):
@@ -582,7 +590,11 @@ def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ConfigurationError(
                 f"norm_stats must be a dict {{'mean', 'std'}} or [mean, std], got {norm_stats!r}") from None
-    mean, std = float(np.asarray(mean)), float(np.asarray(std))
+    try:
+        mean, std = float(np.asarray(mean)), float(np.asarray(std))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"norm_stats mean and std must be numbers, got mean={mean!r:.40}, "
+                                 f"std={std!r:.40}") from None
     if not (np.isfinite(mean) and np.isfinite(std)):
         raise NonFiniteError(f"norm_stats must be finite, got mean={mean}, std={std}")
     if std <= 0:
@@ -741,9 +753,7 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     ``k … k+history-1``, ``(s - mean) / std`` in float32, aligned with bin
     ``k + history`` (``w.time``).
     """
-    history = int(history)
-    if history < 1:
-        raise ConfigurationError(f"history must be >= 1 frame, got {history}")
+    history = check_history(history)
     if isinstance(recording, xr.DataTree):
         recording = recording.to_dataset()
     stimulus, time, attrs = _stimulus_and_time(recording)
