@@ -584,3 +584,24 @@ def test_norm_stats_that_are_not_numbers(rec_file, norm_stats):
     with load_recording(rec_file) as ds:
         with pytest.raises(ConfigurationError, match="norm_stats"):
             windows(ds, norm_stats=norm_stats)
+
+
+def test_external_links_and_external_storage_are_refused(rec_file, tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 400)
+    with h5py.File(rec_file, "a") as h5:
+        del h5["test/stimulus"]
+        h5.create_dataset("test/stimulus", shape=(40, 50, 50), dtype=np.uint8,
+                          external=[(str(secret), 0, 40 * 2500)])
+    with pytest.raises(RecordingValueError, match="outside the file"):
+        load_recording(rec_file)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5["rates"] = np.ones((N_CELLS, T_TEST))
+    with h5py.File(rec_file, "a") as h5:
+        del h5["test/stimulus"]
+        h5["test/stimulus"] = np.zeros((T_TEST, 50, 50), np.uint8)
+        del h5["test/response/firing_rate_10ms"]
+        h5["test/response/firing_rate_10ms"] = h5py.ExternalLink(str(other), "rates")
+    with pytest.raises(RecordingValueError, match="link to another file"):
+        load_recording(rec_file)

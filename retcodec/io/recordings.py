@@ -152,6 +152,12 @@ def h5_open_error(what: str, exc: OSError) -> Exception:
     anything else a :class:`RecordingError` for a truncated or corrupt file.
     """
     text = str(exc)
+    if "filter" in text.lower() and ("not registered" in text.lower() or "can't open" in text.lower()
+                                     or "not available" in text.lower()):
+        return RecordingError(
+            f"{what} is compressed with an HDF5 filter this installation lacks ({text}); install the "
+            f"filter plugins (pip install hdf5plugin, then import hdf5plugin) or re-export the file "
+            f"with gzip compression")
     if "unable to lock" in text.lower() or "already open" in text.lower():
         return FileInUseError(
             f"{what} is in use by another process (the HDF5 file is locked: {text}); wait until "
@@ -198,12 +204,39 @@ def check_rates(values: np.ndarray, rows: np.ndarray, what: str, limit: float = 
 
 
 def _require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
-    """The dataset ``name`` of ``h5``; a RecordingError naming it if missing."""
+    """The dataset ``name`` of ``h5``; a RecordingError naming it if missing.
+
+    Links to other files, and datasets whose bytes live outside the file
+    (external storage, virtual datasets), are refused: a recording is read
+    from its own file only.
+    """
+    _check_internal_links(h5, name, source)
     obj = h5.get(name)
     if not isinstance(obj, h5py.Dataset):
         what = "is a group, not a dataset" if obj is not None else "is missing"
         raise RecordingError(f"{source}: '{name}' {what}; {layout}")
+    if obj.external or obj.is_virtual:
+        raise RecordingValueError(
+            f"{source}: '{name}' keeps its data outside the file ({'external storage' if obj.external else 'a virtual dataset'}: "
+            f"{(obj.external or [('other files',)])[0][0]!s:.80}); retcodec reads a recording from its own "
+            f"file only. Re-export it with the data inside the file (e.g. h5repack)")
     return obj
+
+
+def _check_internal_links(h5: h5py.File, name: str, source: Path) -> None:
+    """Refuse external links on the way to ``name`` (they would open other files)."""
+    group: Any = h5
+    parts = [p for p in name.split("/") if p]
+    for i, part in enumerate(parts):
+        if not isinstance(group, h5py.Group) or part not in group:
+            return
+        link = group.get(part, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise RecordingValueError(
+                f"{source}: '{'/'.join(parts[:i + 1])}' is a link to another file "
+                f"({link.filename}:{link.path}); retcodec reads a recording from its own file only. "
+                f"Copy the data into the file (e.g. h5repack) instead of linking it")
+        group = group.get(part)
 
 
 def _check_ndim(dset: h5py.Dataset, ndim: int, meaning: str, source: Path) -> None:
