@@ -441,3 +441,20 @@ def test_deeply_nested_containers_are_refused_not_crashing(tmp_path):
         assert "nests containers too deeply" in str(err) or "corrupt" in str(err)
     else:
         assert isinstance(data["x"], list)
+
+
+def test_recording_passed_as_a_model_is_explained(tmp_path):
+    import h5py
+    path = tmp_path / "naturalscene.h5"
+    with h5py.File(path, "w") as h5:
+        h5["x"] = np.arange(3)
+    with pytest.raises(CheckpointError, match="HDF5/netCDF file"):
+        load_checkpoint(path)
+
+
+def test_other_zip_archives_are_explained(tmp_path):
+    path = tmp_path / "notes.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(CheckpointError, match="without the 'data.pkl'"):
+        load_checkpoint(path)

@@ -95,6 +95,7 @@ _SIZE_SLACK = 4096
 _ARRAY_BYTE_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("_ARRAY_BYTE_LIMIT",
                                                                        default=1 << 30)
 _ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 # --------------------------------------------------------------------------- numpy guards
@@ -363,10 +364,17 @@ def verify_checkpoint_file(path: str | Path) -> None:
         raise CorruptCheckpointError(f"checkpoint {str(file)!r} is empty (0 bytes), corrupt; "
                                      f"copy or download it again")
     with open(file, "rb") as handle:
-        magic = handle.read(4)
+        magic = handle.read(8)
+    if magic == _HDF5_MAGIC:
+        raise CheckpointError(f"{str(file)!r} is an HDF5/netCDF file (a recording or a results file?), "
+                              f"not a model checkpoint; pass the .pt/.p/.pth file saved by torch.save")
     records: dict[str, int] | None = None
-    if magic == _ZIP_MAGIC or zipfile.is_zipfile(file):
+    if magic[:4] == _ZIP_MAGIC or zipfile.is_zipfile(file):
         records = _verify_zip(file, size)
+        if not any(name.endswith("data.pkl") for name in records):
+            raise CheckpointError(
+                f"{str(file)!r} is a zip archive without the 'data.pkl' of a torch.save file "
+                f"({sorted(records)[:3]}...); pass the model checkpoint itself")
     _check_declarations(file, size, records)
 
 
