@@ -458,3 +458,10 @@ def test_other_zip_archives_are_explained(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(CheckpointError, match="without the 'data.pkl'"):
         load_checkpoint(path)
+
+
+def test_torchscript_archive_is_explained_and_not_run(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(CheckpointError, match="TorchScript archive"):
+        load_checkpoint(path)

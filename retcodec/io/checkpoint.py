@@ -385,6 +385,11 @@ def _verify_zip(file: Path, size: int) -> dict[str, int]:
     try:
         with zipfile.ZipFile(file) as archive:
             infos = archive.infolist()
+            if any("/code/" in i.filename or i.filename.endswith("/constants.pkl") for i in infos):
+                raise CheckpointError(
+                    f"{str(file)!r} is a TorchScript archive (torch.jit.save), not a torch.save "
+                    f"checkpoint; retcodec never runs TorchScript code from a model file. Save the "
+                    f"model's dict (model_type, model_state_dict, hyps, ...) with torch.save")
             compressed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
             if compressed:
                 raise CorruptCheckpointError(
