@@ -605,3 +605,16 @@ def test_external_links_and_external_storage_are_refused(rec_file, tmp_path):
         h5["test/response/firing_rate_10ms"] = h5py.ExternalLink(str(other), "rates")
     with pytest.raises(RecordingValueError, match="link to another file"):
         load_recording(rec_file)
+
+
+def test_unwritten_train_stimulus_is_refused_before_scanning(tmp_path):
+    path = tmp_path / "big" / "naturalscene.h5"
+    write_published_recording(path, {"test": published_split(2, 50)})
+    n_time = 4_000_000                              # 10 GB declared, nothing written
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("train/stimulus", (n_time, 50, 50), np.uint8, chunks=(128, 50, 50))
+        h5["train/time"] = np.zeros(3)
+    start = _time.perf_counter()
+    with pytest.raises(RecordingValueError, match="never written"):
+        stimulus_norm_stats(path)
+    assert _time.perf_counter() - start < 5.0

@@ -335,6 +335,7 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
         dset = _require_dataset(h5, f"{split}/stimulus", Path(path))
         _check_ndim(dset, 3, "(time, y, x) frames", Path(path))
         check_numeric_dtype(dset, f"{path}: '{split}/stimulus'")
+        _check_written(dset, f"{path}: '{split}/stimulus'")
         mean, std = _chunked_mean_std(dset, f"{path}: '{split}/stimulus'")
     if std <= MIN_STIMULUS_STD * max(1.0, abs(mean)):
         raise RecordingValueError(
@@ -342,6 +343,20 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
             f"its std would blow the model input up to ~1e9. The train stimulus must vary: check "
             f"that the right file was exported, or pass the model's norm_stats explicitly")
     return mean, std + NORM_EPS
+
+
+#: declared bytes per stored byte above which a stimulus to scan is taken as mostly unwritten
+MAX_STORAGE_RATIO = 1000.0
+
+
+def _check_written(dset: h5py.Dataset, what: str) -> None:
+    """A stimulus to scan in full must hold its frames: refuse declared-but-unwritten data."""
+    stored = dset.id.get_storage_size()
+    if dset.nbytes and (stored == 0 or dset.nbytes / stored > MAX_STORAGE_RATIO):
+        raise RecordingValueError(
+            f"{what} declares {dset.shape[0]} frames ({dset.nbytes / 2**30:.3g} GiB) but the file "
+            f"stores only {stored} bytes of them: the frames were never written (an interrupted "
+            f"export?). Export the recording again")
 
 
 def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[str, float]:
