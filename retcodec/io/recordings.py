@@ -346,7 +346,8 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
 
 
 #: declared bytes per stored byte above which a stimulus to scan is taken as mostly unwritten
-MAX_STORAGE_RATIO = 1000.0
+#: (gzip/deflate cannot compress beyond about 1000:1; unwritten HDF5 chunks take no space)
+MAX_STORAGE_RATIO = 10_000.0
 
 
 def _check_written(dset: h5py.Dataset, what: str) -> None:
