@@ -465,3 +465,13 @@ def test_torchscript_archive_is_explained_and_not_run(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
     with pytest.raises(CheckpointError, match="TorchScript archive"):
         load_checkpoint(path)
+
+
+def test_legacy_storages_saved_on_cuda_are_mapped_to_the_cpu(tmp_path, monkeypatch):
+    path = tmp_path / "cuda_legacy.pt"
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    torch.save({"w": torch.arange(3.0)}, path, _use_new_zipfile_serialization=False)
+    monkeypatch.undo()
+    path.write_bytes(path.read_bytes().replace(b"torch\nFloatStorage", b"torch.cuda\nFloatStorage"))
+    data = load_checkpoint(path)
+    assert data["w"].device.type == "cpu" and data["w"].tolist() == [0.0, 1.0, 2.0]
