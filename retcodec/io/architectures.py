@@ -254,7 +254,8 @@ def validate_hyps(hyps: Mapping[str, Any]) -> None:
         ok = (count is None or len(seq) == count) and all(_whole_in(v, low, high) for v in seq)
         if not ok:
             many = "" if count is None else f"{count} "
-            raise ConfigurationError(f"hyps[{key!r}] must be {many}integer(s) in {low}..{high}, got {value!r:.80}")
+            raise ConfigurationError(f"hyps[{key!r}] must be {many}integer(s) in {low}..{high}, "
+                                     f"got {value!r:.80}")
         return [int(v) for v in seq]
 
     if "n_units" in hyps:

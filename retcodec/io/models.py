@@ -225,7 +225,8 @@ def _state_dict(state: Any, source: str | Path | None) -> "OrderedDict[str, torc
         if value.layout != torch.strided or value.is_quantized or value.device.type != "cpu":
             raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} is a "
                                     f"{value.layout} / quantized / {value.device} tensor; a model's "
-                                    f"weights are dense CPU tensors. Re-save them with .cpu() and .to_dense()")
+                                    f"weights are dense CPU tensors. Re-save them with .cpu() and "
+                                    f".to_dense()")
         integer = str(key).endswith(_INTEGER_SUFFIXES)
         if (not integer and not value.is_floating_point()) or (integer and value.is_complex()):
             raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} has dtype "

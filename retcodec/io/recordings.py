@@ -216,10 +216,12 @@ def _require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOU
         what = "is a group, not a dataset" if obj is not None else "is missing"
         raise RecordingError(f"{source}: '{name}' {what}; {layout}")
     if obj.external or obj.is_virtual:
+        kind = (f"external storage in {obj.external[0][0]!s:.80}" if obj.external
+                else "a virtual dataset over other files")
         raise RecordingValueError(
-            f"{source}: '{name}' keeps its data outside the file ({'external storage' if obj.external else 'a virtual dataset'}: "
-            f"{(obj.external or [('other files',)])[0][0]!s:.80}); retcodec reads a recording from its own "
-            f"file only. Re-export it with the data inside the file (e.g. h5repack)")
+            f"{source}: '{name}' keeps its data outside the file ({kind}); retcodec reads a "
+            f"recording from its own file only. Re-export it with the data inside the file "
+            f"(e.g. h5repack)")
     return obj
 
 
