@@ -42,6 +42,9 @@ from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
 
+__all__ = ["load_model", "model_from_checkpoint", "save_model", "predict", "check_weights",
+           "normalize_norm_stats", "published_cells", "published_centers", "PUBLISHED_CELLS",
+           "PUBLISHED_CENTERS", "CHECKPOINT_KEYS", "METRIC_KEYS"]
 
 #: checkpoint keys that are not top-level copies of hyps
 CHECKPOINT_KEYS = ("model_type", "model_state_dict", "optim_state_dict", "hyps", "model_hyps",
