@@ -619,3 +619,10 @@ def test_predict_bad_batch_size(published, batch_size):
 def test_predict_needs_a_retina_model():
     with pytest.raises(ConfigurationError, match="RetinaCNN"):
         predict(torch.nn.Linear(2, 2), np.zeros((1, 40, 50, 50), np.float32))
+
+
+def test_norm_stats_of_a_constant_stimulus_are_refused(tmp_path):
+    checkpoint = spec.make_published_checkpoint(seed=1)
+    spec.write_published_checkpoint(tmp_path / "m.pt", {**checkpoint, "norm_stats": {"mean": 120.0, "std": 1e-7}})
+    with pytest.raises(InvalidModelError, match="constant"):
+        load_model(tmp_path / "m.pt")

@@ -479,6 +479,12 @@ def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
     if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
         raise InvalidModelError(f"norm_stats need a finite mean and a positive std, got mean={mean}, "
                                 f"std={std}; set them to the training stimulus's global mean and std")
+    from retcodec.io.recordings import MIN_STIMULUS_STD   # recordings pulls in h5py/xarray
+
+    if std <= MIN_STIMULUS_STD * max(1.0, abs(mean)):
+        raise InvalidModelError(f"norm_stats std={std:.3g} (mean={mean:.6g}) is the std of a constant "
+                                f"stimulus: z-scoring with it would blow inputs up by 1/std. Set them to "
+                                f"the training stimulus's global mean and std")
     return {"mean": mean, "std": std}
 
 
