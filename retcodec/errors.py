@@ -46,3 +46,11 @@ class CellMismatchError(RetcodecError, ValueError):
 
 class ConfigurationError(RetcodecError, ValueError):
     """An argument combination or option value is not valid."""
+
+
+class BusyError(RetcodecError, RuntimeError):
+    """A results folder or output file is in use by another retcodec process."""
+
+
+class OutputPathError(RetcodecError, ValueError):
+    """An output path cannot be written (a folder where a file is expected, read-only, ...)."""

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.analysis.evaluation import pearson
+from retcodec.analysis.metrics import pearson
 
 
 @dataclass
@@ -370,7 +370,7 @@ def _validate(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, cfg:
         ys.append(data.targets(b))
     p, y = torch.cat(preds), torch.cat(ys)
     loss = float(torch.nn.functional.poisson_nll_loss(p, y, log_input=False))
-    return loss, float(np.mean(pearson(p.numpy().T, y.numpy().T)))
+    return loss, float(np.mean(np.nan_to_num(pearson(p.numpy().T, y.numpy().T), nan=0.0)))
 
 
 def _progress(it: Sequence[int], enabled: bool, **kw: Any):

@@ -19,7 +19,7 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, _rank1_matrices, _resolve_stimulus, _window_shape,
+from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, rank1_matrices, resolve_stimulus, window_shape,
                   iter_irf, model_cells)
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, match_times
@@ -280,7 +280,7 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
     if not sets:
         raise ConfigurationError("there is no combination to analyse (no frequent set of active modes); "
                                  "lower the threshold or pass combinations=")
-    source = _resolve_stimulus(model, stimulus)
+    source = resolve_stimulus(model, stimulus)
     window_of_row = match_times(source.time, loadings["time"].values,
                                 what="the stimulus windows (time)", reference="loadings")
     thresholds = _rate_thresholds(rates, rate_threshold)
@@ -289,7 +289,7 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
     result = _irfs_of_choice(model, source, cell_ids, chosen, window_of_row, mean_irf,
                              batch_size, device, progress)
     return _combination_dataset(result, chosen, sets, cell_ids, loadings, thresholds,
-                                _window_shape(source), mean_irf,
+                                window_shape(source), mean_irf,
                                 dict(rate_threshold=rate_threshold, max_times_per_set=max_times_per_set,
                                      seed=seed, threshold=threshold, batch_size=batch_size,
                                      device=str(device)))
@@ -331,7 +331,7 @@ def _irfs_of_choice(model: nn.Module, source: Any, cell_ids: np.ndarray, chosen:
                  for s, k in needed[int(row)]]
         offset += len(values)
         stacked = np.stack([values[i, k] for i, _, _, k in pairs])
-        spatial, temporal, _, share, _, _ = _rank1_matrices(stacked.reshape(len(pairs), values.shape[2], -1))
+        spatial, temporal, _, share, _, _ = rank1_matrices(stacked.reshape(len(pairs), values.shape[2], -1))
         for j, (i, row, s, k) in enumerate(pairs):
             filters[(s, k, row)] = (spatial[j], temporal[j], share[j])
             if mean_irf:

@@ -20,22 +20,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from retcodec.analysis.metrics import pearson
+
 from retcodec.errors import CellMismatchError, ShapeError
 
 RELIABILITY_THRESHOLD = 0.15
-
-
-def pearson(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Pearson correlation along ``axis`` (population std); 0 where either is constant."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    a = a - a.mean(axis=axis, keepdims=True)
-    b = b - b.mean(axis=axis, keepdims=True)
-    num = (a * b).sum(axis=axis)
-    den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return r
 
 
 def jackknife_oracle(repeats: np.ndarray) -> np.ndarray:
@@ -45,7 +34,7 @@ def jackknife_oracle(repeats: np.ndarray) -> np.ndarray:
         raise ShapeError(f"repeats must be (repeat>=2, cell, time), got {repeats.shape}")
     n = repeats.shape[0]
     total = repeats.sum(axis=0)
-    rs = [pearson(repeats[i], (total - repeats[i]) / (n - 1)) for i in range(n)]
+    rs = [np.nan_to_num(pearson(repeats[i], (total - repeats[i]) / (n - 1)), nan=0.0) for i in range(n)]
     return np.mean(rs, axis=0)
 
 
@@ -83,7 +72,7 @@ def evaluate(model: Any, recording: xr.Dataset, batch_size: int = 256, device: s
     times = prediction["time"].values
     rate = recording["rate"].sel(time=times, method="nearest").transpose("cell", "time").values
     pred = prediction.transpose("cell", "time").values
-    r = pearson(pred, rate)
+    r = np.nan_to_num(pearson(pred, rate), nan=0.0)       # a silent cell counts as uncorrelated
     data: dict[str, Any] = {"correlation": ("cell", r)}
     if "repeats" in recording:
         reps = recording["repeats"].sel(time=times, method="nearest").transpose("repeat", "cell", "time").values

@@ -56,7 +56,7 @@ from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.storage import write_netcdf_atomic
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
-from retcodec.engine.network import METHODS, SIGNS, Engine, Settings
+from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
 
 __all__ = ["contributions", "METHODS", "QUADRATURES", "quadrature_rule"]
@@ -171,11 +171,13 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     if isinstance(layers, str):
         layers = (layers,)
     layers = tuple(layers)
-    valid = list(getattr(model, "layers", {}) or {})
+    valid = list(layer_modules(model))
     unknown = [name for name in layers if name not in valid]
     if not layers or unknown or len(set(layers)) != len(layers):
-        raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of "
-                                 f"{valid}, at least one, no repeats")
+        shown = valid if len(valid) <= 40 else valid[:40] + ["..."]
+        raise ConfigurationError(f"layers {list(layers)} are not valid: each must name a hidden layer "
+                                 f"of the model (model.layers or a dotted module path), e.g. "
+                                 f"{shown}; at least one, no repeats")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigurationError(f"steps must be an integer >= 1, got {steps!r}")
     if method == "ig":

@@ -43,7 +43,7 @@ from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.storage import atomic_path
 
-__all__ = ["load_recording", "windows", "Windows", "write_recording",
+__all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY"]
 
@@ -775,3 +775,18 @@ def _write_split(group: h5py.Group, split: Mapping[str, Any], opts: dict) -> Non
         for cell, sta in split["stas"].items():
             stas.create_dataset(f"cell{cell + 1:02d}", data=sta)
 
+
+
+def model_windows(recording: xr.Dataset, model: Any, max_windows: int | None = None) -> "Windows":
+    """The windows ``model`` reads from ``recording``: its history length and its norm stats.
+
+    ``max_windows`` keeps the first N windows only (the recording is cut before
+    windowing, so nothing more is read).
+    """
+    history = int(model.img_shape[0]) if hasattr(model, "img_shape") else DEFAULT_HISTORY
+    if max_windows is not None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+            raise ConfigurationError(f"max_windows must be an integer >= 1, got {max_windows!r}")
+        recording = recording.isel(time=slice(0, max_windows + history))
+    meta = getattr(model, "meta", {}) or {}
+    return windows(recording, norm_stats=meta.get("norm_stats"), history=history)

@@ -116,14 +116,14 @@ def generate_hypotheses(layer: str, modes: xr.Dataset, types: xr.Dataset, irfs: 
 
 
 # --------------------------------------------------------------------------- html
-def _img(path: Path) -> str:
+def embed_png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
             f"<figcaption>{html.escape(path.stem.replace('_', ' '))} "
             f"(<code>figures/{html.escape(path.stem)}.svg</code>)</figcaption></figure>")
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>(none)</p>"
     cols = list(rows[0])
@@ -169,7 +169,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
 
     fit_rows = [{"metric": k.replace("fit_median_", "median "), "value": float(v)}
                 for k, v in stats.attrs.items() if k.startswith("fit_median_")]
-    sections.append("<h2>Model fit (test split)</h2>" + _table(fit_rows))
+    sections.append("<h2>Model fit (test split)</h2>" + html_table(fit_rows))
 
     comp = stats.get("completeness_error")
     rows = []
@@ -185,7 +185,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
         rows.append(r)
     sections.append(f"<h2>Contributions ({html.escape(cfg.method)}, {cfg.steps} steps, surprisal target)</h2>"
                     "<p class='note'>Completeness: |Σ contributions − ΔS| / |ΔS| per window. "
-                    "Sparsity: Hoyer index across channels.</p>" + _table(rows))
+                    "Sparsity: Hoyer index across channels.</p>" + html_table(rows))
 
     rows = []
     for layer in layers:
@@ -193,9 +193,9 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
         rows.append({"layer": layer, "alive modes": int(ds.sizes["mode"]), "R²": float(ds["r2"]),
                      "stability (matched cosine)": ds.attrs.get("stability_matched_cosine_mean"),
                      "activation-mode R²": float(modes[f"{layer}_activation"]["r2"])})
-    sections.append("<h2>Contribution modes</h2>" + _table(rows))
+    sections.append("<h2>Contribution modes</h2>" + html_table(rows))
 
-    from retcodec.pipeline.run import type_summary
+    from retcodec.report.tables import type_summary
     trows = type_summary(types)
     agree = types["contribution_modes"].to_dataset().get("agreement")
     agree_txt = ""
@@ -205,7 +205,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
     sections.append("<h2>Cell types from mode patterns</h2><p class='note'>k-means on the standardised "
                     "correlation of each mode's loadings with each cell's model rate; k by silhouette. "
                     "Controls: the same on activation modes and on raw rates. ARI vs truth where the "
-                    "truth is known.</p>" + _table(trows) + agree_txt)
+                    "truth is known.</p>" + html_table(trows) + agree_txt)
 
     rows = []
     for layer in layers:
@@ -216,7 +216,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                          "across-combination similarity": float(node["across_set_similarity_pooled"])})
     sections.append("<h2>Instantaneous receptive fields by mode combination</h2><p class='note'>Pearson "
                     "correlation of rank-1 spatial filters of the same cell, within vs across "
-                    "combinations of active modes.</p>" + _table(rows))
+                    "combinations of active modes.</p>" + html_table(rows))
 
     if inter is not None:
         rows = []
@@ -235,7 +235,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                  f"{inter.attrs['type_match_rate']:.0%} of cells.</p>" if "type_match_rate" in inter.attrs else "")
         sections.append("<h2>Model interneurons vs recordings</h2><p class='note'>Best unit chosen on half "
                         "of the data and scored on the other half; chance from circularly shifted "
-                        "recordings.</p>" + _table(rows) + extra)
+                        "recordings.</p>" + html_table(rows) + extra)
 
     hyps: list[str] = []
     for layer in layers:
@@ -245,13 +245,13 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
     sections.append("<h2>Generated hypotheses</h2><ol>" + "".join(f"<li>{html.escape(h)}</li>" for h in hyps)
                     + "</ol>")
 
-    sections.append("<h2>Figures</h2>" + "".join(_img(p) for p in figures if p.suffix == ".png"))
+    sections.append("<h2>Figures</h2>" + "".join(embed_png(p) for p in figures if p.suffix == ".png"))
     params = json.dumps(run.params, indent=1, default=str)
     sections.append("<h2>Parameters and provenance</h2><pre>" + html.escape(params) + "</pre>"
                     + "<h3>Versions</h3><pre>" + html.escape(json.dumps(versions(), indent=1)) + "</pre>"
-                    + "<h3>Input checksums (sha256)</h3>" + _table(
+                    + "<h3>Input checksums (sha256)</h3>" + html_table(
                         [{"file": k, "sha256": v} for k, v in run.inputs.checksums.items()])
-                    + "<h3>Stage timings (s)</h3>" + _table(
+                    + "<h3>Stage timings (s)</h3>" + html_table(
                         [{"stage": k, "seconds": round(v, 1)} for k, v in run.timings.items()]))
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>retcodec report</title>"
            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
