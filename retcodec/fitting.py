@@ -1,6 +1,6 @@
 """Fit the published ``VaryModel`` CNN layout to a recording (``retcodec fit``).
 
-The published training recipe (published-formats §1, §3.4): Poisson loss on the
+The published training recipe (``docs/method.md`` §10.3): Poisson loss on the
 rates, L1 on the outputs, L2 on the weights (Adam's ``weight_decay``), windows of
 40 frames z-scored with the train split's global mean/std. Here the validation
 set is a contiguous held-out slice at the end of the train split (separated by

@@ -1,4 +1,4 @@
-"""Mode combinations and how instantaneous receptive fields change with them (``codec-method.md`` §6).
+"""Mode combinations and how instantaneous receptive fields change with them (``docs/method.md`` §7).
 
 At each window some modes are active (loading above a small threshold). The
 set of active modes is the window's *combination*, labelled by the active modes'

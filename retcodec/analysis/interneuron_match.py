@@ -1,6 +1,6 @@
 """Compare model hidden units with intracellular interneuron recordings, fairly.
 
-The published comparison (published-formats.md §4.2) correlates each recorded
+The published comparison (``docs/method.md`` §8) correlates each recorded
 cell's membrane potential ``Vm`` with every model unit (layer, channel, row,
 column) and reports the best correlation: a maximum over about 10⁴ units,
 biased upward, with no chance level. :func:`match_interneurons` keeps the

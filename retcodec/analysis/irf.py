@@ -1,4 +1,4 @@
-"""Instantaneous receptive fields (IRF) and their rank-1 space-time filters (``codec-method.md`` §6).
+"""Instantaneous receptive fields (IRF) and their rank-1 space-time filters (``docs/method.md`` §7).
 
 The IRF of cell ``k`` at window ``t`` is the gradient of the model rate with
 respect to the stimulus window, ``IRF_k(t) = ∂y_k / ∂x (x_t)``: a

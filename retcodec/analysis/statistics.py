@@ -1,4 +1,4 @@
-"""Statistics the CODEC paper reports (``codec-method.md`` §8), on labelled data.
+"""Statistics the CODEC paper reports (``docs/method.md`` §9), on labelled data.
 
 * :func:`hoyer` — Hoyer sparsity ``(√n − ‖v‖₁/‖v‖₂) / (√n − 1)`` of a vector:
   1 for a one-hot vector, 0 for a constant one.

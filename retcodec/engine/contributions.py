@@ -1,4 +1,4 @@
-"""Contributions of hidden units to a scalar target: the core of CODEC (``codec-method.md`` §2-3).
+"""Contributions of hidden units to a scalar target: the core of CODEC (``docs/method.md`` §3-4).
 
 :func:`contributions` computes, for every stimulus window and every requested
 hidden layer, each unit's contribution ``C_h`` to the target ``S(F(x))``, splits

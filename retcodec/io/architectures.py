@@ -1,7 +1,7 @@
 """The published Baccus-lab retina CNN layouts, rebuilt from their specification.
 
 Two families are rebuilt so that the published ``model_state_dict`` keys load
-unchanged (see ``published-formats.md`` §1-2):
+unchanged (see ``docs/formats.md``, model checkpoints):
 
 * ``VaryModel`` (the published ``convgc`` models): stacks of bias-free 3x3
   linear convolutions (:class:`LinearStackedConv2d`), :class:`AbsBatchNorm2d`,

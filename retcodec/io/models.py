@@ -7,7 +7,7 @@
 * :func:`predict` runs a model over stimulus windows, batched, and returns
   rates as a labelled ``(time, cell)`` DataArray.
 
-Tolerances where the published files vary (``published-formats.md`` §1, §6):
+Tolerances where the published files vary (``docs/formats.md``):
 hyps under ``hyps``, ``model_hyps``, ``hyperparams.json`` next to the file, or
 only as top-level copies; ``cells`` as ``"all"`` (resolved with
 :data:`PUBLISHED_CELLS` when the dataset is known and the count agrees),

@@ -1,7 +1,7 @@
 """Ganglion-cell recordings in the published layout, as labelled xarray data.
 
-A recording file is ``<root>/<experiment>/<stim_type>.h5`` (published-formats
-§3.1) with, for each split ``train`` and ``test``::
+A recording file is ``<root>/<experiment>/<stim_type>.h5``
+(``docs/formats.md``) with, for each split ``train`` and ``test``::
 
     <split>/stimulus                    (T, 50, 50)      frames, e.g. uint8
     <split>/time                        (T,)             one entry per 10 ms bin
@@ -19,7 +19,7 @@ lazily from the file; :func:`windows` turns it into the model input, the sliding
 40-frame windows z-scored with one global mean and std; :func:`write_recording`
 writes the layout atomically.
 
-Alignment (published-formats §3.2): window ``k`` holds frames ``k … k+h-1`` and
+Alignment (``docs/formats.md``): window ``k`` holds frames ``k … k+h-1`` and
 predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
 ``k+h`` and ``rate.sel(time=w.time)`` lines up with the windows.
 """
@@ -60,7 +60,7 @@ SPLITS = ("train", "test")
 LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
           "<split>/response/firing_rate_10ms (n_cells, T), "
           "<split>/response/binned (n_cells, T), optional test/repeats/cellNN "
-          "(n_repeats, T) for split in train, test (published-formats.md §3.1)")
+          "(n_repeats, T) for split in train, test (docs/formats.md)")
 
 _STIM_BLOCK_PIXELS = 4_000_000   # pixels per block when scanning a stimulus
 _STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 50x50 uint8)
@@ -247,7 +247,7 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     """``{'mean', 'std'}`` of a split's stimulus as the published models used them.
 
     One global scalar mean and the population std + ``1e-7`` over all frames and
-    pixels (published-formats §3.2), computed block by block (never the whole
+    pixels (docs/formats.md), computed block by block (never the whole
     file at once) and cached per ``(path, mtime, size)``.
     """
     path = Path(path).expanduser().resolve()
