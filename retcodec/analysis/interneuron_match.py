@@ -62,6 +62,7 @@ from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, 
 from retcodec.io.interneurons import cell_class_from_name, interneuron_windows, load_interneurons
 from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.recordings import Windows
+from retcodec.devices import resolve_device
 
 __all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
            "layer_activations", "SPLITS"]
@@ -138,7 +139,7 @@ def _evaluating(model: torch.nn.Module, device: str | torch.device) -> Iterator[
     """The model in eval mode on ``device``; its device and train state are restored afterwards."""
     home = next(model.parameters()).device
     was_training = model.training
-    target = torch.device(device)
+    target = resolve_device(device)
     model.to(target).eval()
     try:
         yield target

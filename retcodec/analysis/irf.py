@@ -57,6 +57,7 @@ from retcodec.io.architectures import LinearStackedConv2d
 from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path
+from retcodec.devices import resolve_device
 
 __all__ = ["irf", "iter_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
            "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE"]
@@ -254,7 +255,7 @@ class _Gradients:
 
     def __init__(self, model: nn.Module, positions: np.ndarray, device: Any, dtype: torch.dtype,
                  transpose: str = "auto") -> None:
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = resolve_device(device), dtype
         self.net = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.positions = torch.as_tensor(positions, device=self.device)
         first = _affine_first_layer(self.net)

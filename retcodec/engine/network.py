@@ -15,6 +15,7 @@ from retcodec.io.architectures import AbsBatchNorm, GaussianNoise, GrabUnits, Li
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.engine.targets import Target
 from retcodec.engine.quadrature import quadrature_rule, weighted_sum
+from retcodec.devices import resolve_device
 
 __all__ = ["Settings", "Engine", "FastNetwork", "PlainNetwork", "rebuild_engine", "space_sum",
            "layer_layouts", "layer_modules", "to_numpy", "window_noise", "METHODS", "SIGNS"]
@@ -293,7 +294,7 @@ class Engine:
                  target: Target | None = None) -> None:
         self._args = (model, settings, baseline, str(device), fast)
         self.settings = settings
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = settings.torch_dtype
         work = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         work.requires_grad_(False)

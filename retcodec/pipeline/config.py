@@ -10,6 +10,7 @@ from typing import Any
 import xarray as xr
 
 from retcodec.defaults import LAYERS, METHODS, RANDOM_STATE, STEPS
+from retcodec.devices import resolve_device
 from retcodec.errors import ConfigurationError, MissingDataError
 from retcodec.io.provenance import sha256
 
@@ -129,6 +130,7 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigurationError(f"mode_sign must be 'pos' or 'both', got {cfg.mode_sign!r}")
     if len(set(cfg.stability_seeds)) < 2:
         raise ConfigurationError("stability_seeds must hold at least two distinct seeds")
+    resolve_device(cfg.device)          # e.g. cuda on a machine without CUDA: refused now, not later
     if cfg.model and not Path(cfg.model).is_file():
         raise MissingDataError(f"model file {cfg.model} does not exist (or is not a file)")
     if cfg.data and not Path(cfg.data).exists():
