@@ -15,6 +15,8 @@ from retcodec._version import __version__
 from retcodec.defaults import DEVICE, LAYERS, METHODS, RANDOM_STATE, STEPS
 from retcodec.errors import ConfigurationError, RetcodecError
 
+__all__ = ["build_parser", "main"]
+
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> None:
     p.add_argument("--model", type=Path, help="checkpoint in the published layout (default: bundled in-silico model)")

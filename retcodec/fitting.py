@@ -30,6 +30,8 @@ from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.analysis.metrics import pearson
 
+__all__ = ["FitConfig", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
+
 
 @dataclass
 class FitConfig:

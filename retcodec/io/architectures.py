@@ -28,6 +28,8 @@ from torch import nn
 
 from retcodec.errors import CheckpointError, ConfigurationError
 
+__all__ = ["LinearStackedConv2d", "compose_stacked_kernels", "AbsBatchNorm", "AbsBatchNorm1d", "AbsBatchNorm2d", "GaussianNoise", "GrabUnits", "Flatten", "Reshape", "map_sizes", "check_centers", "validate_hyps", "centers_to_coords", "RetinaCNN", "validate_zero_dict", "resolve_layer_name", "VaryModel", "BNCNN", "build_model", "LAYER_NAMES", "HYPS_LIMITS"]
+
 LAYER_NAMES = ("conv0", "conv1", "conv2")
 
 

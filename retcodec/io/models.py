@@ -42,6 +42,8 @@ from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
 
+__all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict", "CHECKPOINT_KEYS", "METRIC_KEYS"]
+
 
 #: checkpoint keys that are not top-level copies of hyps
 CHECKPOINT_KEYS = ("model_type", "model_state_dict", "optim_state_dict", "hyps", "model_hyps",

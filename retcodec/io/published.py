@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["PUBLISHED_CELLS", "PUBLISHED_CENTERS"]
+
 #: ``datas.CELLS`` of the published code (docs/formats.md): the recorded cells each dataset's models predict
 PUBLISHED_CELLS: dict[str, list[int]] = {
     "15-10-07": [0, 1, 2, 3, 4],

@@ -104,7 +104,7 @@ def stage_contributions(run: Run) -> xr.DataTree:
             path.unlink()
         w = model_windows(run.inputs.recording, run.inputs.model, cfg.max_windows)
         kw: dict[str, Any] = dict(layers=cfg.layers, method=cfg.method, steps=cfg.steps, target="surprisal",
-                                  device=cfg.device, progress=cfg.progress, seed=cfg.random_state, out=path)
+                                  device=cfg.device, progress=cfg.progress, random_state=cfg.random_state, out=path)
         if cfg.workers:
             kw.update(backend="dask", n_workers=cfg.workers)
         partial = path.with_name(path.name + ".partial")
@@ -210,7 +210,7 @@ def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> 
             run.say(f"  {layer}: IRFs of up to {cfg.irf_sets} mode combinations")
             loadings = modes[layer]["loadings"].load()
             combos = mode_combinations(loadings, max_sets=cfg.irf_sets, min_count=2)
-            res = combination_irfs(run.inputs.model, w, loadings, rates, combos, seed=cfg.random_state,
+            res = combination_irfs(run.inputs.model, w, loadings, rates, combos, random_state=cfg.random_state,
                                    max_times_per_set=cfg.irf_times_per_set, device=cfg.device,
                                    progress=cfg.progress, mean_irf=False)
             nodes[f"/{layer}"] = res
@@ -235,7 +235,7 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
     def compute() -> list[Path]:
         unit_types = insilico_unit_types(run.inputs.recording, run.inputs.model, cfg.layers, device=cfg.device)
         match = match_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths],
-                                   layers=cfg.layers, seed=cfg.random_state, device=cfg.device,
+                                   layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
                                    progress=cfg.progress)
         match.attrs.update(run.attrs("interneurons"))

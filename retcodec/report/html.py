@@ -19,6 +19,8 @@ import xarray as xr
 
 from retcodec.report.hypotheses import generate_hypotheses, image_onsets
 
+__all__ = ["embed_png", "html_table", "write_report", "CSS"]
+
 
 # --------------------------------------------------------------------------- html
 def embed_png(path: Path) -> str:
