@@ -53,6 +53,14 @@ class ConfigurationError(RetcodecError, ValueError):
     """An argument combination or option value is not valid."""
 
 
+class BusyError(RetcodecError, RuntimeError):
+    """A results folder or output file is in use by another retcodec process."""
+
+
+class OutputPathError(RetcodecError, ValueError):
+    """An output path cannot be written (a folder where a file is expected, read-only, ...)."""
+
+
 class DeviceError(ConfigurationError):
     """A requested torch device is unknown or not available on this machine."""
 

@@ -1,7 +1,7 @@
 """The published Baccus-lab retina CNN layouts, rebuilt from their specification.
 
 Two families are rebuilt so that the published ``model_state_dict`` keys load
-unchanged (see ``published-formats.md`` §1-2):
+unchanged (see ``docs/formats.md``, model checkpoints):
 
 * ``VaryModel`` (the published ``convgc`` models): stacks of bias-free 3x3
   linear convolutions (:class:`LinearStackedConv2d`), :class:`AbsBatchNorm2d`,
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from retcodec.errors import CheckpointError, ConfigurationError
+
+__all__ = ["LinearStackedConv2d", "compose_stacked_kernels", "AbsBatchNorm", "AbsBatchNorm1d", "AbsBatchNorm2d", "GaussianNoise", "GrabUnits", "Flatten", "Reshape", "map_sizes", "check_centers", "validate_hyps", "centers_to_coords", "RetinaCNN", "validate_zero_dict", "resolve_layer_name", "VaryModel", "BNCNN", "build_model", "LAYER_NAMES", "HYPS_LIMITS"]
 
 LAYER_NAMES = ("conv0", "conv1", "conv2")
 

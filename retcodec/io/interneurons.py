@@ -1,7 +1,7 @@
 """Intracellular interneuron recordings in the published layout, as an xarray DataTree.
 
 A published interneuron file (``bipolars_late_2012.h5``, ``amacrines_early_2012.h5``,
-…; published-formats §4.1) has one top-level group per stimulus type::
+…; ``docs/formats.md``) has one top-level group per stimulus type::
 
     <stim_type>/stimuli                        raw stimulus, time first
     <stim_type>/detrended_membrane_potential   (n_cells, T)
@@ -55,7 +55,7 @@ MAX_ABS_VALUE = 1e6
 
 LAYOUT = ("expected layout: <stim_type>/stimuli (time first) and "
           "<stim_type>/detrended_membrane_potential (n_cells, T) per stimulus type "
-          "(published-formats.md §4.1)")
+          "(docs/formats.md)")
 
 _CELL_CLASSES = {"bipolar": "bipolar", "amacrine": "amacrine", "horizontal": "horizontal"}
 

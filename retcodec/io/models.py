@@ -7,7 +7,7 @@
 * :func:`predict` runs a model over stimulus windows, batched, and returns
   rates as a labelled ``(time, cell)`` DataArray.
 
-Tolerances where the published files vary (``published-formats.md`` §1, §6):
+Tolerances where the published files vary (``docs/formats.md``):
 hyps under ``hyps``, ``model_hyps``, ``hyperparams.json`` next to the file, or
 only as top-level copies; ``cells`` as ``"all"`` (resolved with
 :data:`PUBLISHED_CELLS` when the dataset is known and the count agrees),
@@ -42,9 +42,8 @@ from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
 
-__all__ = ["load_model", "model_from_checkpoint", "save_model", "predict", "check_weights",
-           "normalize_norm_stats", "published_cells", "published_centers", "PUBLISHED_CELLS",
-           "PUBLISHED_CENTERS", "CHECKPOINT_KEYS", "METRIC_KEYS"]
+__all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict", "CHECKPOINT_KEYS", "METRIC_KEYS"]
+
 
 #: checkpoint keys that are not top-level copies of hyps
 CHECKPOINT_KEYS = ("model_type", "model_state_dict", "optim_state_dict", "hyps", "model_hyps",

@@ -1,7 +1,7 @@
 """Ganglion-cell recordings in the published layout, as labelled xarray data.
 
-A recording file is ``<root>/<experiment>/<stim_type>.h5`` (published-formats
-§3.1) with, for each split ``train`` and ``test``::
+A recording file is ``<root>/<experiment>/<stim_type>.h5``
+(``docs/formats.md``) with, for each split ``train`` and ``test``::
 
     <split>/stimulus                    (T, 50, 50)      frames, e.g. uint8
     <split>/time                        (T,)             one entry per 10 ms bin
@@ -19,7 +19,7 @@ lazily from the file; :func:`windows` turns it into the model input, the sliding
 40-frame windows z-scored with one global mean and std; :func:`write_recording`
 writes the layout atomically.
 
-Alignment (published-formats §3.2): window ``k`` holds frames ``k … k+h-1`` and
+Alignment (``docs/formats.md``): window ``k`` holds frames ``k … k+h-1`` and
 predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
 ``k+h`` and ``rate.sel(time=w.time)`` lines up with the windows.
 """
@@ -44,7 +44,7 @@ from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.storage import atomic_path
 
-__all__ = ["load_recording", "windows", "Windows", "write_recording",
+__all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
            "h5_open_error", "check_numeric_dtype", "check_rates", "check_history"]
@@ -68,7 +68,7 @@ SPLITS = ("train", "test")
 LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
           "<split>/response/firing_rate_10ms (n_cells, T), "
           "<split>/response/binned (n_cells, T), optional test/repeats/cellNN "
-          "(n_repeats, T) for split in train, test (published-formats.md §3.1)")
+          "(n_repeats, T) for split in train, test (docs/formats.md)")
 
 _STIM_BLOCK_PIXELS = 4_000_000   # pixels per block when scanning a stimulus
 _STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 50x50 uint8)
@@ -366,7 +366,7 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     """``{'mean', 'std'}`` of a split's stimulus as the published models used them.
 
     One global scalar mean and the population std + ``1e-7`` over all frames and
-    pixels (published-formats §3.2), computed block by block (never the whole
+    pixels (docs/formats.md), computed block by block (never the whole
     file at once) and cached per ``(path, mtime, size)``.
     """
     path = Path(path).expanduser().resolve()
@@ -933,3 +933,18 @@ def _write_split(group: h5py.Group, split: Mapping[str, Any], opts: dict) -> Non
         for cell, sta in split["stas"].items():
             stas.create_dataset(f"cell{cell + 1:02d}", data=sta)
 
+
+
+def model_windows(recording: xr.Dataset, model: Any, max_windows: int | None = None) -> "Windows":
+    """The windows ``model`` reads from ``recording``: its history length and its norm stats.
+
+    ``max_windows`` keeps the first N windows only (the recording is cut before
+    windowing, so nothing more is read).
+    """
+    history = int(model.img_shape[0]) if hasattr(model, "img_shape") else DEFAULT_HISTORY
+    if max_windows is not None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+            raise ConfigurationError(f"max_windows must be an integer >= 1, got {max_windows!r}")
+        recording = recording.isel(time=slice(0, max_windows + history))
+    meta = getattr(model, "meta", {}) or {}
+    return windows(recording, norm_stats=meta.get("norm_stats"), history=history)
