@@ -165,7 +165,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     loc = dict(experiment=args.experiment, stim_type=args.stim_type) if args.data.is_dir() else {}
     train = load_recording(args.data, split="train", **loc)
     test = load_recording(args.data, split="test", **loc)
-    model, _ = fit(train, test=test, out=args.out, seed=args.seed, device=args.device,
+    model, _ = fit(train, test=test, out=args.out, random_state=args.seed, device=args.device,
                    progress=not args.quiet, **kw)
     print(format_evaluation(evaluate(model, test, device=args.device)))
     print(f"wrote {args.out}")

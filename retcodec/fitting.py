@@ -29,6 +29,7 @@ from scipy import ndimage
 from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.analysis.metrics import pearson
+from retcodec.devices import resolve_device
 
 __all__ = ["FitConfig", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
 
@@ -156,17 +157,21 @@ def _zscore_train(recording: xr.Dataset) -> tuple[np.ndarray, dict[str, float]]:
 
 # --------------------------------------------------------------------------- fit
 def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.ndarray | None = None,
-        test: xr.Dataset | None = None, device: str = "cpu", progress: bool = True,
+        test: xr.Dataset | None = None, device: str | torch.device = "cpu", progress: bool = False,
         out: str | Path | None = None, **overrides: Any) -> tuple[VaryModel, xr.Dataset]:
     """Fit a published-layout ``VaryModel`` to the train split ``recording``.
 
     Parameters: ``config`` (:class:`FitConfig`; keyword ``overrides`` replace
     fields), ``centers`` (n, 2) in stimulus px (default: estimated from the
     recording's STA), ``test`` split for the final report, ``device``, ``out``
-    (checkpoint path, written with :func:`retcodec.save_model`).
+    (checkpoint path, written with :func:`retcodec.save_model`); ``random_state`` sets
+    ``FitConfig.seed``.
     Returns the fitted model (eval mode, best validation weights) and its
     training history as a Dataset over ``epoch``.
     """
+    if "random_state" in overrides:
+        overrides["seed"] = overrides.pop("random_state")
+    device = resolve_device(device)
     unknown = set(overrides) - {f for f in asdict(FitConfig())}
     if unknown:
         raise ConfigurationError(f"unknown fit option(s) {sorted(unknown)}; see retcodec.fitting.FitConfig")
