@@ -1,34 +1,12 @@
 """Planted problems: synthetic data built from known sparse non-negative modes."""
 from __future__ import annotations
 
-import copy
-import json
-import math
-import time
-import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
-
-from retcodec.engine.threads import torch_threads
-import xarray as xr
-from scipy.optimize import linear_sum_assignment, nnls
-from scipy.stats import norm
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                          clone)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.decomposition import NMF, PCA
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted
-from torch import nn
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
-from retcodec.io.provenance import provenance_attrs
-from retcodec.io.storage import write_netcdf_atomic
-
-from retcodec.modes.estimators import ModesBase, SIGNS, check_matrix, check_positive_int, check_sign, explained_r2
+from retcodec.errors import ConfigurationError
 
 __all__ = ['make_sparse_modes']
 
