@@ -10,7 +10,8 @@ For each configuration and method, over seeds: recovery of the true modes
 and worst), number of modes found vs true, R² on the fitted and held-out
 samples, mean active modes per sample (L0), empty modes (zero-norm rows),
 seed stability (``stability_score``: matched cosine summed over pairs / the
-larger count, mean and worst over seed pairs) and fit time. Methods:
+larger count, mean and worst over seed pairs) and fit time (wall clock and
+CPU; the two views of one autoencoder share its fit and its time). Methods:
 
 * ``default``: ``ContributionModes()`` - compact modes (atoms merged by
   direction, NNLS loadings, count by held-out R²);
@@ -63,22 +64,22 @@ def paper_settings(seed: int, compact: bool = False) -> ContributionModes:
                              compact=compact, random_state=seed)
 
 
-def make(method: str, seed: int, n_features: int, n_true: int):
-    """The estimator of ``method`` (H = d for the paper settings)."""
-    if method == "default":
-        return ContributionModes(random_state=seed)
-    if method == "atoms":
-        return ContributionModes(compact=False, random_state=seed)
-    if method in ("paper", "paper-compact"):
-        return paper_settings(seed, method == "paper-compact").set_params(hidden=n_features)
-    if method == "nmf":
-        return NMFModes(n_true, init="random", random_state=seed)
-    if method == "pca":
-        return PCAModes(n_true, random_state=seed)
-    raise ValueError(method)
-
-
 METHODS = ("default", "atoms", "paper", "paper-compact", "nmf", "pca")
+# methods that are views of one fit: method -> (fit family, view)
+VIEWS = {"default": ("default", "modes"), "atoms": ("default", "atoms"),
+         "paper-compact": ("paper", "modes"), "paper": ("paper", "atoms"),
+         "nmf": ("nmf", "modes"), "pca": ("pca", "modes")}
+
+
+def make(family: str, seed: int, n_features: int, n_true: int):
+    """The estimator of a fit family (H = d for the paper settings)."""
+    if family == "default":
+        return ContributionModes(random_state=seed)
+    if family == "paper":
+        return paper_settings(seed, compact=True).set_params(hidden=n_features)
+    if family == "nmf":
+        return NMFModes(n_true, init="random", random_state=seed)
+    return PCAModes(n_true, random_state=seed)
 
 
 def recovery(true_modes: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -89,28 +90,43 @@ def recovery(true_modes: np.ndarray, components: np.ndarray) -> np.ndarray:
     return cosine
 
 
-def run_one(method: str, seed: int, X_fit: np.ndarray, X_out: np.ndarray,
-            true_modes: np.ndarray) -> tuple[dict, np.ndarray]:
-    estimator = make(method, seed, X_fit.shape[1], len(true_modes))
-    start = time.perf_counter()
+def fit(family: str, seed: int, X_fit: np.ndarray, n_true: int) -> tuple[object, float, float]:
+    """A fitted estimator, its wall-clock and CPU seconds."""
+    estimator = make(family, seed, X_fit.shape[1], n_true)
+    wall, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(X_fit)
-    seconds = time.perf_counter() - start
-    held_out = explained_r2(X_out, estimator.inverse_transform(estimator.transform(X_out)))
-    cosine = recovery(true_modes, estimator.components_)
-    norms = np.linalg.norm(estimator.components_, axis=1)
-    row = {"method": method, "seed": seed, "r2": estimator.r2_, "r2_held_out": held_out,
+    return estimator, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def view(estimator, kind: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Modes, loadings of ``X`` and training L0 of the compact modes or of the atoms."""
+    if kind == "atoms":
+        return estimator.atom_components_, estimator.transform_atoms(X), estimator.atom_l0_
+    return estimator.components_, estimator.transform(X), estimator.l0_
+
+
+def evaluate(method: str, estimator, seconds: tuple[float, float], X_fit: np.ndarray,
+             X_out: np.ndarray, true_modes: np.ndarray) -> tuple[dict, np.ndarray]:
+    components, Z_fit, l0 = view(estimator, VIEWS[method][1], X_fit)
+    offset = getattr(estimator, "mean_", 0.0)
+    Z_out = view(estimator, VIEWS[method][1], X_out)[1]
+    cosine = recovery(true_modes, components)
+    norms = np.linalg.norm(components, axis=1)
+    row = {"method": method, "seed": int(estimator.random_state),
+           "r2": explained_r2(X_fit, Z_fit @ components + offset),
+           "r2_held_out": explained_r2(X_out, Z_out @ components + offset),
            "cos_mean": float(cosine.mean()), "cos_min": float(cosine.min()),
-           "n_modes": int(estimator.n_modes_), "n_true": len(true_modes),
+           "n_modes": int(len(components)), "n_true": len(true_modes),
            "empty": int((norms <= 1e-12 * max(norms.max(initial=0), 1e-300)).sum()),
-           "l0": estimator.l0_, "epochs": int(getattr(estimator, "n_iter_", 0)),
-           "seconds": seconds}
-    return row, estimator.components_
+           "l0": float(l0), "epochs": int(getattr(estimator, "n_iter_", 0)),
+           "seconds": seconds[0], "cpu_seconds": seconds[1]}
+    return row, components
 
 
 KEYS = ("n_modes", "cos_mean", "cos_min", "stab_mean", "stab_min", "r2", "r2_held_out", "l0",
-        "empty", "seconds")
+        "empty", "seconds", "cpu_seconds")
 
 
 def summarise(rows: list[dict]) -> str:
@@ -131,12 +147,18 @@ def run_config(name: str, methods: list[str], seeds: list[int], data_seed: int) 
     X, true_modes, _ = make_sparse_modes(N_FIT + N_HELD_OUT, random_state=data_seed,
                                          **CONFIGS[name])
     X_fit, X_out = X[:N_FIT], X[N_FIT:]
+    fits = {}
+    for family in dict.fromkeys(VIEWS[m][0] for m in methods):
+        for seed in seeds:
+            estimator, wall, cpu = fit(family, seed, X_fit, len(true_modes))
+            fits[family, seed] = estimator, (wall, cpu)
     rows = []
     for method in methods:
-        fits = [run_one(method, seed, X_fit, X_out, true_modes) for seed in seeds]
+        results = [evaluate(method, *fits[VIEWS[method][0], seed], X_fit, X_out, true_modes)
+                   for seed in seeds]
         pairs = list(itertools.combinations(range(len(seeds)), 2))
-        scores = [stability_score(fits[a][1], fits[b][1]) for a, b in pairs] or [np.nan]
-        for row, _ in fits:
+        scores = [stability_score(results[a][1], results[b][1]) for a, b in pairs] or [np.nan]
+        for row, _ in results:
             row.update(config=name, overlap=mode_overlap(true_modes),
                        stab_mean=float(np.mean(scores)), stab_min=float(np.min(scores)))
             rows.append(row)
