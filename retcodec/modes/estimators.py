@@ -1,29 +1,24 @@
-"""Modes of contributions: CODEC's thresholded sparse autoencoder, and baselines.
+"""Modes of contributions: CODEC's thresholded sparse autoencoder, its compact modes, baselines.
 
 A layer's spatially summed contributions form a matrix ``X`` (samples x
-features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``
-(``codec-method.md`` §3). A *mode* is a row of a dictionary ``D`` (modes x
+features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``. A *mode* is a row of a dictionary (modes x
 features); the *loadings* ``Z`` (samples x modes) say how much of each mode each
 sample holds, and ``X ≈ Z @ components_``.
 
 * :class:`ContributionModes` - the paper's thresholded sparse autoencoder
-  (``codec-method.md`` §4): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
-  threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary.
+  (``docs/modes.md``): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
+  threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary of atoms; by default
+  its atoms are merged into compact modes with continuous loadings
+  (:mod:`retcodec.modes.compact`, ``docs/modes.md``).
 * :class:`NMFModes`, :class:`PCAModes` - baselines behind the same interface.
-* :func:`fit_layer` - fit on a ``(time, channel, sign)`` DataArray and return the
-  modes as an :class:`xarray.Dataset`; :func:`save_modes` / :func:`load_modes`
-  write / read them (netCDF, h5netcdf); :func:`estimator_from_dataset` rebuilds a
-  fitted estimator that can ``transform`` new data.
-* :func:`match_modes`, :func:`mode_stability` - Hungarian matching of modes by
-  cosine similarity, across fits with different seeds.
-* :func:`make_sparse_modes` - synthetic data with known sparse non-negative modes.
 
 All estimators follow scikit-learn conventions (``get_params`` / ``clone`` work).
 Common fitted attributes: ``components_`` (n_modes_, n_features) in the units of
-``X``, ``scale_`` (the global scale ``X`` was divided by while fitting),
-``r2_``, ``alive_`` (bool per atom), ``atom_index_`` (atom of each mode),
-``n_modes_``, ``l0_`` (mean number of non-zero loadings per sample),
-``n_features_in_``.
+``X``, in decreasing explained energy; ``energy_`` (share of ``Σ‖x‖²`` per
+mode); ``scale_`` (the global scale ``X`` was divided by while fitting);
+``r2_``; ``alive_`` (bool per atom); ``atom_index_`` (representative atom of
+each mode); ``n_modes_``; ``l0_`` (mean number of non-zero loadings per
+sample); ``n_features_in_``.
 
 R² everywhere is the variance-weighted coefficient of determination, with
 per-feature means: ``1 - Σ(x - x̂)² / Σ(x - mean_feature(x))²``.
@@ -35,27 +30,23 @@ import json
 import math
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from retcodec.engine.threads import torch_threads
 import xarray as xr
-from scipy.optimize import linear_sum_assignment, nnls
+from scipy.optimize import nnls
 from scipy.stats import norm
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                          clone)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.decomposition import NMF, PCA
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
-from retcodec.io.provenance import provenance_attrs
-from retcodec.io.storage import write_netcdf_atomic
+from retcodec.engine.threads import torch_threads
+from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.modes.compact import (choose_count, explained_r2, merge_atoms, mode_energy,
                                     nnls_loadings, unit_rows)
 
@@ -206,7 +197,8 @@ class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.scale_ = float(ds.attrs["scale"])
         self.r2_ = float(ds["r2"].values)
         self.l0_ = float(ds.attrs["l0"])
-        self.energy_ = ds["energy"].values.astype(np.float64)
+        self.energy_ = (ds["energy"].values.astype(np.float64) if "energy" in ds
+                        else np.full(self.n_modes_, np.nan))  # files written before energy
 
 
 def _check_rank(n_modes: int, X: np.ndarray, method: str) -> None:
