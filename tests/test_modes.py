@@ -413,7 +413,7 @@ def test_stability_score_penalises_a_changing_count():
 
 def test_fit_layer_reports_energy_count_rule_and_stability(data):
     C = as_contribution(data[0], 4)
-    ds = fit_layer(ContributionModes(max_epochs=20, random_state=0), C, sign="both",
+    ds = fit_layer(ContributionModes(max_epochs=10, random_state=0), C, sign="both",
                    stability_seeds=(0, 1))
     assert ds["energy"].dims == ("mode",) and np.all(np.diff(ds["energy"].values) <= 0)
     assert 0 < float(ds["energy"].sum()) <= 1.0 + 1e-9
