@@ -1,31 +1,37 @@
-"""Benchmark: modes of synthetic contributions with known sparse non-negative modes.
+"""Benchmark: modes of planted problems with known sparse non-negative modes.
 
-Data: ``retcodec.modes.estimators.make_sparse_modes`` (6 unit-norm modes, each on ~35% of
-16 features; each sample holds each mode with probability 0.25, exponential
-loadings; 1% noise), 6000 samples to fit and 1500 held out.
+Data: ``retcodec.modes.make_sparse_modes`` - unit-norm modes on a share of the
+features, sparse loadings with continuous magnitudes (mean 1), Gaussian noise;
+``N_FIT`` samples to fit and ``N_HELD_OUT`` held out. Several configurations
+(``CONFIGS``: sizes, overlaps, magnitudes, noise levels).
 
-For each method: R² on the fitted and on the held-out samples, recovery of the
-true modes (cosine similarity after Hungarian matching; a true mode left
-unmatched counts 0), number of modes, mean active modes per sample (L0),
-epochs and fit time. Methods:
+For each configuration and method, over seeds: recovery of the true modes
+(cosine after Hungarian matching, a true mode left unmatched counts 0; mean
+and worst), number of modes found vs true, R² on the fitted and held-out
+samples, mean active modes per sample (L0), empty modes (zero-norm rows),
+seed stability (``stability_score``: matched cosine summed over pairs / the
+larger count, mean and worst over seed pairs) and fit time (wall clock and
+CPU; the two views of one autoencoder share its fit and its time). Methods:
 
+* ``default``: ``ContributionModes()`` - compact modes (atoms merged by
+  direction, NNLS loadings, count by held-out R²);
+* ``atoms``: the same autoencoder, its alive atoms as modes (``compact=False``);
 * ``paper``: the retina script's settings (lr 1e-5, 800 epochs, batch 128,
-  H = d, K = 10·d, θ = 0.9, λ_D = 1e-4, PyTorch's default initialisation);
-* ``paper+init``: the same with retcodec's initialisation (``init_active=0.1``,
-  dictionary from data samples);
-* ``default``: ``ContributionModes()`` defaults;
-* ``default-init``: the defaults with PyTorch's default initialisation;
-* ``nmf``, ``pca``: the baselines with the true number of modes.
+  H = d, K = 10·d, θ = 0.9, λ_D = 1e-4, PyTorch's default initialisation),
+  atoms as modes, as published;
+* ``paper-compact``: the same autoencoder, compact modes;
+* ``nmf``, ``pca``: the baselines, told the true number of modes.
 
-Run (single-threaded, about 4 minutes with the paper settings)::
+Run (``--threads 1`` or ``2``; the paper settings take minutes per fit)::
 
-    python benchmarks/bench_modes.py                 # everything, seeds 0 1 2
-    python benchmarks/bench_modes.py --methods default nmf pca --seeds 0
-    python benchmarks/bench_modes.py --json results.json
+    python benchmarks/bench_modes.py                           # default, atoms, nmf on every config
+    python benchmarks/bench_modes.py --methods paper paper-compact --configs 6in16
+    python benchmarks/bench_modes.py --seeds 0 1 2 --json results.json
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import warnings
@@ -35,28 +41,45 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from retcodec.modes import (ContributionModes, NMFModes, PCAModes, explained_r2,
-                            make_sparse_modes, match_modes)
+                            make_sparse_modes, match_modes, stability_score)
+from retcodec.modes.synthetic import mode_overlap
 
-N_FIT, N_HELD_OUT, N_FEATURES, N_TRUE_MODES = 6000, 1500, 16, 6
+N_FIT, N_HELD_OUT = 6000, 1500
 
-
-def paper_settings(seed: int) -> ContributionModes:
-    """The retina analysis script's hyper-parameters and PyTorch's default initialisation."""
-    return ContributionModes(multiplier=10, hidden=N_FEATURES, threshold=0.9,
-                             l1_dictionary=1e-4, lr=1e-5, lr_decay=0.98, decay_every=25,
-                             batch_size=128, max_epochs=800, patience=800,
-                             init="random", init_active=None, random_state=seed)
-
-
-METHODS = {
-    "paper": paper_settings,
-    "paper+init": lambda seed: paper_settings(seed).set_params(init="data", init_active=0.1),
-    "default": lambda seed: ContributionModes(random_state=seed),
-    "default-init": lambda seed: ContributionModes(init="random", init_active=None,
-                                                   random_state=seed),
-    "nmf": lambda seed: NMFModes(N_TRUE_MODES, random_state=seed),
-    "pca": lambda seed: PCAModes(N_TRUE_MODES, random_state=seed),
+CONFIGS = {  # name -> make_sparse_modes arguments
+    "6in16": dict(n_features=16, n_modes=6),
+    "6in16-noisy": dict(n_features=16, n_modes=6, noise=0.1),
+    "6in16-overlap": dict(n_features=16, n_modes=6, support_fraction=0.6, active_probability=0.4),
+    "4in8-lognormal": dict(n_features=8, n_modes=4, magnitude="lognormal", noise=0.05),
+    "10in16-overlap": dict(n_features=16, n_modes=10, support_fraction=0.5, noise=0.05),
+    "12in32": dict(n_features=32, n_modes=12, support_fraction=0.2, noise=0.05),
 }
+
+
+def paper_settings(seed: int, compact: bool = False) -> ContributionModes:
+    """The retina analysis script's hyper-parameters and PyTorch's default initialisation."""
+    return ContributionModes(multiplier=10, hidden=None, threshold=0.9, l1_dictionary=1e-4,
+                             lr=1e-5, lr_decay=0.98, decay_every=25, batch_size=128,
+                             max_epochs=800, patience=800, init="random", init_active=None,
+                             compact=compact, random_state=seed)
+
+
+METHODS = ("default", "atoms", "paper", "paper-compact", "nmf", "pca")
+# methods that are views of one fit: method -> (fit family, view)
+VIEWS = {"default": ("default", "modes"), "atoms": ("default", "atoms"),
+         "paper-compact": ("paper", "modes"), "paper": ("paper", "atoms"),
+         "nmf": ("nmf", "modes"), "pca": ("pca", "modes")}
+
+
+def make(family: str, seed: int, n_features: int, n_true: int):
+    """The estimator of a fit family (H = d for the paper settings)."""
+    if family == "default":
+        return ContributionModes(random_state=seed)
+    if family == "paper":
+        return paper_settings(seed, compact=True).set_params(hidden=n_features)
+    if family == "nmf":
+        return NMFModes(n_true, init="random", random_state=seed)
+    return PCAModes(n_true, random_state=seed)
 
 
 def recovery(true_modes: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -67,51 +90,99 @@ def recovery(true_modes: np.ndarray, components: np.ndarray) -> np.ndarray:
     return cosine
 
 
-def run_one(method: str, seed: int, X_fit: np.ndarray, X_out: np.ndarray,
-            true_modes: np.ndarray) -> dict:
-    estimator = METHODS[method](seed)
-    start = time.perf_counter()
+def fit(family: str, seed: int, X_fit: np.ndarray, n_true: int) -> tuple[object, float, float]:
+    """A fitted estimator, its wall-clock and CPU seconds."""
+    estimator = make(family, seed, X_fit.shape[1], n_true)
+    wall, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(X_fit)
-    seconds = time.perf_counter() - start
-    held_out = explained_r2(X_out, estimator.inverse_transform(estimator.transform(X_out)))
-    cosine = recovery(true_modes, estimator.components_)
-    return {"method": method, "seed": seed, "r2": estimator.r2_, "r2_held_out": held_out,
-            "cos_mean": float(cosine.mean()), "cos_min": float(cosine.min()),
-            "n_modes": int(estimator.n_modes_), "l0": estimator.l0_,
-            "epochs": int(getattr(estimator, "n_iter_", 0)), "seconds": seconds}
+    return estimator, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def view(estimator, kind: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Modes, loadings of ``X`` and training L0 of the compact modes or of the atoms."""
+    if kind == "atoms":
+        return estimator.atom_components_, estimator.transform_atoms(X), estimator.atom_l0_
+    return estimator.components_, estimator.transform(X), estimator.l0_
+
+
+def evaluate(method: str, estimator, seconds: tuple[float, float], X_fit: np.ndarray,
+             X_out: np.ndarray, true_modes: np.ndarray) -> tuple[dict, np.ndarray]:
+    components, Z_fit, l0 = view(estimator, VIEWS[method][1], X_fit)
+    offset = getattr(estimator, "mean_", 0.0)
+    Z_out = view(estimator, VIEWS[method][1], X_out)[1]
+    cosine = recovery(true_modes, components)
+    norms = np.linalg.norm(components, axis=1)
+    row = {"method": method, "seed": int(estimator.random_state),
+           "r2": explained_r2(X_fit, Z_fit @ components + offset),
+           "r2_held_out": explained_r2(X_out, Z_out @ components + offset),
+           "cos_mean": float(cosine.mean()), "cos_min": float(cosine.min()),
+           "n_modes": int(len(components)), "n_true": len(true_modes),
+           "empty": int((norms <= 1e-12 * max(norms.max(initial=0), 1e-300)).sum()),
+           "l0": float(l0), "epochs": int(getattr(estimator, "n_iter_", 0)),
+           "seconds": seconds[0], "cpu_seconds": seconds[1]}
+    return row, components
+
+
+KEYS = ("n_modes", "cos_mean", "cos_min", "stab_mean", "stab_min", "r2", "r2_held_out", "l0",
+        "empty", "seconds", "cpu_seconds")
 
 
 def summarise(rows: list[dict]) -> str:
-    keys = ("r2", "r2_held_out", "cos_mean", "cos_min", "n_modes", "l0", "epochs", "seconds")
-    lines = [f"{'method':<13}" + "".join(f"{k:>12}" for k in keys)]
-    for method in dict.fromkeys(row["method"] for row in rows):
-        mine = [row for row in rows if row["method"] == method]
-        means = {k: np.mean([row[k] for row in mine]) for k in keys}
-        means["cos_min"] = min(row["cos_min"] for row in mine)  # worst over seeds
-        lines.append(f"{method:<13}" + "".join(f"{means[k]:>12.3f}" for k in keys))
+    """One line per (config, method): means over seeds; *_min and empty: worst."""
+    lines = [f"{'config':<16}{'method':<14}{'true':>5}" + "".join(f"{k:>12}" for k in KEYS)]
+    for config, method in dict.fromkeys((row["config"], row["method"]) for row in rows):
+        mine = [row for row in rows if row["config"] == config and row["method"] == method]
+        value = {k: float(np.mean([row[k] for row in mine])) for k in KEYS}
+        for k in ("cos_min", "stab_min"):
+            value[k] = min(row[k] for row in mine)
+        value["empty"] = max(row["empty"] for row in mine)
+        lines.append(f"{config:<16}{method:<14}{mine[0]['n_true']:>5}"
+                     + "".join(f"{value[k]:>12.3f}" for k in KEYS))
     return "\n".join(lines)
+
+
+def run_config(name: str, methods: list[str], seeds: list[int], data_seed: int) -> list[dict]:
+    X, true_modes, _ = make_sparse_modes(N_FIT + N_HELD_OUT, random_state=data_seed,
+                                         **CONFIGS[name])
+    X_fit, X_out = X[:N_FIT], X[N_FIT:]
+    fits = {}
+    for family in dict.fromkeys(VIEWS[m][0] for m in methods):
+        for seed in seeds:
+            estimator, wall, cpu = fit(family, seed, X_fit, len(true_modes))
+            fits[family, seed] = estimator, (wall, cpu)
+    rows = []
+    for method in methods:
+        results = [evaluate(method, *fits[VIEWS[method][0], seed], X_fit, X_out, true_modes)
+                   for seed in seeds]
+        pairs = list(itertools.combinations(range(len(seeds)), 2))
+        scores = [stability_score(results[a][1], results[b][1]) for a, b in pairs] or [np.nan]
+        for row, _ in results:
+            row.update(config=name, overlap=mode_overlap(true_modes),
+                       stab_mean=float(np.mean(scores)), stab_min=float(np.min(scores)))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["default", "atoms", "nmf"],
+                        choices=METHODS)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 or 2)")
     parser.add_argument("--json", help="also write the per-run rows to this JSON file")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    X, true_modes, _ = make_sparse_modes(N_FIT + N_HELD_OUT, N_FEATURES, N_TRUE_MODES,
-                                         random_state=args.data_seed)
-    X_fit, X_out = X[:N_FIT], X[N_FIT:]
+    torch.set_num_threads(args.threads)
     rows = []
-    for method in args.methods:
-        for seed in args.seeds:
-            rows.append(run_one(method, seed, X_fit, X_out, true_modes))
-            print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{N_FIT} x {N_FEATURES} samples, {N_TRUE_MODES} true modes, "
-          f"seeds {args.seeds} (means; cos_min: worst)")
+    for name in args.configs:
+        rows += run_config(name, args.methods, args.seeds, args.data_seed)
+    print(f"\n{N_FIT} fitted + {N_HELD_OUT} held-out samples, seeds {args.seeds}, "
+          f"data seed {args.data_seed}, {args.threads} thread(s); means over seeds, "
+          f"*_min and empty: worst")
     print(summarise(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -9,9 +9,13 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from scipy.optimize import nnls
+
 from retcodec.modes import (ContributionModes, NMFModes, PCAModes, estimator_from_dataset,
                             explained_r2, fit_layer, layer_matrix, load_modes,
-                            make_sparse_modes, match_modes, mode_stability, save_modes)
+                            make_sparse_modes, match_modes, mode_stability, save_modes,
+                            stability_score)
+from retcodec.modes.synthetic import mode_overlap
 
 torch.set_num_threads(1)
 
@@ -71,26 +75,68 @@ def test_transform_inverse_transform_consistency(data, fitted):
     assert fitted.l0_ == pytest.approx((Z != 0).sum(axis=1).mean())
 
 
-def test_loadings_are_thresholded_preloadings(data, fitted):
-    """z = a where a >= θ, else 0; so every non-zero loading lies in [θ, 1)."""
+def test_atom_loadings_are_thresholded_preloadings(data, fitted):
+    """Atoms: z = a where a >= θ, else 0; so every non-zero atom loading lies in [θ, 1)."""
     X = data[0]
-    Z = fitted.transform(X)
+    Z = fitted.transform_atoms(X)
     nonzero = Z[Z != 0]
     assert nonzero.size and nonzero.min() >= fitted.threshold and nonzero.max() < 1
     with torch.no_grad():
         a = fitted._module.preloadings(torch.as_tensor(X / fitted.scale_))
-    a = a.numpy()[:, fitted.atom_index_]
+    a = a.numpy()[:, fitted.atoms_]
     np.testing.assert_array_equal(Z, np.where(a >= fitted.threshold, a, 0.0))
 
 
 def test_threshold_property_holds_for_another_threshold(data):
     est = ContributionModes(threshold=0.7, max_epochs=6, random_state=1).fit(data[0])
-    nonzero = est.transform(data[0])[est.transform(data[0]) != 0]
-    assert nonzero.size and nonzero.min() >= 0.7
+    Z = est.transform_atoms(data[0])
+    assert Z[Z != 0].size and Z[Z != 0].min() >= 0.7
 
 
-def test_mode_order_is_decreasing_loading_energy(data, fitted):
-    energy = fitted.transform(data[0]).sum(axis=0) * np.linalg.norm(fitted.components_, axis=1)
+def test_compact_loadings_are_continuous_nnls_coefficients(data, fitted):
+    """Compact loadings: exact NNLS per sample, mean active loading 1, not confined to [θ, 1)."""
+    X = data[0]
+    Z = fitted.transform(X[:200])
+    expected = np.array([nnls(fitted.components_.T, x)[0] for x in X[:200]])
+    np.testing.assert_allclose(Z, expected, atol=1e-10)
+    np.testing.assert_allclose(Z[:50], fitted.transform(X[:50]))  # sample by sample
+    Z = fitted.transform(X)
+    means = [z[z > 0].mean() for z in Z.T]
+    np.testing.assert_allclose(means, 1.0, rtol=1e-6)
+    assert Z.max() > 2 and ((Z > 0) & (Z < 0.5)).any()
+
+
+def test_compact_modes_are_fewer_than_atoms_and_match_the_truth(data, fitted):
+    _, true_modes, _ = data
+    assert fitted.n_modes_ <= 2 * N_TRUE < len(fitted.atoms_)
+    assert stability_score(true_modes, fitted.components_) >= 0.95
+
+
+def test_count_is_the_smallest_within_tolerance(fitted):
+    path = fitted.count_r2_
+    assert len(path) >= fitted.n_modes_
+    allowed = np.flatnonzero(path >= path.max() - fitted.compact_tolerance)
+    assert fitted.n_modes_ == allowed[0] + 1
+    assert "held-out R²" in fitted.count_rule_
+
+
+def test_fixed_count_and_paper_atoms(data):
+    X = data[0]
+    fixed = ContributionModes(n_compact=2, **QUICK).fit(X)
+    assert fixed.n_modes_ == 2 and fixed.count_r2_.size == 0 and "fixed" in fixed.count_rule_
+    atoms = ContributionModes(compact=False, **QUICK).fit(X)
+    np.testing.assert_array_equal(atoms.components_, atoms.atom_components_)
+    np.testing.assert_array_equal(atoms.transform(X), atoms.transform_atoms(X))
+    np.testing.assert_array_equal(atoms.atom_index_, atoms.atoms_)
+    assert atoms.r2_ == pytest.approx(atoms.atom_r2_)
+    np.testing.assert_array_equal(atoms.atom_mode_[atoms.atoms_], np.arange(atoms.n_modes_))
+
+
+def test_mode_order_is_decreasing_explained_energy(data, fitted):
+    X = data[0]
+    Z = fitted.transform(X)
+    energy = (Z ** 2).sum(axis=0) * (fitted.components_ ** 2).sum(axis=1) / (X ** 2).sum()
+    np.testing.assert_allclose(fitted.energy_, energy, rtol=1e-9)
     assert np.all(np.diff(energy) <= 0)
 
 
@@ -98,7 +144,7 @@ def test_nonneg_components_and_scale(data, fitted):
     X = data[0]
     assert fitted.components_.min() >= 0
     assert fitted.scale_ == pytest.approx(X.std())
-    np.testing.assert_allclose(fitted.components_, fitted.dictionary_[fitted.atom_index_])
+    np.testing.assert_allclose(fitted.atom_components_, fitted.dictionary_[fitted.atoms_])
 
 
 def test_signed_dictionary_fits_signed_data(data):
@@ -113,10 +159,28 @@ def test_alive_and_dead_atom_bookkeeping(data, fitted):
     loadings = fitted._all_loadings(X)  # every atom, dead ones included
     assert fitted.alive_.shape == (fitted.n_atoms_,) == (10 * N_FEATURES,)
     assert (~fitted.alive_).any(), "this fit should leave some atoms dead"
-    np.testing.assert_array_equal(fitted.alive_, (loadings != 0).any(axis=0))
-    assert sorted(fitted.atom_index_) == list(np.flatnonzero(fitted.alive_))
-    assert fitted.n_modes_ == fitted.alive_.sum() == len(fitted.components_)
-    np.testing.assert_array_equal(fitted.transform(X), loadings[:, fitted.atom_index_])
+    norms = np.linalg.norm(fitted.dictionary_, axis=1)
+    nonempty = norms > 1e-6 * norms.max()
+    np.testing.assert_array_equal(fitted.alive_, (loadings != 0).any(axis=0) & nonempty)
+    assert sorted(fitted.atoms_) == list(np.flatnonzero(fitted.alive_))
+    np.testing.assert_array_equal(fitted.transform_atoms(X), loadings[:, fitted.atoms_])
+    assert np.all(fitted.atom_mode_[~fitted.alive_] == -1)
+    assert set(fitted.atom_mode_[fitted.alive_]) <= set(range(fitted.n_modes_))
+    for mode, atom in enumerate(fitted.atom_index_):
+        assert atom == -1 or fitted.atom_mode_[atom] == mode
+
+
+def test_atom_with_zero_weights_is_never_alive(data):
+    """The root cause of empty modes: an atom that fires but has no weights is not a mode."""
+    X = data[0]
+    est = ContributionModes(compact=False, **QUICK).fit(X)
+    empty = est.atoms_[0]
+    with torch.no_grad():
+        est._module.dictionary_raw[empty] = -1.0  # ReLU -> exactly zero weights
+    assert (est._all_loadings(X)[:, empty] != 0).any(), "the atom still fires"
+    est._set_modes_from_module(X)
+    assert not est.alive_[empty] and empty not in est.atoms_ and empty not in est.atom_index_
+    assert np.linalg.norm(est.components_, axis=1).min() > 0
 
 
 def test_n_modes_sets_dictionary_size(data):
@@ -187,7 +251,7 @@ def test_nmf_recovers_known_modes_in_energy_order(data):
     W = est.fit_transform(X)
     assert true_mode_recovery(true_modes, est.components_).min() > 0.99
     assert est.components_.min() >= 0 and W.min() >= 0
-    energy = W.sum(axis=0) * np.linalg.norm(est.components_, axis=1)
+    energy = (W ** 2).sum(axis=0) * (est.components_ ** 2).sum(axis=1)
     assert np.all(np.diff(energy) <= 0)
 
 
@@ -305,6 +369,7 @@ def test_mode_stability_report(data):
     assert list(report["seed_a"].values) == [0, 0, 1] and list(report["seed_b"].values) == [1, 2, 2]
     assert (report["n_matched"] == N_TRUE).all()
     assert report.attrs["min_cosine"] > 0.99  # these modes are identifiable
+    assert report.attrs["stability"] > 0.99 and (report["stability"] > 0.99).all()
     pca = mode_stability(PCAModes(2), as_contribution(data[0], 4), seeds=(0, 1), n_top=1)
     assert pca["n_matched"].values.tolist() == [1]
 
@@ -321,6 +386,42 @@ def test_make_sparse_modes_properties():
     assert X.min() >= 0 and modes.min() >= 0 and loadings.min() >= 0
     np.testing.assert_allclose(np.linalg.norm(modes, axis=1), 1.0)
     assert 0.15 < (loadings > 0).mean() < 0.35
+
+
+@pytest.mark.parametrize("magnitude", ["exponential", "lognormal", "uniform"])
+def test_make_sparse_modes_magnitudes_and_overlap(magnitude):
+    X, modes, loadings = make_sparse_modes(4000, 12, 4, magnitude=magnitude, noise=0.0,
+                                           random_state=1)
+    active = loadings[loadings > 0]
+    assert active.mean() == pytest.approx(1.0, abs=0.1) and np.unique(active).size > 100
+    np.testing.assert_allclose(X, loadings @ modes)
+    wide = make_sparse_modes(10, 12, 4, support_fraction=1.0, random_state=1)[1]
+    assert mode_overlap(wide) > mode_overlap(make_sparse_modes(10, 12, 4, support_fraction=0.2,
+                                                                random_state=1)[1])
+    with pytest.raises(ConfigurationError, match="magnitude"):
+        make_sparse_modes(10, magnitude="gamma")
+
+
+def test_stability_score_penalises_a_changing_count():
+    rng = np.random.default_rng(0)
+    A = rng.random((4, 6))
+    assert stability_score(A, 3 * A[::-1]) == pytest.approx(1.0)
+    assert stability_score(A, A[:2]) == pytest.approx(0.5)  # not 1: two modes are missing
+    assert stability_score(A[:2], A) == pytest.approx(0.5)
+    assert stability_score(A, A[:0]) == 0.0
+
+
+def test_fit_layer_reports_energy_count_rule_and_stability(data):
+    C = as_contribution(data[0], 4)
+    ds = fit_layer(ContributionModes(max_epochs=10, random_state=0), C, sign="both",
+                   stability_seeds=(0, 1))
+    assert ds["energy"].dims == ("mode",) and np.all(np.diff(ds["energy"].values) <= 0)
+    assert 0 < float(ds["energy"].sum()) <= 1.0 + 1e-9
+    assert ds.attrs["n_modes"] == ds.sizes["mode"] <= 2 * N_TRUE
+    assert ds.attrs["n_alive"] > ds.attrs["n_modes"]
+    assert "held-out R²" in ds.attrs["count_rule"] and ds.attrs["atom_r2"] <= 1
+    assert 0.5 < ds.attrs["stability"] <= 1 and ds.attrs["stability_seeds"] == "[0, 1]"
+    assert np.linalg.norm(ds["modes"].values.reshape(ds.sizes["mode"], -1), axis=1).min() > 0
 
 
 # --------------------------------------------------------------------------- errors

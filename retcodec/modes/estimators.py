@@ -1,29 +1,24 @@
-"""Modes of contributions: CODEC's thresholded sparse autoencoder, and baselines.
+"""Modes of contributions: CODEC's thresholded sparse autoencoder, its compact modes, baselines.
 
 A layer's spatially summed contributions form a matrix ``X`` (samples x
-features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``
-(``docs/method.md`` §4). A *mode* is a row of a dictionary ``D`` (modes x
+features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``. A *mode* is a row of a dictionary (modes x
 features); the *loadings* ``Z`` (samples x modes) say how much of each mode each
 sample holds, and ``X ≈ Z @ components_``.
 
 * :class:`ContributionModes` - the paper's thresholded sparse autoencoder
-  (``docs/method.md`` §5.1): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
-  threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary.
+  (``docs/modes.md``): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
+  threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary of atoms; by default
+  its atoms are merged into compact modes with continuous loadings
+  (:mod:`retcodec.modes.compact`, ``docs/modes.md``).
 * :class:`NMFModes`, :class:`PCAModes` - baselines behind the same interface.
-* :func:`fit_layer` - fit on a ``(time, channel, sign)`` DataArray and return the
-  modes as an :class:`xarray.Dataset`; :func:`save_modes` / :func:`load_modes`
-  write / read them (netCDF, h5netcdf); :func:`estimator_from_dataset` rebuilds a
-  fitted estimator that can ``transform`` new data.
-* :func:`match_modes`, :func:`mode_stability` - Hungarian matching of modes by
-  cosine similarity, across fits with different seeds.
-* :func:`make_sparse_modes` - synthetic data with known sparse non-negative modes.
 
 All estimators follow scikit-learn conventions (``get_params`` / ``clone`` work).
 Common fitted attributes: ``components_`` (n_modes_, n_features) in the units of
-``X``, ``scale_`` (the global scale ``X`` was divided by while fitting),
-``r2_``, ``alive_`` (bool per atom), ``atom_index_`` (atom of each mode),
-``n_modes_``, ``l0_`` (mean number of non-zero loadings per sample),
-``n_features_in_``.
+``X``, in decreasing explained energy; ``energy_`` (share of ``Σ‖x‖²`` per
+mode); ``scale_`` (the global scale ``X`` was divided by while fitting);
+``r2_``; ``alive_`` (bool per atom); ``atom_index_`` (representative atom of
+each mode); ``n_modes_``; ``l0_`` (mean number of non-zero loadings per
+sample); ``n_features_in_``.
 
 R² everywhere is the variance-weighted coefficient of determination, with
 per-feature means: ``1 - Σ(x - x̂)² / Σ(x - mean_feature(x))²``.
@@ -35,33 +30,33 @@ import json
 import math
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from retcodec.engine.threads import torch_threads
 import xarray as xr
-from scipy.optimize import linear_sum_assignment, nnls
+from scipy.optimize import nnls
 from scipy.stats import norm
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                          clone)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.decomposition import NMF, PCA
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
-from retcodec.io.provenance import provenance_attrs
-from retcodec.io.storage import write_netcdf_atomic
+from retcodec.engine.threads import torch_threads
+from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
+from retcodec.modes.compact import (choose_count, explained_r2, merge_atoms, mode_energy,
+                                    nnls_loadings, unit_rows)
 
 __all__ = ["ContributionModes", "NMFModes", "PCAModes", "ModesBase", "explained_r2",
            "check_matrix", "check_positive_int", "check_sign", "SIGNS",
            "estimator_from_dataset"]
 
 SIGNS = ("neg", "pos")
+EMPTY_ATOM_RTOL = 1e-6     # an atom whose norm is below this share of the largest is empty
+MAX_COMPACT_MODES = 32     # default cap on the number of compact modes
 _TRANSFORM_BATCH = 65536
 
 
@@ -128,16 +123,6 @@ def _global_scale(X: np.ndarray, scale: str | float | None) -> float:
                              f"got {scale!r}")
 
 
-def explained_r2(X: np.ndarray, X_hat: np.ndarray) -> float:
-    """Variance-weighted R² of ``X_hat`` against ``X``, both (samples, features)."""
-    X, X_hat = np.asarray(X, dtype=np.float64), np.asarray(X_hat, dtype=np.float64)
-    total = float(((X - X.mean(axis=0)) ** 2).sum())
-    residual = float(((X - X_hat) ** 2).sum())
-    if total == 0:
-        return 1.0 if residual == 0 else 0.0
-    return 1.0 - residual / total
-
-
 def _torch_r2(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     total = ((x - x.mean(dim=0)) ** 2).sum()
     residual = ((x - x_hat) ** 2).sum()
@@ -176,9 +161,10 @@ class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         return False
 
     def _set_summary(self, X: np.ndarray, Z: np.ndarray) -> None:
-        """``r2_`` and ``l0_`` of the fitted modes on the training data."""
+        """``r2_``, ``l0_`` and ``energy_`` of the fitted modes on the training data."""
         self.r2_ = explained_r2(X, Z @ self.components_ + self._offset())
-        self.l0_ = float((Z != 0).sum(axis=1).mean())
+        self.l0_ = float((Z != 0).sum(axis=1).mean()) if Z.size else 0.0
+        self.energy_ = mode_energy(X - self._offset(), Z, self.components_)
 
     def _set_all_alive(self, n_modes: int) -> None:
         """Baselines: every component is a mode, in the order found."""
@@ -211,6 +197,8 @@ class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.scale_ = float(ds.attrs["scale"])
         self.r2_ = float(ds["r2"].values)
         self.l0_ = float(ds.attrs["l0"])
+        self.energy_ = (ds["energy"].values.astype(np.float64) if "energy" in ds
+                        else np.full(self.n_modes_, np.nan))  # files written before energy
 
 
 def _check_rank(n_modes: int, X: np.ndarray, method: str) -> None:
@@ -220,8 +208,8 @@ def _check_rank(n_modes: int, X: np.ndarray, method: str) -> None:
 
 
 def _energy_order(Z: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """Mode order by decreasing ``Σ_samples |z| · ‖component‖`` (ties: lower index first)."""
-    energy = np.abs(Z).sum(axis=0) * np.linalg.norm(components, axis=1)
+    """Mode order by decreasing explained energy ``Σ_samples z² · ‖component‖²`` (ties: lower index first)."""
+    energy = (Z ** 2).sum(axis=0) * (components ** 2).sum(axis=1)
     return np.argsort(-energy, kind="stable")
 
 
@@ -280,7 +268,16 @@ def _state_variable(key: str) -> str:
 
 
 class ContributionModes(ModesBase):
-    """CODEC's thresholded sparse autoencoder (``docs/method.md`` §5.1).
+    """CODEC's thresholded sparse autoencoder, and its compact modes (``docs/modes.md``).
+
+    Two views of one fit. The *atoms* are the autoencoder's alive dictionary
+    rows (the paper's modes; ``compact=False`` makes them the modes). The
+    *compact modes* (default) merge atoms that share a direction into one mode
+    whose loading is continuous and carries the magnitude: the atom directions
+    are grouped into ``k`` directions and refined by alternating non-negative
+    least squares on the data, ``k`` being the smallest count whose held-out R²
+    is within ``compact_tolerance`` of the best (``retcodec.modes.compact``);
+    loadings are the non-negative least-squares coefficients of each sample.
 
     ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
     ``d -> H -> H -> K`` (Linear, Dropout, ReLU, LayerNorm, twice; a bias-free
@@ -300,9 +297,10 @@ class ContributionModes(ModesBase):
     dictionary starts as random training samples (``init="data"``) divided by
     the expected number of active atoms, so the first reconstruction has the
     scale of the data. On 6000 x 16 synthetic samples of 6 known modes
-    (``benchmarks/bench_modes.py``) the defaults reach R² 0.97 and recover the
-    modes (matched cosine ≥ 0.98) in ~50 epochs, a few seconds on one CPU
-    thread; the paper's retina settings (lr 1e-5, H = d, PyTorch's
+    (``benchmarks/bench_modes.py``) the default atoms (~125 alive) reach R² 0.97
+    and contain the modes (matched cosine ≥ 0.98) in ~50 epochs; the compact
+    modes are the 6 planted ones (cosine > 0.999, R² > 0.99, the same for
+    every seed), ~10 s of CPU on one thread; the paper's retina settings (lr 1e-5, H = d, PyTorch's
     initialisation) leave every atom dead after 800 epochs, and with this
     initialisation reach R² 0.88. ``init_active=None, init="random"`` gives
     PyTorch's default read-out.
@@ -349,21 +347,48 @@ class ContributionModes(ModesBase):
         Seed of initialisation, validation split, batches and dropout.
     verbose : bool
         Print one line per epoch.
+    compact : bool
+        Modes are the compact modes (default) or the alive atoms (the paper's).
+    n_compact : int or None
+        Number of compact modes; None: chosen by held-out R² (at most
+        ``max_compact``, default ``min(2 * n_features, MAX_COMPACT_MODES)``).
+    compact_tolerance : float
+        R² a smaller count may lose against the best count on held-out samples.
+    n_init : int
+        Restarts of the atom grouping for the final compact modes (best loss kept).
 
     Attributes
     ----------
     components_ : ndarray (n_modes_, n_features)
-        Dictionary rows of the alive atoms, in the units of ``X``
-        (``scale_ * D``), in mode order: decreasing ``Σ_samples z · ‖D_k‖`` on
-        the training data.
+        The modes in the units of ``X``, ordered by decreasing explained energy
+        (``energy_``). Compact modes are scaled so that a mode's mean loading
+        over the samples where it is active is 1 (a loading of 1 is a typical
+        occurrence); atoms are ``scale_ * D_k``.
+    energy_ : ndarray (n_modes_,)
+        Share of ``Σ‖x‖²`` of the training data carried by each mode.
     alive_ : ndarray of bool (K,)
-        Atoms with a non-zero loading on at least one training sample.
+        Atoms with non-zero weights (norm above ``EMPTY_ATOM_RTOL`` times the
+        largest) and a non-zero loading on at least one training sample; an
+        atom with numerically zero weights is never alive and never a mode.
+    atoms_ : ndarray of int (n_alive,)
+        Alive atoms in decreasing explained energy; ``atom_components_`` their
+        rows ``scale_ * D`` (n_alive, n_features); ``transform_atoms`` their loadings.
+    atom_mode_ : ndarray of int (K,)
+        Mode each atom belongs to: for compact modes the mode whose direction
+        is closest (cosine) to the atom's; -1 for atoms that are not alive.
     atom_index_ : ndarray of int (n_modes_,)
-        Atom of each mode.
+        Representative atom of each mode: of the atoms in the mode, the one
+        with most energy (-1 if the refinement left the mode with no atom);
+        for ``compact=False``, the atom that is the mode.
+    count_r2_ : ndarray (n_candidates,)
+        Held-out R² for 1, 2, ... compact modes (empty when the count is fixed
+        or ``compact=False``); ``count_rule_`` says in words how the count was chosen.
+    atom_r2_, atom_l0_ : float
+        R² and mean active atoms per sample of the raw atoms (paper's numbers).
     n_modes_, n_atoms_, n_features_in_ : int
     scale_ : float
     r2_ : float
-        R² on the training data (all of it) with the kept weights.
+        R² of the modes on the training data (all of it).
     val_r2_ : float
         Best validation R² (training R² when ``validation_fraction == 0``).
     l0_ : float
@@ -379,12 +404,13 @@ class ContributionModes(ModesBase):
 
     Notes
     -----
-    Training runs in float32; the kept network is then stored in float64, and
+    Training runs in float32; the kept network is then stored in float64.
     ``transform`` computes in float64 sample by sample (independent of the
-    batch). It returns the loadings of the alive atoms in mode order: every
-    non-zero loading is ≥ ``threshold`` and < 1 (loadings are the unscaled
-    ``z``; the global scale sits in ``components_``). Atoms dead on the
-    training data are dropped, also for new data.
+    batch): for compact modes the exact non-negative least-squares loadings on
+    ``components_``; for atoms (and ``transform_atoms``) the thresholded
+    pre-loadings, every non-zero one ≥ ``threshold`` and < 1 (the global scale
+    sits in ``atom_components_``). Atoms dead on the training data are dropped,
+    also for new data.
     """
 
     def __init__(self, n_modes: int | None = None, multiplier: int = 10,
@@ -396,7 +422,14 @@ class ContributionModes(ModesBase):
                  tol: float = 1e-4, validation_fraction: float = 0.1, dropout: float = 0.05,
                  scale: str | float | None = "std", sign: str = "pos", device: str = "cpu",
                  random_state: int | np.random.RandomState | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, compact: bool = True, n_compact: int | None = None,
+                 max_compact: int | None = None, compact_tolerance: float = 0.01,
+                 n_init: int = 4) -> None:
+        self.compact = compact
+        self.n_compact = n_compact
+        self.max_compact = max_compact
+        self.compact_tolerance = compact_tolerance
+        self.n_init = n_init
         self.n_modes = n_modes
         self.multiplier = multiplier
         self.hidden = hidden
@@ -445,9 +478,20 @@ class ContributionModes(ModesBase):
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Loadings of the alive modes: (n, n_features) -> (n, n_modes_), values 0 or in [θ, 1)."""
+        """Loadings of the modes: (n, n_features) -> (n, n_modes_), non-negative.
+
+        Compact modes: exact non-negative least squares on ``components_``;
+        atoms: thresholded pre-loadings (0 or in [θ, 1)).
+        """
         X = self._validate_input(X)
-        return self._all_loadings(X)[:, self.atom_index_]
+        if self.compact:
+            return nnls_loadings(X, self.components_)
+        return self._all_loadings(X)[:, self.atoms_]
+
+    def transform_atoms(self, X: Any) -> np.ndarray:
+        """Thresholded loadings of the alive atoms (``atoms_`` order): (n, d) -> (n, n_alive)."""
+        X = self._validate_input(X)
+        return self._all_loadings(X)[:, self.atoms_]
 
     @property
     def dictionary_(self) -> np.ndarray:
@@ -472,6 +516,13 @@ class ContributionModes(ModesBase):
         return check_positive_int(self.multiplier, "multiplier") * n_features
 
     def _check_params(self) -> None:
+        for name in ("n_compact", "max_compact"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
+        check_positive_int(self.n_init, "n_init")
+        if not 0 <= self.compact_tolerance < 1:
+            raise ConfigurationError(f"compact_tolerance must lie in [0, 1), "
+                                     f"got {self.compact_tolerance!r}")
         if self.n_modes is not None:
             _check_n_modes(self.n_modes)
         check_sign(self.sign)
@@ -598,48 +649,114 @@ class ContributionModes(ModesBase):
         return out
 
     def _set_modes_from_module(self, X: np.ndarray) -> None:
-        """Alive atoms, mode order, ``components_`` and summaries from the trained module."""
+        """Alive atoms, then the modes (compact or atoms) and their summaries."""
         Z_all = self._all_loadings(X)
         dictionary = self.dictionary_
-        self.alive_ = (Z_all != 0).any(axis=0)
+        norms = np.linalg.norm(dictionary, axis=1)
+        nonempty = norms > EMPTY_ATOM_RTOL * norms.max() if norms.size and norms.max() > 0 \
+            else np.zeros(len(norms), dtype=bool)
+        self.alive_ = (Z_all != 0).any(axis=0) & nonempty
         alive = np.flatnonzero(self.alive_)
-        order = _energy_order(Z_all[:, alive], dictionary[alive])
-        self.atom_index_ = alive[order]
-        self.components_ = dictionary[self.atom_index_]
-        self.n_modes_ = len(self.atom_index_)
-        self._set_summary(X, Z_all[:, self.atom_index_])
-        if self.n_modes_ == 0:
+        self.atoms_ = alive[_energy_order(Z_all[:, alive], dictionary[alive])]
+        self.atom_components_ = dictionary[self.atoms_]
+        Z_atoms = Z_all[:, self.atoms_]
+        self.atom_r2_ = explained_r2(X, Z_atoms @ self.atom_components_)
+        self.atom_l0_ = float((Z_atoms != 0).sum(axis=1).mean())
+        self.atom_mode_ = np.full(self.n_atoms_, -1, dtype=np.int64)
+        self.count_r2_ = np.zeros(0)
+        if len(alive) == 0:
             warnings.warn("no atom passed the threshold on any sample: no modes were found; "
                           "use init_active (default 0.1), a larger lr or more epochs",
                           ConvergenceWarning, stacklevel=3)
+        if self.compact and len(alive):
+            Z = self._fit_compact(X, Z_atoms)
+        else:
+            self.components_, Z = self.atom_components_, Z_atoms
+            self.atom_index_ = self.atoms_.copy()
+            self.atom_mode_[self.atoms_] = np.arange(len(self.atoms_))
+            self.count_rule_ = ("alive atoms of the thresholded autoencoder (compact=False)"
+                                if len(alive) else "no alive atom")
+        self.n_modes_ = len(self.components_)
+        self._set_summary(X, Z)
+
+    def _fit_compact(self, X: np.ndarray, Z_atoms: np.ndarray) -> np.ndarray:
+        """Merge the alive atoms into compact modes; set their attributes; return loadings."""
+        rng = np.random.default_rng(self.seed_)
+        Xs = X / self.scale_
+        atoms = self.atom_components_ / self.scale_
+        weights = Z_atoms.sum(axis=0) * np.linalg.norm(atoms, axis=1)
+        if self.n_compact is not None:
+            k = min(self.n_compact, len(atoms))
+            self.count_rule_ = f"fixed: n_compact={self.n_compact}"
+        else:
+            limit = self.max_compact if self.max_compact is not None \
+                else min(2 * X.shape[1], MAX_COMPACT_MODES)
+            k, self.count_r2_ = choose_count(Xs, atoms, weights, min(limit, len(atoms)),
+                                             self.compact_tolerance, rng, self.nonneg)
+            self.count_rule_ = (f"smallest count with held-out R² within "
+                                f"{self.compact_tolerance:g} of the best over 1..{len(self.count_r2_)}"
+                                f" modes (held-out R² {self.count_r2_[k - 1]:.4f})")
+        D, _ = merge_atoms(Xs, atoms, weights, k, rng, self.nonneg, self.n_init)
+        Z = nnls_loadings(Xs, D)
+        used = Z.max(axis=0) > 0
+        D, Z = D[used], Z[:, used]
+        typical = np.array([z[z > 0].mean() for z in Z.T]) if len(D) else np.zeros(0)
+        D, Z = D * typical[:, None], Z / typical
+        order = _energy_order(Z, D)
+        self.components_, Z = D[order] * self.scale_, Z[:, order]
+        cosine = _cosines(atoms, D[order])
+        self.atom_mode_[self.atoms_] = np.argmax(cosine, axis=1)
+        self.atom_index_ = np.array([self._representative(mode) for mode in range(len(D))],
+                                    dtype=np.int64)
+        return Z
+
+    def _representative(self, mode: int) -> int:
+        """The atom of ``mode`` with most energy (``atoms_`` is in energy order); -1 if none."""
+        members = self.atoms_[self.atom_mode_[self.atoms_] == mode]
+        return int(members[0]) if len(members) else -1
 
     def _state_variables(self) -> dict[str, tuple]:
         state = {_state_variable(key): (_STATE_LAYOUT[key], value.detach().cpu().numpy())
                  for key, value in self._module.state_dict().items()}
         state["sae_alive"] = (("sae_atom",), self.alive_)
+        state["sae_atom_mode"] = (("sae_atom",), self.atom_mode_)
+        state["count_r2"] = (("count",), self.count_r2_)
+        state["sae_atoms"] = (("alive_atom",), self.atoms_)
         state["history_train_loss"] = (("epoch",), np.asarray(self.history_["train_loss"]))
         state["history_val_r2"] = (("epoch",), np.asarray(self.history_["val_r2"]))
         return state
 
     def _state_attrs(self) -> dict[str, Any]:
         return {"seed": self.seed_, "hidden": self.hidden_, "val_r2": self.val_r2_,
+                "atom_r2": self.atom_r2_, "atom_l0": self.atom_l0_,
                 "n_iter": self.n_iter_, "best_epoch": self.best_epoch_,
                 "fit_time_s": self.fit_time_}
 
     def _restore(self, ds: xr.Dataset) -> None:
         super()._restore(ds)
         self.alive_ = ds["sae_alive"].values.astype(bool)
+        self.atom_mode_ = ds["sae_atom_mode"].values.astype(np.int64)
+        self.count_r2_ = ds["count_r2"].values.astype(np.float64)
+        self.count_rule_ = str(ds.attrs["count_rule"])
+        self.atom_r2_, self.atom_l0_ = float(ds.attrs["atom_r2"]), float(ds.attrs["atom_l0"])
         self.n_atoms_, self.hidden_ = len(self.alive_), int(ds.attrs["hidden"])
         module = _SparseAutoencoder(self.n_features_in_, self.hidden_, self.n_atoms_,
                                     self.dropout, self.nonneg).double()
         module.load_state_dict({key: torch.from_numpy(ds[_state_variable(key)].values.copy())
                                 for key in _STATE_LAYOUT})
         self._module = module.eval()
+        self.atoms_ = ds["sae_atoms"].values.astype(np.int64)
+        self.atom_components_ = self.dictionary_[self.atoms_]
         self.history_ = {"train_loss": ds["history_train_loss"].values.tolist(),
                          "val_r2": ds["history_val_r2"].values.tolist()}
         self.seed_, self.n_iter_ = int(ds.attrs["seed"]), int(ds.attrs["n_iter"])
         self.val_r2_, self.best_epoch_ = float(ds.attrs["val_r2"]), int(ds.attrs["best_epoch"])
         self.fit_time_ = float(ds.attrs["fit_time_s"])
+
+
+def _cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``A`` (m, d) with every row of ``B`` (k, d): (m, k)."""
+    return unit_rows(A) @ unit_rows(B).T
 
 
 def _readout_std(threshold: float, active_share: float) -> float:

@@ -1,78 +1,27 @@
 """Modes of one layer as labelled data: fit on a (time, channel, sign) contribution, read and write modes files."""
 from __future__ import annotations
 
-import copy
 import json
-import math
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
-
-from retcodec.engine.threads import torch_threads
 import xarray as xr
-from scipy.optimize import linear_sum_assignment, nnls
-from scipy.stats import norm
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                          clone)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.decomposition import NMF, PCA
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted
-from torch import nn
+from sklearn.utils.validation import check_is_fitted
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from retcodec.errors import ConfigurationError, MissingDataError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import write_netcdf_atomic
-
-from retcodec.modes.estimators import ModesBase, estimator_from_dataset, SIGNS, check_matrix, check_positive_int, check_sign, explained_r2
+from retcodec.modes.estimators import SIGNS, ModesBase, check_sign, estimator_from_dataset
+from retcodec.modes.features import layer_matrix
+from retcodec.modes.stability import mode_stability
 
 __all__ = ['layer_matrix', 'fit_layer', 'modes_dataset', 'save_modes', 'load_modes', 'estimator_from_dataset']
 
 
-def layer_matrix(contribution: xr.DataArray, sign: str = "pos"
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Feature matrix of a ``(time, channel, sign)`` contribution.
-
-    ``sign="pos"``: the ``C+`` columns, one per channel; ``sign="both"``: the
-    magnitudes ``[|C-|, C+]`` (all ``neg`` channels, then all ``pos``). Returns
-    ``X`` (time, features), and per feature its ``channel`` and ``sign`` labels.
-    """
-    check_sign(sign)
-    if not isinstance(contribution, xr.DataArray):
-        raise ShapeError(f"contribution must be an xarray.DataArray (time, channel, sign), "
-                         f"got {type(contribution).__name__}")
-    if set(contribution.dims) != {"time", "channel", "sign"}:
-        raise ShapeError(f"contribution must have dims (time, channel, sign), "
-                         f"got {contribution.dims}")
-    C = contribution.transpose("time", "channel", "sign")
-    labels = [str(s) for s in C["sign"].values] if "sign" in C.coords else []
-    needed = ("neg", "pos") if sign == "both" else ("pos",)
-    missing = [s for s in needed if s not in labels]
-    if missing:
-        raise ShapeError(f"sign={sign!r} needs sign coordinates {list(needed)}; "
-                         f"the contribution has {labels}")
-    pos = check_matrix(C.sel(sign="pos").values, nonneg=False, what="contribution 'pos'")
-    if (pos < 0).any():
-        raise ConfigurationError("the 'pos' part of the contribution has negative values: "
-                                 "it must be C+ = max(C, 0) (docs/method.md §4)")
-    channels = C["channel"].values
-    if sign == "pos":
-        return pos, channels.copy(), np.array(["pos"] * len(channels))
-    neg = check_matrix(C.sel(sign="neg").values, nonneg=False, what="contribution 'neg'")
-    if (neg > 0).any():
-        raise ConfigurationError("the 'neg' part of the contribution has positive values: "
-                                 "it must be C- = min(C, 0) (docs/method.md §4)")
-    X = np.concatenate([-neg, pos], axis=1)
-    return (X, np.concatenate([channels, channels]),
-            np.array(["neg"] * len(channels) + ["pos"] * len(channels)))
-
-
 def fit_layer(estimator: ModesBase, contribution: xr.DataArray, sign: str | None = None,
-              layer: str | None = None) -> xr.Dataset:
+              layer: str | None = None, stability_seeds: Sequence[int] | None = None
+              ) -> xr.Dataset:
     """Fit ``estimator`` (in place) on one layer's contribution and return its modes.
 
     ``contribution`` (time, channel, sign); ``sign`` defaults to the estimator's
@@ -80,18 +29,32 @@ def fit_layer(estimator: ModesBase, contribution: xr.DataArray, sign: str | None
     Returns a Dataset with ``modes (mode, channel, sign)`` in contribution units
     and signs (``neg`` entries ≤ 0 for non-negative modes, zeros for a sign not
     fitted), so that ``loadings @ modes`` reconstructs the contribution (plus
-    ``mean`` for PCA); ``loadings (time, mode)``; ``r2``; coords ``mode``
-    (0..n-1) and ``atom (mode)``; and what :func:`estimator_from_dataset` needs.
+    ``mean`` for PCA); ``loadings (time, mode)``; ``r2``; ``energy (mode)``
+    (share of ``Σ‖x‖²`` per mode; modes are in decreasing energy); coords
+    ``mode`` (0..n-1) and ``atom (mode)`` (representative atom, see
+    ``docs/modes.md``); attrs ``n_modes``, ``l0``, ``count_rule``; and what
+    :func:`estimator_from_dataset` needs. With ``stability_seeds`` (two or
+    more), a clone of the estimator is also fitted once per seed and the attrs
+    ``stability`` (mean over seed pairs of :func:`stability_score`),
+    ``stability_min``, ``stability_seeds`` and ``stability_n_modes`` are added.
     """
     sign = check_sign(sign if sign is not None else getattr(estimator, "sign", "pos"))
     if estimator.get_params(deep=False).get("sign", sign) != sign:
         estimator.set_params(sign=sign)
     X, feature_channel, feature_sign = layer_matrix(contribution, sign)
+    stability = (mode_stability(estimator, X, seeds=stability_seeds)
+                 if stability_seeds is not None else None)
     loadings = estimator.fit_transform(X)
     layer = layer if layer is not None else contribution.name
-    return modes_dataset(estimator, loadings, feature_channel, feature_sign,
-                         contribution["channel"].values, contribution["time"],
-                         layer=layer, source_attrs=dict(contribution.attrs))
+    ds = modes_dataset(estimator, loadings, feature_channel, feature_sign,
+                       contribution["channel"].values, contribution["time"],
+                       layer=layer, source_attrs=dict(contribution.attrs))
+    if stability is not None:
+        ds.attrs.update(stability=stability.attrs["stability"],
+                        stability_min=stability.attrs["stability_min"],
+                        stability_seeds=json.dumps([int(s) for s in stability["seed"].values]),
+                        stability_n_modes=json.dumps(stability["n_modes"].values.tolist()))
+    return ds
 
 
 def modes_dataset(estimator: ModesBase, loadings: np.ndarray, feature_channel: np.ndarray,
@@ -108,6 +71,7 @@ def modes_dataset(estimator: ModesBase, loadings: np.ndarray, feature_channel: n
                                     channels)),
          "loadings": (("time", "mode"), np.asarray(loadings, dtype=np.float64)),
          "components": (("mode", "feature"), estimator.components_),
+         "energy": (("mode",), np.asarray(estimator.energy_, dtype=np.float64)),
          "r2": ((), float(estimator.r2_))},
         coords={"mode": mode, "atom": ("mode", np.asarray(estimator.atom_index_)),
                 "channel": channels, "sign": list(SIGNS), "time": time_coord,
@@ -117,13 +81,16 @@ def modes_dataset(estimator: ModesBase, loadings: np.ndarray, feature_channel: n
     ds["modes"].attrs["description"] = "mode rows in contribution units and signs"
     ds["loadings"].attrs["description"] = "loading of each mode at each time"
     ds["components"].attrs["description"] = "mode rows in the fitted feature space"
+    ds["energy"].attrs["description"] = "share of the summed squared contributions per mode"
     ds = ds.assign(estimator._state_variables())
     params = estimator.get_params(deep=False)
     ds.attrs = provenance_attrs(
         params, estimator=type(estimator).__name__, layer="" if layer is None else str(layer),
         sign=params.get("sign", "pos"), random_state=params.get("random_state"),
-        r2=float(estimator.r2_), l0=float(estimator.l0_), n_alive=int(n_modes),
-        n_atoms=int(len(estimator.alive_)), scale=float(estimator.scale_),
+        r2=float(estimator.r2_), l0=float(estimator.l0_), n_modes=int(n_modes),
+        n_alive=int(np.sum(estimator.alive_)), n_atoms=int(len(estimator.alive_)),
+        scale=float(estimator.scale_),
+        count_rule=getattr(estimator, "count_rule_", f"fixed: n_modes={n_modes}"),
         n_features=int(estimator.n_features_in_),
         contribution_attrs=json.dumps(dict(source_attrs or {}), default=str, sort_keys=True),
         **estimator._state_attrs())

@@ -1,52 +1,39 @@
 """Planted problems: synthetic data built from known sparse non-negative modes."""
 from __future__ import annotations
 
-import copy
-import json
-import math
-import time
-import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
-
 import numpy as np
-import torch
-
-from retcodec.engine.threads import torch_threads
-import xarray as xr
-from scipy.optimize import linear_sum_assignment, nnls
-from scipy.stats import norm
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                          clone)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.decomposition import NMF, PCA
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted
-from torch import nn
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
-from retcodec.io.provenance import provenance_attrs
-from retcodec.io.storage import write_netcdf_atomic
+from retcodec.errors import ConfigurationError
 
-from retcodec.modes.estimators import ModesBase, SIGNS, check_matrix, check_positive_int, check_sign, explained_r2
+__all__ = ["make_sparse_modes", "mode_overlap", "MAGNITUDES"]
 
-__all__ = ['make_sparse_modes']
+
+MAGNITUDES = ("exponential", "lognormal", "uniform")
 
 
 def make_sparse_modes(n_samples: int = 6000, n_features: int = 16, n_modes: int = 6,
                       active_probability: float = 0.25, support_fraction: float = 0.35,
-                      noise: float = 0.01, random_state: int | np.random.RandomState | None = None
+                      noise: float = 0.01, magnitude: str = "exponential",
+                      random_state: int | np.random.RandomState | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Synthetic non-negative data built from known sparse non-negative modes.
 
     Each mode (unit norm) is non-zero on ``support_fraction`` of the features
-    (at least 2); each sample holds each mode with probability
-    ``active_probability``, with an exponential(1) loading; ``X = Z @ modes``
-    plus Gaussian noise of std ``noise * X.std()``, clipped at 0.
+    (at least 2; a larger share makes modes overlap more); each sample holds
+    each mode with probability ``active_probability``, with a continuous
+    loading of mean 1 drawn from ``magnitude``: ``"exponential"``,
+    ``"lognormal"`` (σ = 1, heavy-tailed) or ``"uniform"`` on [0.5, 1.5];
+    ``X = Z @ modes`` plus Gaussian noise of std ``noise * X.std()``, clipped at 0.
 
     Returns ``X`` (n_samples, n_features), ``modes`` (n_modes, n_features) and
     ``loadings`` (n_samples, n_modes).
     """
+    if magnitude not in MAGNITUDES:
+        raise ConfigurationError(f"magnitude must be one of {MAGNITUDES}, got {magnitude!r}")
+    if not 0 < support_fraction <= 1 or not 0 < active_probability <= 1 or noise < 0:
+        raise ConfigurationError("support_fraction and active_probability must lie in (0, 1] "
+                                 "and noise must be >= 0")
     rng = check_random_state(random_state)
     support = max(2, int(round(support_fraction * n_features)))
     modes = np.zeros((n_modes, n_features))
@@ -55,7 +42,25 @@ def make_sparse_modes(n_samples: int = 6000, n_features: int = 16, n_modes: int 
         modes[k, features] = rng.uniform(0.3, 1.0, size=len(features))
     modes /= np.linalg.norm(modes, axis=1, keepdims=True)
     active = rng.random_sample((n_samples, n_modes)) < active_probability
-    loadings = active * rng.exponential(1.0, size=(n_samples, n_modes))
+    loadings = active * _magnitudes(rng, magnitude, (n_samples, n_modes))
     X = loadings @ modes
     X = np.maximum(X + noise * X.std() * rng.standard_normal(X.shape), 0.0)
     return X, modes, loadings
+
+
+def _magnitudes(rng: np.random.RandomState, magnitude: str, shape: tuple[int, int]) -> np.ndarray:
+    """Positive loadings of mean 1 from the named distribution."""
+    if magnitude == "exponential":
+        return rng.exponential(1.0, size=shape)
+    if magnitude == "lognormal":
+        return rng.lognormal(-0.5, 1.0, size=shape)
+    return rng.uniform(0.5, 1.5, size=shape)
+
+
+def mode_overlap(modes: np.ndarray) -> float:
+    """Mean cosine similarity between two different modes (rows of ``modes``); 0 for one mode."""
+    if len(modes) < 2:
+        return 0.0
+    unit = modes / np.linalg.norm(modes, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    return float(cosine[~np.eye(len(modes), dtype=bool)].mean())
