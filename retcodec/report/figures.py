@@ -335,43 +335,182 @@ def _color_strip(ax: Axes, name: str, values: np.ndarray) -> tuple[str, list[Pat
     return name, [Patch(color=c, label=str(k)) for k, c in colors.items()]
 
 
-def plot_modes(modes: xr.DataArray, ncols: int = 4) -> Figure:
-    """The mode dictionary: one bar chart per mode of its weight on every channel and sign.
+#: glyphs of the two contribution signs in mode names (C+ and C-)
+SIGN_GLYPHS = {"pos": "+", "neg": "\u2212"}
 
-    ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``, or
-    one of them). Bars are grouped by channel, red for ``pos`` and blue for
-    ``neg``; the y axes are shared so modes compare directly.
+
+def mode_names(modes: xr.DataArray, max_terms: int = 3, share: float = 0.8) -> list[str]:
+    """A short name per mode from its largest weights, e.g. ``"ch3+ ch5\u2212"``.
+
+    ``modes`` is ``(mode, channel, sign)`` (contribution modes: ``+`` names a
+    channel's positive contributions C+, ``\u2212`` its negative ones C-) or
+    ``(mode, channel)`` (signed weights, e.g. activation modes: the glyph is the
+    weight's sign). Terms are listed by decreasing |weight| until they hold
+    ``share`` of the mode's squared norm, at most ``max_terms``; a mode without
+    weight is ``"empty"``. A ``name`` coordinate along ``mode`` is used as is.
     """
-    modes = _require_dims(modes, ("mode", "channel", "sign"), "modes").transpose("mode", "channel", "sign")
-    if ncols < 1:
-        raise ConfigurationError(f"ncols must be >= 1, got {ncols}")
-    signs = [str(s) for s in _coord(modes, "sign")]
-    channels, mode_ids = _coord(modes, "channel"), _coord(modes, "mode")
-    n_modes = len(mode_ids)
-    ncols = min(ncols, n_modes)
-    nrows = -(-n_modes // ncols)
-    fig = Figure(figsize=(FULL_WIDTH, 1.8 * nrows + 0.5), layout="constrained")
-    grid = fig.add_gridspec(nrows, ncols)
-    width = 0.8 / len(signs)
-    x = np.arange(len(channels))
-    first = None
-    for i, mode in enumerate(mode_ids):
-        ax = fig.add_subplot(grid[i // ncols, i % ncols], sharey=first)
-        first = ax if first is None else first
-        for j, sign in enumerate(signs):
-            ax.bar(x + (j - (len(signs) - 1) / 2) * width, modes.values[i, :, j], width,
-                   color=SIGN_COLORS.get(sign, "0.5"), label=sign)
-        ax.axhline(0, color="0.4", lw=0.6)
-        ax.set_title(f"mode {mode}", fontsize="medium")
-        ax.set_xticks(x, [str(c) for c in channels], fontsize="small")
-        if i // ncols == nrows - 1 or i + ncols >= n_modes:
-            ax.set_xlabel("channel")
-        if i % ncols == 0:
-            ax.set_ylabel("weight")
-    handles, names = first.get_legend_handles_labels()
-    fig.legend(handles, names, title="sign", fontsize="small", loc="outside right upper")
+    modes = _require_dims(modes, ("mode", "channel"), "modes", optional=("sign",))
+    if "name" in modes.coords and modes["name"].dims == ("mode",):
+        return [str(v) for v in modes["name"].values]
+    if "sign" in modes.dims:
+        modes = modes.transpose("mode", "channel", "sign")
+        glyphs = [SIGN_GLYPHS.get(str(s), str(s)) for s in _coord(modes, "sign")]
+        weights = modes.values.reshape(modes.sizes["mode"], -1)
+        terms = [f"ch{c}{g}" for c in _coord(modes, "channel") for g in glyphs]
+        signed = [terms] * len(weights)
+    else:
+        weights = modes.transpose("mode", "channel").values
+        signed = [[f"ch{c}{'+' if w >= 0 else SIGN_GLYPHS['neg']}" for c, w in zip(_coord(modes, "channel"), row)]
+                  for row in weights]
+    names = []
+    for row, labels in zip(np.abs(np.nan_to_num(weights)), signed):
+        energy = row ** 2
+        if energy.sum() <= 1e-12 * max(1.0, float(np.abs(weights).max(initial=0.0)) ** 2):
+            names.append("empty")
+            continue
+        order = np.argsort(-energy, kind="stable")
+        held = np.cumsum(energy[order]) / energy.sum()
+        n_terms = min(max_terms, int(np.searchsorted(held, share - 1e-9)) + 1)
+        names.append(" ".join(labels[i] for i in order[:n_terms]))
+    return names
+
+
+def _energy_coord(modes: xr.DataArray) -> xr.DataArray | None:
+    """A per-mode coordinate holding the explained energy (name containing 'energy'), if any."""
+    for name, coord in modes.coords.items():
+        if "energy" in str(name) and coord.dims == ("mode",) and np.issubdtype(coord.dtype, np.number):
+            return coord
+    return None
+
+
+def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | None = None) -> Figure:
+    """The mode dictionary as one heat map: a row per mode, a column per channel and sign.
+
+    ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``) or
+    ``(mode, channel)`` (e.g. activation modes). Rows keep the given order
+    (modes ordered by explained energy) and are named by :func:`mode_names`.
+    With a ``sign`` dim, C+ weights are drawn red and C- weights blue (as
+    negative values of one diverging scale), each channel's two columns side
+    by side; weights of at least 5 % of the largest are written in the cells.
+    A per-mode coordinate whose name contains ``energy`` (e.g. the share of
+    explained energy) is drawn as bars at the right. ``max_modes`` keeps the
+    first modes only (the title says how many are shown).
+    """
+    modes = _require_dims(modes, ("mode", "channel"), "modes", optional=("sign",))
+    if max_modes is not None and max_modes < 1:
+        raise ConfigurationError(f"max_modes must be >= 1 or None, got {max_modes}")
+    n_total = modes.sizes["mode"]
+    if max_modes is not None:
+        modes = modes.isel(mode=slice(0, max_modes))
+    names = mode_names(modes)
+    matrix, columns, groups = _mode_matrix(modes)
+    signed = "sign" in modes.dims
+    hidden = _empty_columns(matrix) if signed else np.zeros(len(columns), bool)
+    matrix, groups = matrix[:, ~hidden], _kept_groups(groups, hidden)
+    columns = [c for c, h in zip(columns, hidden) if not h]
+    n_modes = len(names)
+    energy = _energy_coord(modes)
+    fig = Figure(figsize=(FULL_WIDTH, 1.5 + 0.26 * n_modes), layout="constrained")
+    widths = [max(4.0, 0.3 * len(columns))] + ([1.0] if energy is not None else [])
+    grid = fig.add_gridspec(1, len(widths), width_ratios=widths)
+    ax = fig.add_subplot(grid[0, 0])
+    one_sided = signed and float(np.nanmin(matrix)) >= 0          # only C+ columns left
+    norm = Normalize(0, float(np.nanmax(matrix)) or 1.0) if one_sided else _symmetric_norm(matrix)
+    image = ax.imshow(matrix, aspect="auto", cmap="Reds" if one_sided else DIVERGING, norm=norm,
+                      interpolation="nearest")
+    _annotate_weights(ax, matrix, norm.vmax, absolute=signed)
+    ax.set_yticks(np.arange(n_modes), [f"{m}: {n}" for m, n in zip(_coord(modes, "mode"), names)],
+                  fontsize="small")
+    ax.set_ylabel("mode: its main channels")
+    ax.set_xticks(np.arange(len(columns)), columns, fontsize="small")
+    for start in groups[1:]:
+        ax.axvline(start - 0.5, color="0.75", lw=0.6)
+    xlabel = "channel and contribution sign (+: C+, \u2212: C\u2212)" if signed else "channel"
+    if hidden.any():
+        xlabel += f"\n{_hidden_note(hidden, modes)} not shown: no weight in any mode"
+    ax.set_xlabel(xlabel)
+    label = ("C+ weight" if one_sided else "weight (red: C+, blue: C\u2212)") if signed \
+        else "weight (red: positive, blue: negative)"
+    fig.colorbar(image, ax=ax, label=label, location="top", shrink=0.5, aspect=30, pad=0.01)
+    if energy is not None:
+        bar_ax = fig.add_subplot(grid[0, 1], sharey=ax)
+        values = np.asarray(energy.values, dtype=float)
+        share = np.nanmax(values) <= 1.0
+        bar_ax.barh(np.arange(n_modes), values * 100 if share else values, color="0.45", height=0.7)
+        bar_ax.set_xlabel("energy (%)" if share else str(energy.name))
+        bar_ax.tick_params(labelleft=False)
+        bar_ax.set_title("explained", fontsize="small")
+    shown = f"first {n_modes} of {n_total} modes" if n_modes < n_total else f"{n_modes} modes"
+    layer = layer or modes.attrs.get("layer")
+    what = "contribution modes" if signed else "modes"
+    fig.suptitle((f"{layer} " if layer else "") + f"{what} ({shown}): weight on each channel",
+                 fontsize="medium")
     return fig
 
+
+def _empty_columns(matrix: np.ndarray, tol: float = 0.01) -> np.ndarray:
+    """Columns whose every |weight| is below ``tol`` of the largest (never all columns)."""
+    peak = np.nanmax(np.abs(matrix), axis=0, initial=0.0)
+    empty = peak < tol * max(float(peak.max(initial=0.0)), 1e-300)
+    return empty if not empty.all() else np.zeros_like(empty)
+
+
+def _kept_groups(starts: list[int], hidden: np.ndarray) -> list[int]:
+    """Column index of each channel group's first kept column, after dropping ``hidden`` ones."""
+    new_index = np.cumsum(~hidden) - 1
+    bounds = list(starts) + [hidden.size]
+    kept = [int(new_index[a:b][~hidden[a:b]][0]) for a, b in zip(bounds[:-1], bounds[1:]) if (~hidden[a:b]).any()]
+    return kept
+
+
+def _hidden_note(hidden: np.ndarray, modes: xr.DataArray) -> str:
+    """Which (channel, sign) columns were left out, said briefly."""
+    signs = [s for s in ("pos", "neg") if s in [str(v) for v in _coord(modes, "sign")]]
+    per_sign = hidden.reshape(-1, len(signs)) if hidden.size % len(signs) == 0 else None
+    if per_sign is not None:
+        whole = [s for j, s in enumerate(signs) if per_sign[:, j].all()]
+        if len(whole) == 1 and hidden.sum() == per_sign.shape[0]:
+            return f"C{SIGN_GLYPHS[whole[0]]} of every channel"
+    return f"{int(hidden.sum())} columns"
+
+
+def _mode_matrix(modes: xr.DataArray) -> tuple[np.ndarray, list[str], list[int]]:
+    """(mode, column) weights with C- negated, column labels and the first column of each channel."""
+    channels = _coord(modes, "channel")
+    if "sign" not in modes.dims:
+        return modes.transpose("mode", "channel").values, [str(c) for c in channels], \
+            list(range(len(channels)))
+    modes = modes.transpose("mode", "channel", "sign")
+    signs = [str(s) for s in _coord(modes, "sign")]
+    order = [signs.index(s) for s in ("pos", "neg") if s in signs] + \
+        [j for j, s in enumerate(signs) if s not in ("pos", "neg")]
+    factor = np.array([-1.0 if signs[j] == "neg" else 1.0 for j in order])
+    values = modes.values[:, :, order] * factor          # (mode, channel, sign)
+    matrix = values.reshape(values.shape[0], -1)
+    columns = [f"{c}{SIGN_GLYPHS.get(signs[j], signs[j])}" for c in channels for j in order]
+    return matrix, columns, list(range(0, matrix.shape[1], len(order)))
+
+
+def _annotate_weights(ax: Axes, matrix: np.ndarray, vmax: float, absolute: bool,
+                      min_share: float = 0.05) -> None:
+    """Write each weight of at least ``min_share`` of the largest into its cell (``|w|`` if ``absolute``)."""
+    if matrix.size > 600:                            # too many cells to read numbers
+        return
+    for (row, column), value in np.ndenumerate(matrix):
+        if np.isfinite(value) and abs(value) >= min_share * vmax:
+            shown = abs(value) if absolute else value
+            ax.text(column, row, _short_number(shown), ha="center", va="center", fontsize=6.5,
+                    color="white" if abs(value) > 0.6 * vmax else "0.15")
+
+
+def _short_number(value: float) -> str:
+    """Two significant digits without exponent: 0.093, 0.48, 1.4, 35, 2400."""
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 1:
+        return f"{value:.1f}" if magnitude < 10 else f"{value:.0f}"
+    return f"{value:.2g}"
 
 # --------------------------------------------------------------------------- receptive fields
 def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: int = 6) -> Figure:
