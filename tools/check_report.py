@@ -18,7 +18,8 @@ page measures, once everything has loaded:
   clientWidth``: a table scrolled or clipped inside its wrapper), as a warning.
 
 Full-page screenshots are written to ``DIR/report_<width>.png`` (default: a
-``report_check`` folder next to the report). The exit status is 1 when the
+``report_check`` folder next to the report); ``--slice-height 2000`` also cuts
+them into ``report_<width>_01.png``, ... pieces that an image viewer shows legibly. The exit status is 1 when the
 page or any element overflows at any width, 0 when all widths pass. When no
 Chromium is found the check is skipped with a message and exit status 0 (or 3
 with ``--require-browser``). Install one with ``apt-get install -y chromium``.
@@ -38,14 +39,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["find_chromium", "measure", "screenshot", "check", "main"]
+__all__ = ["find_chromium", "measure", "screenshot", "slice_image", "check", "main"]
 
 #: viewport widths checked by default, px (a laptop, a desktop and a wide window)
 WIDTHS = (1000, 1280, 1400)
 #: viewport height used while measuring, px
 MEASURE_HEIGHT = 900
-#: tallest full-page screenshot, px (Chromium's own limit on a window is near 16384)
-MAX_SHOT_HEIGHT = 16000
+#: tallest full-page screenshot, px (taller pages are cut there)
+MAX_SHOT_HEIGHT = 40000
 #: seconds one Chromium call may take
 TIMEOUT = 120
 #: tolerance for sub-pixel rounding, px
@@ -78,7 +79,8 @@ window.addEventListener("load", function () {
     return parts.join(" > ");
   }
   function text(el) {
-    var t = (el.getAttribute("alt") || el.getAttribute("src") || el.textContent || "").replace(/\s+/g, " ").trim();
+    var t = (el.getAttribute("alt") || el.getAttribute("src") || el.innerText || el.textContent || "")
+      .replace(/\s+/g, " ").trim();
     if (t.indexOf("data:") === 0) t = "(embedded image)";
     return t.slice(0, 70);
   }
@@ -208,9 +210,27 @@ def screenshot(report: str | os.PathLike, width: int, height: int, path: str | o
     return path
 
 
+def slice_image(path: str | os.PathLike, height: int) -> list[Path]:
+    """Cut a tall screenshot into ``<stem>_01.png``, ``<stem>_02.png``, ... of ``height`` px (for viewers)."""
+    from PIL import Image                              # pillow comes with matplotlib
+
+    path = Path(path)
+    with Image.open(path) as image:
+        width, total = image.size
+        pieces = []
+        for k, top in enumerate(range(0, total, height), start=1):
+            piece = path.with_name(f"{path.stem}_{k:02d}.png")
+            image.crop((0, top, width, min(top + height, total))).save(piece)
+            pieces.append(piece)
+    return pieces
+
+
 def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: str | os.PathLike | None = None,
-          browser: str | None = None) -> list[WidthResult]:
-    """Measure ``report`` at every width and save a full-page screenshot of each (when ``shots``)."""
+          browser: str | None = None, slice_height: int = 0) -> list[WidthResult]:
+    """Measure ``report`` at every width and save a full-page screenshot of each (when ``shots``).
+
+    ``slice_height`` > 0 also cuts every screenshot into pieces that tall.
+    """
     browser = browser or find_chromium()
     if browser is None:
         raise CheckError("no Chromium found")
@@ -220,6 +240,8 @@ def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: st
         if shots is not None:
             result.screenshot = screenshot(report, width, result.page_height,
                                            Path(shots) / f"report_{width}.png", browser)
+            if slice_height > 0:
+                slice_image(result.screenshot, slice_height)
         results.append(result)
     return results
 
@@ -254,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", default=None, help="Chromium executable (default: $CHROMIUM or PATH)")
     parser.add_argument("--require-browser", action="store_true",
                         help=f"exit {EXIT_NO_BROWSER} instead of 0 when no Chromium is found")
+    parser.add_argument("--slice-height", type=int, default=0,
+                        help="also cut each screenshot into pieces this tall, px (easier to view)")
     parser.add_argument("--limit", type=int, default=15, help="offending elements listed per width")
     args = parser.parse_args(argv)
     if not args.report.is_file():
@@ -269,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_BROWSER if args.require_browser else EXIT_OK
     shots = None if args.no_shots else (args.shots or args.report.parent / "report_check")
     try:
-        results = check(args.report, tuple(args.widths), shots, browser)
+        results = check(args.report, tuple(args.widths), shots, browser, args.slice_height)
     except CheckError as err:
         print(f"check_report: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -31,7 +31,8 @@ from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.storage import atomic_path
 
 __all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes",
-           "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality"]
+           "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality",
+           "mode_names", "combination_labels", "type_colors"]
 
 #: seconds per bin when a time or lag axis has no coordinate (the recordings' 10 ms bins)
 DT = 0.01
@@ -150,22 +151,46 @@ def _symmetric_norm(*arrays: Any) -> Normalize:
 
 
 def _label_rows(ax: Axes, labels: Sequence[Any], max_labels: int = 24) -> None:
-    """Tick every row with its label when there are few rows."""
-    if len(labels) <= max_labels:
-        ax.set_yticks(np.arange(len(labels)), [str(v) for v in labels])
+    """Tick rows with their labels: all of them when few, else every k-th (at most ``max_labels``)."""
+    n = len(labels)
+    step = max(1, int(np.ceil(n / max(1, max_labels))))
+    ticks = np.arange(0, n, step)
+    ax.set_yticks(ticks, [str(labels[i]) for i in ticks])
+
+
+def _label_groups(ax: Axes, groups: np.ndarray) -> None:
+    """Rows sorted into consecutive groups: one tick label per group at its centre, white separators."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    stops = np.r_[starts[1:], groups.size]
+    ax.set_yticks((starts + stops - 1) / 2, [f"{_pretty(groups[a])} ({b - a})" for a, b in zip(starts, stops)],
+                  fontsize="small")
+    ax.tick_params(axis="y", length=0)
+    for start in starts[1:]:
+        ax.axhline(start - 0.5, color="white", lw=1.5)
 
 
 def _time_heatmap(fig: Figure, ax: Axes, da: xr.DataArray, row_dim: str, *, cmap: str,
-                  norm: Normalize, ylabel: str, cbar_label: str, title: str) -> None:
-    """A (row, time) heat map over physical time, with its colour bar."""
+                  norm: Normalize, ylabel: str, cbar_label: str | None, title: str,
+                  groups: np.ndarray | None = None, max_labels: int = 24) -> Any:
+    """A (row, time) heat map over physical time, with its colour bar (none if ``cbar_label`` is None).
+
+    With ``groups`` (one label per row, rows already sorted by it) the rows
+    are labelled by group instead of one by one.
+    """
     data = da.transpose(row_dim, "time")
     t0, t1 = _edges(_coord(data, "time", DT), DT)
     image = ax.imshow(data.values, aspect="auto", origin="lower", cmap=cmap, norm=norm,
                       extent=(t0, t1, -0.5, data.sizes[row_dim] - 0.5), interpolation="nearest")
-    _label_rows(ax, _coord(data, row_dim))
+    if groups is not None:
+        _label_groups(ax, groups)
+    else:
+        _label_rows(ax, _coord(data, row_dim), max_labels=max_labels)
+    ax.tick_params(axis="y", labelsize="small")
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left", fontsize="medium")
-    fig.colorbar(image, ax=ax, label=cbar_label, pad=0.01)
+    if cbar_label is not None:
+        fig.colorbar(image, ax=ax, label=cbar_label, pad=0.01)
+    return image
 
 
 def _category_colors(values: Sequence[Any]) -> dict[Any, Any]:
@@ -179,7 +204,9 @@ def _category_colors(values: Sequence[Any]) -> dict[Any, Any]:
 def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
                               rates: xr.DataArray | None = None,
                               loadings: xr.DataArray | None = None,
-                              time_slice: slice | tuple[float, float] | None = None) -> Figure:
+                              time_slice: slice | tuple[float, float] | None = None, *,
+                              cell_types: Sequence[Any] | xr.DataArray | None = None,
+                              target: str | None = None) -> Figure:
     """Contributions per channel over time, with the cell rates and mode loadings below.
 
     Parameters
@@ -193,12 +220,19 @@ def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
         ``(time, mode)`` mode loadings, optional.
     time_slice
         A ``slice`` or ``(start, stop)`` in seconds, applied to every panel.
+    cell_types
+        One type per cell of ``rates`` (or a ``cell_type`` coordinate on
+        ``rates``): rows are grouped by type and labelled by type name.
+    target
+        Name of the target the contributions add up to (default: the node's
+        ``target`` attribute), used in the colour bar label.
 
     Returns
     -------
     Figure with stacked panels sharing the time axis (s): ``C+`` and ``C-``
     per channel (one diverging colour scale, centred on 0, symmetric, shared
-    by both), then rates and loadings. Each panel has its colour bar.
+    by both), then rates and loadings. Each panel has its colour bar; panel
+    heights grow with their number of rows so that row labels never overlap.
     """
     ds = _as_dataset(contrib_node, "contrib_node")
     contribution = _require_dims(_variable(ds, "contribution", "contrib_node"),
@@ -210,30 +244,45 @@ def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
     window = _time_window(time_slice)
     contribution = _select_time(contribution, window, "contribution")
     panels: list[tuple[str, Any]] = [(s, contribution.sel(sign=s)) for s in signs]
+    groups = None
     if rates is not None:
-        panels.append(("rates", _select_time(_require_dims(rates, ("time", "cell"), "rates"),
-                                             window, "rates")))
+        rates = _select_time(_require_dims(rates, ("time", "cell"), "rates"), window, "rates")
+        types = _cell_types(rates, cell_types)
+        if types is not None:
+            order = np.argsort(types, kind="stable")
+            rates, groups = rates.isel(cell=order), types[order]
+        panels.append(("rates", rates))
     if loadings is not None:
         panels.append(("loadings", _select_time(_require_dims(loadings, ("time", "mode"), "loadings"),
                                                 window, "loadings")))
-    fig = Figure(figsize=(FULL_WIDTH, 1.6 * len(panels) + 0.6), layout="constrained")
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    heights = [min(max(1.3, 0.13 * da.sizes[dim]), 3.2) for (kind, da), dim in
+               zip(panels, [{"rates": "cell", "loadings": "mode"}.get(k, "channel") for k, _ in panels])]
+    fig = Figure(figsize=(FULL_WIDTH, sum(heights) + 0.4 * len(panels) + 0.4), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     layer = ds.attrs.get("layer")
+    target = target or ds.attrs.get("target")
     norm = _symmetric_norm(contribution.values)
-    for ax, (kind, da) in zip(axes, panels):
+    for ax, (kind, da), height in zip(axes, panels, heights):
+        rows = int(height * 72 / 9)                      # tick labels at least ~9 pt apart
         if kind in ("pos", "neg"):
-            sign = "positive (C+)" if kind == "pos" else "negative (C-)"
-            _time_heatmap(fig, ax, da, "channel", cmap=DIVERGING, norm=norm, ylabel="channel",
-                          cbar_label="contribution", title=f"{sign} contributions"
-                          + (f", {layer}" if layer else ""))
+            sign = "positive contributions (C+)" if kind == "pos" else "negative contributions (C\u2212)"
+            image = _time_heatmap(fig, ax, da, "channel", cmap=DIVERGING, norm=norm, ylabel="channel",
+                                  cbar_label=None, title=(f"{layer} channels: " if layer else "") + sign,
+                                  max_labels=rows)
         elif kind == "rates":
             _time_heatmap(fig, ax, da, "cell", cmap="viridis", norm=Normalize(0, float(da.max()) or 1),
-                          ylabel="cell", cbar_label="rate (Hz)", title="firing rates")
+                          ylabel="cell type (cells)" if groups is not None else "cell",
+                          cbar_label="rate (Hz)", title="model firing rates", groups=groups, max_labels=rows)
         else:
             signed = float(da.min()) < 0
-            _time_heatmap(fig, ax, da, "mode", cmap=DIVERGING if signed else "magma_r",
+            _time_heatmap(fig, ax, da, "mode", cmap=DIVERGING if signed else "Purples",
                           norm=_symmetric_norm(da.values) if signed else Normalize(0, float(da.max()) or 1),
-                          ylabel="mode", cbar_label="loading", title="mode loadings")
+                          ylabel="mode", cbar_label="loading", title="mode loadings (how much each mode "
+                          "is used), in the modes figure's order", max_labels=rows)
+        if kind in ("rates", "loadings"):
+            ax.invert_yaxis()                            # first cell type / first mode on top
+    fig.colorbar(image, ax=list(axes[:len(signs)]), pad=0.01, shrink=0.9,
+                 label=f"contribution to {target}" if target else "contribution")
     axes[-1].set_xlabel("time (s)")
     return fig
 
@@ -513,78 +562,259 @@ def _short_number(value: float) -> str:
     return f"{value:.2g}"
 
 # --------------------------------------------------------------------------- receptive fields
-def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: int = 6) -> Figure:
-    """Rank-1 IRF filters per mode combination: spatial images and temporal filters vs lag.
+def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: int = 6, *,
+                     modes: xr.DataArray | None = None,
+                     cell_types: Sequence[Any] | xr.DataArray | None = None,
+                     layer: str | None = None) -> Figure:
+    """Rank-1 IRF filters per mode combination: cropped spatial maps and temporal filters vs lag.
 
     Parameters
     ----------
     spatial
         ``(combination, y, x)`` or ``(combination, cell, y, x)``; ``y``/``x``
-        coordinates in stimulus pixels.
+        coordinates in stimulus pixels. NaN where a cell never fired during a
+        combination.
     temporal
         ``(combination, lag)`` or ``(combination, cell, lag)``; ``lag`` in s
         before the predicted bin (index × 10 ms without a coordinate).
     max_cells
-        At most this many cells (the first ones) get a column of images.
+        At most this many cells get a column: one per cell type when types are
+        known (the cell of that type with the fewest empty combinations), else
+        cells picked so that every combination shows a firing cell.
+    modes
+        ``(mode, channel[, sign])`` mode weights: combinations such as ``"0+5"``
+        are then described by their modes' main channels (:func:`mode_names`).
+    cell_types
+        One type per cell (or a ``cell_type`` coordinate on ``spatial``).
+    layer
+        Named in the title.
 
     Returns
     -------
-    Figure with one row per combination: the spatial filter(s) (diverging
-    map, limits ``±max|value|`` shared by all images, one colour bar) and, at
-    the right, the temporal filter(s).
+    Figure with one row per combination, headed by its modes: a map per shown
+    cell, cropped to a common square around each cell's receptive field
+    (diverging, limits ``±max|value|`` shared by all maps, one colour bar),
+    and at the right the same cells' temporal filters, in the colour of their
+    cell type. Maps of a cell that never fired during the combination read
+    "cell silent".
     """
     spatial = _require_dims(spatial, ("combination", "y", "x"), "spatial", optional=("cell",))
     temporal = _require_dims(temporal, ("combination", "lag"), "temporal", optional=("cell",))
+    if max_cells < 1:
+        raise ConfigurationError(f"max_cells must be >= 1, got {max_cells}")
     combos = _coord(spatial, "combination")
     if temporal.sizes["combination"] != len(combos) or (
             "combination" in temporal.coords and "combination" in spatial.coords
             and not np.array_equal(temporal["combination"].values, combos)):
         raise ShapeError(f"spatial and temporal must hold the same combinations, got {list(combos)} "
                          f"and {list(_coord(temporal, 'combination'))}")
-    if "cell" not in spatial.dims:
-        spatial = spatial.expand_dims(cell=[None])
-    spatial = spatial.isel(cell=slice(0, max_cells)).transpose("combination", "cell", "y", "x")
-    if "cell" not in temporal.dims:
-        temporal = temporal.expand_dims(cell=[None])
-    temporal = temporal.transpose("combination", "cell", "lag")
-    n_rows, n_img = len(combos), spatial.sizes["cell"]
-    fig = Figure(figsize=(min(FULL_WIDTH, 1.3 * n_img + 2.8), 1.35 * n_rows + 0.6), layout="constrained")
-    grid = fig.add_gridspec(n_rows, n_img + 1, width_ratios=[1] * n_img + [1.8])
-    norm = _symmetric_norm(spatial.values)
+    spatial = spatial.expand_dims(cell=[None]) if "cell" not in spatial.dims else spatial
+    spatial = spatial.transpose("combination", "cell", "y", "x")
+    temporal = temporal.transpose("combination", "cell", "lag") if "cell" in temporal.dims else \
+        temporal.expand_dims(cell=[None]).transpose("combination", "cell", "lag")
+    types = _cell_types(spatial, cell_types)
+    columns = _representative_cells(spatial.values, types, max_cells)
+    maps = spatial.values[:, columns]
+    lines = temporal.values[:, columns] if temporal.sizes["cell"] == spatial.sizes["cell"] \
+        else np.repeat(temporal.values[:, :1], len(columns), axis=1)
+    cells = _coord(spatial, "cell")[columns]
+    shown_types = None if types is None else types[columns]
+    colors = type_colors(types) if types is not None else {}
+    column_colors = [colors.get(t, "0.2") for t in shown_types] if shown_types is not None \
+        else [colormaps["tab10"](k % 10) for k in range(len(columns))]
+    headers = combination_labels(combos, modes)
+    n_rows, n_img = len(combos), len(columns)
+    norm = _symmetric_norm(np.nan_to_num(maps))
     ys, xs = _coord(spatial, "y"), _coord(spatial, "x")
-    (y0, y1), (x0, x1) = _edges(ys), _edges(xs)
+    extent = (*_edges(xs), *_edges(ys)[::-1])
+    windows, side = _crop_windows(maps, ys, xs)
     lag = _coord(temporal, "lag", DT)
-    cells = _coord(spatial, "cell")
-    image_axes, temporal_axes = [], []
-    for r, combo in enumerate(combos):
+    # the first row carries the cell titles, the last the lag label: taller, so all maps match
+    ratios = [1.0] * n_rows
+    ratios[0] += 0.2
+    ratios[-1] += 0.12
+    fig = Figure(figsize=(FULL_WIDTH, 1.35 * sum(ratios) + 0.9), layout="constrained")
+    rows = fig.subfigures(n_rows + 1, 1, height_ratios=ratios + [0.5])
+    image, scale_ax, first_line_ax = None, None, None
+    for r, row in enumerate(rows[:-1]):
+        axes = row.subplots(1, n_img + 1, width_ratios=[1] * n_img + [max(1.6, 0.5 * n_img)])
+        row.suptitle(headers[r], x=0.01, ha="left", fontsize="small", fontweight="bold")
         for c in range(n_img):
-            ax = fig.add_subplot(grid[r, c])
-            image = ax.imshow(spatial.values[r, c], cmap=DIVERGING, norm=norm, origin="upper",
-                              extent=(x0, x1, y1, y0), interpolation="nearest")
-            ax.tick_params(labelsize="x-small")
-            if (r, c) != (n_rows - 1, 0):            # pixel ticks on the bottom-left image only
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if r == 0 and cells[c] is not None:
-                ax.set_title(f"cell {cells[c]}", fontsize="small")
-            if c == 0:
-                ax.set_ylabel(f"{combo}", fontsize="small")
-            image_axes.append(ax)
-        ax = fig.add_subplot(grid[r, n_img], sharex=temporal_axes[0] if temporal_axes else None)
-        for k, cell in enumerate(_coord(temporal, "cell")):
-            ax.plot(lag, temporal.values[r, k], lw=1, label=None if cell is None else f"cell {cell}")
-        ax.axhline(0, color="0.5", lw=0.6)
+            ax = axes[c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            (wx0, wx1), (wy0, wy1) = windows[c]
+            if not np.isfinite(maps[r, c]).any():
+                ax.set_facecolor("0.95")
+                ax.text(0.5, 0.5, "cell\nsilent", transform=ax.transAxes,
+                        ha="center", va="center", fontsize="x-small", color="0.4")
+            else:
+                image = ax.imshow(maps[r, c], cmap=DIVERGING, norm=norm, origin="upper", extent=extent,
+                                  interpolation="nearest")
+            ax.set_xlim(wx0, wx1)
+            ax.set_ylim(wy1, wy0)
+            ax.set_aspect("equal")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(column_colors[c])
+            if r == 0:
+                title = f"cell {cells[c]}" if cells[c] is not None else "all cells"
+                if shown_types is not None:
+                    title = f"{_pretty(shown_types[c])}\n{title}"
+                ax.set_title(title, fontsize="small", color=column_colors[c])
+        scale_ax = axes[0]
+        ax = axes[-1]
+        if first_line_ax is not None:
+            ax.sharex(first_line_ax)
+            ax.sharey(first_line_ax)
+        first_line_ax = first_line_ax or ax
+        drawn = [c for c in range(n_img) if np.isfinite(lines[r, c]).any()]
+        for c in drawn:
+            ax.plot(lag, lines[r, c], lw=1.3, color=column_colors[c])
+        if not drawn:
+            ax.text(0.5, 0.5, "no shown cell fired", transform=ax.transAxes, ha="center", va="center",
+                    fontsize="x-small", color="0.4")
+        ax.axhline(0, color="0.6", lw=0.6)
         ax.tick_params(labelsize="small")
-        temporal_axes.append(ax)
-    image_axes[-n_img].set_xlabel("x (stimulus px)", fontsize="small")
-    image_axes[-n_img].set_ylabel(f"{combos[-1]}\ny (stimulus px)", fontsize="small")
-    temporal_axes[0].set_title("temporal filter", fontsize="small")
-    if temporal.sizes["cell"] > 1:
-        temporal_axes[0].legend(fontsize="x-small")
-    temporal_axes[-1].set_xlabel("lag (s)")
-    fig.colorbar(image, ax=image_axes, label="sensitivity", shrink=0.8)
-    fig.suptitle("instantaneous receptive fields per mode combination", fontsize="medium")
+        ax.set_ylabel("weight", fontsize="small")
+        if r == 0:
+            ax.set_title("temporal filters (unit norm)", fontsize="small")
+        if r == n_rows - 1:
+            ax.set_xlabel("lag before the response (s)", fontsize="small")
+    _scale_bar(scale_ax, side)
+    if image is not None:
+        cax = rows[-1].add_axes((0.2, 0.62, 0.6, 0.14))
+        cbar = rows[-1].colorbar(image, cax=cax, orientation="horizontal")
+        cbar.ax.tick_params(labelsize="small")
+        cbar.set_label(f"spatial filter weight (unit-norm filters); each map shows {side:g} × {side:g} "
+                       "stimulus px around its cell's receptive field", fontsize="small")
+    fig.suptitle((f"{layer}: " if layer else "") + "instantaneous receptive fields while a mode combination "
+                 "is active", fontsize="medium")
     return fig
+
+
+def _pretty(label: Any) -> str:
+    """A category label for people: ``on_off_transient`` -> ``on off transient``."""
+    return str(label).replace("_", " ")
+
+
+def type_colors(types: Sequence[Any] | np.ndarray) -> dict[Any, Any]:
+    """One colour per cell type, the same in every figure (types in sorted order, tab10/tab20)."""
+    return _category_colors(sorted(set(np.asarray(types).tolist()), key=str))
+
+
+def _cell_types(da: xr.DataArray, cell_types: Any) -> np.ndarray | None:
+    """Per-cell types from ``cell_types`` or a ``cell_type`` coordinate of ``da`` (None if neither)."""
+    n_cells = da.sizes["cell"]
+    if cell_types is not None:
+        return _per_cell(cell_types, n_cells, "cell_types").astype(str)
+    if "cell_type" in da.coords and da["cell_type"].dims == ("cell",):
+        return da["cell_type"].values.astype(str)
+    return None
+
+
+def _representative_cells(maps: np.ndarray, types: np.ndarray | None, max_cells: int) -> np.ndarray:
+    """Columns to show: per type (in sorted order) the cell with most non-empty combinations."""
+    fires = np.isfinite(maps).any(axis=(2, 3))                       # (combination, cell)
+    filled = fires.sum(axis=0)
+    if types is None:
+        return _covering_cells(fires, max_cells)
+    chosen = []
+    for t in sorted(set(types.tolist()), key=str):
+        members = np.flatnonzero(types == t)
+        chosen.append(int(members[np.argmax(filled[members])]))
+    return np.array(chosen[:max_cells])
+
+
+def _covering_cells(fires: np.ndarray, max_cells: int) -> np.ndarray:
+    """Up to ``max_cells`` cells, picked greedily so that every combination has a firing cell."""
+    chosen: list[int] = []
+    covered = np.zeros(fires.shape[0], bool)
+    filled = fires.sum(axis=0)
+    while len(chosen) < min(max_cells, fires.shape[1]):
+        gain = (fires & ~covered[:, None]).sum(axis=0) * (fires.shape[0] + 1) + filled
+        gain[chosen] = -1
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        covered |= fires[:, best]
+    return np.sort(np.array(chosen, dtype=int))
+
+
+def _crop_windows(maps: np.ndarray, ys: np.ndarray, xs: np.ndarray, level: float = 0.1,
+                  margin: float = 3.0) -> tuple[list[tuple[tuple[float, float], tuple[float, float]]], float]:
+    """Per column of ``maps (combination, cell, y, x)`` a square (x, y) window around its RF, one size.
+
+    The window is centred on the cell's peak of ``max |map|`` over combinations;
+    its half-width covers, for every cell, the pixels above ``level`` of that
+    cell's peak, plus ``margin`` px, and stays inside the map.
+    """
+    envelope = np.nanmax(np.abs(np.nan_to_num(maps, nan=0.0)), axis=0)   # (cell, y, x)
+    step_y = float(np.median(np.diff(ys))) if ys.size > 1 else 1.0
+    step_x = float(np.median(np.diff(xs))) if xs.size > 1 else 1.0
+    centres, half = [], 1.0
+    for env in envelope:
+        peak = float(env.max())
+        if peak <= 0:
+            centres.append((float(np.median(ys)), float(np.median(xs))))
+            continue
+        iy, ix = np.unravel_index(int(np.argmax(env)), env.shape)
+        centres.append((float(ys[iy]), float(xs[ix])))
+        yy, xx = np.nonzero(env >= level * peak)
+        half = max(half, float(np.max(np.abs(ys[yy] - ys[iy]))), float(np.max(np.abs(xs[xx] - xs[ix]))))
+    half += margin
+    (y_lo, y_hi), (x_lo, x_hi) = _edges(ys), _edges(xs)
+    half = min(half, (y_hi - y_lo) / 2, (x_hi - x_lo) / 2)
+    windows = []
+    for cy, cx in centres:
+        x0 = float(np.clip(cx - half - step_x / 2, x_lo, x_hi - 2 * half - step_x))
+        y0 = float(np.clip(cy - half - step_y / 2, y_lo, y_hi - 2 * half - step_y))
+        windows.append(((x0, x0 + 2 * half + step_x), (y0, y0 + 2 * half + step_y)))
+    return windows, round(2 * half + step_x, 6)
+
+
+def _scale_bar(ax: Axes, side: float) -> None:
+    """A bar of a round number of stimulus pixels in the lower left of a map."""
+    length = next((v for v in (20, 10, 5, 2, 1) if v <= side / 2), side / 2)
+    x0, _ = ax.get_xlim()
+    y_bottom, _ = ax.get_ylim()                               # y axis runs downwards
+    pad = side * 0.08
+    ax.plot([x0 + pad, x0 + pad + length], [y_bottom - pad] * 2, color="k", lw=2, solid_capstyle="butt")
+    ax.text(x0 + pad + length / 2, y_bottom - 2 * pad, f"{length:g} px", ha="center", va="bottom",
+            fontsize="x-small")
+
+
+def combination_labels(combinations: Sequence[Any], modes: xr.DataArray | None = None,
+                       max_listed: int = 6) -> list[str]:
+    """Readable descriptions of mode combinations such as ``"0+5"``.
+
+    With ``modes`` (``(mode, channel[, sign])``), each combination names its
+    modes with their main channels (:func:`mode_names`); long combinations
+    list the first ``max_listed`` modes and the channels that all of them use.
+    Combinations that are not ``+``-joined mode ids are returned as given.
+    """
+    names: dict[str, str] = {}
+    if modes is not None:
+        names = {str(m): n for m, n in zip(_coord(modes, "mode"), mode_names(modes))}
+    labels = []
+    for combo in combinations:
+        members = [m.strip() for m in str(combo).split("+") if m.strip()]
+        if not members:
+            labels.append(str(combo))
+            continue
+        if len(members) == 1:
+            name = names.get(members[0])
+            labels.append(f"mode {members[0]}" + (f" ({name})" if name else "") + " alone")
+            continue
+        if len(members) <= 3 and names:
+            labels.append(" + ".join(f"mode {m} ({names.get(m, '?')})" for m in members))
+            continue
+        listed = ", ".join(members[:max_listed]) + (", …" if len(members) > max_listed else "")
+        label = f"{len(members)} modes together ({listed})"
+        if names:
+            terms = sorted({t for m in members for t in names.get(m, "").split() if t.startswith("ch")},
+                           key=lambda t: (int("".join(ch for ch in t if ch.isdigit()) or 0), t))
+            label += f": channels {' '.join(terms)}" if terms else ""
+        labels.append(label)
+    return labels
 
 
 # --------------------------------------------------------------------------- interneurons
