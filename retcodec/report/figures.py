@@ -987,45 +987,109 @@ def plot_sparsity(stats: xr.Dataset, contribution: str = "contribution_sparsity"
     return fig
 
 
-def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True) -> Figure:
-    """Model correlation vs the oracle (repeat reliability) per cell, with the identity line.
+#: axis labels of the fit metrics of :func:`~retcodec.analysis.evaluation.evaluate` (others: long_name or name)
+METRIC_LABELS = {"correlation": "model correlation (Pearson r)",
+                 "oracle": "oracle correlation (r between repeats)",
+                 "feve": "FEVE (fraction of explainable variance explained)",
+                 "fraction_of_oracle": "model r / oracle r"}
+#: marker shapes of cell types, in type order
+TYPE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _metric_label(da: xr.DataArray, name: str) -> str:
+    label = da.attrs.get("long_name") or METRIC_LABELS.get(name, name.replace("_", " "))
+    units = da.attrs.get("units")
+    return f"{label} ({units})" if units and units not in ("1", "") else label
+
+
+def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str = "oracle",
+                     y: str = "correlation", max_labels: int = 5) -> Figure:
+    """One fit metric against another per cell (by default model r vs oracle r), identity line dashed.
 
     ``evaluation`` is the Dataset of :func:`~retcodec.evaluation.evaluate`
-    (``correlation``, ``oracle`` over ``cell``; ``reliable`` and ``cell_type``
-    are used when present: unreliable cells are open circles, colours show
-    types). A cell on the identity line is predicted as well as its repeats
-    predict each other.
+    (variables ``x`` and ``y`` over ``cell``; ``reliable`` and ``cell_type``
+    are used when present). Each cell type has its own colour and marker
+    shape, half-transparent so that overlapping cells stay visible;
+    unreliable cells are open markers. Axes are zoomed to the data (equal
+    scales). With ``label_cells``, only outliers are labelled: cells whose
+    ``y - x`` departs from their type's median by more than 3 robust standard
+    deviations (and 0.02), furthest first, at most ``max_labels``. A cell on the identity line
+    is predicted as well as the ``x`` metric says it can be.
     """
     evaluation = _as_dataset(evaluation, "evaluation")
-    r = _require_dims(_variable(evaluation, "correlation", "evaluation"), ("cell",), "correlation")
-    oracle = _require_dims(_variable(evaluation, "oracle", "evaluation"), ("cell",), "oracle")
+    r = _require_dims(_variable(evaluation, y, "evaluation"), ("cell",), y)
+    ref = _require_dims(_variable(evaluation, x, "evaluation"), ("cell",), x)
     reliable = evaluation["reliable"].values.astype(bool) if "reliable" in evaluation \
         else np.ones(r.size, bool)
     types = evaluation["cell_type"].values.astype(str) if "cell_type" in evaluation.coords \
         else np.full(r.size, "cell")
-    colors = _category_colors(list(types))
-    fig = Figure(figsize=(3.6, 3.4), layout="constrained")
+    colors = type_colors(types)
+    fig = Figure(figsize=(5.6, 3.9), layout="constrained")
     ax = fig.add_subplot()
-    lo = min(0.0, float(np.nanmin(r.values)), float(np.nanmin(oracle.values)))
-    ax.plot([lo, 1], [lo, 1], color="0.5", lw=0.8, ls="--", label="identity")
-    for t, c in colors.items():
+    xv, yv = ref.values.astype(float), r.values.astype(float)
+    lo, hi = _zoom(np.r_[xv, yv])
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--", label="identity (y = x)", zorder=1)
+    for k, (t, c) in enumerate(colors.items()):
+        marker = TYPE_MARKERS[k % len(TYPE_MARKERS)]
         for filled, mask in ((True, reliable), (False, ~reliable)):
             sel = mask & (types == t)
             if sel.any():
-                ax.scatter(oracle.values[sel], r.values[sel], s=24, edgecolors=c,
-                           facecolors=c if filled else "none", label=t if filled else None)
+                ax.scatter(xv[sel], yv[sel], s=46, marker=marker, edgecolors=[c], linewidths=1.2,
+                           facecolors=[(*c[:3], 0.35)] if filled else "none", zorder=3,
+                           label=f"{_pretty(t)} ({int((types == t).sum())})" if filled else None)
     if not reliable.all():
-        ax.scatter([], [], s=24, facecolors="none", edgecolors="0.3", label="unreliable")
-    if label_cells and r.size <= 40:
-        for cell, xo, yr in zip(_coord(r, "cell"), oracle.values, r.values):
-            ax.annotate(str(cell), (xo, yr), textcoords="offset points", xytext=(3, 2), fontsize="xx-small")
-    ax.set_xlim(lo, 1)
-    ax.set_ylim(lo, 1)
+        ax.scatter([], [], s=46, facecolors="none", edgecolors="0.3", label="unreliable cell")
+    if label_cells:
+        _label_outliers(ax, _coord(r, "cell"), types, xv, yv, max_labels, hi - lo)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel("oracle correlation (repeats)")
-    ax.set_ylabel("model correlation")
-    median = evaluation.attrs.get("median_fraction_of_oracle")
-    ax.set_title("fit quality" + (f": median {float(median):.2f} of oracle" if median is not None else ""),
+    ax.set_xlabel(_metric_label(ref, x))
+    ax.set_ylabel(_metric_label(r, y))
+    keep = reliable if reliable.any() else np.ones(r.size, bool)
+    ax.set_title(f"fit per cell ({r.size} cells): median {y.replace('_', ' ')} "
+                 f"{np.nanmedian(yv[keep]):.2f}, median {x.replace('_', ' ')} {np.nanmedian(xv[keep]):.2f}",
                  fontsize="medium")
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), title="cell type",
+              title_fontsize="small", borderaxespad=0)
     return fig
+
+
+def _zoom(values: np.ndarray, pad: float = 0.08) -> tuple[float, float]:
+    """Axis limits around the finite ``values`` with ``pad`` of their range (at least 0.1 wide)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 0.1)
+    centre = (lo + hi) / 2
+    return centre - span * (0.5 + pad), centre + span * (0.5 + pad)
+
+
+def _label_outliers(ax: Axes, cells: np.ndarray, types: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+                    max_labels: int, span: float) -> None:
+    """Label cells whose ``y - x`` departs from their type's median (beyond 3 robust SDs and 0.02).
+
+    Furthest first, at most ``max_labels``, never two labels close together.
+    """
+    residual = yv - xv
+    finite = np.isfinite(residual)
+    if finite.sum() < 4 or max_labels < 1:
+        return
+    deviation = np.full(residual.shape, np.nan)
+    for t in set(types.tolist()):
+        sel = finite & (types == t)
+        if sel.any():
+            deviation[sel] = residual[sel] - np.median(residual[sel])
+    mad = 1.4826 * float(np.median(np.abs(deviation[finite])))
+    limit = max(3 * mad, 0.02)
+    distance = np.where(finite, np.abs(deviation), -np.inf)
+    placed: list[tuple[float, float]] = []
+    for i in np.argsort(-distance):
+        if len(placed) >= max_labels or distance[i] <= limit:
+            break
+        if any(abs(xv[i] - px) < 0.06 * span and abs(yv[i] - py) < 0.04 * span for px, py in placed):
+            continue
+        ax.annotate(f"cell {cells[i]}", (xv[i], yv[i]), textcoords="offset points", xytext=(6, -10),
+                    fontsize="x-small", color="0.2")
+        placed.append((xv[i], yv[i]))
