@@ -290,7 +290,8 @@ def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
 # --------------------------------------------------------------------------- modes and cell types
 def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArray | None = None,
                           linkage: np.ndarray | None = None,
-                          true_types: Sequence[Any] | xr.DataArray | None = None) -> Figure:
+                          true_types: Sequence[Any] | xr.DataArray | None = None, *,
+                          layer: str | None = None) -> Figure:
     """Correlation of every cell's rate with every mode's loadings, rows grouped by cluster.
 
     Parameters
@@ -306,10 +307,15 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     true_types
         True cell type per cell (in-silico data), a second colour strip.
 
+    layer
+        Named in the title.
+
     Returns
     -------
     Figure: [dendrogram] [cluster strip] [type strip] heat map (diverging,
-    centred on 0) with its colour bar; legends name the strip colours.
+    centred on 0) with its colour bar. The cluster strip names each cluster
+    in place (alternating greys); the type strip uses the cell-type colours
+    of every other figure, named in a legend below.
     """
     from scipy.cluster.hierarchy import dendrogram, leaves_list
 
@@ -343,26 +349,49 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     legends = []
     for name, values in strips:
         ax = fig.add_subplot(grid[0, column])
-        legends.append(_color_strip(ax, name, values))
+        if name == "cluster":
+            _cluster_strip(ax, values)
+        else:
+            legends.append(_color_strip(ax, name, values))
         column += 1
     ax = fig.add_subplot(grid[0, column])
     data = corr.values[order]
     image = ax.imshow(data, aspect="auto", origin="lower", cmap=DIVERGING, norm=_symmetric_norm(data),
                       interpolation="nearest")
     modes = _coord(corr, "mode")
-    step = max(1, int(np.ceil(len(modes) / 12)))           # at most ~12 tick labels
+    step = max(1, int(np.ceil(len(modes) / 16)))           # at most ~16 tick labels
     ticks = np.arange(0, len(modes), step)
-    ax.set_xticks(ticks, [str(modes[i]) for i in ticks])
+    ax.set_xticks(ticks, [str(modes[i]) for i in ticks], fontsize="small")
     ax.set_xlabel("mode")
     ax.yaxis.tick_right()
     ax.yaxis.set_label_position("right")
     _label_rows(ax, _coord(corr, "cell")[order], max_labels=60)
-    ax.set_ylabel("cell")
-    ax.set_title("rate-loading correlation per cell and mode", fontsize="medium")
-    fig.colorbar(image, cax=fig.add_subplot(grid[0, column + 1]), label="correlation")
-    for (title, handles), loc in zip(legends, ("outside lower left", "outside lower right")):
-        fig.legend(handles=handles, title=title, loc=loc, ncols=min(2, len(handles)), fontsize="small")
+    ax.tick_params(axis="y", labelsize="small")
+    ax.set_ylabel("cell (rows ordered by the clustering)" if linkage is not None or labels is not None
+                  else "cell")
+    layer = layer or corr.attrs.get("layer")
+    ax.set_title((f"{layer}: " if layer else "") + "correlation of each cell's rate with each mode's loading",
+                 fontsize="medium")
+    fig.colorbar(image, cax=fig.add_subplot(grid[0, column + 1]), label="Pearson r")
+    for title, handles in legends:
+        fig.legend(handles=handles, title=title, loc="outside lower center", ncols=min(4, len(handles)),
+                   fontsize="small", title_fontsize="small")
     return fig
+
+
+def _cluster_strip(ax: Axes, clusters: np.ndarray) -> None:
+    """Consecutive runs of one cluster in alternating greys, each run named by its cluster label."""
+    starts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1]])
+    stops = np.r_[starts[1:], clusters.size]
+    shade = np.zeros(clusters.size)
+    for k, (a, b) in enumerate(zip(starts, stops)):
+        shade[a:b] = k % 2
+        ax.text(0, (a + b - 1) / 2, str(clusters[a]), ha="center", va="center", fontsize="small",
+                color="white" if k % 2 else "k")
+    ax.imshow(shade[:, None], aspect="auto", origin="lower", cmap="Greys", vmin=-0.6, vmax=1.4,
+              interpolation="nearest")
+    ax.set_xticks([0], ["cluster"], rotation=90)
+    ax.set_yticks([])
 
 
 def _per_cell(values: Any, n_cells: int, what: str) -> np.ndarray:
@@ -374,14 +403,14 @@ def _per_cell(values: Any, n_cells: int, what: str) -> np.ndarray:
 
 def _color_strip(ax: Axes, name: str, values: np.ndarray) -> tuple[str, list[Patch]]:
     """A one-column strip coloured by category; returns the legend title and handles."""
-    colors = _category_colors(sorted(set(values.tolist()), key=str))
+    colors = type_colors(values)
     index = {c: i for i, c in enumerate(colors)}
     cmap = ListedColormap(list(colors.values()))
     ax.imshow(np.array([index[v] for v in values])[:, None], aspect="auto", origin="lower",
               cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, interpolation="nearest")
     ax.set_xticks([0], [name], rotation=90)
     ax.set_yticks([])
-    return name, [Patch(color=c, label=str(k)) for k, c in colors.items()]
+    return name, [Patch(color=c, label=_pretty(k)) for k, c in colors.items()]
 
 
 #: glyphs of the two contribution signs in mode names (C+ and C-)
@@ -842,11 +871,11 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
                             width_ratios=[1] * n_maps + [0.08] if n_maps else None)
     ax = fig.add_subplot(grid[0, :])
     _draw_match_summary(ax, match, order, groups, colors, alpha)
-    handles = [Line2D([], [], ls="", marker="o", color=c, label=str(g)) for g, c in colors.items()]
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=_pretty(g)) for g, c in colors.items()]
     handles += [Line2D([], [], ls="", marker="D", mfc="none", color="0.3", label="in-sample (biased)"),
                 Patch(color="0.85", label="chance (mean to 95th pct)")]
     if "p_value" in match:
-        handles.append(Line2D([], [], ls="", marker="$*$", color="k", label=f"p < {alpha:g}"))
+        handles.append(Line2D([], [], ls="", marker="$*$", color="k", label=_p_value_note(match, alpha)))
     ax.legend(handles=handles, title=group_name, fontsize="small", loc="upper left",
               bbox_to_anchor=(1.0, 1.0))
     if n_maps:
@@ -854,6 +883,16 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
         _draw_best_maps(fig, [fig.add_subplot(grid[1, i]) for i in range(n_maps)],
                         fig.add_subplot(grid[1, n_maps]), match, best)
     return fig
+
+
+def _p_value_note(match: xr.Dataset, alpha: float) -> str:
+    """Legend text of the significance mark: the test's smallest possible p and no correction."""
+    note = f"p < {alpha:g}"
+    n_shifts = match.attrs.get("n_shifts")
+    if n_shifts:
+        note += f"\n(smallest possible p with\n{int(n_shifts)} shifts: {1 / (int(n_shifts) + 1):.3f};"
+        note += f"\nnot corrected for {match.sizes['interneuron']} tests)"
+    return note
 
 
 def _interneuron_order(match: xr.Dataset) -> np.ndarray:
@@ -894,7 +933,7 @@ def _draw_match_summary(ax: Axes, match: xr.Dataset, order: np.ndarray, groups: 
     ids = match["interneuron"].values[order] if "interneuron" in match.coords else order
     if order.size <= 40:
         ax.set_xticks(x, [str(i) for i in ids], rotation=90, fontsize="x-small")
-    ax.set_xlabel("interneuron")
+    ax.set_xlabel("interneuron (recording / index)")
     ax.set_ylabel("Pearson r with best unit")
     ax.set_title("held-out correlation vs chance", loc="left", fontsize="medium")
 
@@ -983,7 +1022,8 @@ def plot_sparsity(stats: xr.Dataset, contribution: str = "contribution_sparsity"
     ax.set_ylabel("Hoyer sparsity across channels")
     ax.set_ylim(0, 1)
     ax.legend(fontsize="small")
-    ax.set_title("sparsity of contributions vs activations", fontsize="medium")
+    ax.set_title("sparsity of contributions vs activations\n(Hoyer: 0 = all channels equal, "
+                 "1 = a single channel)", fontsize="medium")
     return fig
 
 
