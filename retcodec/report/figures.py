@@ -7,6 +7,12 @@ Figures are built with the object-oriented API (``Figure``), never with
 ``pyplot``: no global state, no GUI backend, nothing is shown. Write them with
 :func:`save_figure` (PNG and SVG, atomically).
 
+Figures are sized for a report about 900-1100 px wide (7 in at 200 dpi shown
+at ~150 px per inch): tick labels are thinned or grouped so they never
+overlap, each cell type keeps one colour in every figure (:func:`type_colors`)
+and modes are named by their main channels (:func:`mode_names`, e.g.
+``ch5+ ch1+``: the positive contributions of channels 5 and 1).
+
 Bad input (a missing dimension or variable, mismatched lengths) raises
 :class:`~retcodec.errors.ShapeError` or
 :class:`~retcodec.errors.ConfigurationError` with a message that names what is
@@ -590,6 +596,7 @@ def _short_number(value: float) -> str:
         return f"{value:.1f}" if magnitude < 10 else f"{value:.0f}"
     return f"{value:.2g}"
 
+
 # --------------------------------------------------------------------------- receptive fields
 def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: int = 6, *,
                      modes: xr.DataArray | None = None,
@@ -863,7 +870,7 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
     n_cells = match.sizes["interneuron"]
     order = _interneuron_order(match)
     groups, group_name = _interneuron_groups(match)
-    colors = _category_colors(list(groups[order]))
+    colors = type_colors(groups)
     n_maps = max(0, min(int(n_maps), n_cells)) if _has_maps(match) else 0
     fig = Figure(figsize=(FULL_WIDTH, 5.2 if n_maps else 3.2), layout="constrained")
     grid = fig.add_gridspec(2 if n_maps else 1, max(n_maps, 1) + (1 if n_maps else 0),
