@@ -194,7 +194,7 @@ def _modes(n_modes=5, n_channels=8, neg=True):
         values[m, m % n_channels, 1] = 2.0 - 0.1 * m                     # C+ of channel m
         values[m, (m + 3) % n_channels, 1] = 0.5                        # a smaller C+ term
         if neg:
-            values[m, (m + 1) % n_channels, 0] = 0.2                    # a little C-
+            values[m, (m + 1) % n_channels, 0] = -0.2                   # a little C- (stored <= 0)
     return xr.DataArray(values, dims=("mode", "channel", "sign"),
                         coords={"mode": np.arange(n_modes), "channel": np.arange(n_channels),
                                 "sign": ["neg", "pos"]})
@@ -214,20 +214,26 @@ def test_mode_names_list_the_main_channels():
 
 
 def test_modes_one_heat_map_named_rows_and_one_screen_for_16_modes():
-    modes = _modes(16).assign_coords(energy_share=("mode", np.linspace(0.3, 0.01, 16)))
-    fig = _render(plot_modes(modes, layer="conv0"))
+    modes = _modes(16)
+    energy = xr.DataArray(np.linspace(0.3, 0.01, 16), dims="mode")
+    fig = _render(plot_modes(modes, layer="conv0", energy=energy))
     heat = next(ax for ax in fig.axes if _images(ax))
     matrix = _images(heat)[0].get_array()
     assert matrix.shape == (16, 16)                                      # mode x (channel, sign)
     columns = [t.get_text() for t in heat.get_xticklabels()]
     assert columns[:4] == ["0+", "0\u2212", "1+", "1\u2212"]
     np.testing.assert_allclose(matrix[:, 0], modes.sel(sign="pos", channel=0).values)
-    np.testing.assert_allclose(matrix[:, 1], -modes.sel(sign="neg", channel=0).values)   # C- drawn negative
+    np.testing.assert_allclose(matrix[:, 1], modes.sel(sign="neg", channel=0).values)    # C- <= 0: blue
+    assert (matrix[:, 1::2] <= 0).all() and matrix[0, 3] == pytest.approx(-0.2)    # mode 0: ch1 C-
+    magnitudes = modes.copy(data=np.abs(modes.values))                 # |C-| given: still drawn blue
+    heat_abs = next(ax for ax in _render(plot_modes(magnitudes)).axes if _images(ax))
+    np.testing.assert_allclose(_images(heat_abs)[0].get_array(), matrix)
     rows = [t.get_text() for t in heat.get_yticklabels()]
     assert rows[0] == "0: ch0+" and len(rows) == 16
     bars = next(ax for ax in fig.axes if ax.patches)
-    np.testing.assert_allclose(sorted(p.get_width() for p in bars.patches),
-                               np.sort(modes.energy_share.values * 100))
+    np.testing.assert_allclose(sorted(p.get_width() for p in bars.patches), np.sort(energy.values * 100))
+    with pytest.raises(ShapeError, match="one value per mode"):
+        plot_modes(modes, energy=[0.5, 0.5])
     assert fig.get_size_inches()[1] <= 6.0                               # one screen at report width
     assert "conv0" in fig._suptitle.get_text() and not fig.legends
     assert any(t.get_text() == "2.0" for t in heat.texts)                # weights written in the cells

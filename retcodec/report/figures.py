@@ -467,7 +467,8 @@ def _energy_coord(modes: xr.DataArray) -> xr.DataArray | None:
     return None
 
 
-def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | None = None) -> Figure:
+def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | None = None, *,
+               energy: xr.DataArray | Sequence[float] | None = None) -> Figure:
     """The mode dictionary as one heat map: a row per mode, a column per channel and sign.
 
     ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``) or
@@ -476,14 +477,20 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     With a ``sign`` dim, C+ weights are drawn red and C- weights blue (as
     negative values of one diverging scale), each channel's two columns side
     by side; weights of at least 5 % of the largest are written in the cells.
-    A per-mode coordinate whose name contains ``energy`` (e.g. the share of
-    explained energy) is drawn as bars at the right. ``max_modes`` keeps the
-    first modes only (the title says how many are shown).
+    The share of energy per mode (``energy``, one value per mode, e.g. the
+    ``energy`` variable of a modes file; or a per-mode coordinate whose name
+    contains ``energy``) is drawn as bars at the right. ``max_modes`` keeps
+    the first modes only (the title says how many are shown).
     """
     modes = _require_dims(modes, ("mode", "channel"), "modes", optional=("sign",))
     if max_modes is not None and max_modes < 1:
         raise ConfigurationError(f"max_modes must be >= 1 or None, got {max_modes}")
     n_total = modes.sizes["mode"]
+    if energy is not None:
+        values = np.asarray(energy.values if isinstance(energy, xr.DataArray) else energy, dtype=float)
+        if values.shape != (n_total,):
+            raise ShapeError(f"energy must hold one value per mode ({n_total}), got shape {values.shape}")
+        modes = modes.assign_coords(energy=("mode", values))
     if max_modes is not None:
         modes = modes.isel(mode=slice(0, max_modes))
     names = mode_names(modes)
@@ -559,7 +566,11 @@ def _hidden_note(hidden: np.ndarray, modes: xr.DataArray) -> str:
 
 
 def _mode_matrix(modes: xr.DataArray) -> tuple[np.ndarray, list[str], list[int]]:
-    """(mode, column) weights with C- negated, column labels and the first column of each channel."""
+    """(mode, column) weights in contribution signs, column labels and the first column of each channel.
+
+    ``neg`` entries are C- weights, stored <= 0 (contribution signs); entries
+    given as magnitudes (all >= 0) are negated so that C- is always drawn blue.
+    """
     channels = _coord(modes, "channel")
     if "sign" not in modes.dims:
         return modes.transpose("mode", "channel").values, [str(c) for c in channels], \
@@ -568,8 +579,11 @@ def _mode_matrix(modes: xr.DataArray) -> tuple[np.ndarray, list[str], list[int]]
     signs = [str(s) for s in _coord(modes, "sign")]
     order = [signs.index(s) for s in ("pos", "neg") if s in signs] + \
         [j for j, s in enumerate(signs) if s not in ("pos", "neg")]
-    factor = np.array([-1.0 if signs[j] == "neg" else 1.0 for j in order])
-    values = modes.values[:, :, order] * factor          # (mode, channel, sign)
+    values = modes.values[:, :, order].astype(float)     # (mode, channel, sign)
+    for k, j in enumerate(order):
+        column = values[:, :, k]
+        if signs[j] == "neg" and (np.nan_to_num(column) >= 0).all() and (column > 0).any():
+            values[:, :, k] = -column                        # magnitudes |C-|: back to signs
     matrix = values.reshape(values.shape[0], -1)
     columns = [f"{c}{SIGN_GLYPHS.get(signs[j], signs[j])}" for c in channels for j in order]
     return matrix, columns, list(range(0, matrix.shape[1], len(order)))
