@@ -216,7 +216,7 @@ def test_mode_names_list_the_main_channels():
 def test_modes_one_heat_map_named_rows_and_one_screen_for_16_modes():
     modes = _modes(16)
     energy = xr.DataArray(np.linspace(0.3, 0.01, 16), dims="mode")
-    fig = _render(plot_modes(modes, layer="conv0", energy=energy))
+    fig = _render(plot_modes(modes, layer="conv0", energy=energy, relative=False))
     heat = next(ax for ax in fig.axes if _images(ax))
     matrix = _images(heat)[0].get_array()
     assert matrix.shape == (16, 16)                                      # mode x (channel, sign)
@@ -226,7 +226,7 @@ def test_modes_one_heat_map_named_rows_and_one_screen_for_16_modes():
     np.testing.assert_allclose(matrix[:, 1], modes.sel(sign="neg", channel=0).values)    # C- <= 0: blue
     assert (matrix[:, 1::2] <= 0).all() and matrix[0, 3] == pytest.approx(-0.2)    # mode 0: ch1 C-
     magnitudes = modes.copy(data=np.abs(modes.values))                 # |C-| given: still drawn blue
-    heat_abs = next(ax for ax in _render(plot_modes(magnitudes)).axes if _images(ax))
+    heat_abs = next(ax for ax in _render(plot_modes(magnitudes, relative=False)).axes if _images(ax))
     np.testing.assert_allclose(_images(heat_abs)[0].get_array(), matrix)
     rows = [t.get_text() for t in heat.get_yticklabels()]
     assert rows[0] == "0: ch0+" and len(rows) == 16
@@ -238,6 +238,11 @@ def test_modes_one_heat_map_named_rows_and_one_screen_for_16_modes():
     assert "conv0" in fig._suptitle.get_text() and not fig.legends
     assert any(t.get_text() == "2.0" for t in heat.texts)                # weights written in the cells
     assert not _tick_overlaps(fig)
+    # relative (default): every row scaled to its largest |weight|, proportions kept
+    heat_rel = next(ax for ax in _render(plot_modes(modes)).axes if _images(ax))
+    relative = _images(heat_rel)[0].get_array()
+    np.testing.assert_allclose(np.abs(relative).max(axis=1), 1.0)
+    np.testing.assert_allclose(relative * np.abs(matrix).max(axis=1, keepdims=True), matrix)
 
 
 def test_modes_leave_out_columns_without_weight_and_plot_activation_modes():

@@ -468,7 +468,7 @@ def _energy_coord(modes: xr.DataArray) -> xr.DataArray | None:
 
 
 def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | None = None, *,
-               energy: xr.DataArray | Sequence[float] | None = None) -> Figure:
+               energy: xr.DataArray | Sequence[float] | None = None, relative: bool = True) -> Figure:
     """The mode dictionary as one heat map: a row per mode, a column per channel and sign.
 
     ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``) or
@@ -477,7 +477,9 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     With a ``sign`` dim, C+ weights are drawn red and C- weights blue (as
     negative values of one diverging scale), each channel's two columns side
     by side; weights of at least 5 % of the largest are written in the cells.
-    The share of energy per mode (``energy``, one value per mode, e.g. the
+    With ``relative`` each row is divided by its largest ``|weight|`` (a
+    mode's scale is shared with its loadings; its importance is the energy),
+    so that every row reads as "which channels, in which proportions". The share of energy per mode (``energy``, one value per mode, e.g. the
     ``energy`` variable of a modes file; or a per-mode coordinate whose name
     contains ``energy``) is drawn as bars at the right. ``max_modes`` keeps
     the first modes only (the title says how many are shown).
@@ -499,9 +501,12 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     hidden = _empty_columns(matrix) if signed else np.zeros(len(columns), bool)
     matrix, groups = matrix[:, ~hidden], _kept_groups(groups, hidden)
     columns = [c for c, h in zip(columns, hidden) if not h]
+    if relative:
+        peak = np.nanmax(np.abs(matrix), axis=1, keepdims=True, initial=0.0)
+        matrix = np.divide(matrix, peak, out=np.zeros_like(matrix), where=peak > 0)
     n_modes = len(names)
     energy = _energy_coord(modes)
-    fig = Figure(figsize=(FULL_WIDTH, 1.5 + 0.26 * n_modes), layout="constrained")
+    fig = Figure(figsize=(FULL_WIDTH, max(2.8, 1.5 + 0.26 * n_modes)), layout="constrained")
     widths = [max(4.0, 0.3 * len(columns))] + ([1.0] if energy is not None else [])
     grid = fig.add_gridspec(1, len(widths), width_ratios=widths)
     ax = fig.add_subplot(grid[0, 0])
@@ -512,7 +517,7 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     _annotate_weights(ax, matrix, norm.vmax, absolute=signed)
     ax.set_yticks(np.arange(n_modes), [f"{m}: {n}" for m, n in zip(_coord(modes, "mode"), names)],
                   fontsize="small")
-    ax.set_ylabel("mode: its main channels")
+    ax.set_ylabel("mode: main channels")
     ax.set_xticks(np.arange(len(columns)), columns, fontsize="small")
     for start in groups[1:]:
         ax.axvline(start - 0.5, color="0.75", lw=0.6)
@@ -522,6 +527,7 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     ax.set_xlabel(xlabel)
     label = ("C+ weight" if one_sided else "weight (red: C+, blue: C\u2212)") if signed \
         else "weight (red: positive, blue: negative)"
+    label += ", relative to the mode's largest" if relative else ""
     fig.colorbar(image, ax=ax, label=label, location="top", shrink=0.5, aspect=30, pad=0.01)
     if energy is not None:
         bar_ax = fig.add_subplot(grid[0, 1], sharey=ax)
