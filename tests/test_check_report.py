@@ -65,8 +65,14 @@ def test_overflowing_element_is_found_and_named(tmp_path, capsys):
 
 
 @needs_browser
-def test_fitting_page_passes(tmp_path):
+def test_fitting_page_passes_and_strict_fails_scrolling_boxes(tmp_path):
     report = tmp_path / "report.html"
     report.write_text(NARROW)
     result, = check_report.check(report, (1280,), shots=None, browser=browser)
     assert result.passed and result.viewport == 1280 and result.overflow == 0 and not result.elements
+    report.write_text("<html><body><div style='overflow-x:auto;width:400px'>"
+                      "<pre style='width:900px'>wide code</pre></div></body></html>")
+    result, = check_report.check(report, (1280,), shots=None, browser=browser)
+    assert result.passed and result.scrolling[0]["content"] >= 900 and result.scrolling[0]["box"] == 400
+    result, = check_report.check(report, (1280,), shots=None, browser=browser, strict=True)
+    assert not result.passed

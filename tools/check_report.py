@@ -15,7 +15,8 @@ page measures, once everything has loaded:
   viewport, reported by a CSS selector and the start of its text; only the
   outermost offender of a subtree is listed;
 * every element whose content is wider than its own box (``scrollWidth >
-  clientWidth``: a table scrolled or clipped inside its wrapper), as a warning.
+  clientWidth``: a table scrolled or clipped inside its wrapper), as a note
+  (a failure with ``--strict``).
 
 Full-page screenshots are written to ``DIR/report_<width>.png`` (default: a
 ``report_check`` folder next to the report); ``--slice-height 2000`` also cuts
@@ -139,9 +140,12 @@ class WidthResult:
     scrolling: list[dict] = field(default_factory=list)
     screenshot: Path | None = None
 
+    strict: bool = False
+
     @property
     def passed(self) -> bool:
-        return self.overflow <= SLACK and not self.elements
+        """No page overflow, no element past the viewport (and, if strict, nothing scrolling in its box)."""
+        return self.overflow <= SLACK and not self.elements and not (self.strict and self.scrolling)
 
 
 def find_chromium(explicit: str | None = None) -> str | None:
@@ -226,10 +230,11 @@ def slice_image(path: str | os.PathLike, height: int) -> list[Path]:
 
 
 def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: str | os.PathLike | None = None,
-          browser: str | None = None, slice_height: int = 0) -> list[WidthResult]:
+          browser: str | None = None, slice_height: int = 0, strict: bool = False) -> list[WidthResult]:
     """Measure ``report`` at every width and save a full-page screenshot of each (when ``shots``).
 
-    ``slice_height`` > 0 also cuts every screenshot into pieces that tall.
+    ``slice_height`` > 0 also cuts every screenshot into pieces that tall;
+    ``strict`` also fails a width where content scrolls or is clipped inside its box.
     """
     browser = browser or find_chromium()
     if browser is None:
@@ -237,6 +242,7 @@ def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: st
     results = []
     for width in widths:
         result = measure(report, width, browser)
+        result.strict = strict
         if shots is not None:
             result.screenshot = screenshot(report, width, result.page_height,
                                            Path(shots) / f"report_{width}.png", browser)
@@ -247,7 +253,8 @@ def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: st
 
 
 def _describe(result: WidthResult, limit: int) -> list[str]:
-    status = "ok" if result.passed else "OVERFLOW"
+    status = "ok" if result.passed else ("OVERFLOW" if result.overflow > SLACK or result.elements
+                                          else "SCROLLS (strict)")
     lines = [f"{result.width} px: {status}: page {result.overflow} px wider than the viewport "
              f"({result.viewport} px), {len(result.elements)} element(s) past its edge, "
              f"page height {result.page_height} px"]
@@ -278,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"exit {EXIT_NO_BROWSER} instead of 0 when no Chromium is found")
     parser.add_argument("--slice-height", type=int, default=0,
                         help="also cut each screenshot into pieces this tall, px (easier to view)")
+    parser.add_argument("--strict", action="store_true",
+                        help="also fail when content scrolls or is clipped inside its own box (e.g. a table "
+                             "in an overflow-x:auto wrapper)")
     parser.add_argument("--limit", type=int, default=15, help="offending elements listed per width")
     args = parser.parse_args(argv)
     if not args.report.is_file():
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_BROWSER if args.require_browser else EXIT_OK
     shots = None if args.no_shots else (args.shots or args.report.parent / "report_check")
     try:
-        results = check(args.report, tuple(args.widths), shots, browser, args.slice_height)
+        results = check(args.report, tuple(args.widths), shots, browser, args.slice_height, args.strict)
     except CheckError as err:
         print(f"check_report: {err}", file=sys.stderr)
         return EXIT_USAGE
