@@ -359,7 +359,9 @@ def test_interneuron_matches_summary_and_best_maps():
     summary = fig.axes[0]
     assert summary.get_ylabel() == "Pearson r with best unit"
     labels = [t.get_text() for t in summary.get_xticklabels()]
-    assert labels[:4] == ["file/4", "file/5", "file/0", "file/1"]    # amacrine first, then by r
+    assert labels[:4] == ["4", "5", "0", "1"]                        # amacrine first, then by r
+    blocks = sorted(t.get_text() for t in summary.texts if "\n" in t.get_text())
+    assert blocks == ["amacrine\n(file)", "bipolar\n(file)"]          # each block names its recording
     legend = [t.get_text() for t in summary.get_legend().get_texts()]
     assert {"on", "off", "unknown", "in-sample (biased)"} <= set(legend)
     assert any(text.startswith("p < 0.05") for text in legend)

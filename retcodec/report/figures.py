@@ -955,24 +955,52 @@ def _draw_match_summary(ax: Axes, match: xr.Dataset, order: np.ndarray, groups: 
             if p < alpha:
                 ax.annotate("*", (xi, r), textcoords="offset points", xytext=(5, -4), ha="left")
     ax.axhline(0, color="0.5", lw=0.6)
-    if "cell_class" in match.coords:
-        _mark_classes(ax, match["cell_class"].values.astype(str)[order])
-    ids = match["interneuron"].values[order] if "interneuron" in match.coords else order
+    ids = np.array([str(i) for i in (match["interneuron"].values if "interneuron" in match.coords
+                                     else np.arange(order.size))])[order]
+    classes = match["cell_class"].values.astype(str)[order] if "cell_class" in match.coords else None
+    files, short = _split_ids(ids, classes)
+    if classes is not None:
+        _mark_classes(ax, classes, files)
     if order.size <= 40:
-        ax.set_xticks(x, [str(i) for i in ids], rotation=90, fontsize="x-small")
-    ax.set_xlabel("interneuron (recording / index)")
+        if files is not None:
+            ax.set_xticks(x, short, fontsize="small")
+        else:
+            ax.set_xticks(x, ids, rotation=90, fontsize="x-small")
+    ax.set_xlabel("interneuron (index in its recording)" if files is not None else "interneuron")
     ax.set_ylabel("Pearson r with best unit")
-    ax.set_title("held-out correlation vs chance", loc="left", fontsize="medium")
+    ax.set_title("recorded interneurons: held-out correlation with their best model unit, vs chance",
+                 loc="left", fontsize="medium")
 
 
-def _mark_classes(ax: Axes, classes: np.ndarray) -> None:
+def _split_ids(ids: np.ndarray, classes: np.ndarray | None) -> tuple[list[str] | None, list[str]]:
+    """``"<recording>/<index>"`` ids as (recording per class block, index): shorter tick labels.
+
+    Only when every id has that form and each block of one class comes from
+    one recording; else ``(None, ids)``.
+    """
+    parts = [i.rsplit("/", 1) for i in ids]
+    if classes is None or any(len(p) != 2 for p in parts):
+        return None, list(ids)
+    starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
+    stops = np.r_[starts[1:], classes.size]
+    files = []
+    for a, b in zip(starts, stops):
+        names = {parts[k][0] for k in range(a, b)}
+        if len(names) != 1:
+            return None, list(ids)
+        files.append(names.pop())
+    return files, [p[1] for p in parts]
+
+
+def _mark_classes(ax: Axes, classes: np.ndarray, files: list[str] | None = None) -> None:
     """Dotted lines between consecutive blocks of one class, each block named at the top."""
     starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
     stops = np.r_[starts[1:], classes.size]
-    for start, stop in zip(starts, stops):
+    for k, (start, stop) in enumerate(zip(starts, stops)):
         if start > 0:
             ax.axvline(start - 0.5, color="0.6", lw=0.8, ls=":")
-        ax.text((start + stop - 1) / 2, 0.98, classes[start], transform=ax.get_xaxis_transform(),
+        label = classes[start] + (f"\n({files[k]})" if files is not None else "")
+        ax.text((start + stop - 1) / 2, 0.98, label, transform=ax.get_xaxis_transform(),
                 ha="center", va="top", fontsize="small", color="0.3")
 
 
