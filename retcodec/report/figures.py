@@ -961,6 +961,8 @@ def _draw_match_summary(ax: Axes, match: xr.Dataset, order: np.ndarray, groups: 
     files, short = _split_ids(ids, classes)
     if classes is not None:
         _mark_classes(ax, classes, files)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.18 * (high - low))            # headroom: block names above the points
     if order.size <= 40:
         if files is not None:
             ax.set_xticks(x, short, fontsize="small")
