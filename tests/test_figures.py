@@ -426,6 +426,14 @@ def test_fit_quality_scatter_with_identity_line():
     assert lo > 0.2 and hi < 1.1                                        # zoomed to the data
     fig = _render(plot_fit_quality(evaluation, x="feve"))
     assert fig.axes[0].get_xlabel().startswith("FEVE")
+    # with a noise ceiling (measured against the trial average, like the model's r) it is the default x
+    ceiling = evaluation.assign(ceiling=("cell", np.linspace(0.6, 0.98, n)),
+                                normalized_correlation=("cell", np.linspace(0.3, 0.8, n) / np.linspace(0.6, 0.98, n)))
+    ax = _render(plot_fit_quality(ceiling)).axes[0]
+    assert ax.get_xlabel().startswith("noise ceiling")
+    np.testing.assert_allclose(sorted(np.concatenate([c.get_offsets() for c in ax.collections
+                                                      if len(c.get_offsets())])[:, 0]), ceiling.ceiling.values)
+    assert "normalised correlation (r / ceiling) 0.72" in ax.get_title()
     with pytest.raises(ConfigurationError, match="oracle"):
         plot_fit_quality(evaluation.drop_vars("oracle"))
     with pytest.raises(ShapeError, match="correlation must have dims"):

@@ -1086,6 +1086,8 @@ def plot_sparsity(stats: xr.Dataset, contribution: str = "contribution_sparsity"
 
 #: axis labels of the fit metrics of :func:`~retcodec.analysis.evaluation.evaluate` (others: long_name or name)
 METRIC_LABELS = {"correlation": "model correlation (Pearson r)",
+                 "ceiling": "noise ceiling of r (trial average)",
+                 "normalized_correlation": "normalised correlation (r / ceiling)",
                  "oracle": "oracle correlation (r between repeats)",
                  "feve": "FEVE (fraction of explainable variance explained)",
                  "fraction_of_oracle": "model r / oracle r"}
@@ -1099,21 +1101,25 @@ def _metric_label(da: xr.DataArray, name: str) -> str:
     return f"{label} ({units})" if units and units not in ("1", "") else label
 
 
-def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str = "oracle",
+def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str | None = None,
                      y: str = "correlation", max_labels: int = 5) -> Figure:
-    """One fit metric against another per cell (by default model r vs oracle r), identity line dashed.
+    """One fit metric against another per cell, identity line dashed.
 
     ``evaluation`` is the Dataset of :func:`~retcodec.evaluation.evaluate`
     (variables ``x`` and ``y`` over ``cell``; ``reliable`` and ``cell_type``
-    are used when present). Each cell type has its own colour and marker
+    are used when present). By default ``y`` is the model's correlation with
+    the trial average and ``x`` its noise ceiling (``ceiling``; ``oracle``
+    when there is no ceiling): both are measured against the trial average,
+    so a cell on the identity line is predicted as well as the data allow. Each cell type has its own colour and marker
     shape, half-transparent so that overlapping cells stay visible;
     unreliable cells are open markers. Axes are zoomed to the data (equal
     scales). With ``label_cells``, only outliers are labelled: cells whose
     ``y - x`` departs from their type's median by more than 3 robust standard
-    deviations (and 0.02), furthest first, at most ``max_labels``. A cell on the identity line
-    is predicted as well as the ``x`` metric says it can be.
+    deviations (and 0.02), furthest first, at most ``max_labels``.
     """
     evaluation = _as_dataset(evaluation, "evaluation")
+    if x is None:
+        x = "ceiling" if "ceiling" in evaluation else "oracle"
     r = _require_dims(_variable(evaluation, y, "evaluation"), ("cell",), y)
     ref = _require_dims(_variable(evaluation, x, "evaluation"), ("cell",), x)
     reliable = evaluation["reliable"].values.astype(bool) if "reliable" in evaluation \
@@ -1144,9 +1150,12 @@ def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str
     ax.set_xlabel(_metric_label(ref, x))
     ax.set_ylabel(_metric_label(r, y))
     keep = reliable if reliable.any() else np.ones(r.size, bool)
-    ax.set_title(f"fit per cell ({r.size} cells): median {y.replace('_', ' ')} "
-                 f"{np.nanmedian(yv[keep]):.2f}, median {x.replace('_', ' ')} {np.nanmedian(xv[keep]):.2f}",
-                 fontsize="medium")
+    title = (f"fit per cell ({r.size} cells): median {y.replace('_', ' ')} {np.nanmedian(yv[keep]):.2f}, "
+             f"{x.replace('_', ' ')} {np.nanmedian(xv[keep]):.2f}")
+    if "normalized_correlation" in evaluation and "normalized_correlation" not in (x, y):
+        ratio = np.asarray(evaluation["normalized_correlation"].values, dtype=float)[keep]
+        title += f"\nmedian normalised correlation (r / ceiling) {np.nanmedian(ratio):.2f}"
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), title="cell type",
               title_fontsize="small", borderaxespad=0)
     return fig
