@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", default=",".join(LAYERS))
     p.add_argument("--tol", type=float, default=DEFAULT_TOL)
     p.add_argument("--fixed-steps", type=int, default=16, help="fixed steps to compare with (0: skip)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
