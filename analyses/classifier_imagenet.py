@@ -53,6 +53,7 @@ VARIANTS = ((256, "centre", False), (256, "centre", True), (288, "centre", False
             (288, "end", True), (320, "centre", False), (320, "start", True), (320, "end", False))
 CROP = 224
 N_MODES = 4
+MEDIAN = 7                    # median filter of the input maps, pixels
 
 
 # --------------------------------------------------------------------------- samples
@@ -96,9 +97,10 @@ def completeness_table(tree: xr.DataTree, info: list[dict]) -> list[dict]:
     return rows
 
 
-def fixed_step_errors(model, images: ArrayImages, steps: int, batch_size: int, device: str) -> np.ndarray:
+def fixed_step_errors(model, images: ArrayImages, steps: int, device: str) -> np.ndarray:
     """``(layer, image)`` completeness errors with ``steps`` uniform trapezoid steps."""
-    tree = image_contributions(model, images, steps=steps, batch_size=batch_size, device=device)
+    # the fixed rule runs all steps + 1 points of a batch at once: one image at a time
+    tree = image_contributions(model, images, steps=steps, batch_size=1, device=device)
     delta = tree["target"].values.astype(np.float64) - tree["target_baseline"].values
     return np.stack([np.abs(tree[n]["completeness_residual"].values) / np.abs(delta) for n in tree.children])
 
@@ -120,7 +122,7 @@ def strongest_mode_maps(model, images: ArrayImages, info: list[dict], modes: xr.
         mode = int(np.argmax(loadings[photos == name].mean(axis=0)))
         order = channel_order(modes, mode)
         top = order[:max(1, len(order) // 4)]
-        maps.append(input_maps(model, images.subset([index]), layer, top).values[0])
+        maps.append(input_maps(model, images.subset([index]), layer, top, median_size=MEDIAN).values[0])
         best.append(mode)
     return best, np.stack(maps)
 
@@ -157,7 +159,7 @@ def plot_maps(samples: np.ndarray, first: dict[str, int], maps: dict[str, np.nda
             ax = axes[r, c + 1]
             ax.imshow(img.mean(axis=2), cmap="gray")
             m = maps[layer][r]
-            ax.imshow(np.ma.masked_less_equal(m, np.percentile(m, 90)), cmap="hot", alpha=0.7)
+            ax.imshow(np.ma.masked_less_equal(m, np.percentile(m, 80)), cmap="hot", alpha=0.6)
             ax.set_title(f"{layer}, mode {best[layer][r]}", fontsize=7)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -210,14 +212,16 @@ samples miss &Delta;S by {s['fixed_error_median']:.2f} (median) up to {s['fixed_
 on {html.escape(s['device'])}, {s['threads']} thread(s).</p>
 <h3>Input-space maps of modes</h3><p>Per layer, {N_MODES} NMF modes of the positive contributions across all
 samples; per photograph, the mode with the largest mean loading on its crops; its top quarter of channels
-mapped to the input (InputGrad, top 10% of pixels shown) on the photograph's centre crop.</p>
+mapped to the input (InputGrad, positive part, {MEDIAN}-pixel median filter, top 20% of pixels shown) on the
+photograph's centre crop. Descriptive only: one photograph each, modes fitted on crops of three photographs.</p>
 <img src='figures/input_maps.png' width='760'>
 <h3>Across depth</h3>{table(stats_rows)}<img src='figures/depth.png' width='760'>
 <h2>Not results here</h2><p class='warn'>Mode&ndash;class correlations over the 1000 classes, ablation and
 preservation AUCs and class-averaged dimensionality are <b>not computed</b>: they need many images per class
-from many classes, while here each "class" is the top-1 label of one photograph's crops (class and photograph
-coincide). Crops of one photograph are not independent samples either, so the spread across samples shows
-sensitivity to cropping, not variability across images.</p>
+from many classes, while here the labels are the network's top-1 classes of crops of three photographs, so every
+class holds crops of a single photograph (some photographs get two or three labels depending on the crop).
+Crops of one photograph are not independent samples either, so the spread across samples shows sensitivity to
+cropping, not variability across images.</p>
 <h2>Per sample</h2>{table(rows)}
 <p class='note'>retcodec {html.escape(str(s['retcodec_version']))}, {html.escape(str(s['created']))}</p>
 </body></html>"""
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - start
     rows = completeness_table(tree, info)
     auto_err = np.array([[r[k] for k in r if k.startswith("error ")] for r in rows])
-    fixed = (fixed_step_errors(model, images, args.fixed_steps, args.batch_size, args.device)
+    fixed = (fixed_step_errors(model, images, args.fixed_steps, args.device)
              if args.fixed_steps else np.full((len(layers), len(x)), np.nan))
     save_figure(plot_completeness(rows, fixed, args.fixed_steps, args.tol), out / "figures" / "completeness")
 
