@@ -46,6 +46,7 @@ from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
 from retcodec.modes import NMFModes, fit_layer, save_modes
 from retcodec.report.figures import save_figure
+from retcodec.report.html import CSS, html_table
 
 LAYERS = ("_blocks.2", "_blocks.5", "_blocks.10", "_blocks.15")
 # (shorter side in pixels, crop position, mirrored)
@@ -180,22 +181,12 @@ def plot_depth(stats: xr.Dataset) -> Figure:
 
 
 # --------------------------------------------------------------------------- report
-def table(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else
-                                    f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def write_report(out: Path, summary: dict, rows: list[dict], stats_rows: list[dict]) -> Path:
     s = summary
+    percent_rows = [{k.replace("error ", "error % "): 100 * v if k.startswith("error ") else v
+                     for k, v in r.items()} for r in rows]
     page = f"""<!doctype html><html><head><meta charset='utf-8'><title>CODEC on EfficientNet-Lite0</title>
-<style>body{{font-family:sans-serif;max-width:980px;margin:auto}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 5px}} .note{{color:#555}} .warn{{background:#fff4e0;padding:6px}}</style>
-</head><body><h1>CODEC on a real ImageNet network: EfficientNet-Lite0</h1>
+<style>{CSS} .warn{{background:#fff4e0;padding:6px}}</style></head><body><h1>CODEC on a real ImageNet network: EfficientNet-Lite0</h1>
 <p>{s['n_samples']} samples = {len(VARIANTS)} crops/mirrors of each of {len(s['photos'])} photographs
 ({', '.join(s['photos'])}), labelled by the network's own top-1 class (distinct top-1 classes:
 {', '.join(s['top1_classes'])}). Target: top-1 logit; baseline: the zero image (mid grey); layers
@@ -209,20 +200,21 @@ samples miss &Delta;S by {s['fixed_error_median']:.2f} (median) up to {s['fixed_
 <img src='figures/completeness.png' width='760'>
 <h3>Speed</h3><p>{s['seconds']:.0f} s for all contributions ({s['seconds_per_image']:.1f} s per image,
 {s['evaluations_per_image']:.0f} network evaluations per image, {s['seconds_per_evaluation']*1e3:.0f} ms each)
-on {html.escape(s['device'])}, {s['threads']} thread(s).</p>
+on {html.escape(s['device'])}, {s['threads']} thread(s); {s['cpu_seconds']:.0f} s of CPU time (wall time exceeds it when
+other jobs share the cores). The whole script used {s['script_cpu_seconds']:.0f} s of CPU time.</p>
 <h3>Input-space maps of modes</h3><p>Per layer, {N_MODES} NMF modes of the positive contributions across all
 samples; per photograph, the mode with the largest mean loading on its crops; its top quarter of channels
 mapped to the input (InputGrad, positive part, {MEDIAN}-pixel median filter, top 20% of pixels shown) on the
 photograph's centre crop. Descriptive only: one photograph each, modes fitted on crops of three photographs.</p>
 <img src='figures/input_maps.png' width='760'>
-<h3>Across depth</h3>{table(stats_rows)}<img src='figures/depth.png' width='760'>
+<h3>Across depth</h3>{html_table(stats_rows)}<img src='figures/depth.png' width='760'>
 <h2>Not results here</h2><p class='warn'>Mode&ndash;class correlations over the 1000 classes, ablation and
 preservation AUCs and class-averaged dimensionality are <b>not computed</b>: they need many images per class
 from many classes, while here the labels are the network's top-1 classes of crops of three photographs, so every
 class holds crops of a single photograph (some photographs get two or three labels depending on the crop).
 Crops of one photograph are not independent samples either, so the spread across samples shows sensitivity to
 cropping, not variability across images.</p>
-<h2>Per sample</h2>{table(rows)}
+<h2>Per sample</h2>{html_table(percent_rows)}
 <p class='note'>retcodec {html.escape(str(s['retcodec_version']))}, {html.escape(str(s['created']))}</p>
 </body></html>"""
     with atomic_path(out / "report.html") as tmp:
@@ -257,10 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
     images = ArrayImages(x, top1, names)
     first = {name: next(i for i, r in enumerate(info) if r["photo"] == name) for name in photos}
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     tree = image_contributions(model, images, steps="auto", tol=args.tol, batch_size=args.batch_size,
                                device=args.device, out=out / "contributions.nc", resume=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     rows = completeness_table(tree, info)
     auto_err = np.array([[r[k] for k in r if k.startswith("error ")] for r in rows])
     fixed = (fixed_step_errors(model, images, args.fixed_steps, args.device)
@@ -294,7 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
         "auto_steps_min": int(tree["quadrature_steps"].min()), "auto_steps_max": int(tree["quadrature_steps"].max()),
         "fixed_steps": args.fixed_steps, "fixed_error_median": float(np.median(fixed.max(0))),
         "fixed_error_max": float(np.max(fixed)),
-        "seconds": seconds, "seconds_per_image": seconds / len(x),
+        "seconds": seconds, "seconds_per_image": seconds / len(x), "cpu_seconds": cpu_seconds,
+        "script_cpu_seconds": time.process_time(),
         "evaluations_per_image": evaluations / len(x), "seconds_per_evaluation": seconds / evaluations,
         "device": str(args.device), "threads": args.threads,
         "strongest_modes": best, "statistics": stats_rows,
@@ -307,7 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.write_text(json.dumps(rows, indent=1))
     write_report(out, summary, rows, stats_rows)
     print(json.dumps({k: summary[k] for k in ("auto_error_max", "auto_error_median", "auto_steps_mean",
-                                              "fixed_error_median", "seconds", "seconds_per_image")}, indent=1))
+                                              "fixed_error_median", "seconds", "seconds_per_image",
+                                              "cpu_seconds", "script_cpu_seconds")}, indent=1))
     print(f"wrote {out / 'report.html'}")
     return summary
 
