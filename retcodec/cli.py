@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="results folder")
     p.add_argument("--target", default="top_logit", help="top_logit, top_margin, softmax_entropy, "
                                                          "topk:<k> or class:<index> (default: top_logit)")
-    p.add_argument("--steps", type=int, default=10, help="integration steps (default: 10)")
+    p.add_argument("--steps", type=_steps, default=10,
+                   help="integration steps, or 'auto' (refined per image until complete to 1%%; "
+                        "deep networks need it) (default: 10)")
+    p.add_argument("--normalization", default=None,
+                   help="how the model wants [0,1] RGB normalised: imagenet (ImageNet mean/std, the "
+                        "default), [-1,1], [0,1] or 'm1,m2,m3/s1,s2,s3'")
     p.add_argument("--superclasses", type=Path, help="JSON mapping class name -> super-class")
     p.add_argument("--resize", type=int, default=256, help="folder images: shorter side (default 256)")
     p.add_argument("--crop", type=int, default=224, help="folder images: centre crop (default 224)")
@@ -358,6 +363,16 @@ def _cmd_irf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(value: str) -> int | str:
+    """``--steps``: a positive integer or ``auto``."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"steps must be an integer or 'auto', got {value!r}") from None
+
+
 def _cmd_classifier(args: argparse.Namespace) -> int:
     import json
 
@@ -370,7 +385,8 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
     kind, _, value = args.target.partition(":")
     target = {"topk": lambda: TopKLogits(int(value)), "class": lambda: ClassLogit(int(value))}.get(
         kind, lambda: args.target)()
-    model = load_classifier(args.model, [s for s in args.layers.split(",") if s], device=args.device)
+    norm = {"normalization": args.normalization} if args.normalization else {}
+    model = load_classifier(args.model, [s for s in args.layers.split(",") if s], device=args.device, **norm)
     if args.weights is not None:
         if not args.weights.is_file():
             raise MissingDataError(f"no weights file at {args.weights}")
@@ -379,7 +395,8 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
         except RuntimeError as err:
             raise ConfigurationError(f"{args.weights} does not fit the model: {err}") from None
     images = as_image_set(args.images, resize=args.resize, crop=args.crop,
-                          max_per_class=args.max_per_class) if args.images.is_dir() \
+                          max_per_class=args.max_per_class,
+                          normalization=model.normalization) if args.images.is_dir() \
         else as_image_set(args.images)
     supers = load_superclasses(args.superclasses) if args.superclasses else None
     summary = run_study(model, images, args.out, target=target, steps=args.steps, superclasses=supers,

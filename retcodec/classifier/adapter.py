@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
+from .images import DEFAULT_NORMALIZATION, Normalization
 
 __all__ = ["ClassifierAdapter", "load_classifier", "module_names"]
 
@@ -43,17 +44,23 @@ class ClassifierAdapter(nn.Module):
     token_layers : names among ``layers`` whose output is ``(B, tokens, dim)``; found
         automatically by :meth:`check` when it sees a 3-D hidden tensor.
     class_names : optional names of the ``n_classes`` outputs.
+    normalization : how the network wants its [0, 1] RGB input normalised: a
+        :class:`~retcodec.classifier.images.Normalization`, a name (``"imagenet"``, the
+        default; ``"[-1,1]"``; ``"[0,1]"``) or ``(mean, std)``. Image folders read for this
+        model use it; arrays given directly must already be normalised.
 
     Attributes
     ----------
     layers : OrderedDict name -> module (in the order given).
     layer_layouts : dict name -> ``"channels"`` | ``"tokens"`` (read by the engine).
+    normalization : the :class:`~retcodec.classifier.images.Normalization`.
     hidden_shapes_ : dict name -> hidden shape without the batch dim (after :meth:`check`).
     n_classes_ : number of outputs (after :meth:`check`).
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[str] | str,
-                 token_layers: Sequence[str] = (), class_names: Sequence[str] | None = None) -> None:
+                 token_layers: Sequence[str] = (), class_names: Sequence[str] | None = None,
+                 normalization: Any = DEFAULT_NORMALIZATION) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigurationError(f"the classifier must be a torch.nn.Module, got {type(net).__name__}")
@@ -75,6 +82,7 @@ class ClassifierAdapter(nn.Module):
         self.layers: OrderedDict[str, nn.Module] = OrderedDict((n, modules[n]) for n in names)
         self.layer_layouts = {n: ("tokens" if n in token_layers else "channels") for n in names}
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.normalization = Normalization.from_spec(normalization)
         self.hidden_shapes_: dict[str, tuple[int, ...]] = {}
         self.n_classes_: int | None = None
 
@@ -187,13 +195,14 @@ def unroll_torchscript(module: torch.jit.ScriptModule) -> nn.Module:
 
 def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
                     token_layers: Sequence[str] = (), class_names: Sequence[str] | None = None,
-                    device: str | torch.device = "cpu") -> ClassifierAdapter:
+                    device: str | torch.device = "cpu",
+                    normalization: Any = DEFAULT_NORMALIZATION) -> ClassifierAdapter:
     """A :class:`ClassifierAdapter` (eval mode, on ``device``) from a module, file or entry point.
 
     ``spec``: an ``nn.Module``; a TorchScript file (``torch.jit.save``; analysable when the
     scripted model is an ``nn.Sequential``, see :func:`unroll_torchscript`); or
     ``"package.module:factory"`` whose ``factory()`` returns the module (or the
-    module object itself).
+    module object itself). ``normalization``: see :class:`ClassifierAdapter`.
     """
     if isinstance(spec, ClassifierAdapter):
         spec = spec.net
@@ -216,4 +225,4 @@ def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
     else:
         raise ConfigurationError(f"model must be an nn.Module, a TorchScript file or an entry point, "
                                  f"got {type(spec).__name__}")
-    return ClassifierAdapter(net, layers, token_layers, class_names).to(device).eval()
+    return ClassifierAdapter(net, layers, token_layers, class_names, normalization).to(device).eval()

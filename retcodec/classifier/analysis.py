@@ -33,6 +33,7 @@ import torch
 import xarray as xr
 
 from retcodec.engine.contributions import contributions
+from retcodec.engine.quadrature import DEFAULT_MAX_STEPS, DEFAULT_TOL
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 from retcodec.modes import ContributionModes, fit_layer
 from retcodec.analysis.statistics import dimensionality, layer_statistics, pearson
@@ -88,20 +89,26 @@ def _class_names(model: ClassifierAdapter, images: ImageSet) -> list[str]:
 
 # =========================================================================== contributions
 def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "top_logit",
-                        steps: int = 10, method: str = "ig", baseline: float | np.ndarray = 0.0,
+                        steps: int | str = 10, method: str = "ig", baseline: float | np.ndarray = 0.0,
                         batch_size: int = 32, device: str | torch.device = "cpu",
                         progress: bool = False, out: str | Path | None = None,
                         chunk_size: int | None = None, resume: bool = True,
-                        on_chunk: Any = None) -> xr.DataTree:
+                        on_chunk: Any = None, tol: float = DEFAULT_TOL,
+                        max_steps: int = DEFAULT_MAX_STEPS) -> xr.DataTree:
     """Contributions of every channel of ``model.layers`` for every image.
 
     Parameters
     ----------
     model : :class:`ClassifierAdapter`.
-    images : anything :func:`as_image_set` accepts (normalised images ``(n, C, H, W)``).
+    images : anything :func:`as_image_set` accepts (normalised images ``(n, C, H, W)``; an
+        image folder is read with the model's normalisation).
     target : ``"top_logit"`` (default), ``"top_margin"``, ``"softmax_entropy"``, or a
         Target such as ``TopKLogits(k)`` / ``ClassLogit(c)``.
     steps, method, baseline : as in :func:`retcodec.engine.contributions` (IG with 10 steps, zero image).
+        ``steps="auto"`` refines the path integral per image until it is complete to ``tol``
+        (or ``max_steps`` intervals); deep networks need it (``docs/classifier.md``). Each
+        image then keeps ``steps + 1`` copies of the hidden layers until it is done: use a
+        small ``batch_size`` (4-8) on ImageNet-sized images.
     out, chunk_size, resume, on_chunk : stream to a netCDF file as the retina path does: chunks
         go to ``<out>.engine.nc.partial/`` while computing, an interrupted run resumes from
         them, and ``out`` (labelled with ``image``/``class``) appears atomically when complete.
@@ -112,10 +119,11 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     -------
     DataTree: root ``target (image)``, ``target_baseline (image)``, ``output (image, class)``,
     ``completeness_error (layer, statistic)``, coords ``label (image)``, ``prediction (image)``,
-    ``class_name (class)``; one child per layer with ``contribution (image, channel, sign)``,
+    ``class_name (class)`` (with ``steps="auto"`` also ``quadrature_steps (image)`` and
+    ``quadrature_error (image)``); one child per layer with ``contribution (image, channel, sign)``,
     ``activation (image, channel)``, ``completeness_residual (image)``.
     """
-    images = as_image_set(images)
+    images = as_image_set(images, normalization=getattr(model, "normalization", None))
     model = _checked(model, images)
     final = Path(out) if out is not None else None
     if final is not None and final.exists() and resume:
@@ -124,8 +132,9 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     tree = contributions(model, images, layers=list(model.layers), method=method, steps=steps,
                          target=target, baseline=baseline, batch_size=batch_size, device=device,
                          progress=progress, fast=False, out=engine_out, chunk_size=chunk_size,
-                         resume=resume, on_chunk=on_chunk)
+                         resume=resume, on_chunk=on_chunk, tol=tol, max_steps=max_steps)
     root = tree.to_dataset(inherit=False).rename({"time": "image", "cell": "class"})
+    root.attrs["normalization"] = model.normalization.describe()
     root = root.assign_coords(
         image=("image", np.arange(len(images)), {"long_name": "image index"}),
         label=("image", images.labels, {"long_name": "true class index (-1: unknown)"}),
@@ -143,15 +152,15 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     return result
 
 
-def _reopen_finished(path: Path, method: str, steps: int, n_images: int, target: Any) -> xr.DataTree:
+def _reopen_finished(path: Path, method: str, steps: int | str, n_images: int, target: Any) -> xr.DataTree:
     """A finished contributions file, checked against the requested settings."""
     tree = xr.open_datatree(path, engine="h5netcdf")
-    have = (tree.attrs.get("method"), int(tree.attrs.get("steps", -1)), tree.sizes.get("image"))
+    have = (tree.attrs.get("method"), str(tree.attrs.get("steps", -1)), tree.sizes.get("image"))
     name = target if isinstance(target, str) else getattr(target, "name", None)
     if name is not None and tree.attrs.get("target") not in (None, name):
         raise ConfigurationError(f"{path} holds contributions to the target {tree.attrs.get('target')!r}, "
                                  f"not {name!r}; pass resume=False to recompute or choose another out")
-    if have != (method, int(steps), n_images):
+    if have != (method, str(steps).lower(), n_images):
         raise ConfigurationError(
             f"{path} holds contributions made with method={have[0]}, steps={have[1]} for {have[2]} "
             f"images, not method={method}, steps={steps} for {n_images}; pass resume=False to "

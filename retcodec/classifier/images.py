@@ -9,23 +9,94 @@ held in memory.
 Folder trees follow the ImageNet layout ``root/<class_name>/<image>.jpg``;
 classes are the sorted folder names. Each image is resized (shorter side to
 ``resize``), centre-cropped to ``crop`` x ``crop``, scaled to [0, 1] and
-normalised per channel, ``(x - mean) / std``.
+normalised per channel, ``(x - mean) / std`` (:func:`preprocess_image`).
+
+The normalisation belongs to the network (it is what the network was trained
+on): :class:`Normalization` holds it, by name (``"imagenet"``: the ImageNet
+mean/std, the default; ``"[-1,1]"``: ``2x - 1``, as EfficientNet-Lite and other
+TensorFlow-converted networks want; ``"[0,1]"``: none) or as explicit values.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
 
 __all__ = ["ImageSet", "ArrayImages", "FolderImages", "as_image_set", "from_loader",
+           "Normalization", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "preprocess_image",
            "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# named normalisations of [0, 1] RGB: (mean, std) per channel
+NORMALIZATIONS: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "[-1,1]": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "[0,1]": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+DEFAULT_NORMALIZATION = "imagenet"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(x - mean) / std`` of images scaled to [0, 1]; part of a model's description.
+
+    Build it with :meth:`from_spec`: a name of :data:`NORMALIZATIONS`, a
+    ``"m1,m2,m3/s1,s2,s3"`` string, a ``(mean, std)`` pair or a mapping with
+    ``mean`` and ``std``. One value applies to every channel.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = "custom"
+
+    @classmethod
+    def from_spec(cls, spec: Any = DEFAULT_NORMALIZATION) -> "Normalization":
+        if isinstance(spec, Normalization):
+            return spec
+        if isinstance(spec, str):
+            key = spec.strip().lower().replace(" ", "")
+            if key in NORMALIZATIONS:
+                return cls(*NORMALIZATIONS[key], name=key)
+            if "/" in key:
+                mean, _, std = key.partition("/")
+                try:
+                    return cls._checked([float(v) for v in mean.split(",")], [float(v) for v in std.split(",")])
+                except ValueError:
+                    pass
+            raise ConfigurationError(f"unknown normalization {spec!r}; use one of {list(NORMALIZATIONS)} "
+                                     f"or 'mean1,mean2,mean3/std1,std2,std3'")
+        if isinstance(spec, Mapping) and {"mean", "std"} <= set(spec):
+            return cls._checked(spec["mean"], spec["std"])
+        if isinstance(spec, (tuple, list)) and len(spec) == 2:
+            return cls._checked(spec[0], spec[1])
+        raise ConfigurationError(f"normalization must be a name, a (mean, std) pair or a mapping with "
+                                 f"mean and std, got {spec!r}")
+
+    @classmethod
+    def _checked(cls, mean: Any, std: Any) -> "Normalization":
+        m = tuple(float(v) for v in np.atleast_1d(np.asarray(mean, dtype=np.float64)))
+        s = tuple(float(v) for v in np.atleast_1d(np.asarray(std, dtype=np.float64)))
+        if not m or len(m) != len(s) and 1 not in (len(m), len(s)):
+            raise ConfigurationError(f"mean and std need one value per channel (or one for all), got "
+                                     f"mean={list(m)}, std={list(s)}")
+        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and min(s) > 0):
+            raise ConfigurationError(f"std must be > 0 and mean, std finite, got mean={list(m)}, std={list(s)}")
+        named = [k for k, (nm, ns) in NORMALIZATIONS.items() if (nm, ns) == (m, s)]
+        return cls(m, s, named[0] if named else "custom")
+
+    def per_channel(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """``mean, std`` as float32 arrays ``(channels,)``."""
+        return _per_channel(self.mean, channels, "mean"), _per_channel(self.std, channels, "std")
+
+    def describe(self) -> str:
+        values = f"mean={list(self.mean)}, std={list(self.std)}"
+        return values if self.name == "custom" else f"{self.name} ({values})"
 
 
 class ImageSet:
@@ -89,23 +160,26 @@ class FolderImages(ImageSet):
     root : folder with one subfolder per class.
     resize : shorter side after resizing (None: no resize).
     crop : side of the centre crop (None: no crop; then all images must share a size).
-    mean, std : per-channel normalisation (length ``channels``).
+    mean, std : per-channel normalisation (length ``channels``); ignored when
+        ``normalization`` is given.
     channels : 3 (RGB) or 1 (grey).
     max_per_class : keep only the first files (sorted) of each class.
+    normalization : a :class:`Normalization` or anything :meth:`Normalization.from_spec`
+        takes (e.g. the model's, ``model.normalization``).
     """
 
     def __init__(self, root: str | Path, resize: int | None = 256, crop: int | None = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 channels: int = 3, max_per_class: int | None = None) -> None:
+                 channels: int = 3, max_per_class: int | None = None,
+                 normalization: Any = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingDataError(f"no image folder at {self.root}")
         if channels not in (1, 3):
             raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
-        self.mean = _per_channel(mean, channels, "mean")
-        self.std = _per_channel(std, channels, "std")
-        if (self.std <= 0).any():
-            raise ConfigurationError(f"std must be > 0, got {self.std.tolist()}")
+        norm = Normalization.from_spec(normalization if normalization is not None else (mean, std))
+        self.normalization = norm
+        self.mean, self.std = norm.per_channel(channels)
         self.resize, self.crop, self.channels = resize, crop, channels
         self.class_names = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         files, labels = [], []
@@ -137,14 +211,34 @@ class FolderImages(ImageSet):
 
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB" if self.channels == 3 else "L")
-                im = _resize_shorter(im, self.resize)
-                im = _centre_crop(im, self.crop)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+                return preprocess_image(im, self.resize, self.crop, self.normalization, self.channels)
         except OSError as err:
             raise MissingDataError(f"cannot read image {path}: {err}") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return (arr - self.mean[:, None, None]) / self.std[:, None, None]
+
+
+def preprocess_image(image: Any, resize: int | None = 256, crop: int | None = 224,
+                     normalization: Any = DEFAULT_NORMALIZATION, channels: int = 3) -> np.ndarray:
+    """One image as the network sees it: ``(C, H, W)`` float32.
+
+    ``image``: a PIL image or a uint8 array ``(H, W)`` / ``(H, W, 3)``. Resized
+    (bilinear, shorter side to ``resize`` pixels), centre-cropped to ``crop`` x
+    ``crop``, scaled to [0, 1] and normalised (:class:`Normalization`).
+    """
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ShapeError(f"an image array must be uint8 (H, W) or (H, W, 3), got {image.dtype} "
+                             f"{image.shape}")
+        image = Image.fromarray(image)
+    if channels not in (1, 3):
+        raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
+    im = image.convert("RGB" if channels == 3 else "L")
+    im = _centre_crop(_resize_shorter(im, resize), crop)
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean, std = Normalization.from_spec(normalization).per_channel(channels)
+    return ((arr - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
 def _resize_shorter(im: Any, size: int | None) -> Any:

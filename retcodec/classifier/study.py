@@ -107,7 +107,7 @@ def _plot_input_maps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str]
 
 # --------------------------------------------------------------------------- study
 def run_study(model: ClassifierAdapter, images: Any, out: str | Path, target: Any = "top_logit",
-              steps: int = 10, superclasses: Mapping[str, str] | None = None,
+              steps: int | str = 10, superclasses: Mapping[str, str] | None = None,
               fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
               max_epochs: int = 300, n_map_images: int = 6, batch_size: int = 32,
               device: str = "cpu", progress: bool = False) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def run_study(model: ClassifierAdapter, images: Any, out: str | Path, target: An
     """
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    images = as_image_set(images)
+    images = as_image_set(images, normalization=model.normalization)
     # streamed to disk; an interrupted study resumes its contributions
     tree = image_contributions(model, images, target=target, steps=steps, batch_size=batch_size,
                                device=device, progress=progress, out=out / "contributions.nc")

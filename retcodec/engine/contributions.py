@@ -56,6 +56,8 @@ from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.storage import write_netcdf_atomic
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
+from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
+                                        auto_settings, is_auto)
 from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
 from retcodec.compat import accept_seed_alias
@@ -69,7 +71,7 @@ DEFAULT_CHUNK_SIZE = 256
 # =========================================================================== public API
 @accept_seed_alias
 def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = ("conv0", "conv1"),
-                  method: str = "ig", steps: int = 20, target: Any = "surprisal",
+                  method: str = "ig", steps: int | str = 20, target: Any = "surprisal",
                   baseline: float | np.ndarray = 0.0, *, quadrature: str = "trapezoid",
                   batch_size: int = 16, device: str | torch.device = "cpu",
                   dtype: str = "float32", maps: bool = False, out: str | Path | None = None,
@@ -77,7 +79,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
                   backend: str = "serial", scheduler: Any = None, n_workers: int = 2,
                   fast: bool = True, n_samples: int = 20, sigma: float = 0.1, random_state: int = 0,
                   shrinkage: float | str | None = "ledoit-wolf",
-                  on_chunk: Callable[[int, int, int], None] | None = None) -> xr.DataTree:
+                  on_chunk: Callable[[int, int, int], None] | None = None,
+                  tol: float = DEFAULT_TOL, max_steps: int = DEFAULT_MAX_STEPS) -> xr.DataTree:
     """Contributions of hidden units to a target, per window, split E/I and summed over space.
 
     Parameters
@@ -93,7 +96,13 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``retcodec.io.recordings.windows`` using ``model.meta['norm_stats']``).
     layers : names in ``model.layers``; all are computed in one pass.
     method : ``"ig"`` | ``"actgrad"`` | ``"inputgrad"`` | ``"smoothgrad"`` (see module doc).
-    steps : ``m``, the number of integration intervals of ``"ig"``.
+    steps : ``m``, the number of integration intervals of ``"ig"``; or ``"auto"``: the
+        trapezoid rule refined per window where the integrand changes, reusing the points
+        already computed, until ``|Σ C − ΔS| <= tol |ΔS|`` at every layer or the window has
+        ``max_steps`` intervals (:func:`retcodec.engine.quadrature.adaptive_trapezoid`). The
+        steps used and the error reached per window are in the root variables
+        ``quadrature_steps (time)`` and ``quadrature_error (time)``. Memory: a batch keeps
+        ``batch_size × (steps + 1)`` hidden values and gradients of every layer.
     target : ``"surprisal"`` (fitted to the model outputs over the whole stimulus,
         shrinkage ``shrinkage``), another name of :data:`retcodec.engine.targets.TARGET_NAMES`,
         a :class:`~retcodec.targets.Target` or a callable ``(B, n) -> (B,)``.
@@ -114,6 +123,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     fast : use the linear first layer when the model has one (``False``: plain path).
     n_samples, sigma, random_state : ``"smoothgrad"`` noise (sigma in stimulus units) and its seed.
     on_chunk : called as ``on_chunk(index, start, stop)`` after each newly computed chunk is stored.
+    tol, max_steps : the error control of ``steps="auto"`` (relative completeness error per
+        window, most intervals per window); ignored for a fixed ``steps``.
 
     Returns
     -------
@@ -127,8 +138,11 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``activation (time, channel)`` (summed over space),
         ``completeness_residual (time)`` and, with ``maps``, ``contribution_map``.
     """
-    settings = _settings(model, layers, method, steps, quadrature, maps, batch_size,
-                         n_samples, sigma, random_state, dtype)
+    auto = is_auto(steps)                 # steps="auto": validated as the starting grid, then switched
+    settings = _settings(model, layers, method, INITIAL_STEPS if auto else steps, quadrature, maps,
+                         batch_size, n_samples, sigma, random_state, dtype)
+    if auto:
+        settings = auto_settings(settings, tol, max_steps)
     backend = _check_choice("backend", backend, ("serial", "dask"))
     source = StimulusSource(stimulus, model)
     chunk_size = _chunk_size(chunk_size, source.n, backend, n_workers, batch_size)
@@ -320,6 +334,9 @@ def _assemble(store: MemoryStore, chunks: Sequence[tuple[int, int]], source: Sti
                 "layer": list(settings.layers), "statistic": list(COMPLETENESS_STATS)})
     for key, var in target.parameters().items():
         root[key] = var
+    for key, attrs in AUTO_VARIABLES.items():          # steps="auto" only
+        if key in data:
+            root[key] = ("time", data[key], attrs)
     if "cell2" in root.dims:
         root = root.assign_coords(cell2=("cell2", cell_coord))
     root.attrs = _root_attrs(engine, target, settings, baseline, model, device)
@@ -371,6 +388,10 @@ def _root_attrs(engine: Engine, target: Target, settings: Settings, baseline: np
               "target": target.name, "device": str(device), "path": engine.net.kind}
     if s.method != "ig":
         quad = "none"
+    elif s.steps == "auto":
+        quad = (f"adaptive trapezoid on the hidden path: {INITIAL_STEPS} uniform intervals, then per "
+                f"window the intervals with the largest completeness error bisected until |sum C - dS| "
+                f"<= {s.tol:g} |dS| at every layer or {s.max_steps} intervals")
     elif s.quadrature == "trapezoid":
         quad = f"trapezoid on the hidden path, {s.steps} steps ({s.steps + 1} path points)"
     else:

@@ -16,6 +16,8 @@ from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.engine.targets import Target
 from retcodec.engine.quadrature import quadrature_rule, weighted_sum
 from retcodec.devices import resolve_device
+from retcodec.engine.quadrature import (AUTO, DEFAULT_MAX_STEPS, DEFAULT_TOL,
+                                        adaptive_integrated_gradients)
 
 __all__ = ["Settings", "Engine", "FastNetwork", "PlainNetwork", "rebuild_engine", "space_sum",
            "layer_layouts", "layer_modules", "to_numpy", "window_noise", "METHODS", "SIGNS"]
@@ -31,7 +33,7 @@ class Settings:
 
     layers: tuple[str, ...]
     method: str = "ig"
-    steps: int = 20
+    steps: int | str = 20            # or "auto" (then tol and max_steps apply)
     quadrature: str = "trapezoid"
     maps: bool = False
     batch_size: int = 16
@@ -39,6 +41,8 @@ class Settings:
     sigma: float = 0.1
     seed: int = 0
     dtype: str = "float32"
+    tol: float = DEFAULT_TOL
+    max_steps: int = DEFAULT_MAX_STEPS
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -350,7 +354,10 @@ class Engine:
             out_x, hid_x, _ = self.net.run(e_x)
             s_x = self.target(out_x)
         method = self.settings.method
-        if method == "ig":
+        per_window: dict[str, np.ndarray] = {}
+        if method == "ig" and self.settings.steps == AUTO:
+            contrib, per_window = adaptive_integrated_gradients(self, e_x)
+        elif method == "ig":
             contrib = self._integrated_gradients(e_x)
         elif method == "actgrad":
             contrib = self._actgrad(e_x)
@@ -370,7 +377,7 @@ class Engine:
             res[f"{name}.completeness_residual"] = to_numpy(c.flatten(1).sum(1).double() - delta)
             if self.settings.maps and c.ndim == 4 and layout == "channels":
                 res[f"{name}.contribution_map"] = to_numpy(c)
-        return {k: v.astype(self._np_dtype, copy=False) for k, v in res.items()}
+        return {**{k: v.astype(self._np_dtype, copy=False) for k, v in res.items()}, **per_window}
 
     @property
     def _np_dtype(self) -> np.dtype:
