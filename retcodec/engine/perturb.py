@@ -52,6 +52,8 @@ KINDS = ("ablate", "preserve")
 DEFAULT_BATCH_SIZE = 256
 #: the largest affine read-out (inputs x outputs) reduced to a matrix
 MAX_READOUT_ENTRIES = 1 << 24
+#: the largest per-channel cache of an affine segment (channels x windows x outputs)
+MAX_DECOMPOSED_ENTRIES = 1 << 27
 #: modules that are affine (in eval mode) and keep the sample axis first
 _AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Flatten, nn.Identity, nn.Dropout)
 
@@ -343,6 +345,7 @@ class Silencer:
         self._drive: torch.Tensor | None = None      # (channel, time, out) through the read-out
         self._readout: tuple[torch.Tensor, torch.Tensor] | None = None
         self._intact: np.ndarray | None = None
+        self._parts: dict[str, tuple | None] = {}
         self._order = sorted(self.points, key=lambda n: self.points[n].index or 0)
 
     # ------------------------------------------------------------------ helpers
@@ -438,10 +441,12 @@ class Silencer:
         Jc = J.reshape(J.shape[0], C, -1)                   # (out, channel, positions)
         return torch.einsum("tcp,ocp->cto", h.reshape(h.shape[0], C, -1), Jc)
 
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Rates from the last silence point's (already silenced) output."""
+    def _finish(self, x: torch.Tensor, pos: int | None = None) -> torch.Tensor:
+        """Rates from the input ``x`` of module ``pos`` (default: after the last silence point)."""
         seq = _sequential(self.model)
         start = self.points[self._order[-1]].index + 1
+        if pos is not None and pos != start:
+            return seq[pos:](x)
         if self._readout is None:
             return seq[start:](x)
         J, b = self._readout
@@ -458,21 +463,74 @@ class Silencer:
         if active == [last] and self._drive is not None:
             return self._last_layer_rates(masks[last])
         first = active[0]
+        later = self._order[self._order.index(first) + 1:]
         out = []
         with self._running():
+            parts = self._decomposed(first)
             cache = self._cache[first]
             for s in range(0, cache.shape[0], self.batch_size):
-                x = cache[s:s + self.batch_size]
-                pos = None
-                for name in self._order[self._order.index(first):]:
+                if parts is not None:       # affine segment after `first` as a sum over its channels
+                    x, pos = self._segment_sum(parts, masks[first], s), parts[2]
+                else:
+                    x = _replace(cache[s:s + self.batch_size], torch.as_tensor(masks[first]), 1,
+                                 fills.get(first))
+                    pos = self.points[first].index + 1
+                for name in later:
                     cut = self.points[name].index
-                    if pos is not None:
-                        x = seq[pos:cut + 1](x)
+                    x = seq[pos:cut + 1](x)
                     if masks.get(name) is not None and masks[name].any():
                         x = _replace(x, torch.as_tensor(masks[name]), 1, fills.get(name))
                     pos = cut + 1
-                out.append(self._finish(x))
+                out.append(self._finish(x, pos))
         return torch.cat(out).cpu().numpy()
+
+    def _decomposed(self, name: str) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """Per-channel outputs ``(channel, time, ...)`` of the affine modules after a (non-last) point.
+
+        ``seg(h) = seg(0) + sum_c (seg(h_c e_c) - seg(0))``: silencing channels
+        of this point then costs a sum instead of a forward pass. Built on first
+        use when it fits in :data:`MAX_DECOMPOSED_ENTRIES`; None otherwise.
+        """
+        if name in self._parts:
+            return self._parts[name]
+        self._parts[name] = None
+        seq = _sequential(self.model)
+        start = self.points[name].index + 1
+        stop = start
+        while stop < len(seq) and _is_affine(seq[stop]):
+            stop += 1
+        later = [self.points[n].index for n in self._order if self.points[n].index >= start]
+        stop = min([stop, *later])
+        if stop == start:
+            return None
+        h = self._cache[name]
+        seg = seq[start:stop]
+        zero = seg(torch.zeros_like(h[:1]))
+        C = h.shape[1]
+        if C * h.shape[0] * zero[0].numel() > MAX_DECOMPOSED_ENTRIES:
+            return None
+        per = torch.empty((C, h.shape[0], *zero.shape[1:]), device=h.device, dtype=h.dtype)
+        eye = torch.eye(C, device=h.device, dtype=torch.bool)
+        ones = (1,) * (h.ndim - 2)
+        for c in range(C):
+            for s in range(0, h.shape[0], self.batch_size):
+                x = h[s:s + self.batch_size].masked_fill(~eye[c].view(1, -1, *ones), 0)
+                per[c, s:s + self.batch_size] = seg(x) - zero
+        fill = None
+        if self.how == "mean":
+            m = self._means[name]
+            fill = torch.stack([seg((m * eye[c].view(-1, *ones)).unsqueeze(0))[0] - zero[0]
+                                for c in range(C)])
+        self._parts[name] = (per, zero[0], stop, fill)
+        return self._parts[name]
+
+    def _segment_sum(self, parts: tuple, mask: np.ndarray, s: int) -> torch.Tensor:
+        per, zero, _, fill = parts
+        keep = torch.as_tensor(~mask, device=per.device)
+        x = per[keep, s:s + self.batch_size].sum(dim=0) + zero
+        if fill is not None and mask.any():
+            x = x + fill[torch.as_tensor(mask, device=per.device)].sum(dim=0)
+        return x
 
     def _last_layer_rates(self, mask: np.ndarray) -> np.ndarray:
         """Silencing only the last point: sum the cached per-channel drives."""
@@ -539,9 +597,10 @@ class Silencer:
 
 
 def _is_affine(module: nn.Module) -> bool:
-    from retcodec.io.architectures import (GaussianNoise, Flatten, GrabUnits, LinearStackedConv2d,
-                                           Reshape)
-    if isinstance(module, GaussianNoise):
+    """Affine in eval mode, sample axis first (convolutions, linear maps, eval batch norms, reshapes)."""
+    from retcodec.io.architectures import (AbsBatchNorm, GaussianNoise, Flatten, GrabUnits,
+                                           LinearStackedConv2d, Reshape)
+    if isinstance(module, (GaussianNoise, AbsBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
         return not module.training
     return isinstance(module, _AFFINE + (GrabUnits, LinearStackedConv2d, Flatten, Reshape))
 
