@@ -196,8 +196,8 @@ def mode_experiments(runs: _Runs, modes: Mapping[str, xr.Dataset], windows: Any,
     with ``ratio (mode, kind, fraction, cell)`` (mean rate perturbed / intact),
     ``auc (mode, kind, group)``, ``specificity (mode, kind)``,
     ``cell_correlation`` and ``mode_cell (mode, cell)``,
-    ``mode_channels (mode, channel)``, ``effect``, ``effect_se``,
-    ``effect_active (mode, cell)`` and ``control_effect (mode, draw, cell)``.
+    ``mode_channels (mode, channel)``, ``mode_effect``, ``mode_effect_se``,
+    ``mode_effect_active (mode, cell)`` and ``mode_control_effect (mode, draw, cell)``.
     """
     f = check_fractions(fractions)
     rng = np.random.default_rng(random_state)
@@ -294,13 +294,13 @@ def _modes_dataset(rows: list[dict[str, Any]], f: np.ndarray, n_cells: int, n_ch
                            {"long_name": "channels silenced as the mode's channels"}),
          "mode_weight": (("mode", "channel"), stack("weights"),
                          {"long_name": "channel weight / largest weight of the mode"}),
-         "effect": (("mode", "cell"), stack("effect"),
+         "mode_effect": (("mode", "cell"), stack("effect"),
                     {"long_name": "fractional change of mean rate, mode's channels silenced"}),
-         "effect_se": (("mode", "cell"), stack("effect_se"),
+         "mode_effect_se": (("mode", "cell"), stack("effect_se"),
                        {"long_name": "standard error of effect over time blocks"}),
-         "effect_active": (("mode", "cell"), stack("effect_active"),
+         "mode_effect_active": (("mode", "cell"), stack("effect_active"),
                            {"long_name": "fractional change of mean rate where the mode is active"}),
-         "control_effect": (("mode", "draw", "cell"), control,
+         "mode_control_effect": (("mode", "draw", "cell"), control,
                             {"long_name": "fractional change, random channel set of the same size "
                                           "in the same layer"})},
         coords={"mode": [r["label"] for r in rows], "mode_layer": ("mode", [r["layer"] for r in rows]),
@@ -615,16 +615,6 @@ class Hypothesis:
         return asdict(self)
 
 
-def _cells_phrase(cells: Sequence[int], types: Mapping[int, str] | None) -> str:
-    if not types:
-        return f"cell{'s' if len(cells) > 1 else ''} {_ranges(cells)}"
-    groups: dict[str, list[int]] = {}
-    for c in cells:
-        groups.setdefault(types.get(c, "unknown"), []).append(c)
-    return " and ".join(f"{t.replace('_', '-')} cell{'s' if len(g) > 1 else ''} {_ranges(g)}"
-                        for t, g in groups.items())
-
-
 def _ranges(cells: Sequence[int]) -> str:
     """``[4, 5, 6, 7, 9]`` -> ``"4-7, 9"``."""
     cells = sorted(int(c) for c in cells)
@@ -642,26 +632,65 @@ def _pct_range(lo: float, hi: float) -> str:
     return f"{a:.0f}-{b:.0f} %" if round(a) != round(b) else f"{a:.0f} %"
 
 
-def _sentence(action: str, desc: str, dec: Sequence[int], dr: tuple[float, float],
-              inc: Sequence[int], ir: tuple[float, float], control: float, n_chan: int,
-              types: Mapping[int, str] | None, where: str = "") -> str:
+def _magnitude(low: np.ndarray, high: np.ndarray, down: bool) -> tuple[float, float]:
+    """Range of the size of a change over cells: decreases as fractions cut (at most 1)."""
+    if down:
+        return float(np.min(np.abs(high))), float(min(np.max(np.abs(low)), 1.0))
+    return float(np.min(low)), float(np.max(high))
+
+
+def _cell_groups(cells: np.ndarray, sel: np.ndarray, low: np.ndarray, high: np.ndarray, down: bool,
+                 types: Mapping[int, str] | None) -> dict[str, dict[str, Any]]:
+    """Changed cells grouped by type: ``{type: {"cells", "direction", "range"}}``."""
+    groups: dict[str, list[int]] = {}
+    for k in np.flatnonzero(sel):
+        groups.setdefault(types.get(int(cells[k]), "unknown") if types else "cells", []).append(int(k))
+    return {t: {"cells": [int(cells[k]) for k in ks], "direction": "decrease" if down else "increase",
+                "range": _magnitude(low[ks], high[ks], down)} for t, ks in groups.items()}
+
+
+def _group_phrase(groups: Mapping[str, Mapping[str, Any]], typed: bool) -> str:
     parts = []
-    if dec:
-        parts.append(f"cut the mean rate{where} of {_cells_phrase(dec, types)} by {_pct_range(*dr)}")
-    if inc:
-        parts.append(f"raise {_cells_phrase(inc, types)} by {_pct_range(*ir)}")
-    change = " and ".join(parts) if parts else "leave every cell's mean rate within 10 %"
-    return (f"Silencing {action} ({desc}) should {change}; random {n_chan}-channel silencing: "
-            f"median {abs(control) * 100:.0f} %.")
+    for t, g in groups.items():
+        n = len(g["cells"])
+        name = f"{t.replace('_', '-')} cell{'s' if n > 1 else ''}" if typed else f"cell{'s' if n > 1 else ''}"
+        parts.append(f"{name} {_ranges(g['cells'])} by {_pct_range(*g['range'])}")
+    return ", ".join(parts)
 
 
-def _groups(effect: np.ndarray, low: np.ndarray, high: np.ndarray, cells: np.ndarray,
-            clear: float) -> tuple[list[int], tuple[float, float], list[int], tuple[float, float]]:
+def _sentence(action: str, desc: str, groups: Mapping[str, Mapping[str, Any]], control: float,
+              n_chan: int, typed: bool) -> str:
+    down = {t: g for t, g in groups.items() if g["direction"] == "decrease"}
+    up = {t: g for t, g in groups.items() if g["direction"] == "increase"}
+    parts = []
+    if down:
+        parts.append(f"cut the mean rate of {_group_phrase(down, typed)}")
+    if up:
+        parts.append(f"raise {_group_phrase(up, typed)}")
+    control_text = f"median {abs(control) * 100:.0f} %" if np.isfinite(control) else "not computed"
+    return (f"Silencing {action} ({desc}) should {' and '.join(parts)}; random {n_chan}-channel "
+            f"silencing: {control_text}.")
+
+
+def _changes(effect: np.ndarray, low: np.ndarray, high: np.ndarray, cells: np.ndarray, clear: float,
+             types: Mapping[int, str] | None) -> tuple[dict[str, dict[str, Any]], np.ndarray, np.ndarray]:
+    """Clear decreases and increases (``|effect| >= clear``, interval excluding 0), grouped by type."""
     dec = (effect <= -clear) & (high < 0)
     inc = (effect >= clear) & (low > 0)
-    dr = (float(np.max(high[dec])), float(np.min(low[dec]))) if dec.any() else (np.nan, np.nan)
-    ir = (float(np.min(low[inc])), float(np.max(high[inc]))) if inc.any() else (np.nan, np.nan)
-    return [int(c) for c in cells[dec]], dr, [int(c) for c in cells[inc]], ir
+    groups = {}
+    for sel, down in ((dec, True), (inc, False)):
+        for t, g in _cell_groups(cells, sel, low, high, down, types).items():
+            groups[f"{t} ({g['direction']})" if t in groups else t] = g
+    return groups, dec, inc
+
+
+def _summary(groups: Mapping[str, Mapping[str, Any]], direction: str
+             ) -> tuple[tuple[int, ...], tuple[float, float]]:
+    chosen = [g for g in groups.values() if g["direction"] == direction]
+    if not chosen:
+        return (), (float("nan"), float("nan"))
+    cells = tuple(sorted(c for g in chosen for c in g["cells"]))
+    return cells, (min(g["range"][0] for g in chosen), max(g["range"][1] for g in chosen))
 
 
 def hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
@@ -680,7 +709,7 @@ def hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
     if "predicted_effect" in result:
         out += [h for h in (_interneuron_hypothesis(result, i, cells, clear, types)
                             for i in range(result.sizes["interneuron"])) if h is not None]
-    if "effect" in result and "mode" in result.dims:
+    if "mode_effect" in result and "mode" in result.dims:
         out += [h for h in (_mode_hypothesis(result, j, cells, clear, types)
                             for j in range(result.sizes["mode"])) if h is not None]
     return sorted(out, key=lambda h: -h.score)
@@ -701,24 +730,25 @@ def _interneuron_hypothesis(result: xr.Dataset, i: int, cells: np.ndarray, clear
                             types: Mapping[int, str] | None) -> Hypothesis | None:
     row = result.isel(interneuron=i)
     eff, lo, hi = (row[v].values for v in ("predicted_effect", "effect_low", "effect_high"))
-    dec, dr, inc, ir = _groups(eff, lo, hi, cells, clear)
-    if not dec and not inc:
+    groups, dec, inc = _changes(eff, lo, hi, cells, clear, types)
+    if not groups:
         return None
     layer, ch = str(row["matched_layer"].values), int(row["matched_channel"].values)
     r = float(row["heldout_correlation"].values)
+    affected = dec | inc
     units = result["unit_layer"].values == layer
-    affected = np.isin(cells, dec + inc)
     control = float(np.median(np.abs(result["single_effect"].values[units][:, affected])))
-    width = np.nanmean((hi - lo)[affected]) / 2
+    width = float(np.nanmean((hi - lo)[affected]) / 2)
     size = float(np.max(np.abs(eff[affected])))
     confidence = float(np.clip(r, 0, 1) * np.clip(1 - width / max(size, 1e-12), 0, 1))
     ctype = str(row["cell_type"].values) if "cell_type" in row.coords else ""
     ctype = "" if ctype in ("unknown", "") else ctype.replace("_", " ") + "; "
     desc = f"{ctype}best model match {layer} ch {ch}, held-out r = {r:.2f}"
     subject = str(row["interneuron"].values)
-    sentence = _sentence(subject, desc, dec, dr, inc, ir, control, 1, types)
-    return Hypothesis("interneuron", subject, layer, (ch,), desc, tuple(dec), dr, tuple(inc), ir,
-                      control, confidence, size * confidence, sentence)
+    (d, dr), (u, ur) = _summary(groups, "decrease"), _summary(groups, "increase")
+    return Hypothesis("interneuron", subject, layer, (ch,), desc, d, dr, u, ur, control, confidence,
+                      size * confidence, _sentence(subject, desc, groups, control, 1, types is not None),
+                      groups)
 
 
 def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float,
@@ -726,23 +756,25 @@ def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float
     row = result.isel(mode=j)
     if str(row["mode_source"].values) != "contribution":
         return None
-    eff, se = row["effect"].values, row["effect_se"].values
+    eff, se = row["mode_effect"].values, row["mode_effect_se"].values
     lo, hi = eff - _Z * se, eff + _Z * se
-    dec, dr, inc, ir = _groups(eff, lo, hi, cells, clear)
-    if not dec and not inc:
+    groups, dec, inc = _changes(eff, lo, hi, cells, clear, types)
+    if not groups:
         return None
     layer = str(row["mode_layer"].values)
     chans = tuple(int(c) for c in np.flatnonzero(row["mode_channels"].values))
-    affected = np.isin(cells, dec + inc)
-    ctrl = row["control_effect"].values[:, affected]
+    affected = dec | inc
+    ctrl = row["mode_control_effect"].values[:, affected]
     control = float(np.nanmedian(np.abs(ctrl))) if np.isfinite(ctrl).any() else float("nan")
     size = float(np.max(np.abs(eff[affected])))
     confidence = float(np.clip(1 - (control if np.isfinite(control) else 0) / max(size, 1e-12), 0, 1))
     mode_cells = [int(c) for c in cells[row["mode_cell"].values.astype(bool)]]
     spec = float(row["specificity"].sel(kind="ablate").values)
-    desc = (f"mode {row['mode'].values}: {layer} ch {', '.join(map(str, chans))}; its cells "
+    desc = (f"mode {row['mode'].values}, the channels carrying {WEIGHT_MASS:.0%} of its weight; "
+            f"its cells (r >= {result.attrs.get('cell_threshold', CELL_THRESHOLD)}): "
             f"{_ranges(mode_cells) if mode_cells else 'none'}; ablation specificity {spec:+.2f}")
     action = f"{layer} channel{'s' if len(chans) > 1 else ''} {', '.join(map(str, chans))}"
-    sentence = _sentence(action, desc, dec, dr, inc, ir, control, len(chans), types)
-    return Hypothesis("mode", str(row["mode"].values), layer, chans, desc, tuple(dec), dr, tuple(inc), ir,
-                      control, confidence, size * confidence, sentence)
+    (d, dr), (u, ur) = _summary(groups, "decrease"), _summary(groups, "increase")
+    return Hypothesis("mode", str(row["mode"].values), layer, chans, desc, d, dr, u, ur, control,
+                      confidence, size * confidence,
+                      _sentence(action, desc, groups, control, len(chans), types is not None), groups)

@@ -521,15 +521,25 @@ class Silencer:
             m = self._means[name]
             fill = torch.stack([seg((m * eye[c].view(-1, *ones)).unsqueeze(0))[0] - zero[0]
                                 for c in range(C)])
-        self._parts[name] = (per, zero[0], stop, fill)
+        self._parts[name] = (per, zero[0], stop, fill, per.sum(dim=0) + zero[0])
         return self._parts[name]
 
     def _segment_sum(self, parts: tuple, mask: np.ndarray, s: int) -> torch.Tensor:
-        per, zero, _, fill = parts
-        keep = torch.as_tensor(~mask, device=per.device)
-        x = per[keep, s:s + self.batch_size].sum(dim=0) + zero
-        if fill is not None and mask.any():
-            x = x + fill[torch.as_tensor(mask, device=per.device)].sum(dim=0)
+        """The segment's output for windows ``s...`` with the ``mask`` channels silenced."""
+        per, zero, _, fill, total = parts
+        sl = slice(s, s + self.batch_size)
+        silenced = np.flatnonzero(mask)
+        if len(silenced) <= len(mask) // 2:          # intact total minus the silenced channels
+            x = total[sl].clone()
+            for c in silenced:
+                x -= per[c, sl]
+        else:                                        # sum of the kept channels
+            x = zero.expand_as(per[0, sl]).clone()
+            for c in np.flatnonzero(~mask):
+                x += per[c, sl]
+        if fill is not None:
+            for c in silenced:
+                x += fill[c]
         return x
 
     def _last_layer_rates(self, mask: np.ndarray) -> np.ndarray:
