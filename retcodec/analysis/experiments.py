@@ -710,9 +710,26 @@ def hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
         out += [h for h in (_interneuron_hypothesis(result, i, cells, clear, types)
                             for i in range(result.sizes["interneuron"])) if h is not None]
     if "mode_effect" in result and "mode" in result.dims:
-        out += [h for h in (_mode_hypothesis(result, j, cells, clear, types)
-                            for j in range(result.sizes["mode"])) if h is not None]
+        modes = [h for h in (_mode_hypothesis(result, j, cells, clear, types)
+                             for j in range(result.sizes["mode"])) if h is not None]
+        out += _merge_same_channels(modes)
     return sorted(out, key=lambda h: -h.score)
+
+
+def _merge_same_channels(found: list[Hypothesis]) -> list[Hypothesis]:
+    """Modes that silence the same channels make one hypothesis (the best scored), naming them all."""
+    groups: dict[tuple[str, tuple[int, ...]], list[Hypothesis]] = {}
+    for h in found:
+        groups.setdefault((h.layer, h.channels), []).append(h)
+    out = []
+    for same in groups.values():
+        best = max(same, key=lambda h: h.score)
+        if len(same) > 1:
+            others = ", ".join(h.subject for h in same if h is not best)
+            best = Hypothesis(**{**best.as_dict(), "subject": best.subject,
+                                 "sentence": best.sentence[:-1] + f" (also the silencing set of modes {others})."})
+        out.append(best)
+    return out
 
 
 def _type_map(result: xr.Dataset, cell_types: Any) -> dict[int, str] | None:
