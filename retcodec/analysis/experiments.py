@@ -28,7 +28,6 @@ ReLU (:mod:`retcodec.engine.perturb`).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +68,8 @@ WEIGHT_MASS = 0.8
 ACTIVE_QUANTILE = 0.9
 #: |effect| from which a cell's change counts as clear in a hypothesis
 CLEAR_EFFECT = 0.1
+#: names of the true effect ``(interneuron_type, cell)`` in a truth Dataset
+TRUTH_VARIABLES = ("effect", "silencing_effect")
 #: normal quantile of the reported intervals (95 %)
 _Z = 1.959964
 
@@ -427,7 +428,7 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
                         threshold: float = SIGN_THRESHOLD) -> xr.Dataset:
     """Score ``predicted_effect`` and ``baseline_prediction`` against true silencing effects.
 
-    ``truth``: ``effect (interneuron_type, cell)``; each interneuron's type comes
+    ``truth``: ``effect`` or ``silencing_effect (interneuron_type, cell)``; each interneuron's type comes
     from the ``cell_type`` (and ``cell_class``) coordinates of ``result``.
     Adds ``true_effect (interneuron, cell)`` and the scalars ``spearman``,
     ``sign_accuracy`` (pairs with true ``|effect| >= threshold``),
@@ -436,12 +437,13 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
     """
     from scipy.stats import spearmanr
 
-    if "effect" not in truth or set(truth["effect"].dims) != {"interneuron_type", "cell"}:
-        raise ShapeError("the truth needs effect (interneuron_type, cell)")
+    name = next((v for v in TRUTH_VARIABLES if v in truth), None)
+    if name is None or set(truth[name].dims) != {"interneuron_type", "cell"}:
+        raise ShapeError(f"the truth needs one of {list(TRUTH_VARIABLES)} with dims (interneuron_type, cell)")
     if "cell_type" not in result.coords:
         raise ConfigurationError("scoring needs each interneuron's true cell_type; the interneuron "
                                  "files carry none")
-    effect = truth["effect"]
+    effect = truth[name]
     cells = result["cell"].values
     absent = [c for c in cells.tolist() if c not in effect["cell"].values.tolist()]
     if absent:
@@ -482,7 +484,8 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
 
 
 # =========================================================================== everything
-def _split_modes(modes: Mapping[str, xr.Dataset] | None) -> tuple[dict[str, xr.Dataset], dict[str, xr.Dataset]]:
+def _split_modes(modes: Mapping[str, xr.Dataset] | None
+                 ) -> tuple[dict[str, xr.Dataset], dict[str, xr.Dataset]]:
     contribution, activation = {}, {}
     for key, ds in (modes or {}).items():
         if str(key).endswith("_activation"):

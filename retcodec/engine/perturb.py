@@ -254,7 +254,7 @@ def dose_sets(order: Sequence[int] | np.ndarray, fractions: Sequence[float]) -> 
     """The top ``round(p * C)`` channels of ``order`` for each fraction ``p`` (``C = len(order)``)."""
     order = np.asarray(order, dtype=np.int64)
     f = check_fractions(fractions)
-    return [order[:int(round(float(p) * len(order)))] for p in f]
+    return [order[:round(float(p) * len(order))] for p in f]
 
 
 def check_fractions(fractions: Sequence[float]) -> np.ndarray:
@@ -365,7 +365,7 @@ class Silencer:
         if isinstance(w, torch.Tensor):
             x = w[torch.as_tensor(idx)]
         else:
-            x = torch.as_tensor(np.asarray(w[idx] if not isinstance(w, np.ndarray) else w[idx]))
+            x = torch.as_tensor(np.asarray(w[idx]))
         x = x.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(x).all():
             raise NonFiniteError(f"windows {int(idx[0])}..{int(idx[-1])} hold NaN or Inf")
