@@ -16,6 +16,9 @@ a finished ``retcodec run`` (``--results``, reading ``modes.nc`` and
 ``interneurons.nc``); without them, synthetic sparse modes (3 x channels per
 layer, 2-3 channels each, random loadings) and one synthetic match per channel.
 
+Wall time depends on what else runs on the machine; ``cpu_seconds`` (all
+threads together) and the 1-minute load average are printed beside it.
+
 Run::
 
     python benchmarks/bench_experiments.py --threads 2                 # synthetic modes
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -109,10 +113,11 @@ def main() -> int:
           f"{match.sizes['interneuron']} interneurons; {args.threads} thread(s)", flush=True)
 
     kw = {} if args.max_windows is None else {"max_windows": args.max_windows}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fast = ex.experiments(model, w, modes, match, truth=args.truth, **kw)
     seconds = time.perf_counter() - t0
-    report = {"seconds": round(seconds, 1), "n_windows": int(fast.attrs["n_windows"]),
+    report = {"seconds": round(seconds, 1), "cpu_seconds": round(time.process_time() - c0, 1),
+              "load_average_1min": round(os.getloadavg()[0], 1), "n_windows": int(fast.attrs["n_windows"]),
               "silenced_runs": int(fast.attrs["n_silenced_runs"]),
               "fractions": list(ex.DEFAULT_FRACTIONS), "budget_seconds": 90}
     print("default:", json.dumps(report), flush=True)
@@ -125,9 +130,10 @@ def main() -> int:
     perturb.MAX_DECOMPOSED_ENTRIES = 1 << 29        # the reference keeps every window's channel cache
     n_ch = max(int(c) for c in model.chans)
     fine = tuple(np.arange(n_ch + 1) / n_ch)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ref = ex.experiments(model, w, modes, match, truth=args.truth, max_windows=None, fractions=fine)
     print("reference:", json.dumps({"seconds": round(time.perf_counter() - t0, 1),
+                                    "cpu_seconds": round(time.process_time() - c0, 1),
                                     "n_windows": int(ref.attrs["n_windows"]),
                                     "silenced_runs": int(ref.attrs["n_silenced_runs"])}), flush=True)
     stability = {"predicted_effect": compare(fast["predicted_effect"].values, ref["predicted_effect"].values),
