@@ -648,15 +648,17 @@ def _cell_groups(cells: np.ndarray, sel: np.ndarray, low: np.ndarray, high: np.n
     groups: dict[str, list[int]] = {}
     for k in np.flatnonzero(sel):
         groups.setdefault(types.get(int(cells[k]), "unknown") if types else "cells", []).append(int(k))
-    return {t: {"cells": [int(cells[k]) for k in ks], "direction": "decrease" if down else "increase",
-                "range": _magnitude(low[ks], high[ks], down)} for t, ks in groups.items()}
+    direction = "decrease" if down else "increase"
+    return {f"{t}|{direction}": {"type": t, "cells": [int(cells[k]) for k in ks], "direction": direction,
+                                 "range": _magnitude(low[ks], high[ks], down)} for t, ks in groups.items()}
 
 
 def _group_phrase(groups: Mapping[str, Mapping[str, Any]], typed: bool) -> str:
     parts = []
-    for t, g in groups.items():
+    for g in groups.values():
         n = len(g["cells"])
-        name = f"{t.replace('_', '-')} cell{'s' if n > 1 else ''}" if typed else f"cell{'s' if n > 1 else ''}"
+        kind = g["type"].replace("_", "-")
+        name = f"{kind} cell{'s' if n > 1 else ''}" if typed else f"cell{'s' if n > 1 else ''}"
         parts.append(f"{name} {_ranges(g['cells'])} by {_pct_range(*g['range'])}")
     return ", ".join(parts)
 
@@ -682,8 +684,7 @@ def _changes(effect: np.ndarray, low: np.ndarray, high: np.ndarray, cells: np.nd
     inc = (effect >= clear) & (low > 0)
     groups = {}
     for sel, down in ((dec, True), (inc, False)):
-        for t, g in _cell_groups(cells, sel, low, high, down, types).items():
-            groups[f"{t} ({g['direction']})" if t in groups else t] = g
+        groups.update(_cell_groups(cells, sel, low, high, down, types))
     return groups, dec, inc
 
 
@@ -728,7 +729,8 @@ def _merge_same_channels(found: list[Hypothesis]) -> list[Hypothesis]:
     for same in groups.values():
         best = max(same, key=lambda h: h.score)
         if len(same) > 1:
-            others = ", ".join(h.subject for h in same if h is not best)
+            rest = [h.subject for h in same if h is not best]
+            others = ", ".join(rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")
             best = Hypothesis(**{**best.as_dict(), "subject": best.subject,
                                  "sentence": best.sentence[:-1] + f" (also the silencing set of modes {others})."})
         out.append(best)
@@ -792,7 +794,8 @@ def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float
     spec = float(row["specificity"].sel(kind="ablate").values)
     desc = (f"mode {row['mode'].values}, the channels carrying {WEIGHT_MASS:.0%} of its weight; "
             f"its cells (r >= {result.attrs.get('cell_threshold', CELL_THRESHOLD)}): "
-            f"{_ranges(mode_cells) if mode_cells else 'none'}; ablation specificity {spec:+.2f}")
+            f"{_ranges(mode_cells) if mode_cells else 'none'}; ablation specificity "
+            f"{f'{spec:+.2f}' if np.isfinite(spec) else 'n/a'}")
     action = f"{layer} channel{'s' if len(chans) > 1 else ''} {', '.join(map(str, chans))}"
     (d, dr), (u, ur) = _summary(groups, "decrease"), _summary(groups, "increase")
     return Hypothesis("mode", str(row["mode"].values), layer, chans, desc, d, dr, u, ur, control,
