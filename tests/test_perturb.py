@@ -204,3 +204,13 @@ def test_dose_sets_auc_and_specificity_known_answers():
     assert specificity(0.7, 0.2, "preserve") == pytest.approx(0.5)
     with pytest.raises(ConfigurationError, match="fractions must increase"):
         dose_sets([0, 1], [0.5, 0.2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu(windows):
+    model = tiny_model()
+    spec = {"conv0": [1], "conv1": [0]}
+    cpu = silence(model, windows, spec).values
+    gpu = silence(model, windows, spec, device="cuda").values
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-6)
+    assert next(model.parameters()).device.type == "cpu"
