@@ -29,7 +29,8 @@ _API = {
     "InSilicoRetina": "insilico.retina", "simulate": "insilico.retina",
     "fit": "fitting", "evaluate": "analysis.evaluation",
     # contribution engine
-    "contributions": "engine.contributions", "Surprisal": "engine.targets",
+    "contributions": "engine.contributions", "silence": "engine.perturb",
+    "Surprisal": "engine.targets",
     "CellRate": "engine.targets", "SumOfRates": "engine.targets",
     "CallableTarget": "engine.targets",
     # modes

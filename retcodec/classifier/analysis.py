@@ -34,6 +34,8 @@ import xarray as xr
 
 from retcodec.engine.contributions import contributions
 from retcodec.engine.quadrature import DEFAULT_MAX_STEPS, DEFAULT_TOL
+from retcodec.engine.perturb import (KINDS, SilencePoint, channel_mask, check_fractions, curve_auc,
+                                     dose_sets, silenced, specificity)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 from retcodec.modes import ContributionModes, fit_layer
 from retcodec.analysis.statistics import dimensionality, layer_statistics, pearson
@@ -46,7 +48,6 @@ __all__ = ["image_contributions", "fit_modes", "mode_class_correlation", "load_s
            "classifier_statistics", "DEFAULT_FRACTIONS", "KINDS"]
 
 DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-KINDS = ("ablate", "preserve")
 GROUPS = ("on", "off")
 
 
@@ -273,33 +274,20 @@ def channel_order(modes: xr.Dataset, mode: int) -> np.ndarray:
     return np.argsort(-weights, kind="stable")
 
 
-def _mask_hook(channels: np.ndarray, n_channels: int, keep: bool, layout: str):
-    """A forward hook zeroing ``channels`` (``keep=False``) or all others (``keep=True``)."""
-    mask = torch.full((n_channels,), 1.0 if not keep else 0.0)
-    mask[torch.as_tensor(np.asarray(channels, dtype=np.int64))] = 0.0 if not keep else 1.0
-
-    def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
-        m = mask.to(output.device, output.dtype)
-        shape = (1, 1, -1) if layout == "tokens" else (1, -1) + (1,) * (output.ndim - 2)
-        return output * m.view(shape)
-    return hook
+def _point(model: ClassifierAdapter, layer: str) -> SilencePoint:
+    """Where ``layer``'s channels are silenced: its module's output (channels or tokens layout)."""
+    return SilencePoint(layer, model.layers[layer], None, model.n_channels(layer), model.layer_layouts[layer])
 
 
 @torch.no_grad()
 def predict(model: ClassifierAdapter, batches: Sequence[torch.Tensor], layer: str | None = None,
             channels: Sequence[int] | np.ndarray = (), keep: bool = False) -> np.ndarray:
     """Top-1 predictions ``(n,)``; with ``layer``, ``channels`` of it ablated (or kept alone)."""
-    handle = None
-    if layer is not None:
-        hook = _mask_hook(np.asarray(channels, dtype=np.int64), model.n_channels(layer), keep,
-                          model.layer_layouts[layer])
-        handle = model.layers[layer].register_forward_hook(hook)
-    try:
-        model.eval()
+    masks = {} if layer is None else {layer: channel_mask(model.n_channels(layer), channels, keep)}
+    points = {} if layer is None else {layer: _point(model, layer)}
+    model.eval()
+    with silenced(points, masks):
         return np.concatenate([model(x).argmax(dim=1).cpu().numpy() for x in batches])
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 def _accuracy(pred: np.ndarray, labels: np.ndarray, where: np.ndarray) -> float:
@@ -322,17 +310,11 @@ def control_curves(model: ClassifierAdapter, batches: Sequence[torch.Tensor], la
     on, off = labels == target_class, (labels >= 0) & (labels != target_class)
     base = [_accuracy(original, labels, g) for g in (on, off)]
     out = np.full((2, len(fractions)), np.nan)
-    for j, p in enumerate(fractions):
-        top = order[:int(round(float(p) * len(order)))]
+    for j, top in enumerate(dose_sets(order, fractions)):
         pred = predict(model, batches, layer, top, keep=kind == "preserve")
         for g, where in enumerate((on, off)):
             out[g, j] = _accuracy(pred, labels, where) / base[g] if base[g] > 0 else np.nan
     return out
-
-
-def _auc(fractions: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-    """Trapezoid area under ratio-vs-fraction curves along the last axis."""
-    return np.trapezoid(ratio, fractions, axis=-1)
 
 
 def control_experiments(model: ClassifierAdapter, images: Any, modes: xr.Dataset,
@@ -361,9 +343,7 @@ def control_experiments(model: ClassifierAdapter, images: Any, modes: xr.Dataset
     layer = layer or modes.attrs.get("layer")
     if layer not in model.layers:
         raise ConfigurationError(f"layer {layer!r} is not one of the model's layers {list(model.layers)}")
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.ndim != 1 or len(f) < 2 or (np.diff(f) <= 0).any() or f[0] < 0 or f[-1] > 1:
-        raise ConfigurationError(f"fractions must increase within [0, 1] (>= 2 values), got {f.tolist()}")
+    f = check_fractions(fractions)
     if modes.sizes.get("mode", 0) == 0:
         raise ConfigurationError("the modes dataset holds no modes")
     labels = images.labels
@@ -381,8 +361,8 @@ def control_experiments(model: ClassifierAdapter, images: Any, modes: xr.Dataset
         order = channel_order(modes, best[i])
         for k, kind in enumerate(KINDS):
             ratio[i, k] = control_curves(model, batches, labels, layer, order, c, f, kind, original)
-    auc = _auc(f, ratio)
-    spec = np.stack([auc[:, 0, 1] - auc[:, 0, 0], auc[:, 1, 0] - auc[:, 1, 1]], axis=1)
+    auc = curve_auc(f, ratio)
+    spec = np.stack([specificity(auc[:, k, 0], auc[:, k, 1], kind) for k, kind in enumerate(KINDS)], axis=1)
     return xr.Dataset(
         {"ratio": (("class", "kind", "group", "fraction"), ratio,
                    {"long_name": "accuracy perturbed / original"}),
