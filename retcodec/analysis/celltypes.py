@@ -28,7 +28,8 @@ from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, pearson
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
-           "clustering_agreement", "canonical_labels"]
+           "clustering_agreement", "canonical_labels", "standardize_columns", "kmeans_labels",
+           "gap_statistic", "subsample_stability", "choose_k", "K_RULES"]
 
 DEFAULT_K_RANGE = range(2, 9)
 LINKAGE_COLUMNS = ["cluster_a", "cluster_b", "distance", "size"]
@@ -113,16 +114,117 @@ def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
                         attrs={"long_name": "adjusted Rand index between clusterings"})
 
 
+# =========================================================================== choosing k
+K_RULES = ("silhouette", "gap", "stability")
+DEFAULT_N_RESAMPLES = 20
+#: ``rule="stability"``: the largest k whose mean resampling ARI reaches this
+DEFAULT_STABILITY_THRESHOLD = 0.8
+#: fraction of cells kept in each subsample of ``rule="stability"``
+SUBSAMPLE_FRACTION = 0.8
+
+
+def kmeans_labels(x: np.ndarray, k: int, random_state: int = 0, n_init: int = 10) -> tuple[np.ndarray, float]:
+    """k-means labels and inertia of the rows of ``x`` (``n_init`` starts)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
+    return km.labels_, float(km.inertia_)
+
+
+def gap_statistic(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,
+                  n_references: int = DEFAULT_N_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Gap statistic ``Gap(k) = E*[log W*_k] − log W_k`` and its standard error ``s_k``, per ``k``.
+
+    ``W_k``: the k-means within-cluster sum of squares; ``W*_k``: the same for
+    ``n_references`` data sets drawn uniformly in the bounding box of ``x``
+    rotated to its principal axes; ``s_k = sd(log W*_k) sqrt(1 + 1/B)``.
+    ``k = 1`` is allowed (``W_1``: the total sum of squares).
+    """
+    rng = np.random.default_rng(random_state)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    rotated = centred @ vt.T
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+
+    def log_w(data: np.ndarray, k: int) -> float:
+        if k == 1:
+            return float(np.log(((data - data.mean(axis=0)) ** 2).sum() + 1e-300))
+        return float(np.log(kmeans_labels(data, k, random_state, n_init)[1] + 1e-300))
+
+    observed = np.array([log_w(centred, k) for k in ks])
+    refs = np.array([[log_w(rng.uniform(lo, hi, size=rotated.shape), k) for k in ks]
+                     for _ in range(n_references)])
+    gap = refs.mean(axis=0) - observed
+    se = refs.std(axis=0) * np.sqrt(1.0 + 1.0 / n_references)
+    return gap, se
+
+
+def subsample_stability(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,
+                        n_resamples: int = DEFAULT_N_RESAMPLES,
+                        fraction: float = SUBSAMPLE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over resamples of the ARI between k-means of a cell subsample and of all cells.
+
+    Each resample keeps ``fraction`` of the cells (without replacement),
+    clusters them with ``k`` and compares with the full clustering on the kept cells.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(random_state)
+    n = len(x)
+    m = max(3, int(round(fraction * n)))
+    subsets = [np.sort(rng.choice(n, size=m, replace=False)) for _ in range(n_resamples)]
+    mean, se = np.full(len(ks), np.nan), np.full(len(ks), np.nan)
+    for i, k in enumerate(ks):
+        if k >= m:
+            continue
+        full = kmeans_labels(x, k, random_state, n_init)[0]
+        aris = [adjusted_rand_score(full[s], kmeans_labels(x[s], k, random_state + 1 + b, n_init)[0])
+                for b, s in enumerate(subsets)]
+        mean[i], se[i] = np.mean(aris), np.std(aris) / np.sqrt(len(aris))
+    return mean, se
+
+
+def choose_k(ks: Sequence[int], score: np.ndarray, se: np.ndarray, rule: str,
+             threshold: float = DEFAULT_STABILITY_THRESHOLD) -> int:
+    """The ``k`` a rule picks from its curve.
+
+    ``silhouette``: the largest score (ties: the smaller k). ``gap``: the
+    smallest k with ``Gap(k) >= Gap(k+1) − s_{k+1}`` (Tibshirani's rule; the
+    largest k if none). ``stability``: the largest k whose mean ARI is at least
+    ``threshold`` (the smallest k if none is).
+    """
+    ks, score = list(ks), np.asarray(score, dtype=np.float64)
+    finite = np.isfinite(score)
+    if not finite.any():
+        raise ConfigurationError(f"no k in {ks} has a finite {rule} score")
+    if rule == "silhouette":
+        return ks[int(np.nanargmax(score))]
+    if rule == "gap":
+        for i in range(len(ks) - 1):
+            if finite[i] and finite[i + 1] and score[i] >= score[i + 1] - se[i + 1]:
+                return ks[i]
+        return ks[int(np.flatnonzero(finite)[-1])]
+    if rule == "stability":
+        ok = [k for k, s, f in zip(ks, score, finite) if f and s >= threshold]
+        return max(ok) if ok else ks[int(np.flatnonzero(finite)[0])]
+    raise ConfigurationError(f"unknown k rule {rule!r}; use one of {list(K_RULES)}")
+
+
 # =========================================================================== clustering
 def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
                   random_state: int = 0, n_init: int = 10,
-                  true_types: Sequence[Any] | None = None) -> xr.Dataset:
+                  true_types: Sequence[Any] | None = None, k_rule: str = "silhouette",
+                  standardize: bool = True, n_resamples: int = DEFAULT_N_RESAMPLES,
+                  stability_threshold: float = DEFAULT_STABILITY_THRESHOLD) -> xr.Dataset:
     """Cluster cells described by ``features (cell, feature)`` (standardised per feature first).
 
     k-means for each ``k`` in ``k_range`` (``n_init`` starts, ``random_state``),
-    ``k`` with the largest silhouette score (ties: the smaller ``k``); Ward
-    linkage of the same standardised features; the Ward tree cut into the same
-    number of clusters.
+    ``k`` chosen by ``k_rule`` (:func:`choose_k`: ``"silhouette"``, the
+    largest silhouette score; ``"gap"``, the gap statistic; ``"stability"``,
+    agreement of clusterings of cell subsamples); Ward linkage of the same
+    features; the Ward tree cut into the same number of clusters.
+    ``standardize=False`` clusters the features as given (for features that
+    already share one scale, e.g. drive fractions).
 
     Returns
     -------
@@ -131,14 +233,17 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         canonical labels), ``hierarchical_cluster (cell)`` (Ward cut at ``k``),
         ``silhouette (k)`` (NaN for ``k`` outside ``2..n_cells-1`` or above the
         number of distinct feature vectors), ``inertia (k)``,
+        ``k_score (k)`` and ``k_score_se (k)`` (the curve of ``k_rule``),
         ``linkage (merge, linkage_column)`` (scipy's linkage matrix: merged
         clusters, distance, size; for a dendrogram), attr/variable ``chosen_k``;
-        with ``true_types``: ``ari_truth`` and ``hierarchical_ari_truth``.
+        with ``true_types``: ``ari_truth``, ``hierarchical_ari_truth`` and
+        ``ari_truth_by_k (k)`` (the k-means clustering at every k vs truth).
     """
     from scipy.cluster.hierarchy import fcluster, linkage
-    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, silhouette_score
 
+    if k_rule not in K_RULES:
+        raise ConfigurationError(f"unknown k rule {k_rule!r}; use one of {list(K_RULES)}")
     if not isinstance(features, xr.DataArray) or features.ndim != 2 or "cell" not in features.dims:
         raise ShapeError(f"features must be a DataArray (cell, feature), got "
                          f"{getattr(features, 'dims', type(features).__name__)}")
@@ -148,7 +253,7 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     if not np.isfinite(raw).all():
         raise ConfigurationError("cell features hold NaN or Inf")
     n_cells = raw.shape[0]
-    x = standardize_columns(raw)
+    x = standardize_columns(raw) if standardize else raw - raw.mean(axis=0)
     all_ks = sorted({int(k) for k in k_range})
     ks = _valid_ks(all_ks, n_cells)
     n_distinct = np.unique(x, axis=0).shape[0]
@@ -160,33 +265,51 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     for i, k in enumerate(all_ks):
         if k not in ks or k > n_distinct:        # more clusters than distinct cells: undefined
             continue
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
-        fits[k], inertia[i] = km.labels_, km.inertia_
-        if np.unique(km.labels_).size >= 2:
-            silhouette[i] = silhouette_score(x, km.labels_)
+        fits[k], inertia[i] = kmeans_labels(x, k, random_state, n_init)
+        if np.unique(fits[k]).size >= 2:
+            silhouette[i] = silhouette_score(x, fits[k])
     if not np.isfinite(silhouette).any():
         raise ConfigurationError(f"no k in k_range {all_ks} gave two or more clusters (the cells have "
                                  f"{n_distinct} distinct feature vectors)")
-    chosen_k = all_ks[int(np.nanargmax(silhouette))]
+    usable = [k for k in all_ks if k in fits]
+    score, se = np.full(len(all_ks), np.nan), np.full(len(all_ks), np.nan)
+    at = [all_ks.index(k) for k in usable]
+    if k_rule == "silhouette":
+        score = silhouette.copy()
+        chosen_k = choose_k(all_ks, score, se, "silhouette")
+    elif k_rule == "gap":
+        gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
+        score[at], se[at] = gap[1:], gap_se[1:]
+        chosen_k = max(usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
+    else:
+        stab, stab_se = subsample_stability(x, usable, random_state, n_init, n_resamples)
+        score[at], se[at] = stab, stab_se
+        chosen_k = choose_k(all_ks, score, se, "stability", stability_threshold)
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")
     hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
     coords = {"cell": features["cell"].values if "cell" in features.coords else np.arange(n_cells),
               "k": np.array(all_ks), "linkage_column": LINKAGE_COLUMNS}
-    if feature_dim in features.coords:
-        coords[feature_dim] = features[feature_dim].values
+    for name, coord in features.coords.items():
+        if coord.dims == (feature_dim,):
+            coords[name] = (feature_dim, coord.values)
     ds = xr.Dataset(
-        {"features": (("cell", feature_dim), x, {"long_name": "features standardised across cells"}),
+        {"features": (("cell", feature_dim), x,
+                      {"long_name": "features standardised across cells" if standardize
+                       else "features centred across cells"}),
          "cluster": ("cell", labels, {"long_name": "k-means cluster (canonical labels)"}),
          "hierarchical_cluster": ("cell", hierarchical,
                                   {"long_name": "Ward linkage cut into chosen_k clusters (canonical)"}),
          "silhouette": ("k", silhouette, {"long_name": "silhouette score of k-means with k clusters"}),
          "inertia": ("k", inertia, {"long_name": "k-means inertia"}),
+         "k_score": ("k", score, {"long_name": f"k-selection curve ({k_rule})"}),
+         "k_score_se": ("k", se, {"long_name": f"standard error of the {k_rule} curve"}),
          "linkage": (("merge", "linkage_column"), tree,
                      {"long_name": "Ward linkage matrix (scipy.cluster.hierarchy.linkage)"}),
-         "chosen_k": ((), chosen_k, {"long_name": "k with the largest silhouette score"})},
+         "chosen_k": ((), chosen_k, {"long_name": f"k chosen by the {k_rule} rule"})},
         coords=coords,
-        attrs={"n_init": n_init, "random_state": random_state})
+        attrs={"n_init": n_init, "random_state": random_state, "k_rule": k_rule,
+               "standardize": int(standardize)})
     if true_types is not None:
         truth = _check_truth(true_types, n_cells)
         ds = ds.assign_coords(true_type=("cell", truth))
@@ -194,6 +317,9 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
                            {"long_name": "adjusted Rand index of the k-means clusters vs the true types"})
         ds["hierarchical_ari_truth"] = ((), adjusted_rand_score(truth, hierarchical),
                                         {"long_name": "adjusted Rand index of the Ward clusters vs truth"})
+        ds["ari_truth_by_k"] = ("k", [adjusted_rand_score(truth, fits[k]) if k in fits else np.nan
+                                      for k in all_ks],
+                                {"long_name": "adjusted Rand index vs truth of k-means with k clusters"})
     return ds
 
 
@@ -208,7 +334,8 @@ def _check_truth(true_types: Any, n_cells: int) -> np.ndarray:
 
 def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArray,
                k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0, n_init: int = 10,
-               true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.DataTree:
+               true_types: Sequence[Any] | xr.DataArray | None = None,
+               k_rule: str = "silhouette") -> xr.DataTree:
     """Cluster cells by the correlation of their rates with each layer's modes.
 
     Parameters
@@ -221,6 +348,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
     random_state, n_init : k-means seed and restarts.
     true_types : one type per cell (e.g. the recording's ``cell_type``
         coordinate) to score each clustering against.
+    k_rule : how k is chosen (:func:`choose_k`).
 
     Returns
     -------
@@ -238,7 +366,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigurationError(f"layer names must be non-empty strings without '/', got {name!r}")
         correlation = mode_rate_correlation(loadings, rates)
-        node = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+        node = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
         node["correlation"] = correlation
         node.attrs["layer"] = name
         children[name] = node
@@ -249,7 +377,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
         root["ari_truth"] = ("layer", [float(children[n]["ari_truth"]) for n in children],
                              {"long_name": "adjusted Rand index of each layer's clusters vs the true types"})
     root.attrs = provenance_attrs({"k_range": sorted(int(k) for k in k_range),
-                                   "random_state": random_state, "n_init": n_init},
+                                   "random_state": random_state, "n_init": n_init, "k_rule": k_rule},
                                   method="cell_types", features="corr(mode loadings, cell rate)")
     return xr.DataTree.from_dict({"/": root, **children})
 
@@ -262,7 +390,8 @@ def _agreement_root(labels: Mapping[str, np.ndarray], cells: np.ndarray) -> xr.D
 
 
 def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0,
-                  n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.Dataset:
+                  n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None,
+                  k_rule: str = "silhouette") -> xr.Dataset:
     """Control: cluster cells by their raw rates.
 
     Each cell is described by its row of the cell-by-cell Pearson correlation
@@ -283,7 +412,7 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
     correlation = xr.DataArray(corr, dims=("cell", "cell2"), coords={"cell": cells, "cell2": cells},
                                name="correlation",
                                attrs={"long_name": "Pearson correlation of cell rates (NaN -> 0)"})
-    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
     ds["correlation"] = correlation
     ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
                                      method="cluster_rates", features="rows of the rate correlation matrix"))
