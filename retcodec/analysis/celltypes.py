@@ -29,7 +29,8 @@ from retcodec.analysis.statistics import align_time, pearson
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
            "clustering_agreement", "canonical_labels", "standardize_columns", "kmeans_labels",
-           "gap_statistic", "subsample_stability", "choose_k", "K_RULES"]
+           "gap_statistic", "subsample_stability", "choose_k", "K_RULES", "cell_types_primary",
+           "typing_windows", "PRIMARY_K_RULE", "DEFAULT_TYPING_WINDOWS"]
 
 DEFAULT_K_RANGE = range(2, 9)
 LINKAGE_COLUMNS = ["cluster_a", "cluster_b", "distance", "size"]
@@ -121,6 +122,8 @@ DEFAULT_N_RESAMPLES = 20
 DEFAULT_STABILITY_THRESHOLD = 0.8
 #: fraction of cells kept in each subsample of ``rule="stability"``
 SUBSAMPLE_FRACTION = 0.8
+#: fraction of the variance kept (principal axes) for the gap statistic
+GAP_VARIANCE = 0.9
 
 
 def kmeans_labels(x: np.ndarray, k: int, random_state: int = 0, n_init: int = 10) -> tuple[np.ndarray, float]:
@@ -132,18 +135,23 @@ def kmeans_labels(x: np.ndarray, k: int, random_state: int = 0, n_init: int = 10
 
 
 def gap_statistic(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,
-                  n_references: int = DEFAULT_N_RESAMPLES) -> tuple[np.ndarray, np.ndarray]:
+                  n_references: int = DEFAULT_N_RESAMPLES,
+                  variance: float = GAP_VARIANCE) -> tuple[np.ndarray, np.ndarray]:
     """Gap statistic ``Gap(k) = E*[log W*_k] − log W_k`` and its standard error ``s_k``, per ``k``.
 
     ``W_k``: the k-means within-cluster sum of squares; ``W*_k``: the same for
     ``n_references`` data sets drawn uniformly in the bounding box of ``x``
-    rotated to its principal axes; ``s_k = sd(log W*_k) sqrt(1 + 1/B)``.
+    rotated to its principal axes (only the leading axes that explain
+    ``variance`` of the total: few cells in many dimensions leave the rest as
+    noise); ``s_k = sd(log W*_k) sqrt(1 + 1/B)``.
     ``k = 1`` is allowed (``W_1``: the total sum of squares).
     """
     rng = np.random.default_rng(random_state)
     centred = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    rotated = centred @ vt.T
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    keep = max(1, int(np.searchsorted(np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-300), variance) + 1))
+    rotated = centred @ vt[:keep].T
+    centred = rotated
     lo, hi = rotated.min(axis=0), rotated.max(axis=0)
 
     def log_w(data: np.ndarray, k: int) -> float:
@@ -417,3 +425,154 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
     ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
                                      method="cluster_rates", features="rows of the rate correlation matrix"))
     return ds
+
+
+# =========================================================================== the primary answer
+#: windows used for per-cell contributions (evenly spaced over the stimulus)
+DEFAULT_TYPING_WINDOWS = 400
+#: the k rule of the primary clustering and of every control (validated on simulated retinas)
+PRIMARY_K_RULE = "gap"
+#: the primary features: both layers' drive profiles, concatenated, as fractions (not standardised)
+PRIMARY_FEATURES = "drive profiles of all layers combined"
+
+
+def typing_windows(n_windows: int, max_windows: int | None = DEFAULT_TYPING_WINDOWS) -> np.ndarray:
+    """Indices of ``max_windows`` windows evenly spaced over ``0..n_windows-1`` (all if ``None`` or more)."""
+    if max_windows is None or max_windows >= n_windows:
+        return np.arange(n_windows)
+    if max_windows < 3:
+        raise ConfigurationError(f"max_windows must be at least 3, got {max_windows}")
+    return np.unique(np.linspace(0, n_windows - 1, int(max_windows)).round().astype(np.int64))
+
+
+def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree | None,
+                       modes: Mapping[str, xr.Dataset], activation_modes: Mapping[str, xr.Dataset] | None,
+                       rates: xr.DataArray, true_types: Sequence[Any] | xr.DataArray | None = None,
+                       random_state: int = 0, device: Any = "cpu", *, layers: Sequence[str] | None = None,
+                       max_windows: int | None = DEFAULT_TYPING_WINDOWS, steps: int | None = None,
+                       k_range: Iterable[int] = DEFAULT_K_RANGE, k_rule: str = PRIMARY_K_RULE,
+                       per_cell: xr.DataTree | None = None, n_init: int = 10,
+                       progress: bool = False) -> xr.DataTree:
+    """The cell types: cells clustered by the drive profiles of their own rates, with controls.
+
+    The rule (fixed, see ``docs/celltypes.md``): per-cell contributions
+    (:func:`retcodec.engine.percell.per_cell_contributions`, IG to each cell's
+    own rate, on ``max_windows`` evenly spaced windows) give each cell a drive
+    profile per layer (:func:`retcodec.analysis.drive.drive_profiles`); the
+    profiles of all ``layers`` concatenated are clustered by k-means, k chosen
+    by ``k_rule``. Every control is clustered with the same k rule.
+
+    Parameters
+    ----------
+    model : the fitted model.
+    windows : the windows the contributions were computed on (array, recording or ``Windows``).
+    contributions_tree : the surprisal contribution tree (its layers are the default ``layers``); may be None.
+    modes : layer -> contribution modes Dataset (``loadings``, ``modes``); keys ending in
+        ``_activation`` are ignored.
+    activation_modes : layer -> activation modes Dataset (``loadings``), or None.
+    rates : ``(time, cell)`` model rates over the windows of the modes.
+    true_types : one type per cell, when known.
+    per_cell : a precomputed per-cell contribution tree (skips that computation).
+
+    Returns
+    -------
+    xarray.DataTree
+        Root: the primary clustering (:func:`cluster_cells` of the combined
+        drive profiles: ``cluster (cell)``, ``features``, ``k_score (k)``,
+        ``silhouette (k)``, ``chosen_k``, ...), ``true_type`` coordinate and
+        ``ari_truth`` when known, ``method_k (method)`` and ``method_ari_truth
+        (method)`` for every clustering, ``layer_agreement (family)`` (ARI of the
+        first two layers' clusterings per feature family), ``half_agreement``
+        (ARI of the primary clusterings of the even and odd halves of the
+        windows at the chosen k) and attrs ``primary``, ``winner``. Children:
+        ``drive/<layer>``, ``drive/modes`` and ``controls/surprisal_modes/<layer>``,
+        ``controls/activation_modes/<layer>``, ``controls/rates``.
+    """
+    from retcodec.analysis.drive import drive_over_modes, drive_profiles
+    from retcodec.engine.percell import DEFAULT_PER_CELL_STEPS, per_cell_contributions
+
+    layers = _primary_layers(layers, contributions_tree, modes)
+    if per_cell is None:
+        n = len(windows)
+        per_cell = per_cell_contributions(model, windows, layers, steps=steps or DEFAULT_PER_CELL_STEPS,
+                                          window_index=typing_windows(n, max_windows), device=device,
+                                          progress=progress)
+    kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule)
+    profile = drive_profiles(per_cell, layers)
+    root = cluster_cells(profile, standardize=False, **kw)
+    root["drive_profile"] = profile.rename(feature="profile_feature").drop_vars(
+        ["layer", "channel", "sign"]).assign_coords(
+        profile_layer=("profile_feature", profile["layer"].values),
+        profile_channel=("profile_feature", profile["channel"].values),
+        profile_sign=("profile_feature", profile["sign"].values))
+    nodes: dict[str, xr.Dataset] = {}
+    for layer in layers:
+        nodes[f"drive/{layer}"] = cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw)
+    contribution_modes = {l: modes[l] for l in layers if l in modes}
+    if contribution_modes and all("modes" in ds for ds in contribution_modes.values()):
+        nodes["drive/modes"] = cluster_cells(drive_over_modes(per_cell, contribution_modes, layers),
+                                             standardize=False, **kw)
+    tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
+                   k_rule=k_rule)
+    for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
+        loadings = {l: source[l]["loadings"] for l in layers if l in source}
+        if loadings:
+            sub = cell_types(loadings, rates, **tree_kw)
+            for l in loadings:
+                nodes[f"controls/{family}/{l}"] = sub[l].to_dataset()
+    nodes["controls/rates"] = cluster_rates(rates, **tree_kw)
+    root = _primary_summary(root, nodes, layers, per_cell, n_init, kw)
+    root.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range), "k_rule": k_rule,
+                                        "random_state": random_state, "layers": list(layers),
+                                        "n_windows": int(per_cell.sizes.get("time", 0)),
+                                        "per_cell": dict(per_cell.attrs).get("parameters", "")},
+                                       method="cell_types_primary", primary=PRIMARY_FEATURES))
+    return xr.DataTree.from_dict({"/": root, **nodes})
+
+
+def _primary_layers(layers: Sequence[str] | None, tree: xr.DataTree | None,
+                    modes: Mapping[str, xr.Dataset]) -> list[str]:
+    if layers is not None:
+        out = list(layers)
+    elif tree is not None and tree.children:
+        out = [name for name in tree.children if "contribution" in tree[name].ds]
+    else:
+        out = [name for name in modes if not str(name).endswith("_activation")]
+    if not out:
+        raise ConfigurationError("no layers: give layers=, a contribution tree or contribution modes")
+    return out
+
+
+def _primary_summary(root: xr.Dataset, nodes: Mapping[str, xr.Dataset], layers: Sequence[str],
+                     per_cell: xr.DataTree, n_init: int, kw: Mapping[str, Any]) -> xr.Dataset:
+    from retcodec.analysis.drive import drive_profiles
+    from sklearn.metrics import adjusted_rand_score
+
+    names = ["primary"] + list(nodes)
+    sets = [root] + list(nodes.values())
+    root["method_k"] = ("method", [int(ds["chosen_k"]) for ds in sets], {"long_name": "chosen k"})
+    root = root.assign_coords(method=names)
+    if "ari_truth" in root:
+        ari = [float(ds["ari_truth"]) for ds in sets]
+        root["method_ari_truth"] = ("method", ari, {"long_name": "adjusted Rand index vs the true types"})
+        root.attrs["winner"] = names[int(np.argmax(ari))]
+    families, agreement = [], []
+    for family in ("drive", "controls/surprisal_modes", "controls/activation_modes"):
+        found = [f"{family}/{l}" for l in layers[:2] if f"{family}/{l}" in nodes]
+        if len(found) == 2:
+            families.append(family.split("/")[-1])
+            agreement.append(adjusted_rand_score(nodes[found[0]]["cluster"].values,
+                                                 nodes[found[1]]["cluster"].values))
+    if families:
+        root["layer_agreement"] = ("family", agreement,
+                                   {"long_name": f"adjusted Rand index of the {layers[0]} and {layers[1]} "
+                                                 f"clusterings of each feature family"})
+        root = root.assign_coords(family=families)
+    n_time = per_cell[layers[0]].sizes["time"]
+    if n_time >= 6:
+        k = int(root["chosen_k"])
+        halves = [drive_profiles(per_cell, layers, time_index=np.arange(i, n_time, 2)).values for i in (0, 1)]
+        labels = [kmeans_labels(h - h.mean(axis=0), k, kw["random_state"], n_init)[0] for h in halves]
+        root["half_agreement"] = ((), adjusted_rand_score(*labels), {
+            "long_name": "ARI of the primary clusterings (chosen k) of the even and odd windows"})
+    return root
