@@ -116,7 +116,7 @@ def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
 
 
 # =========================================================================== choosing k
-K_RULES = ("silhouette", "gap", "stability")
+K_RULES = ("silhouette", "gap", "stability", "silhouette_gap")
 DEFAULT_N_RESAMPLES = 20
 #: ``rule="stability"``: the largest k whose mean resampling ARI reaches this
 DEFAULT_STABILITY_THRESHOLD = 0.8
@@ -229,7 +229,9 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     k-means for each ``k`` in ``k_range`` (``n_init`` starts, ``random_state``),
     ``k`` chosen by ``k_rule`` (:func:`choose_k`: ``"silhouette"``, the
     largest silhouette score; ``"gap"``, the gap statistic; ``"stability"``,
-    agreement of clusterings of cell subsamples); Ward linkage of the same
+    agreement of clusterings of cell subsamples; ``"silhouette_gap"``, the
+    larger of the silhouette and gap choices, ``k_score`` then holding the gap
+    curve); Ward linkage of the same
     features; the Ward tree cut into the same number of clusters.
     ``standardize=False`` clusters the features as given (for features that
     already share one scale, e.g. drive fractions).
@@ -289,6 +291,11 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
         score[at], se[at] = gap[1:], gap_se[1:]
         chosen_k = max(usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
+    elif k_rule == "silhouette_gap":
+        gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
+        score[at], se[at] = gap[1:], gap_se[1:]
+        chosen_k = max(choose_k(all_ks, silhouette, se, "silhouette"),
+                       usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
     else:
         stab, stab_se = subsample_stability(x, usable, random_state, n_init, n_resamples)
         score[at], se[at] = stab, stab_se
@@ -499,12 +506,11 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                                           progress=progress)
     kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule)
     profile = drive_profiles(per_cell, layers)
+    # the root's feature dim has its own name: DataTree children share the parent's dims
+    profile = profile.rename(feature="primary_feature", layer="feature_layer", channel="feature_channel",
+                             sign="feature_sign")
     root = cluster_cells(profile, standardize=False, **kw)
-    root["drive_profile"] = profile.rename(feature="profile_feature").drop_vars(
-        ["layer", "channel", "sign"]).assign_coords(
-        profile_layer=("profile_feature", profile["layer"].values),
-        profile_channel=("profile_feature", profile["channel"].values),
-        profile_sign=("profile_feature", profile["sign"].values))
+    root["drive_profile"] = profile
     nodes: dict[str, xr.Dataset] = {}
     for layer in layers:
         nodes[f"drive/{layer}"] = cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw)
