@@ -173,7 +173,7 @@ def main() -> int:
                   f"k rule {args.k_rule}, {r['per_cell'][LAYERS[0]].sizes['time']} typing windows "
                   f"({time.perf_counter() - t0:.0f} s; {r['timings']})")
             rows = {str(m): (int(k), float(a)) for m, k, a in
-                    zip(root["method"].values, root["method_k"].values, root["method_ari_truth"].values)}
+                    zip(root["clustering"].values, root["clustering_k"].values, root["clustering_ari_truth"].values)}
             for m, (k, a) in rows.items():
                 print(f"  {m:34s} k={k:2d}  ARI={a:.3f}")
             agreement = dict(zip(root["family"].values.tolist(), root["layer_agreement"].values.tolist()))

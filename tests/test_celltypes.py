@@ -168,7 +168,8 @@ from retcodec.analysis.drive import drive_over_modes, drive_profiles
 N_CHANNELS = 4
 
 
-def planted_per_cell(seed: int = 0, types=TYPES, n_time: int = 40, gains=None) -> xr.DataTree:
+def planted_per_cell(seed: int = 0, types=TYPES, n_time: int = 40, gains=None,
+                     jitter: float = 0.05) -> xr.DataTree:
     """A per-cell contribution tree whose mean drive profile is set by the cell's type (times a gain)."""
     rng = np.random.default_rng(seed)
     names = sorted(set(types), key=list(types).index)
@@ -178,6 +179,7 @@ def planted_per_cell(seed: int = 0, types=TYPES, n_time: int = 40, gains=None) -
     children = {}
     for layer, pattern in patterns.items():
         c = np.stack([gains[i] * pattern[names.index(t)] for i, t in enumerate(types)])     # (cell, ch, sign)
+        c = c * (1 + jitter * rng.uniform(-1, 1, size=c.shape))                              # cell jitter
         c = c[None] * rng.uniform(0.5, 1.5, size=(n_time, len(types), 1, 1))
         c[..., 0] *= -1                                                                      # neg part
         children[layer] = xr.Dataset(
@@ -200,7 +202,7 @@ def test_drive_profiles_are_gain_free_signed_fractions():
         assert (block.sel(feature=block["sign"] == "neg") <= 0).all()
     mean = tree["conv1"]["contribution"].mean("time").isel(cell=4).values.ravel()
     np.testing.assert_allclose(p.sel(feature=p["layer"] == "conv1").isel(cell=4), mean / np.abs(mean).sum())
-    same = drive_profiles(planted_per_cell(gains=np.ones(12)))
+    same = drive_profiles(planted_per_cell(gains=np.ones(12)))          # same seed: same jitter
     np.testing.assert_allclose(p.values, same.values, atol=1e-12)         # gains drop out
     half = drive_profiles(tree, ["conv0"], time_index=np.arange(0, 40, 2))
     assert half.sizes["feature"] == N_CHANNELS * 2
@@ -237,16 +239,25 @@ def test_choose_k_rules_on_known_curves():
         choose_k(ks, gap, se, "elbow")
 
 
-@pytest.mark.parametrize("rule", ["gap", "stability", "silhouette"])
+@pytest.mark.parametrize("rule", ["silhouette_gap", "gap", "silhouette"])
 def test_k_rules_find_well_separated_planted_types(rule):
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(4, 6)) * 10
     labels = np.repeat(np.arange(4), 5)
     x = xr.DataArray(centres[labels] + rng.normal(size=(20, 6)), dims=("cell", "feature"))
-    ds = cluster_cells(x, k_range=range(2, 8), k_rule=rule, true_types=labels.astype(str), n_resamples=8)
+    ds = cluster_cells(x, k_range=range(2, 8), k_rule=rule, true_types=labels.astype(str))
     assert int(ds["chosen_k"]) == 4 and float(ds["ari_truth"]) == 1.0
     assert ds.attrs["k_rule"] == rule and np.isfinite(ds["k_score"].sel(k=4))
     assert float(ds["ari_truth_by_k"].sel(k=4)) == 1.0
+
+
+def test_stability_is_perfect_at_the_planted_k():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 6)) * 10
+    labels = np.repeat(np.arange(4), 5)
+    x = xr.DataArray(centres[labels] + rng.normal(size=(20, 6)), dims=("cell", "feature"))
+    ds = cluster_cells(x, k_range=range(2, 8), k_rule="stability", n_resamples=6)
+    assert float(ds["k_score"].sel(k=4)) == 1.0 and int(ds["chosen_k"]) >= 4
 
 
 def test_gap_and_stability_curves_shapes():
@@ -272,19 +283,20 @@ def test_primary_types_and_controls(tmp_path):
     modes = {l: xr.Dataset({"loadings": z.isel(time=slice(0, 40)).assign_coords(time=rates["time"].values)})
              for l, z in loadings.items()}
     tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
-                              k_range=range(2, 6), k_rule="gap")
+                              k_range=range(2, 6), k_rule="silhouette_gap")
     root = tree.to_dataset()
     assert int(root["chosen_k"]) == 3 and float(root["ari_truth"]) == 1.0
     np.testing.assert_array_equal(root["cluster"].values, np.tile([0, 1, 2], 4))
     np.testing.assert_array_equal(root["true_type"].values, TYPES)
     assert root["drive_profile"].dims == ("cell", "primary_feature")
     assert root["k_score"].dims == ("k",) and root["silhouette"].dims == ("k",)
-    methods = list(root["method"].values)
+    methods = list(root["clustering"].values)
     assert methods[0] == "primary" and {"drive/conv0", "drive/conv1", "controls/rates",
                                         "controls/surprisal_modes/conv0",
                                         "controls/activation_modes/conv1"} <= set(methods)
-    assert all(tree[m].attrs["k_rule"] == "gap" for m in methods[1:])
-    np.testing.assert_array_equal(root["method_ari_truth"].sel(method=["primary", "drive/conv0"]), [1.0, 1.0])
+    assert all(tree[m].attrs["k_rule"] == "silhouette_gap" for m in methods[1:])
+    np.testing.assert_array_equal(root["clustering_ari_truth"].sel(clustering=["primary", "drive/conv0"]),
+                                  [1.0, 1.0])
     assert float(root["layer_agreement"].sel(family="drive")) == 1.0
     assert float(root["half_agreement"]) == 1.0
     assert tree.attrs["winner"] in methods

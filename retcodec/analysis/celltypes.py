@@ -438,7 +438,7 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
 #: windows used for per-cell contributions (evenly spaced over the stimulus)
 DEFAULT_TYPING_WINDOWS = 400
 #: the k rule of the primary clustering and of every control (validated on simulated retinas)
-PRIMARY_K_RULE = "gap"
+PRIMARY_K_RULE = "silhouette_gap"
 #: the primary features: both layers' drive profiles, concatenated, as fractions (not standardised)
 PRIMARY_FEATURES = "drive profiles of all layers combined"
 
@@ -487,8 +487,8 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
         Root: the primary clustering (:func:`cluster_cells` of the combined
         drive profiles: ``cluster (cell)``, ``features``, ``k_score (k)``,
         ``silhouette (k)``, ``chosen_k``, ...), ``true_type`` coordinate and
-        ``ari_truth`` when known, ``method_k (method)`` and ``method_ari_truth
-        (method)`` for every clustering, ``layer_agreement (family)`` (ARI of the
+        ``ari_truth`` when known, ``clustering_k (clustering)`` and ``clustering_ari_truth
+        (clustering)`` for every clustering, ``layer_agreement (family)`` (ARI of the
         first two layers' clusterings per feature family), ``half_agreement``
         (ARI of the primary clusterings of the even and odd halves of the
         windows at the chosen k) and attrs ``primary``, ``winner``. Children:
@@ -556,11 +556,11 @@ def _primary_summary(root: xr.Dataset, nodes: Mapping[str, xr.Dataset], layers: 
 
     names = ["primary"] + list(nodes)
     sets = [root] + list(nodes.values())
-    root["method_k"] = ("method", [int(ds["chosen_k"]) for ds in sets], {"long_name": "chosen k"})
-    root = root.assign_coords(method=names)
+    root["clustering_k"] = ("clustering", [int(ds["chosen_k"]) for ds in sets], {"long_name": "chosen k"})
+    root = root.assign_coords(clustering=names)
     if "ari_truth" in root:
         ari = [float(ds["ari_truth"]) for ds in sets]
-        root["method_ari_truth"] = ("method", ari, {"long_name": "adjusted Rand index vs the true types"})
+        root["clustering_ari_truth"] = ("clustering", ari, {"long_name": "adjusted Rand index vs the true types"})
         root.attrs["winner"] = names[int(np.argmax(ari))]
     families, agreement = [], []
     for family in ("drive", "controls/surprisal_modes", "controls/activation_modes"):
