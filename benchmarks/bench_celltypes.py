@@ -130,6 +130,32 @@ def k_rule_table(per_cell: xr.DataTree, truth: np.ndarray, seed: int) -> dict[st
     return out
 
 
+def feature_variants(per_cell: xr.DataTree, truth: np.ndarray, rule: str, seed: int) -> dict[str, tuple]:
+    """(k, ARI at that k, ARI at the true k) of variants of the drive features (for analysis only)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    n_true = len(set(truth))
+    variants = {"combined": (drive_profiles(per_cell, LAYERS), False),
+                "combined, standardised": (drive_profiles(per_cell, LAYERS), True)}
+    for layer in LAYERS:
+        variants[layer] = (drive_profiles(per_cell, [layer]), False)
+    # per-window fractions, then averaged over windows
+    blocks = []
+    for layer in LAYERS:
+        c = per_cell[layer]["contribution"].transpose("time", "cell", "channel", "sign").values
+        c = c.reshape(c.shape[0], c.shape[1], -1)
+        norm = np.abs(c).sum(-1, keepdims=True)
+        blocks.append(np.divide(c, norm, out=np.zeros_like(c), where=norm > 0).mean(0))
+    variants["per-window fractions"] = (xr.DataArray(np.concatenate(blocks, 1), dims=("cell", "feature")), False)
+    out = {}
+    for name, (f, std) in variants.items():
+        ds = cluster_cells(f, standardize=std, k_rule=rule, random_state=seed, true_types=truth)
+        x = ds["features"].values
+        at_true = adjusted_rand_score(truth, kmeans_labels(x, n_true, seed)[0])
+        out[name] = (int(ds["chosen_k"]), round(float(ds["ari_truth"]), 3), round(at_true, 3))
+    return out
+
+
 def subsample_table(per_cell: xr.DataTree, truth: np.ndarray, k: int, seed: int) -> dict[str, float]:
     """ARI with the full-window clustering (and with truth) on evenly spaced subsets of the windows."""
     from sklearn.metrics import adjusted_rand_score
@@ -184,10 +210,13 @@ def main() -> int:
                   np.round(root["ari_truth_by_k"].values, 3).tolist())
             rules = k_rule_table(r["per_cell"], r["truth"], args.seed)
             print("  k rules on the primary features:", {k: (v[0], round(v[1], 3)) for k, v in rules.items()})
+            variants = feature_variants(r["per_cell"], r["truth"], args.k_rule, args.seed)
+            print("  feature variants (k, ARI, ARI at true k):", variants)
             sub = subsample_table(r["per_cell"], r["truth"], int(root["chosen_k"]), args.seed)
             print("  typing on window subsets vs all typing windows (ARI):", {k: round(v, 3) for k, v in sub.items()})
             results[r["name"]] = {"methods": rows, "layer_agreement": agreement, "k_rules": rules,
                                   "half_agreement": float(root["half_agreement"]), "subsets": sub,
+                                  "variants": variants,
                                   "n_types": n_types, "timings": r["timings"]}
     if len(results) > 1:
         print("\n=== mean ARI over retinas")
