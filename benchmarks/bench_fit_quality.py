@@ -42,8 +42,9 @@ def main() -> None:
         r, o = a["median_correlation"], a.get("median_oracle", np.nan)
         print(f"median correlation {r:.3f}  (target >= {TARGET_CORRELATION}: ratio {r / TARGET_CORRELATION:.2f})")
         print(f"median oracle      {o:.3f}  (reference, from the repeats in this run)")
-        frac = a.get("median_fraction_of_oracle", np.nan)
-        print(f"median r / oracle  {frac:.3f}  (target >= {TARGET_FRACTION}: ratio {frac / TARGET_FRACTION:.2f})")
+        frac = a.get("median_normalized_correlation", np.nan)
+        print(f"median r / ceiling {frac:.3f}  (noise-ceiling-normalised; target >= {TARGET_FRACTION}: "
+              f"ratio {frac / TARGET_FRACTION:.2f})")
         print(f"median FEVE        {a.get('median_feve', np.nan):.3f}")
 
 

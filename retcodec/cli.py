@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from retcodec._version import __version__
-from retcodec.errors import RetcodecError
+from retcodec.defaults import DEVICE, LAYERS, METHODS, RANDOM_STATE, STEPS
+from retcodec.errors import ConfigurationError, RetcodecError
+
+__all__ = ["build_parser", "main"]
 
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -21,7 +24,7 @@ def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> 
                    help="recording file <root>/<expt>/<stim>.h5 or a data root (default: bundled in-silico data)")
     p.add_argument("--experiment", help="experiment folder under a data root (default: the model's dataset)")
     p.add_argument("--stim-type", help="stimulus file stem (default: the model's stim_type)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--device", default=DEVICE, help=f"torch device, e.g. cpu or cuda (default: {DEVICE})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,23 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "interneurons -> statistics -> figures -> report")
     _add_model_data(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: ./results)")
-    p.add_argument("--layers", default="conv0,conv1", help="comma-separated hidden layers (default: conv0,conv1)")
-    p.add_argument("--steps", type=int, default=20, help="integration steps (default: 20)")
-    p.add_argument("--method", default="ig", choices=["ig", "actgrad", "inputgrad", "smoothgrad"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", default=",".join(LAYERS),
+                   help=f"comma-separated hidden layers (default: {','.join(LAYERS)})")
+    p.add_argument("--steps", type=int, default=STEPS, help=f"integration steps (default: {STEPS})")
+    p.add_argument("--method", default=METHODS[0], choices=METHODS)
+    p.add_argument("--seed", type=int, default=RANDOM_STATE, help="random seed of every stage")
     p.add_argument("--workers", type=int, default=0, help="dask workers for contributions (0: serial)")
     p.add_argument("--interneurons", type=Path, nargs="*",
                    help="interneuron files or folders (default: the bundled ones; give none to skip)")
     p.add_argument("--max-windows", type=int, default=None, help="analyse only the first N test windows")
+    p.add_argument("--quick", action="store_true",
+                   help="a complete but rougher report in about a minute (fewer windows, seeds and shifts)")
     p.add_argument("--force", action="store_true", help="recompute finished stages")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("contributions", help="stage 1: contributions to the surprisal target (netCDF)")
     _add_model_data(p)
     p.add_argument("--out", type=Path, required=True, help="output file, e.g. contributions.nc")
-    p.add_argument("--layers", default="conv0,conv1")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--method", default="ig", choices=["ig", "actgrad", "inputgrad", "smoothgrad"])
+    p.add_argument("--layers", default=",".join(LAYERS))
+    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--method", default=METHODS[0], choices=METHODS)
     p.add_argument("--target", default="surprisal", help="surprisal, sum, or cell:<id>")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--scheduler", help="dask scheduler address (default: a LocalCluster)")
@@ -60,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("contributions", type=Path, help="contributions.nc from `retcodec contributions`")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sign", default="pos", choices=["pos", "both"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("types", help="stage 3: cluster cells by the modes that drive them")
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path)
     p.add_argument("--data", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
 
     p = sub.add_parser("irf", help="instantaneous receptive fields of chosen cells and times")
     _add_model_data(p)
@@ -85,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
+    p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="per-cell test correlation, FEVE and repeat ceiling")
@@ -95,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write the in-silico retina's recordings in the published layouts")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("regenerate", help="simulate + fit + evaluate the bundled default from scratch")
     p.add_argument("--work", type=Path, default=Path("work/regenerate"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--no-bundle", action="store_true", help="do not copy into datasets/ and models/")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
     p = sub.add_parser("classifier", help="CODEC on an image classifier: contributions, modes, "
                                           "class correlation, ablation controls, report")
@@ -121,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=224, help="folder images: centre crop (default 224)")
     p.add_argument("--max-per-class", type=int, default=None, help="folder images: first N per class")
     p.add_argument("--max-epochs", type=int, default=300, help="mode fitting epochs (default 300)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=RANDOM_STATE)
+    p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
     return parser
 
@@ -197,10 +203,159 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_stage(args: argparse.Namespace) -> int:
-    from retcodec.pipeline import run as pipeline
+def _cmd_run(args: argparse.Namespace) -> int:
+    from retcodec.pipeline.run import run
 
-    return pipeline.cli_stage(args)
+    inter = args.interneurons
+    summary = run(args.model, args.data, experiment=args.experiment, stim_type=args.stim_type,
+                  out=str(args.out), layers=args.layers, steps=args.steps, method=args.method,
+                  device=args.device, random_state=args.seed, workers=args.workers,
+                  interneurons=None if inter is None else tuple(map(str, inter)),
+                  max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet)
+    print(f"results in {summary['out']}; open {summary['report']}")
+    return 0
+
+
+def _parse_target(spec: str, model) -> object:
+    """``surprisal``, ``sum`` or ``cell:<id>`` -> a target the engine accepts."""
+    from retcodec.engine.targets import CellRate
+
+    if spec.startswith("cell:"):
+        value = spec.split(":", 1)[1]
+        try:
+            cell = int(value)
+        except ValueError:
+            raise ConfigurationError(f"--target cell:<id> needs an integer cell id, got {value!r}") from None
+        return CellRate(cell, cells=model.meta.get("cells"))
+    if spec == "sum":
+        return "sum_of_rates"
+    if spec != "surprisal":
+        raise ConfigurationError(f"--target must be surprisal, sum or cell:<id>, got {spec!r}")
+    return spec
+
+
+def _cmd_contributions(args: argparse.Namespace) -> int:
+    from retcodec.engine.contributions import contributions
+    from retcodec.io.locking import hold_lock
+    from retcodec.io.recordings import model_windows
+    from retcodec.io.storage import check_output_file
+
+    out = check_output_file(args.out, "--out")
+    if args.workers < 0:
+        raise ConfigurationError(f"--workers must be 0 (serial) or a positive number, got {args.workers}")
+    model, rec, _ = _resolve_inputs(args)
+    target = _parse_target(args.target, model)
+    w = model_windows(rec, model, args.max_windows)
+    kw: dict = {}
+    if args.workers or args.scheduler:
+        kw.update(backend="dask", n_workers=args.workers or 2, scheduler=args.scheduler)
+    with hold_lock(out.with_name(out.name + ".lock"), f"output {out}"):
+        contributions(model, w, layers=_split(args.layers), method=args.method, steps=args.steps,
+                      target=target, device=args.device, out=out, progress=not args.quiet, **kw)
+    print(f"wrote {out}")
+    return 0
+
+
+def _split(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ConfigurationError(f"--layers must name at least one layer, got {spec!r}")
+    return names
+
+
+def _open_results(path: Path, what: str, needs: str):
+    """Open a results file of retcodec (a DataTree), with a clear error when it is not one."""
+    import xarray as xr
+
+    from retcodec.errors import MissingDataError
+
+    if not path.is_file():
+        raise MissingDataError(f"{what} {path} does not exist (or is not a file)")
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf")
+    except Exception as err:  # noqa: BLE001 - any reader failure means: not our file
+        raise ConfigurationError(f"{what} {path} is not a netCDF/HDF5 file retcodec can read ({err}); "
+                                 f"give {needs}") from None
+    return tree
+
+
+def _cmd_modes(args: argparse.Namespace) -> int:
+    from retcodec.io.storage import check_output_file
+    from retcodec.modes import ContributionModes, fit_layer, save_modes
+
+    out = check_output_file(args.out, "--out")
+    tree = _open_results(args.contributions, "contributions file",
+                         "the contributions.nc written by `retcodec contributions` or `retcodec run`")
+    layers = [name for name in tree.children if "contribution" in tree[name].to_dataset()]
+    if not layers:
+        raise ConfigurationError(f"{args.contributions} holds no layer with a 'contribution' variable; give "
+                                 f"the contributions.nc written by `retcodec contributions`")
+    result = {}
+    for layer in layers:
+        ds = fit_layer(ContributionModes(random_state=args.seed, sign=args.sign),
+                       tree[layer]["contribution"].load(), sign=args.sign, layer=layer)
+        result[layer] = ds
+        print(f"{layer}: {ds.sizes['mode']} modes, R2 = {float(ds['r2']):.3f}")
+    save_modes(result, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_types(args: argparse.Namespace) -> int:
+    from retcodec.analysis.celltypes import cell_types
+    from retcodec.analysis.rates import model_rates
+    from retcodec.io.storage import check_output_file, write_netcdf_atomic
+    from retcodec.modes import load_modes
+
+    out = check_output_file(args.out, "--out")
+    tree = _open_results(args.contributions, "contributions file",
+                         "the contributions.nc written by `retcodec contributions` or `retcodec run`")
+    _open_results(args.modes, "modes file", "the modes.nc written by `retcodec modes` or `retcodec run`")
+    modes = load_modes(args.modes)
+    if not isinstance(modes, dict):
+        modes = {"layer": modes}
+    loadings = {k: v["loadings"] for k, v in modes.items() if not k.endswith("_activation")}
+    res = cell_types(loadings, model_rates(tree), random_state=args.seed)
+    write_netcdf_atomic(res, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _parse_cells(spec: str | None) -> list[int] | None:
+    if not spec:
+        return None
+    try:
+        return [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigurationError(f"--cells must be comma-separated integer cell ids, got {spec!r}") from None
+
+
+def _parse_times(spec: str, n: int) -> list[int]:
+    """``"a:b:s"`` or ``"i,j,k"`` -> window positions."""
+    try:
+        if ":" in spec:
+            parts = [int(p) if p else None for p in spec.split(":")]
+            return list(range(n))[slice(*parts)]
+        return [int(p) for p in spec.split(",")]
+    except (ValueError, TypeError):
+        raise ConfigurationError(f"--times must look like 0:500:10 or 3,17,42, got {spec!r}") from None
+
+
+def _cmd_irf(args: argparse.Namespace) -> int:
+    from retcodec.analysis.irf import irf
+    from retcodec.io.recordings import model_windows
+    from retcodec.io.storage import check_output_file, write_netcdf_atomic
+
+    out = check_output_file(args.out, "--out")
+    cells = _parse_cells(args.cells)
+    model, rec, _ = _resolve_inputs(args)
+    w = model_windows(rec, model)
+    times = _parse_times(args.times, len(w)) if args.times else None
+    res = irf(model, w, cells=cells, times=times, device=args.device, out=out, progress=True)
+    if not out.exists():
+        write_netcdf_atomic(res.to_dataset(name="irf"), out)
+    print(f"wrote {out}")
+    return 0
 
 
 def _cmd_classifier(args: argparse.Namespace) -> int:
@@ -236,8 +391,8 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "simulate": _cmd_simulate,
-            "regenerate": _cmd_regenerate, "run": _cmd_stage, "contributions": _cmd_stage,
-            "modes": _cmd_stage, "types": _cmd_stage, "irf": _cmd_stage,
+            "regenerate": _cmd_regenerate, "run": _cmd_run, "contributions": _cmd_contributions,
+            "modes": _cmd_modes, "types": _cmd_types, "irf": _cmd_irf,
             "classifier": _cmd_classifier}
 
 
@@ -245,7 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])])
+        parser.print_help()
+        print("\nGive a command; `retcodec run --out results` analyses the bundled default.", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args)
     except RetcodecError as err:
@@ -255,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"retcodec {args.command}: interrupted; finished outputs are kept, "
               f"rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:
+        print(f"retcodec {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ so that generic handlers keep working.
 """
 from __future__ import annotations
 
+__all__ = ["RetcodecError", "CheckpointError", "UnsafeCheckpointError", "UnknownModelTypeError",
+           "RecordingError", "MissingDataError", "ShapeError", "NonFiniteError", "CellMismatchError",
+           "ConfigurationError", "DeviceError", "CorruptCheckpointError", "InvalidModelError",
+           "RecordingValueError", "FileInUseError", "UnreadableFileError"]
+
 
 class RetcodecError(Exception):
     """Base class of all retcodec errors."""
@@ -46,3 +51,36 @@ class CellMismatchError(RetcodecError, ValueError):
 
 class ConfigurationError(RetcodecError, ValueError):
     """An argument combination or option value is not valid."""
+
+
+class BusyError(RetcodecError, RuntimeError):
+    """A results folder or output file is in use by another retcodec process."""
+
+
+class OutputPathError(RetcodecError, ValueError):
+    """An output path cannot be written (a folder where a file is expected, read-only, ...)."""
+
+
+class DeviceError(ConfigurationError):
+    """A requested torch device is unknown or not available on this machine."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's bytes are damaged: truncated, empty, or a zip checksum (CRC-32) fails."""
+
+
+class InvalidModelError(CheckpointError):
+    """A checkpoint reads but holds values no trained model can have (NaN weights, a negative
+    batch-norm variance, receptive-field centres outside the image, an out-of-range pruned channel)."""
+
+
+class RecordingValueError(RecordingError):
+    """A recording or interneuron file holds values of the wrong kind or outside their plausible range."""
+
+
+class FileInUseError(RetcodecError, OSError):
+    """A file is locked by another process (e.g. an HDF5 file open for writing elsewhere)."""
+
+
+class UnreadableFileError(RetcodecError, PermissionError):
+    """A file exists but this process may not read it, or it is not a regular file."""

@@ -1,6 +1,6 @@
 """Fit the published ``VaryModel`` CNN layout to a recording (``retcodec fit``).
 
-The published training recipe (published-formats §1, §3.4): Poisson loss on the
+The published training recipe (``docs/method.md`` §10.3): Poisson loss on the
 rates, L1 on the outputs, L2 on the weights (Adam's ``weight_decay``), windows of
 40 frames z-scored with the train split's global mean/std. Here the validation
 set is a contiguous held-out slice at the end of the train split (separated by
@@ -28,7 +28,9 @@ from scipy import ndimage
 
 from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.analysis.evaluation import pearson
+from retcodec.analysis.metrics import pearson
+
+__all__ = ["FitConfig", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
 
 
 @dataclass
@@ -370,7 +372,7 @@ def _validate(model: torch.nn.Module, data: WindowBatches, idx: np.ndarray, cfg:
         ys.append(data.targets(b))
     p, y = torch.cat(preds), torch.cat(ys)
     loss = float(torch.nn.functional.poisson_nll_loss(p, y, log_input=False))
-    return loss, float(np.mean(pearson(p.numpy().T, y.numpy().T)))
+    return loss, float(np.mean(np.nan_to_num(pearson(p.numpy().T, y.numpy().T), nan=0.0)))
 
 
 def _progress(it: Sequence[int], enabled: bool, **kw: Any):

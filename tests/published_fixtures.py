@@ -1,6 +1,6 @@
 """Checkpoint files in the published Baccus-lab layout, built from the specification.
 
-Written from ``published-formats.md`` §1-3 only: state dicts are assembled key
+Written from the published checkpoint layout (docs/formats.md) only: state dicts are assembled key
 by key with plain tensors and saved with plain ``torch.save`` of dicts; nothing
 here uses retcodec, so tests that load these files check retcodec against an
 independent reading of the specification. Other test modules import:

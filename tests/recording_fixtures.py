@@ -1,7 +1,7 @@
 """Tiny files in the published recording and interneuron layouts, written with plain h5py.
 
 Independent of ``retcodec.write_recording``/``write_interneurons`` so that the
-readers are tested against the layout of published-formats.md §3.1 and §4.1,
+readers are tested against the published recording and interneuron layouts (docs/formats.md),
 not against retcodec's own writer.
 """
 from __future__ import annotations

@@ -158,8 +158,8 @@ def test_a_single_window_per_set_has_no_within_pairs(model, windows, loadings, r
 
 def test_draws_are_seeded_and_rates_default_to_the_mean(model, windows, loadings, rates):
     kwargs = dict(cells=[0], max_times_per_set=1, mean_irf=False)
-    a = combination_irfs(model, windows, loadings, rates, ["0"], seed=5, rate_threshold=5.0, **kwargs)
-    b = combination_irfs(model, windows, loadings, rates, ["0"], seed=5, rate_threshold=5.0, **kwargs)
+    a = combination_irfs(model, windows, loadings, rates, ["0"], random_state=5, rate_threshold=5.0, **kwargs)
+    b = combination_irfs(model, windows, loadings, rates, ["0"], random_state=5, rate_threshold=5.0, **kwargs)
     np.testing.assert_array_equal(a["selected_time"].values, b["selected_time"].values)
     varying = rates.copy(data=np.tile(np.arange(8.0)[:, None], (1, 5)))       # rate = window index
     c = combination_irfs(model, windows, loadings, varying, ["0"], **kwargs)

@@ -6,13 +6,14 @@ import pytest
 import xarray as xr
 
 from retcodec.errors import CellMismatchError, ShapeError
-from retcodec.analysis.evaluation import evaluate, feve, format_evaluation, jackknife_oracle, pearson
+from retcodec.analysis.evaluation import evaluate, feve, format_evaluation, jackknife_oracle
+from retcodec.analysis.metrics import pearson
 
 
 def test_pearson_known_values():
     a = np.array([[1.0, 2, 3, 4], [1, 1, 1, 1]])
     b = np.array([[2.0, 4, 6, 8], [3, 1, 2, 5]])
-    np.testing.assert_allclose(pearson(a, b), [1.0, 0.0])          # constant row -> 0, not NaN
+    np.testing.assert_allclose(pearson(a, b), [1.0, np.nan])       # constant row -> NaN (documented)
     np.testing.assert_allclose(pearson(a[0], -b[0]), -1.0)
 
 
@@ -66,9 +67,23 @@ def test_evaluate_with_a_given_prediction():
     ev = evaluate(None, rec, prediction=pred)
     assert list(ev["cell"].values) == [4, 7] and list(ev["cell_type"].values) == ["on", "off"]
     np.testing.assert_allclose(ev["correlation"], pearson(s[:, 40:], reps.mean(0)[:, 40:]))
-    assert (ev["fraction_of_oracle"] > 1).all()        # the truth beats a single trial
+    # the true signal is at the noise ceiling of the trial average
+    np.testing.assert_allclose(ev["normalized_correlation"], 1.0, atol=0.02)
+    assert (ev["ceiling"] < 1).all() and (ev["ceiling"] > 0.9).all()
     np.testing.assert_allclose(ev["feve"], 1.0, atol=0.05)
     assert ev.attrs["n_windows"] == 2960
     assert "median_correlation" in ev.attrs and "cell" in format_evaluation(ev)
     with pytest.raises(CellMismatchError, match="predicts 1 cells"):
         evaluate(None, rec, prediction=pred.isel(cell=[0]))
+
+
+def test_trial_average_ceiling_matches_its_closed_form():
+    """Signal s with unit variance plus noise of variance v in R repeats: CC_max^2 = 1 / (1 + v / R)."""
+    from retcodec.analysis.evaluation import trial_average_ceiling
+    rng = np.random.default_rng(0)
+    R, T, v = 5, 200_000, 4.0
+    s = rng.normal(size=(1, T))
+    reps = s[None] + rng.normal(scale=np.sqrt(v), size=(R, 1, T))
+    np.testing.assert_allclose(trial_average_ceiling(reps), np.sqrt(1 / (1 + v / R)), atol=0.01)
+    with pytest.raises(ShapeError):
+        trial_average_ceiling(reps[:1])

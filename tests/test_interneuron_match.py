@@ -74,7 +74,7 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def matched(setup):
     model, _, bipolars, amacrines = setup
-    return match_interneurons(model, [bipolars, amacrines], n_shifts=N_SHIFTS, seed=0)
+    return match_interneurons(model, [bipolars, amacrines], n_shifts=N_SHIFTS, random_state=0)
 
 
 def _best(ds, cell_id):
@@ -136,7 +136,7 @@ def test_correlations_equal_direct_pearson(setup, matched):
 
 def test_half_split_with_another_seed(setup, matched):
     model, _, bipolars, _ = setup
-    half = match_interneurons(model, bipolars, n_shifts=N_SHIFTS, seed=1, split="half")
+    half = match_interneurons(model, bipolars, n_shifts=N_SHIFTS, random_state=1, split="half")
     assert half.attrs["split"] == "half" and half.attrs["seed"] == 1
     assert _best(half, "bipolars_test/0") == BIPOLAR_UNIT
     assert float(half.heldout_correlation.sel(interneuron="bipolars_test/0")) > 0.9
@@ -195,7 +195,7 @@ def test_type_match_with_unit_type_mapping(setup, matched):
     model, _, bipolars, amacrines = setup
     labels = {(layer, c): "off" for layer in ("conv0", "conv1") for c in range(4)}
     labels[BIPOLAR_UNIT[:2]] = "on"
-    ds = match_interneurons(model, bipolars, n_shifts=N_SHIFTS, seed=0, unit_types=labels)
+    ds = match_interneurons(model, bipolars, n_shifts=N_SHIFTS, random_state=0, unit_types=labels)
     # same seed, same file position: the same shifts as in `matched` (deterministic)
     xr.testing.assert_allclose(ds.null_heldout_correlation,
                                matched.null_heldout_correlation.sel(interneuron=ds.interneuron))

@@ -163,3 +163,66 @@ def test_reading_leaves_the_file_unchanged(bipolar_file):
     interneuron_windows(tree["lines"])[0][0:3]
     assert file_fingerprint(bipolar_file) == before
     assert isinstance(tree, xr.DataTree)
+
+
+# --------------------------------------------------------------------------- bad values
+import os  # noqa: E402
+
+from retcodec.errors import RecordingValueError, UnreadableFileError  # noqa: E402
+from retcodec.io.interneurons import MAX_ABS_VALUE  # noqa: E402
+
+
+def _flash_file(tmp_path, stimulus=None, vm=None):
+    stimulus = np.sin(np.arange(T) / 3.0) if stimulus is None else stimulus
+    return write_published_interneurons(tmp_path / "amacrines_x.h5",
+                                        {"flashes": (stimulus, _vm() if vm is None else vm)})
+
+
+@pytest.mark.parametrize("stimulus, vm, error, match", [
+    (np.full(T, b"1"), None, RecordingValueError, "bytes"),
+    (np.ones(T, np.complex64) * np.arange(T), None, RecordingValueError, "complex"),
+    (None, np.full((N_CELLS, T), b"1.0"), RecordingValueError, "bytes"),
+    (None, _vm().astype(np.complex128), RecordingValueError, "complex"),
+    (None, _vm() * 1e30, RecordingValueError, "MAX_ABS_VALUE"),
+    (np.arange(T) * 1e30, None, RecordingValueError, "plausible"),
+    (np.full(T, 0.5), None, RecordingValueError, "constant"),
+    (None, np.vstack([_vm()[:2], np.full((1, T), 3.0)]), RecordingValueError, r"constant for cells \[2\]"),
+    (np.where(np.arange(T) == 5, np.nan, 1.0), None, NonFiniteError, "NaN"),
+], ids=["bytes-stimulus", "complex-stimulus", "bytes-vm", "complex-vm", "huge-vm", "huge-stimulus",
+        "constant-stimulus", "constant-cell", "nan-stimulus"])
+def test_bad_interneuron_values_are_refused(tmp_path, stimulus, vm, error, match):
+    path = _flash_file(tmp_path, stimulus, vm)
+    with pytest.raises(error, match=match) as info:
+        load_interneurons(path)
+    assert "amacrines_x.h5" in str(info.value)
+
+
+def test_write_interneurons_refuses_the_same_values(tmp_path):
+    for stimulus, vm, match in [(np.full(T, b"1"), _vm(), "bytes"), (np.arange(T, dtype=float), _vm() * 1e30,
+                                                                      "plausible"),
+                                (np.arange(T, dtype=float), np.full((N_CELLS, T), b"x"), "bytes")]:
+        with pytest.raises(RecordingValueError, match=match):
+            write_interneurons(tmp_path / "bipolars_w.h5", {"flashes": (stimulus, vm)})
+    assert not (tmp_path / "bipolars_w.h5").exists()
+    assert MAX_ABS_VALUE == 1e6
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_interneuron_file_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "bipolars_late_2012.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        load_interneurons(fifo)
+
+
+@pytest.mark.parametrize("stim_types", [5, [1, 2], {"boxes": 1}])
+def test_stim_types_must_be_names(bipolar_file, stim_types):
+    with pytest.raises(ConfigurationError, match="stim_types must be a list"):
+        load_interneurons(bipolar_file, stim_types=stim_types)
+
+
+def test_bad_history_and_node(bipolar_file):
+    with pytest.raises(ConfigurationError, match="history"):
+        load_interneurons(bipolar_file, history="40")
+    with pytest.raises(RecordingError, match="membrane_potential"):
+        interneuron_windows(np.zeros(3))

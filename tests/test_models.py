@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import sys
 import types
@@ -423,7 +424,7 @@ def test_predict_input_errors_and_state(published, windows):
     with pytest.raises(NonFiniteError):
         predict(model, bad)
     assert model.training                          # restored after the error
-    with pytest.raises(ConfigurationError, match="not a torch device"):
+    with pytest.raises(ConfigurationError, match="not a device name"):
         load_model(published[0], device="gpu0")
 
 
@@ -431,3 +432,190 @@ def test_load_model_device_argument(published):
     model = load_model(published[0], device=torch.device("cpu"))
     assert model.device == torch.device("cpu")
     assert model.sequential[9].coords.device == torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- invalid values (refused)
+from retcodec.errors import DeviceError, InvalidModelError  # noqa: E402
+from retcodec.io.models import check_weights, model_from_checkpoint  # noqa: E402
+
+
+def _refused(tmp_path, error=InvalidModelError, legacy=False, **changes) -> str:
+    checkpoint = spec.make_published_checkpoint(seed=1)
+    checkpoint = {**checkpoint, **changes}
+    spec.write_published_checkpoint(tmp_path / "m.pt", checkpoint, legacy=legacy)
+    with pytest.raises(error) as info:
+        load_model(tmp_path / "m.pt")
+    return str(info.value)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("key, value", [
+    ("sequential.8.weight", float("nan")), ("sequential.0.convs.12.bias", float("inf")),
+    ("sequential.10.scale", float("-inf")), ("sequential.1.running_mean", float("nan"))])
+def test_non_finite_weights_are_refused(tmp_path, legacy, key, value):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = value
+    message = _refused(tmp_path, legacy=legacy, model_state_dict=state)
+    assert key in message and "NaN or Inf" in message and "clean copy" in message
+
+
+@pytest.mark.parametrize("key", ["sequential.1.running_var", "sequential.10.running_var"])
+def test_negative_batch_norm_variance_is_refused(tmp_path, key):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state[key] = state[key].clone()
+    state[key][0] = -0.5
+    message = _refused(tmp_path, model_state_dict=state)
+    assert key in message and "negative" in message
+
+
+def test_negative_variance_of_a_bncnn_is_refused(tmp_path):
+    checkpoint = spec.make_published_checkpoint(seed=2, model_type="BNCNN", dataset="15-10-07")
+    state = OrderedDict(checkpoint["model_state_dict"])
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key] = -state[key].abs() - 1
+    spec.write_published_checkpoint(tmp_path / "m.pt", {**checkpoint, "model_state_dict": state})
+    with pytest.raises(InvalidModelError, match="negative"):
+        load_model(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_weights_of_a_non_float_dtype_are_refused(tmp_path, dtype):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state["sequential.8.weight"] = state["sequential.8.weight"].to(dtype)
+    assert "real floating point" in _refused(tmp_path, model_state_dict=state)
+
+
+def test_sparse_weights_are_refused(tmp_path):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state["sequential.10.shift"] = state["sequential.10.shift"].to_sparse()
+    assert "dense CPU tensors" in _refused(tmp_path, model_state_dict=state)
+
+
+@pytest.mark.parametrize("center", [(500, 500), (-40, -40), (50, 10), (10, 50), (-1, 0)])
+def test_centres_outside_the_image_are_refused(tmp_path, center):
+    centers = np.array(spec.SPEC_CENTERS["15-11-21b"])
+    centers[3] = center
+    hyps = {**spec.published_hyps("15-11-21b"), "centers": centers}
+    message = _refused(tmp_path, hyps=hyps, centers=centers)
+    assert "outside the 50x50 image" in message and f"cell 3: {list(center)}" in message
+
+
+def test_centres_inside_the_image_keep_the_published_clipping(tmp_path):
+    centers = np.array(spec.SPEC_CENTERS["15-11-21b"])
+    centers[0], centers[1] = (0, 0), (49, 49)          # corners: clipped onto the map's edges
+    hyps = {**spec.published_hyps("15-11-21b"), "centers": centers}
+    checkpoint = {**spec.make_published_checkpoint(seed=1), "hyps": hyps, "centers": centers}
+    spec.write_published_checkpoint(tmp_path / "m.pt", checkpoint)
+    coords = load_model(tmp_path / "m.pt").sequential[9].coords
+    assert coords[0].tolist() == [0, 0] and coords[1].tolist() == [15, 15]
+
+
+@pytest.mark.parametrize("centers", [np.full((17, 2), np.nan), np.full((17, 2), 20.5),
+                                     np.array(["a"] * 34).reshape(17, 2)], ids=["nan", "fraction", "text"])
+def test_centres_that_are_not_pixels_are_refused(tmp_path, centers):
+    hyps = {**spec.published_hyps("15-11-21b"), "centers": centers}
+    _refused(tmp_path, hyps=hyps, centers=centers)
+
+
+def test_stored_grab_coords_off_the_map_are_refused(tmp_path):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state["sequential.9.coords"] = torch.full((17, 2), 40, dtype=torch.long)
+    assert "0..15" in _refused(tmp_path, model_state_dict=state)
+
+
+@pytest.mark.parametrize("zero_dict, match", [
+    ({"conv0": {8}}, r"channels \[8\].*8 output channels"),
+    ({"conv0": {-1}}, r"channels \[-1\]"),
+    ({"conv2": {17}}, r"channels \[17\].*17 output channels"),
+    ({"conv1": {"a"}}, "integer channel indices"),
+    ({"conv9": {0}}, "unknown layer"),
+    ([("conv0", {1})], "must map layer names"),
+])
+def test_bad_zero_dict_is_refused(tmp_path, zero_dict, match):
+    message = _refused(tmp_path, zero_dict=zero_dict)
+    assert re.search(match, message), message
+
+
+def test_apply_zero_dict_out_of_range_is_a_configuration_error(published):
+    model = load_model(published[0])
+    before = model.layers["conv0"].bias.clone()
+    with pytest.raises(ConfigurationError, match=r"valid: 0..7"):
+        model.apply_zero_dict({"conv0": {1, 99}})
+    assert torch.equal(model.layers["conv0"].bias, before)     # nothing zeroed
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("n_units", 10 ** 9, "n_units"), ("chans", [8, 10 ** 6], "chans"), ("chans", "abc", "chans"),
+    ("ksizes", [15, 11, 0], "ksizes"), ("img_shape", [40, 50], "img_shape"),
+    ("drop_p", 5, "drop_p"), ("bnorm_d", 3, "bnorm_d"), ("noise", float("nan"), "noise"),
+])
+def test_bad_hyps_are_refused_before_allocating(tmp_path, key, value, match):
+    hyps = {**spec.published_hyps("15-11-21b"), key: value}
+    message = _refused(tmp_path, error=CheckpointError, hyps=hyps, **{key: value})
+    assert match in message
+
+
+def test_hyps_describing_far_more_weights_than_stored_are_refused(tmp_path):
+    hyps = {**spec.published_hyps("15-11-21b"), "chans": [4000, 4000]}
+    message = _refused(tmp_path, error=CheckpointError, hyps=hyps, chans=[4000, 4000])
+    assert "describe a VaryModel with" in message
+
+
+def test_model_from_checkpoint_refuses_non_mappings():
+    with pytest.raises(CheckpointError, match="not the dict"):
+        model_from_checkpoint([1, 2])
+
+
+def test_check_weights_on_a_built_model(published):
+    model = load_model(published[0])
+    check_weights(model)
+    with torch.no_grad():
+        model.sequential[5].running_var[0] = -1
+    with pytest.raises(InvalidModelError, match=r"sequential\.5\.running_var"):
+        check_weights(model)
+
+
+def test_predict_refuses_non_finite_outputs(published):
+    model = load_model(published[0])
+    with torch.no_grad():
+        model.sequential[10].shift.fill_(float("inf"))
+    with pytest.raises(NonFiniteError, match="returned NaN or Inf"):
+        predict(model, np.zeros((2, 40, 50, 50), dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- devices
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_device_error_before_reading(tmp_path, published, monkeypatch):
+    reads = []
+    monkeypatch.setattr("retcodec.io.models.load_checkpoint", lambda *a: reads.append(a))
+    with pytest.raises(DeviceError, match="needs a CUDA GPU") as info:
+        load_model(published[0], device="cuda")
+    assert "'cpu'" in str(info.value) and not reads
+    with pytest.raises(DeviceError, match="CUDA"):
+        predict(model_from_checkpoint(load_checkpoint(published[0])),
+                np.zeros((1, 40, 50, 50), np.float32), device="cuda:0")
+
+
+def test_finite_weights_that_overflow_are_refused(tmp_path):
+    state = OrderedDict(spec.make_published_checkpoint(seed=1)["model_state_dict"])
+    state["sequential.10.shift"] = torch.full_like(state["sequential.10.shift"], 3e38)
+    state["sequential.10.scale"] = torch.full_like(state["sequential.10.scale"], 3e38)
+    assert "blank (mean-grey) stimulus" in _refused(tmp_path, model_state_dict=state)
+
+
+@pytest.mark.parametrize("cells", [[-1] + list(range(16)), [0] * 17, [0.5] * 17, ["a"] * 17])
+def test_bad_cells_are_refused(tmp_path, cells):
+    hyps = {**spec.published_hyps("15-11-21b"), "cells": cells}
+    _refused(tmp_path, error=CheckpointError, hyps=hyps, cells=cells)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8", True])
+def test_predict_bad_batch_size(published, batch_size):
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        predict(load_model(published[0]), np.zeros((1, 40, 50, 50), np.float32), batch_size=batch_size)
+
+
+def test_predict_needs_a_retina_model():
+    with pytest.raises(ConfigurationError, match="RetinaCNN"):
+        predict(torch.nn.Linear(2, 2), np.zeros((1, 40, 50, 50), np.float32))

@@ -95,9 +95,10 @@ def test_norm_stats_cache_follows_file_changes(tmp_path):
     splits = {"train": published_split(2, 50, seed=3), "test": published_split(2, 45, seed=4)}
     write_published_recording(path, splits)
     first = stimulus_norm_stats(path)
-    splits["train"]["stimulus"] = np.full_like(splits["train"]["stimulus"], 9)
+    alternating = np.where(np.arange(50) % 2, 8, 10).astype(np.uint8)[:, None, None]
+    splits["train"]["stimulus"] = np.broadcast_to(alternating, (50, 50, 50)).copy()
     write_published_recording(path, splits)
-    assert stimulus_norm_stats(path) == {"mean": 9.0, "std": 1e-7} != first
+    assert stimulus_norm_stats(path) == {"mean": 9.0, "std": 1.0 + 1e-7} != first
 
 
 # --------------------------------------------------------------------------- windows
@@ -449,3 +450,137 @@ def test_reading_leaves_the_file_unchanged(rec_file):
     with load_recording(rec_file) as ds:
         windows(ds).rate()
     assert file_fingerprint(rec_file) == before
+
+
+# --------------------------------------------------------------------------- bad values
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import os  # noqa: E402
+
+from retcodec.errors import FileInUseError, RecordingValueError, UnreadableFileError  # noqa: E402
+from retcodec.io.recordings import MAX_RATE_HZ  # noqa: E402
+
+
+def _replace_dataset(path, name, value):
+    with h5py.File(path, "a") as h5:
+        del h5[name]
+        h5.create_dataset(name, data=value)
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("test/stimulus", np.full((100, 50, 50), b"ab"), "bytes"),
+    ("train/stimulus", np.full((90, 50, 50), b"ab"), "bytes"),
+    ("test/stimulus", np.ones((100, 50, 50), np.complex64), "complex"),
+    ("test/response/firing_rate_10ms", np.full((N_CELLS, T_TEST), b"1.5"), "bytes"),
+    ("test/response/firing_rate_10ms", np.ones((N_CELLS, T_TEST), np.complex128), "complex"),
+    ("test/response/binned", np.full((N_CELLS, T_TEST), b"1"), "bytes"),
+    ("test/response/firing_rate_10ms",
+     np.zeros((N_CELLS, T_TEST), dtype=[("a", "f4"), ("b", "f4")]), "compound"),
+], ids=["bytes-stimulus", "bytes-train-stimulus", "complex-stimulus", "bytes-rate", "complex-rate",
+        "bytes-binned", "compound-rate"])
+def test_non_numeric_datasets_are_refused(rec_file, name, value, match):
+    _replace_dataset(rec_file, name, value)
+    with pytest.raises(RecordingValueError, match=match) as info:
+        load_recording(rec_file)
+    assert "real numbers" in str(info.value) and name.split("/")[-1] in str(info.value)
+
+
+@pytest.mark.parametrize("value, match", [(-0.5, "negative"), (1e30, "plausible limit"),
+                                          (MAX_RATE_HZ * 1.01, "MAX_RATE_HZ")])
+def test_implausible_rates_are_refused_naming_the_cells(rec_file, value, match):
+    with h5py.File(rec_file, "a") as h5:
+        h5["test/response/firing_rate_10ms"][4, 10] = value
+    with pytest.raises(RecordingValueError, match=match) as info:
+        load_recording(rec_file)
+    assert "cells [4]" in str(info.value)
+    with load_recording(rec_file, cells=[0, 1]) as ds:      # the other cells still load
+        assert ds.sizes["cell"] == 2
+
+
+def test_negative_spike_counts_and_repeats_are_refused(rec_file):
+    with h5py.File(rec_file, "a") as h5:
+        del h5["test/response/binned"]
+        h5["test/response/binned"] = -np.ones((N_CELLS, T_TEST), np.int16)
+    with pytest.raises(RecordingValueError, match="negative spike counts"):
+        load_recording(rec_file)
+
+
+def test_negative_repeats_are_refused(rec_file):
+    with h5py.File(rec_file, "a") as h5:
+        h5["test/repeats/cell02"][0, 3] = -7
+    with pytest.raises(RecordingValueError, match=r"repeats.*cells \[1\]"):
+        load_recording(rec_file)
+
+
+def test_constant_train_stimulus_is_refused(rec_file):
+    _replace_dataset(rec_file, "train/stimulus", np.full((T_TRAIN, 50, 50), 128, np.uint8))
+    with pytest.raises(RecordingValueError, match="constant") as info:
+        load_recording(rec_file)
+    assert "1e9" in str(info.value)
+
+
+def test_complex_or_bytes_arrays_are_refused_by_windows():
+    with pytest.raises(RecordingValueError, match="complex"):
+        windows(np.ones((50, 50, 50), np.complex64), norm_stats=[0, 1])
+    with pytest.raises(RecordingValueError, match="bytes"):
+        windows(np.full((50, 5, 5), b"x"), norm_stats=[0, 1])
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("firing_rate_10ms", -np.ones((2, 50)), "negative"),
+    ("firing_rate_10ms", np.full((2, 50), 1e30), "plausible"),
+    ("firing_rate_10ms", np.full((2, 50), b"x"), "bytes"),
+    ("binned", -np.ones((2, 50), int), "negative"),
+    ("stimulus", np.ones((50, 50, 50), complex), "complex"),
+])
+def test_write_recording_refuses_bad_values(tmp_path, key, value, match):
+    split = {"stimulus": np.zeros((50, 50, 50), np.uint8), "firing_rate_10ms": np.ones((2, 50)),
+             "binned": np.ones((2, 50), int)}
+    with pytest.raises(RecordingValueError, match=match):
+        write_recording(tmp_path / "r.h5", train={**split, key: value}, test=split)
+    assert not (tmp_path / "r.h5").exists()
+
+
+_HOLD_OPEN = ("import h5py, sys; f = h5py.File(sys.argv[1], 'a'); print('open', flush=True); "
+              "sys.stdin.read()")
+
+
+def test_file_locked_by_another_process_is_reported_as_in_use(rec_file, monkeypatch):
+    monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_OPEN, str(rec_file)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(FileInUseError, match="in use by another process") as info:
+            load_recording(rec_file)
+        assert "truncated" not in str(info.value) and "corrupt" not in str(info.value)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with load_recording(rec_file) as ds:                  # free again once the writer is gone
+        assert ds.sizes["cell"] == N_CELLS
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifo_recording_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / EXPT / "naturalscene.h5"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        load_recording(fifo)
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        stimulus_norm_stats(fifo)
+
+
+@pytest.mark.parametrize("history", ["abc", 1.5, 0, -3, True, None])
+def test_bad_history_is_a_configuration_error(rec_file, history):
+    with load_recording(rec_file) as ds:
+        with pytest.raises(ConfigurationError, match="history must be a whole number"):
+            windows(ds, history=history)
+
+
+@pytest.mark.parametrize("norm_stats", [{"mean": "a", "std": 1}, ["x", "y"], {"mean": 0, "std": [1, 2]}])
+def test_norm_stats_that_are_not_numbers(rec_file, norm_stats):
+    with load_recording(rec_file) as ds:
+        with pytest.raises(ConfigurationError, match="norm_stats"):
+            windows(ds, norm_stats=norm_stats)

@@ -1,4 +1,4 @@
-"""Statistics of §8: Hoyer sparsity, E/I correlation, dimensionality, per-layer summaries."""
+"""Statistics of docs/method.md §9: Hoyer sparsity, E/I correlation, dimensionality, per-layer summaries."""
 from __future__ import annotations
 
 import numpy as np

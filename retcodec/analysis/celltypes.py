@@ -1,4 +1,4 @@
-"""Cell types from modes (``codec-method.md`` §5).
+"""Cell types from modes (``docs/method.md`` §6).
 
 For each layer, every cell is described by how its rate follows each mode:
 ``M[k, j] = corr(z_j, y_k)``, the Pearson correlation over windows of mode

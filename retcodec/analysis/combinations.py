@@ -1,4 +1,4 @@
-"""Mode combinations and how instantaneous receptive fields change with them (``codec-method.md`` §6).
+"""Mode combinations and how instantaneous receptive fields change with them (``docs/method.md`` §7).
 
 At each window some modes are active (loading above a small threshold). The
 set of active modes is the window's *combination*, labelled by the active modes'
@@ -19,10 +19,11 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, _rank1_matrices, _resolve_stimulus, _window_shape,
+from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, rank1_matrices, resolve_stimulus, window_shape,
                   iter_irf, model_cells)
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, match_times
+from retcodec.compat import accept_seed_alias
 
 __all__ = ["mode_combinations", "combination_irfs", "combination_label", "NONE_LABEL"]
 
@@ -217,17 +218,18 @@ def _pairwise_similarity(filters: list[np.ndarray]) -> tuple[np.ndarray, np.ndar
     return within, across, corr[upper & same], corr[upper & ~same]
 
 
+@accept_seed_alias
 def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, rates: xr.DataArray,
                      combinations: xr.Dataset | Sequence[str] | None = None,
                      cells: Sequence[int] | None = None, *, rate_threshold: float | None = None,
-                     max_times_per_set: int = 20, seed: int = 0, threshold: float = 0.05,
+                     max_times_per_set: int = 20, random_state: int = 0, threshold: float = 0.05,
                      mean_irf: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
                      device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
     """IRFs at windows where a mode combination is active, per combination and cell.
 
     For each combination ``s`` and cell ``k``: the windows labelled ``s`` where
     the cell's rate exceeds its threshold (at most ``max_times_per_set`` drawn
-    at random with ``seed``); the IRFs there (:func:`retcodec.analysis.irf.irf`), each
+    at random with ``random_state``); the IRFs there (:func:`retcodec.analysis.irf.irf`), each
     IRF's rank-1 filters (:func:`retcodec.analysis.irf.rank1`), their averages, and the
     similarity of the spatial filters within and across combinations.
 
@@ -280,18 +282,18 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
     if not sets:
         raise ConfigurationError("there is no combination to analyse (no frequent set of active modes); "
                                  "lower the threshold or pass combinations=")
-    source = _resolve_stimulus(model, stimulus)
+    source = resolve_stimulus(model, stimulus)
     window_of_row = match_times(source.time, loadings["time"].values,
                                 what="the stimulus windows (time)", reference="loadings")
     thresholds = _rate_thresholds(rates, rate_threshold)
     firing = rates.values > thresholds[None, :]
-    chosen = _select_times(labels, firing, sets, int(max_times_per_set), seed)
+    chosen = _select_times(labels, firing, sets, int(max_times_per_set), random_state)
     result = _irfs_of_choice(model, source, cell_ids, chosen, window_of_row, mean_irf,
                              batch_size, device, progress)
     return _combination_dataset(result, chosen, sets, cell_ids, loadings, thresholds,
-                                _window_shape(source), mean_irf,
+                                window_shape(source), mean_irf,
                                 dict(rate_threshold=rate_threshold, max_times_per_set=max_times_per_set,
-                                     seed=seed, threshold=threshold, batch_size=batch_size,
+                                     seed=random_state, threshold=threshold, batch_size=batch_size,
                                      device=str(device)))
 
 
@@ -331,7 +333,7 @@ def _irfs_of_choice(model: nn.Module, source: Any, cell_ids: np.ndarray, chosen:
                  for s, k in needed[int(row)]]
         offset += len(values)
         stacked = np.stack([values[i, k] for i, _, _, k in pairs])
-        spatial, temporal, _, share, _, _ = _rank1_matrices(stacked.reshape(len(pairs), values.shape[2], -1))
+        spatial, temporal, _, share, _, _ = rank1_matrices(stacked.reshape(len(pairs), values.shape[2], -1))
         for j, (i, row, s, k) in enumerate(pairs):
             filters[(s, k, row)] = (spatial[j], temporal[j], share[j])
             if mean_irf:

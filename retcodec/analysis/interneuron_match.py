@@ -1,6 +1,6 @@
 """Compare model hidden units with intracellular interneuron recordings, fairly.
 
-The published comparison (published-formats.md §4.2) correlates each recorded
+The published comparison (``docs/method.md`` §8) correlates each recorded
 cell's membrane potential ``Vm`` with every model unit (layer, channel, row,
 column) and reports the best correlation: a maximum over about 10⁴ units,
 biased upward, with no chance level. :func:`match_interneurons` keeps the
@@ -62,6 +62,8 @@ from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, 
 from retcodec.io.interneurons import cell_class_from_name, interneuron_windows, load_interneurons
 from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.recordings import Windows
+from retcodec.devices import resolve_device
+from retcodec.compat import accept_seed_alias
 
 __all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
            "layer_activations", "SPLITS"]
@@ -138,7 +140,7 @@ def _evaluating(model: torch.nn.Module, device: str | torch.device) -> Iterator[
     """The model in eval mode on ``device``; its device and train state are restored afterwards."""
     home = next(model.parameters()).device
     was_training = model.training
-    target = torch.device(device)
+    target = resolve_device(device)
     model.to(target).eval()
     try:
         yield target
@@ -479,11 +481,12 @@ def _unit_type_table(unit_types: UnitTypes, geometry: _LayerGeometry) -> dict[tu
 
 
 # --------------------------------------------------------------------------- public API
+@accept_seed_alias
 def match_interneurons(model: torch.nn.Module,
                        interneurons: InterneuronInput | Sequence[InterneuronInput],
                        layers: Sequence[str] | str = ("conv0", "conv1"),
                        split: str = "alternate", n_blocks: int = 10, n_shifts: int = 50,
-                       min_shift: int | None = None, seed: int = 0, batch_size: int = 256,
+                       min_shift: int | None = None, random_state: int = 0, batch_size: int = 256,
                        device: str | torch.device = "cpu", unit_types: UnitTypes | None = None,
                        stim_types: Sequence[str] | None = None, absolute: bool = False,
                        progress: bool = False) -> xr.Dataset:
@@ -504,9 +507,9 @@ def match_interneurons(model: torch.nn.Module,
         How the time points are split into selection and held-out halves:
         ``"alternate"`` (``n_blocks`` interleaved blocks per stimulus type,
         default) or ``"half"`` (first half / second half).
-    n_shifts, min_shift, seed
+    n_shifts, min_shift, random_state
         Circular shifts of ``Vm`` for the chance level: ``n_shifts`` offsets
-        drawn with ``numpy.random.default_rng([seed, file_position])``, each at
+        drawn with ``numpy.random.default_rng([random_state, file_position])``, each at
         least ``min_shift`` samples (default the window length) from 0.
     batch_size, device, progress
         Windows per forward pass, where to compute, a tqdm bar over batches.
@@ -559,7 +562,7 @@ def match_interneurons(model: torch.nn.Module,
     if unit_types is not None:
         _require_truth_types(trees, stim_types)
     files = [_prepare_file(label, tree, model, history, stim_types, split, n_blocks, n_shifts,
-                           min_shift, np.random.default_rng([seed, position]))
+                           min_shift, np.random.default_rng([random_state, position]))
              for position, (label, tree) in enumerate(trees)]
     from tqdm.auto import tqdm
 
@@ -581,7 +584,7 @@ def match_interneurons(model: torch.nn.Module,
     if table is not None:
         result = _add_type_match(result, table)
     result.attrs = _attrs(model, files, geometry, split=split, n_blocks=n_blocks, n_shifts=n_shifts,
-                          min_shift=min_shift, seed=seed, absolute=absolute, attrs=result.attrs)
+                          min_shift=min_shift, seed=random_state, absolute=absolute, attrs=result.attrs)
     return result
 
 

@@ -1,4 +1,4 @@
-"""Instantaneous receptive fields (IRF) and their rank-1 space-time filters (``codec-method.md`` §6).
+"""Instantaneous receptive fields (IRF) and their rank-1 space-time filters (``docs/method.md`` §7).
 
 The IRF of cell ``k`` at window ``t`` is the gradient of the model rate with
 respect to the stimulus window, ``IRF_k(t) = ∂y_k / ∂x (x_t)``: a
@@ -57,6 +57,7 @@ from retcodec.io.architectures import LinearStackedConv2d
 from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path
+from retcodec.devices import resolve_device
 
 __all__ = ["irf", "iter_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
            "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE"]
@@ -86,7 +87,7 @@ class _Source:
         return len(self.time)
 
 
-def _resolve_stimulus(model: nn.Module, stimulus: Any) -> _Source:
+def resolve_stimulus(model: nn.Module, stimulus: Any) -> _Source:
     """Windows of any accepted input, checked against ``model.img_shape``."""
     if isinstance(stimulus, _Source):
         return stimulus
@@ -254,7 +255,7 @@ class _Gradients:
 
     def __init__(self, model: nn.Module, positions: np.ndarray, device: Any, dtype: torch.dtype,
                  transpose: str = "auto") -> None:
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = resolve_device(device), dtype
         self.net = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.positions = torch.as_tensor(positions, device=self.device)
         first = _affine_first_layer(self.net)
@@ -375,13 +376,13 @@ def _plan(model: nn.Module, stimulus: Any, cells: Any, times: Any, batch_size: i
     if transpose not in TRANSPOSE_METHODS:
         raise ConfigurationError(f"transpose must be one of {TRANSPOSE_METHODS}, got {transpose!r}")
     _torch_dtype(dtype)
-    source = _resolve_stimulus(model, stimulus)
+    source = resolve_stimulus(model, stimulus)
     positions, ids = _resolve_cells(model, cells)
     return _Plan(source, _resolve_times(times, len(source)), positions, ids, int(batch_size),
-                 device, np.dtype(dtype), transpose, model, _window_shape(source))
+                 device, np.dtype(dtype), transpose, model, window_shape(source))
 
 
-def _window_shape(source: _Source) -> tuple[int, ...]:
+def window_shape(source: _Source) -> tuple[int, ...]:
     shape = getattr(source.windows, "shape", None)
     if shape is None:
         shape = np.shape(source.windows[0:1])
@@ -594,9 +595,9 @@ def rank1(irf: xr.DataArray | np.ndarray, block: int = 256) -> xr.Dataset:
     da = da.transpose(*lead, "lag", "y", "x")
     n_lag, height, width = (da.sizes[d] for d in ("lag", "y", "x"))
     lead_shape = tuple(da.sizes[d] for d in lead)
-    parts = [_rank1_matrices(m.reshape(-1, n_lag, height * width)) for m in _blocks(da, lead, block)]
+    parts = [rank1_matrices(m.reshape(-1, n_lag, height * width)) for m in _blocks(da, lead, block)]
     if not parts:                                   # a leading dim of size 0
-        parts = [_rank1_matrices(np.zeros((0, n_lag, height * width)))]
+        parts = [rank1_matrices(np.zeros((0, n_lag, height * width)))]
     out = dict(zip(("spatial", "temporal", "singular_value", "share", "offset", "peak"),
                    (np.concatenate(p) for p in zip(*parts))))
     lag_values = da["lag"].values if "lag" in da.coords else np.arange(n_lag)
@@ -646,7 +647,7 @@ def _blocks(da: xr.DataArray, lead: list[str], block: int) -> Iterator[np.ndarra
         yield np.asarray(da.isel({lead[0]: slice(start, start + step)}).values, dtype=np.float64)
 
 
-def _rank1_matrices(m: np.ndarray) -> tuple[np.ndarray, ...]:
+def rank1_matrices(m: np.ndarray) -> tuple[np.ndarray, ...]:
     """Rank-1 terms of ``(N, L, P)`` matrices: spatial, temporal, s1, share, offset, peak index.
 
     The first singular triplet comes from the eigen-decomposition of the smaller

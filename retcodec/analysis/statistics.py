@@ -1,4 +1,4 @@
-"""Statistics the CODEC paper reports (``codec-method.md`` §8), on labelled data.
+"""Statistics the CODEC paper reports (``docs/method.md`` §9), on labelled data.
 
 * :func:`hoyer` — Hoyer sparsity ``(√n − ‖v‖₁/‖v‖₂) / (√n − 1)`` of a vector:
   1 for a one-hot vector, 0 for a constant one.
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from retcodec.analysis.metrics import pearson
 
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
@@ -68,17 +70,6 @@ def _hoyer_last_axis(v: np.ndarray) -> np.ndarray:
         ratio = np.where(l2 > 0, l1 / np.where(l2 > 0, l2, 1.0), np.nan)
     ratio = np.where(np.isnan(l2), np.nan, ratio)
     return (np.sqrt(n) - ratio) / (np.sqrt(n) - 1.0)
-
-
-def pearson(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Pearson correlation of ``a`` and ``b`` along ``axis`` (NaN where either is constant)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a = a - a.mean(axis=axis, keepdims=True)
-    b = b - b.mean(axis=axis, keepdims=True)
-    denom = np.sqrt(np.sum(a * a, axis=axis) * np.sum(b * b, axis=axis))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, np.sum(a * b, axis=axis) / np.where(denom > 0, denom, 1.0), np.nan)
 
 
 def dimensionality(x: Any, variance: float = 0.95, *, dim: str = "time") -> int:

@@ -1,4 +1,4 @@
-"""CODEC for image classifiers (``codec-method.md`` §7): any torch classifier, any image set.
+"""CODEC for image classifiers (``docs/method.md`` §12): any torch classifier, any image set.
 
 :func:`load_classifier` wraps a network (hidden layers by dotted module name);
 :func:`as_image_set` reads arrays, DataLoaders or ``class/*.jpg`` folder trees;

@@ -1,4 +1,4 @@
-"""CODEC on an image classifier (``codec-method.md`` §7-8): contributions, modes, classes, controls.
+"""CODEC on an image classifier (``docs/method.md`` §12): contributions, modes, classes, controls.
 
 Per image ``i`` and layer channel ``c``: the E/I-split contributions
 ``C (image, channel, sign)`` to a scalar target (top-1 logit by default) from

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from retcodec.report.figures import save_figure
 from retcodec.modes import save_modes
 from retcodec.io.provenance import provenance_attrs
-from retcodec.report.html import CSS, _img, _table
+from retcodec.report.html import CSS, embed_png, html_table
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
 from .adapter import ClassifierAdapter
 from .analysis import (DEFAULT_FRACTIONS, channel_order, classifier_statistics, control_experiments,
@@ -186,8 +186,8 @@ def _stats_rows(stats: xr.Dataset) -> list[dict[str, Any]]:
 
 def _layer_section(layer: str, numbers: Mapping[str, Mapping[str, float]], figs: Sequence[Path]) -> str:
     rows = [{"modes from": s, **v} for s, v in numbers.items()]
-    return (f"<h2>Layer <code>{html.escape(layer)}</code></h2>{_table(rows)}"
-            + "".join(_img(p) for p in figs))
+    return (f"<h2>Layer <code>{html.escape(layer)}</code></h2>{html_table(rows)}"
+            + "".join(embed_png(p) for p in figs))
 
 
 def _write_report(out: Path, tree: xr.DataTree, summary: Mapping[str, Any], sections: Sequence[str]) -> Path:
@@ -200,7 +200,7 @@ def _write_report(out: Path, tree: xr.DataTree, summary: Mapping[str, Any], sect
              "<p class='note'>best_class_correlation: mean over classes of the largest mode–class "
              "Pearson r. Specificity: ablation AUC(off) − AUC(on), preservation AUC(on) − AUC(off); "
              "positive means the class's mode matters more for that class.</p>")
-    stats = f"<h2>Layer statistics</h2>{_table(list(summary['statistics']))}"
+    stats = f"<h2>Layer statistics</h2>{html_table(list(summary['statistics']))}"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CODEC classifier study</title>"
             f"<style>{CSS}</style></head><body>{intro}{''.join(sections)}{stats}"
             f"<p class='note'>retcodec {html.escape(str(attrs['retcodec_version']))}, "

@@ -1,4 +1,4 @@
-"""Contributions of hidden units to a scalar target: the core of CODEC (``codec-method.md`` §2-3).
+"""Contributions of hidden units to a scalar target: the core of CODEC (``docs/method.md`` §3-4).
 
 :func:`contributions` computes, for every stimulus window and every requested
 hidden layer, each unit's contribution ``C_h`` to the target ``S(F(x))``, splits
@@ -56,8 +56,9 @@ from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.storage import write_netcdf_atomic
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
-from retcodec.engine.network import METHODS, SIGNS, Engine, Settings
+from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
+from retcodec.compat import accept_seed_alias
 
 __all__ = ["contributions", "METHODS", "QUADRATURES", "quadrature_rule"]
 
@@ -66,14 +67,15 @@ DEFAULT_CHUNK_SIZE = 256
 
 
 # =========================================================================== public API
+@accept_seed_alias
 def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = ("conv0", "conv1"),
                   method: str = "ig", steps: int = 20, target: Any = "surprisal",
                   baseline: float | np.ndarray = 0.0, *, quadrature: str = "trapezoid",
                   batch_size: int = 16, device: str | torch.device = "cpu",
                   dtype: str = "float32", maps: bool = False, out: str | Path | None = None,
-                  chunk_size: int | None = None, resume: bool = True, progress: bool = True,
+                  chunk_size: int | None = None, resume: bool = True, progress: bool = False,
                   backend: str = "serial", scheduler: Any = None, n_workers: int = 2,
-                  fast: bool = True, n_samples: int = 20, sigma: float = 0.1, seed: int = 0,
+                  fast: bool = True, n_samples: int = 20, sigma: float = 0.1, random_state: int = 0,
                   shrinkage: float | str | None = "ledoit-wolf",
                   on_chunk: Callable[[int, int, int], None] | None = None) -> xr.DataTree:
     """Contributions of hidden units to a target, per window, split E/I and summed over space.
@@ -110,7 +112,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``scheduler`` is a Client, a cluster, an address, or None for a
         ``LocalCluster(n_workers, threads_per_worker=1)``).
     fast : use the linear first layer when the model has one (``False``: plain path).
-    n_samples, sigma, seed : ``"smoothgrad"`` noise (sigma in stimulus units).
+    n_samples, sigma, random_state : ``"smoothgrad"`` noise (sigma in stimulus units) and its seed.
     on_chunk : called as ``on_chunk(index, start, stop)`` after each newly computed chunk is stored.
 
     Returns
@@ -126,7 +128,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``completeness_residual (time)`` and, with ``maps``, ``contribution_map``.
     """
     settings = _settings(model, layers, method, steps, quadrature, maps, batch_size,
-                         n_samples, sigma, seed, dtype)
+                         n_samples, sigma, random_state, dtype)
     backend = _check_choice("backend", backend, ("serial", "dask"))
     source = StimulusSource(stimulus, model)
     chunk_size = _chunk_size(chunk_size, source.n, backend, n_workers, batch_size)
@@ -171,11 +173,13 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     if isinstance(layers, str):
         layers = (layers,)
     layers = tuple(layers)
-    valid = list(getattr(model, "layers", {}) or {})
+    valid = list(layer_modules(model))
     unknown = [name for name in layers if name not in valid]
     if not layers or unknown or len(set(layers)) != len(layers):
-        raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of "
-                                 f"{valid}, at least one, no repeats")
+        shown = valid if len(valid) <= 40 else valid[:40] + ["..."]
+        raise ConfigurationError(f"layers {list(layers)} are not valid: each must name a hidden layer "
+                                 f"of the model (model.layers or a dotted module path), e.g. "
+                                 f"{shown}; at least one, no repeats")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigurationError(f"steps must be an integer >= 1, got {steps!r}")
     if method == "ig":

@@ -15,9 +15,10 @@ from retcodec.io.architectures import AbsBatchNorm, GaussianNoise, GrabUnits, Li
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.engine.targets import Target
 from retcodec.engine.quadrature import quadrature_rule, weighted_sum
+from retcodec.devices import resolve_device
 
 __all__ = ["Settings", "Engine", "FastNetwork", "PlainNetwork", "rebuild_engine", "space_sum",
-           "layer_layouts", "to_numpy", "window_noise", "METHODS", "SIGNS"]
+           "layer_layouts", "layer_modules", "to_numpy", "window_noise", "METHODS", "SIGNS"]
 
 METHODS = ("ig", "actgrad", "inputgrad", "smoothgrad")
 SIGNS = ("neg", "pos")
@@ -255,7 +256,7 @@ class PlainNetwork:
         self.layers = tuple(layers)
         self._captured: dict[str, torch.Tensor] = {}
         for name in self.layers:
-            model.layers[name].register_forward_hook(self._hook(name))
+            layer_modules(model)[name].register_forward_hook(self._hook(name))
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -293,7 +294,7 @@ class Engine:
                  target: Target | None = None) -> None:
         self._args = (model, settings, baseline, str(device), fast)
         self.settings = settings
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = settings.torch_dtype
         work = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         work.requires_grad_(False)
@@ -460,6 +461,18 @@ def space_sum(t: torch.Tensor, layout: str = "channels") -> torch.Tensor:
             raise ShapeError(f"a 'tokens' layer must give (batch, tokens, dim), got {tuple(t.shape)}")
         return t.sum(dim=1)
     return t.sum(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t
+
+
+def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every hidden layer a caller can name: ``model.layers`` (retcodec's retina models:
+    ``conv0``, ``conv1``, ... = the convolution outputs before batch norm) first, then
+    every submodule by its dotted path (``"2"``, ``"features.3"``, ``"_blocks.5"``), whose
+    output is the hidden layer, as in Captum."""
+    named = dict(getattr(model, "layers", None) or {})
+    for name, module in model.named_modules():
+        if name and name not in named:
+            named[name] = module
+    return named
 
 
 def layer_layouts(model: nn.Module, layers: Sequence[str]) -> dict[str, str]:

@@ -5,8 +5,8 @@ differentiable scalar per sample, shape ``(batch,)``. Every target derives from
 :class:`Target`, which also says how to record the target's parameters in the
 contribution tree (:meth:`Target.parameters`, :meth:`Target.to_attrs`).
 
-Retina targets: :class:`Surprisal` (the paper's default, see ``codec-method.md``
-§1), :class:`CellRate`, :class:`SumOfRates`. Classifier targets (outputs are
+Retina targets: :class:`Surprisal` (the paper's default, see ``docs/method.md``
+§2.1), :class:`CellRate`, :class:`SumOfRates`. Classifier targets (outputs are
 logits): :class:`TopLogit`, :class:`TopKLogits`, :class:`SoftmaxEntropy`,
 :class:`TopMargin`, :class:`ClassLogit`. Any function: :class:`CallableTarget`.
 

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import torch
 
+__all__ = ["torch_threads"]
+
 
 @contextlib.contextmanager
 def torch_threads(n: int = 1) -> Iterator[None]:

@@ -1,7 +1,7 @@
 """The published Baccus-lab retina CNN layouts, rebuilt from their specification.
 
 Two families are rebuilt so that the published ``model_state_dict`` keys load
-unchanged (see ``published-formats.md`` §1-2):
+unchanged (see ``docs/formats.md``, model checkpoints):
 
 * ``VaryModel`` (the published ``convgc`` models): stacks of bias-free 3x3
   linear convolutions (:class:`LinearStackedConv2d`), :class:`AbsBatchNorm2d`,
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from retcodec.errors import CheckpointError, ConfigurationError
+
+__all__ = ["LinearStackedConv2d", "compose_stacked_kernels", "AbsBatchNorm", "AbsBatchNorm1d", "AbsBatchNorm2d", "GaussianNoise", "GrabUnits", "Flatten", "Reshape", "map_sizes", "check_centers", "validate_hyps", "centers_to_coords", "RetinaCNN", "validate_zero_dict", "resolve_layer_name", "VaryModel", "BNCNN", "build_model", "LAYER_NAMES", "HYPS_LIMITS"]
 
 LAYER_NAMES = ("conv0", "conv1", "conv2")
 
@@ -208,6 +210,89 @@ def map_sizes(img_shape: Sequence[int], ksizes: Sequence[int]) -> list[int]:
     return sizes
 
 
+def check_centers(centers: Any, img_shape: Sequence[int]) -> np.ndarray:
+    """Receptive-field centres as ``(n, 2)`` int64 ``(row, col)`` pixels inside the image.
+
+    Raises :class:`ConfigurationError` for values that are not finite
+    integers, a wrong shape, or centres outside ``0..H-1`` x ``0..W-1``
+    (the published read-out would silently clip those onto the map's edge).
+    """
+    try:
+        raw = np.asarray(centers.detach().cpu() if isinstance(centers, torch.Tensor) else centers)
+        values = raw.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ConfigurationError(f"'centers' must be (n_cells, 2) integer (row, col) pixels: {err}") from None
+    if raw.dtype.kind not in "biuf" or values.ndim not in (1, 2) or values.size % 2 \
+            or (values.ndim == 2 and values.shape[1] != 2):
+        raise ConfigurationError(f"'centers' must be (n_cells, 2) integer (row, col) pixels, got "
+                                 f"shape {raw.shape} of {raw.dtype}")
+    values = values.reshape(-1, 2)
+    if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)):
+        raise ConfigurationError(f"'centers' must hold whole pixel numbers, got {values.tolist()[:4]}...")
+    height, width = (int(img_shape[-2]), int(img_shape[-1]))
+    outside = np.flatnonzero((values[:, 0] < 0) | (values[:, 0] >= height)
+                             | (values[:, 1] < 0) | (values[:, 1] >= width))
+    if outside.size:
+        shown = ", ".join(f"cell {i}: {values[i].astype(int).tolist()}" for i in outside[:5])
+        raise ConfigurationError(
+            f"receptive-field centres outside the {height}x{width} image ({shown}); centres are "
+            f"(row, col) pixels in 0..{height - 1} x 0..{width - 1}. Fix 'centers' in the "
+            f"checkpoint's hyps (the read-out would otherwise clip them onto the map's edge)")
+    return values.astype(np.int64)
+
+
+#: largest values accepted for the architecture's size hyper-parameters
+HYPS_LIMITS = {"n_units": 100_000, "chans": 4096, "ksizes": 255, "img_shape": 4096}
+
+
+def validate_hyps(hyps: Mapping[str, Any]) -> None:
+    """Check the size and option hyper-parameters a layout is built from.
+
+    Raises :class:`ConfigurationError` naming the key and its accepted range
+    (see :data:`HYPS_LIMITS`); nothing is allocated before this passes.
+    """
+    def ints(key: str, value: Any, count: int | None, low: int, high: int) -> list[int]:
+        seq = list(value) if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)) else [value]
+        ok = (count is None or len(seq) == count) and all(_whole_in(v, low, high) for v in seq)
+        if not ok:
+            many = "" if count is None else f"{count} "
+            raise ConfigurationError(f"hyps[{key!r}] must be {many}integer(s) in {low}..{high}, got {value!r:.80}")
+        return [int(v) for v in seq]
+
+    if "n_units" in hyps:
+        ints("n_units", hyps["n_units"], 1, 1, HYPS_LIMITS["n_units"])
+    if hyps.get("chans") is not None:
+        ints("chans", hyps["chans"], None, 1, HYPS_LIMITS["chans"])
+    if hyps.get("ksizes") is not None:
+        ints("ksizes", hyps["ksizes"], None, 1, HYPS_LIMITS["ksizes"])
+    if hyps.get("img_shape") is not None:
+        ints("img_shape", hyps["img_shape"], 3, 1, HYPS_LIMITS["img_shape"])
+    for key, low, high in (("drop_p", 0.0, 0.999), ("noise", 0.0, 1e6), ("bn_moment", 0.0, 1.0)):
+        value = hyps.get(key)
+        if value is None or value is False:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not low <= number <= high:
+            raise ConfigurationError(f"hyps[{key!r}] must be a number in {low}..{high}, got {value!r:.80}")
+    if hyps.get("bnorm_d", 2) not in (1, 2):
+        raise ConfigurationError(f"hyps['bnorm_d'] must be 1 or 2, got {hyps.get('bnorm_d')!r:.80}")
+
+
+def _whole_in(value: Any, low: int, high: int) -> bool:
+    """True when ``value`` is a whole number (not a bool) in ``low..high``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, np.integer, float, np.floating, torch.Tensor)) or np.ndim(value) != 0:
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return np.isfinite(number) and number == int(number) and low <= number <= high
+
+
 def centers_to_coords(centers: np.ndarray, ksizes: Sequence[int], img_shape: Sequence[int]) -> np.ndarray:
     """Ganglion-map coordinates of cell centres, the published rule: ``clip(c - 18, 0, 15)``.
 
@@ -277,13 +362,57 @@ class RetinaCNN(nn.Module):
         return self
 
     def apply_zero_dict(self, zero_dict: Mapping[str, Any] | None) -> None:
-        """Zero pruned channels as the published analyses do (their output weights and bias)."""
-        self.zero_dict = {str(k): set(int(c) for c in v) for k, v in (zero_dict or {}).items()}
-        for name, chans in self.zero_dict.items():
-            if not chans:
-                continue
-            layer = resolve_layer_name(self, name)
-            _zero_output_channels(layer, sorted(chans))
+        """Zero pruned channels as the published analyses do (their output weights and bias).
+
+        ``zero_dict`` maps a layer (``conv0``.., or ``sequential.N``) to the output
+        channels to zero. Raises :class:`ConfigurationError` (nothing zeroed) for
+        an unknown layer or a channel that is not an integer in ``0..C-1``.
+        """
+        checked = validate_zero_dict(self, zero_dict)
+        for name, chans in checked.items():
+            if chans:
+                _zero_output_channels(resolve_layer_name(self, name), sorted(chans))
+        self.zero_dict = checked
+
+
+def validate_zero_dict(model: "RetinaCNN", zero_dict: Any) -> dict[str, set[int]]:
+    """``zero_dict`` as ``{layer name: set of channels}``, every channel checked against its layer."""
+    if zero_dict is None:
+        return {}
+    if not isinstance(zero_dict, Mapping):
+        raise ConfigurationError(f"zero_dict must map layer names to sets of channels, e.g. "
+                                 f"{{'conv0': {{2}}}}, got {type(zero_dict).__name__}")
+    checked: dict[str, set[int]] = {}
+    for name, chans in zero_dict.items():
+        layer = resolve_layer_name(model, str(name))
+        n_out = _output_channels(layer)
+        if isinstance(chans, (int, np.integer)) and not isinstance(chans, bool):
+            chans = [chans]
+        try:
+            values = list(np.asarray(chans.cpu() if isinstance(chans, torch.Tensor) else list(chans),
+                                     dtype=object).ravel()) if not isinstance(chans, str) else None
+        except TypeError:
+            values = None
+        if values is None or not all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_))
+                                     for c in values):
+            raise ConfigurationError(f"zero_dict[{name!r}] must be a set of integer channel indices, "
+                                     f"got {chans!r:.80}")
+        bad = sorted(int(c) for c in values if not 0 <= int(c) < n_out)
+        if bad:
+            raise ConfigurationError(f"zero_dict[{name!r}] lists channels {bad}, but layer {name!r} "
+                                     f"has {n_out} output channels (valid: 0..{n_out - 1}); fix or "
+                                     f"remove those entries")
+        checked[str(name)] = {int(c) for c in values}
+    return checked
+
+
+def _output_channels(layer: nn.Module) -> int:
+    conv = layer.sub_convs()[-1] if isinstance(layer, LinearStackedConv2d) else layer
+    weight = getattr(conv, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ConfigurationError(f"cannot prune channels of {type(layer).__name__}: it has no weight; "
+                                 f"name a convolution (conv0, conv1, conv2)")
+    return int(weight.shape[0])
 
 
 def _zero_output_channels(layer: nn.Module, chans: list[int]) -> None:
@@ -367,7 +496,7 @@ class VaryModel(RetinaCNN):
             centers = h.get("centers")
             if centers is None:
                 raise CheckpointError("a convgc VaryModel needs 'centers' in its hyps (n_cells x 2)")
-            centers = np.asarray(centers).reshape(-1, 2)
+            centers = check_centers(centers, img)
             if len(centers) != n:
                 raise CheckpointError(f"'centers' has {len(centers)} rows but n_units is {n}")
             mods.append(GrabUnits(centers_to_coords(centers, ksizes, img)))
@@ -432,6 +561,7 @@ def build_model(model_type: str, hyps: Mapping[str, Any]) -> RetinaCNN:
         hyps.setdefault("stackconvs", True)
     if "n_units" not in hyps:
         raise CheckpointError("hyps lack 'n_units' (the number of ganglion cells)")
+    validate_hyps(hyps)
     return cls(hyps)
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from retcodec.errors import MissingDataError
 
+__all__ = ["source_checkout", "bundled_dir", "bundled_path", "default_model_path", "default_data_root", "default_recording_path", "default_interneuron_dir", "DEFAULT_MODEL", "DEFAULT_WHITENOISE_MODEL", "DEFAULT_EXPERIMENT", "DEFAULT_STIM_TYPE", "DEFAULT_INTERNEURONS"]
+
 _ENV = {"models": "RETCODEC_MODELS", "datasets": "RETCODEC_DATASETS"}
 
 #: names of the bundled files, relative to their kind's folder

@@ -24,25 +24,46 @@ dotted name in the pickle                    what it rebuilds
 ``numpy.core.numeric._frombuffer``          ``ndarray`` from a buffer
 ``numpy._core.numeric._frombuffer``         same, numpy >= 2 name
 ``numpy.ndarray``, ``numpy.dtype``          array and dtype objects
-``numpy.dtypes.<Kind>DType``                dtype classes of bool, integer, float,
-                                            complex, str, bytes, datetime64 and
-                                            timedelta64 dtypes (not object, void or
-                                            variable-width string)
 ``numpy.<scalar type>``                     e.g. ``numpy.float32``, ``numpy.int64``,
                                             ``numpy.bool_`` / ``numpy.bool``
 ``builtins.frozenset``                      frozen sets
+``builtins.bytes``                          empty bytes (``bytes()``; a size is refused)
 ==========================================  =========================================
+
+The numpy names do not reach numpy directly: each maps to a guard
+(:class:`PickledDtype`, :class:`GuardedArray` and the functions below) that
+checks its arguments before numpy allocates anything:
+
+* dtypes must be plain bool, integer, float, complex, bytes, str, datetime64
+  or timedelta64 dtypes; object, void and structured dtypes are refused however
+  they are spelled (``'O'``, ``'O8'``, a float dtype whose pickled state sets
+  the object flags, ...);
+* an array may not hold more bytes (or elements) than the file itself, and
+  its pickled data must have exactly the size its shape and dtype imply.
 
 Anything else (``os.system``, ``builtins.exec``, arbitrary classes) makes
 :func:`load_checkpoint` raise :class:`~retcodec.errors.UnsafeCheckpointError`
 naming the offending globals; nothing from the file has run at that point.
+
+Before unpickling, the file itself is checked (:func:`verify_checkpoint_file`):
+a regular, readable, non-empty file; for the zip format every member's CRC-32
+(a damaged byte is refused, never loaded), uncompressed members, declared
+sizes within the file; for both formats every tensor storage the pickle
+declares must fit in the bytes the file holds, ``bytearray`` may not be asked
+for a size, and no tensor may be rebuilt directly onto a GPU. The legacy
+format has no checksums: a flipped byte in a tensor's data cannot be detected
+there; :func:`retcodec.io.models.load_model` still refuses NaN/Inf weights and
+negative batch-norm variances in either format.
 """
 from __future__ import annotations
 
+import contextvars
 import io
+import os
 import pickle
 import pickletools
 import re
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -51,18 +72,183 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
-from retcodec.errors import CheckpointError, MissingDataError, UnsafeCheckpointError
+from retcodec.errors import (CheckpointError, CorruptCheckpointError, MissingDataError,
+                             RetcodecError, UnreadableFileError, UnsafeCheckpointError)
+
+__all__ = ["load_checkpoint", "resolve_checkpoint_path", "verify_checkpoint_file",
+           "allowed_globals", "referenced_globals", "disallowed_globals",
+           "GuardedArray", "PickledDtype", "CHECKPOINT_SUFFIXES"]
 
 CHECKPOINT_SUFFIXES = (".p", ".pt", ".pth")
 _EPOCH_FILE = re.compile(r"_epoch_(\d+)\.(?:p|pt|pth)$")
 #: what torch's safe unpickler names when it refuses a global or a class to build
 _TORCH_REFUSAL_IN_MESSAGE = re.compile(r"GLOBAL (\S+)|but got <class '([^']+)'>")
-#: dtype classes left out of the allow-list: they can carry arbitrary Python objects
-_EXCLUDED_DTYPES = ("ObjectDType", "VoidDType", "StringDType")
 #: numpy scalar types the allow-list names (numpy-1 aliases added below)
 _SCALAR_TYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
                  np.uint32, np.uint64, np.float16, np.float32, np.float64, np.longdouble,
                  np.complex64, np.complex128, np.str_, np.bytes_, np.datetime64, np.timedelta64)
+#: dtype kinds a checkpoint may hold: bool, ints, floats, complex, bytes, str, datetimes
+_ALLOWED_DTYPE_KINDS = "biufcSUmM"
+#: bytes allowed on top of the file size for an array (pickle framing, small headers)
+_SIZE_SLACK = 4096
+#: the size limit (bytes) of arrays built while unpickling the current file
+_ARRAY_BYTE_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("_ARRAY_BYTE_LIMIT",
+                                                                       default=1 << 30)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+# --------------------------------------------------------------------------- numpy guards
+def _refuse(what: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"checkpoint asks for {what}; retcodec refuses it (nothing from the file was executed "
+        f"and nothing was allocated). Re-save the checkpoint with plain tensors, numbers and "
+        f"numeric numpy arrays, or replace the file with a clean copy.")
+
+
+def checked_dtype(dtype: Any) -> np.dtype:
+    """A plain numeric/str/bytes/datetime ``np.dtype``; object, void and structured ones refused."""
+    if isinstance(dtype, PickledDtype):
+        if getattr(dtype, "dtype", None) is None:
+            raise _refuse("a numpy dtype built without its description")
+        return dtype.dtype
+    if isinstance(dtype, (str, bytes)):
+        try:
+            dtype = np.dtype(dtype.decode("latin1") if isinstance(dtype, bytes) else dtype)
+        except (TypeError, ValueError) as err:
+            raise _refuse(f"the unknown numpy dtype {dtype!r} ({err})") from None
+    if not isinstance(dtype, np.dtype):
+        raise _refuse(f"a numpy array whose dtype is a {type(dtype).__name__}")
+    if dtype.hasobject or dtype.kind == "O":
+        raise _refuse(f"a numpy array of dtype 'object' (numpy.dtypes.ObjectDType, {dtype!r}): "
+                      f"object arrays can hold arbitrary Python objects")
+    if dtype.kind not in _ALLOWED_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise _refuse(f"a numpy array of dtype {dtype!r} (void, structured or sub-array "
+                      f"dtypes are not part of a model checkpoint)")
+    plain = np.dtype(dtype.str)
+    if dtype.flags != plain.flags or dtype.itemsize != plain.itemsize:
+        raise _refuse(f"a numpy dtype {dtype.str!r} whose pickled state changes its flags or "
+                      f"item size (flags {dtype.flags} vs {plain.flags})")
+    return plain
+
+
+class PickledDtype:
+    """Stands for ``numpy.dtype`` while unpickling; checked before any array uses it.
+
+    ``numpy.dtype(spec, align, copy)`` followed by ``__setstate__`` is how numpy
+    pickles a dtype; the state is applied to a fresh dtype and the result must
+    be a plain dtype (:func:`checked_dtype`).
+    """
+
+    def __init__(self, spec: Any = None, align: Any = False, copy: Any = False) -> None:
+        if not isinstance(spec, (str, bytes)):
+            raise _refuse(f"a numpy dtype from a {type(spec).__name__} description "
+                          f"(only dtype strings such as '<f4' are accepted)")
+        self.dtype = checked_dtype(spec)
+
+    def __setstate__(self, state: Any) -> None:
+        base = checked_dtype(self)
+        if not isinstance(state, tuple) or not 8 <= len(state) <= 9:
+            raise _refuse(f"a numpy dtype with an unknown pickled state {state!r:.80}")
+        if any(part is not None for part in state[2:5]):
+            raise _refuse("a numpy dtype with sub-arrays or fields")
+        fresh = np.dtype(base.str if base.kind not in "SUmM" else base.char, False, True)
+        try:
+            fresh.__setstate__(state)
+        except (TypeError, ValueError) as err:
+            raise _refuse(f"a numpy dtype with an invalid pickled state ({err})") from None
+        self.dtype = checked_dtype(fresh)
+
+
+def _checked_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise _refuse(f"a numpy array of shape {shape!r:.80} (need non-negative integers)")
+    if len(shape) > 32:
+        raise _refuse(f"a numpy array with {len(shape)} dimensions (numpy allows 32)")
+    return tuple(int(n) for n in shape)
+
+
+def _check_array_size(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    elements = 1
+    for n in shape:
+        elements *= n
+    limit = _ARRAY_BYTE_LIMIT.get()
+    nbytes = elements * dtype.itemsize
+    if max(nbytes, elements) > limit:
+        raise CorruptCheckpointError(
+            f"the checkpoint asks for a numpy array of shape {shape} ({nbytes / 2**30:.3g} GiB of "
+            f"{dtype}) but the whole file holds only {limit - _SIZE_SLACK} bytes, so the data "
+            f"cannot be in it; the file is corrupt or crafted. Nothing was allocated. Replace "
+            f"it with a clean copy.")
+
+
+class GuardedArray(np.ndarray):
+    """Stands for ``numpy.ndarray`` while unpickling: sizes and dtypes are checked first.
+
+    After loading, every :class:`GuardedArray` is returned as a plain ``ndarray``.
+    """
+
+    def __new__(cls, shape: Any = (0,), dtype: Any = float, *args: Any, **kwargs: Any) -> "GuardedArray":
+        if args or kwargs:
+            raise _refuse("a numpy array built from a buffer or with strides")
+        shape, real = _checked_shape(shape), checked_dtype(np.dtype(dtype) if dtype is float else dtype)
+        _check_array_size(shape, real)
+        return np.ndarray.__new__(cls, shape, real)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _refuse(f"a numpy array with an unknown pickled state of type {type(state).__name__}")
+        version, (shape, dtype, fortran, data) = (state[0] if len(state) == 5 else 0), state[-4:]
+        shape, real = _checked_shape(shape), checked_dtype(dtype)
+        _check_array_size(shape, real)
+        if not isinstance(data, (bytes, bytearray)):
+            raise _refuse(f"a numpy array whose data is a {type(data).__name__}, not bytes")
+        expected = real.itemsize
+        for n in shape:
+            expected *= n
+        if len(data) != expected:
+            raise CorruptCheckpointError(
+                f"a numpy array of shape {shape} and dtype {real} in the checkpoint carries "
+                f"{len(data)} bytes instead of {expected}; the file is corrupt. Replace it "
+                f"with a clean copy.")
+        full = (version, shape, real, bool(fortran), bytes(data)) if len(state) == 5 \
+            else (shape, real, bool(fortran), bytes(data))
+        np.ndarray.__setstate__(self, full)
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> GuardedArray:
+    """numpy's ``_reconstruct(ndarray, shape, dtype)``, guarded."""
+    if subtype is not GuardedArray:
+        raise _refuse(f"a numpy array of subclass {subtype!r:.80}")
+    return GuardedArray(shape, dtype)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
+    """numpy's ``_frombuffer(buffer, dtype, shape, order)``, guarded."""
+    real, shape = checked_dtype(dtype), _checked_shape(shape)
+    if not isinstance(buffer, (bytes, bytearray)) or order not in ("C", "F"):
+        raise _refuse(f"a numpy array from a {type(buffer).__name__} buffer in order {order!r:.20}")
+    _check_array_size(shape, real)
+    count = real.itemsize
+    for n in shape:
+        count *= n
+    if len(buffer) != count:
+        raise CorruptCheckpointError(
+            f"a numpy array of shape {shape} ({real}) in the checkpoint carries {len(buffer)} bytes "
+            f"instead of {count}; the file is corrupt. Replace it with a clean copy.")
+    return np.frombuffer(bytes(buffer), dtype=real).reshape(shape, order=order).copy(order="K")
+
+
+def _scalar(dtype: Any, data: Any = None) -> np.generic:
+    """numpy's ``scalar(dtype, bytes)``, guarded."""
+    real = checked_dtype(dtype)
+    if not isinstance(data, (bytes, bytearray)) or len(data) != real.itemsize:
+        raise CorruptCheckpointError(
+            f"a numpy {real} scalar in the checkpoint carries {type(data).__name__} data of the "
+            f"wrong size; the file is corrupt. Replace it with a clean copy.")
+    return np.frombuffer(bytes(data), dtype=real)[0].copy()
 
 
 # --------------------------------------------------------------------------- allow-list
@@ -70,25 +256,22 @@ def allowed_globals() -> dict[str, Any]:
     """The allow-list: dotted name (as written in a pickle) -> the object it stands for.
 
     Names of numpy 1 (``numpy.core...``) and numpy 2 (``numpy._core...``) map to
-    the same objects of the installed numpy, so files pickled under either load.
+    the same guards, so files pickled under either load.
     """
-    core = np._core  # numpy >= 2 (the package requires numpy 2 at run time)
     names: dict[str, Any] = {}
     for package in ("numpy.core", "numpy._core"):
-        names[f"{package}.multiarray.scalar"] = core.multiarray.scalar
-        names[f"{package}.multiarray._reconstruct"] = core.multiarray._reconstruct
-        names[f"{package}.numeric._frombuffer"] = core.numeric._frombuffer
-    names["numpy.ndarray"] = np.ndarray
-    names["numpy.dtype"] = np.dtype
-    for attr in dir(np.dtypes):
-        if attr.endswith("DType") and attr not in _EXCLUDED_DTYPES:
-            names[f"numpy.dtypes.{attr}"] = getattr(np.dtypes, attr)
+        names[f"{package}.multiarray.scalar"] = _scalar
+        names[f"{package}.multiarray._reconstruct"] = _reconstruct
+        names[f"{package}.numeric._frombuffer"] = _frombuffer
+    names["numpy.ndarray"] = GuardedArray
+    names["numpy.dtype"] = PickledDtype
     for scalar_type in _SCALAR_TYPES:
         names[f"numpy.{scalar_type.__name__}"] = scalar_type
     names["numpy.bool_"] = np.bool_
     names["numpy.str_"] = np.str_
     names["numpy.bytes_"] = np.bytes_
     names["builtins.frozenset"] = frozenset
+    names["builtins.bytes"] = bytes       # protocol 2 writes b"" as bytes()
     return names
 
 
@@ -103,19 +286,173 @@ def _safe_globals_context() -> torch.serialization.safe_globals:
 
 # --------------------------------------------------------------------------- paths
 def resolve_checkpoint_path(path: str | Path) -> Path:
-    """The checkpoint file ``path`` names; for a folder, its last ``*_epoch_N.{p,pt,pth}`` by N."""
+    """The checkpoint file ``path`` names; for a folder, its last ``*_epoch_N.{p,pt,pth}`` by N.
+
+    Raises
+    ------
+    MissingDataError
+        Nothing at ``path``, or a folder without an epoch file.
+    UnreadableFileError
+        ``path`` is a device, a FIFO or a socket (never opened: a FIFO would block),
+        or this process may not read it.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise MissingDataError(f"a checkpoint path must be a string or a path, got "
+                               f"{type(path).__name__} {path!r:.80}")
     path = Path(path).expanduser()
-    if not path.exists():
-        raise MissingDataError(f"checkpoint {str(path)!r} does not exist; check the path")
-    if path.is_file():
-        return path
-    epochs = [(int(m.group(1)), p) for p in path.iterdir()
-              if p.is_file() and (m := _EPOCH_FILE.search(p.name))]
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise MissingDataError(f"checkpoint {str(path)!r} does not exist; check the path") from None
+    except (PermissionError, NotADirectoryError, OSError) as err:
+        raise UnreadableFileError(f"cannot look at checkpoint {str(path)!r} ({err.strerror or err}); "
+                                  f"check the path and its folders' permissions") from None
+    if stat.S_ISDIR(info.st_mode):
+        return _last_epoch_file(path)
+    _check_regular_readable(path, info)
+    return path
+
+
+def _last_epoch_file(folder: Path) -> Path:
+    try:
+        entries = list(folder.iterdir())
+    except OSError as err:
+        raise UnreadableFileError(f"cannot list the folder {str(folder)!r} ({err.strerror or err}); "
+                                  f"check its permissions or pass the checkpoint file") from None
+    epochs = [(int(m.group(1)), p) for p in entries
+              if (m := _EPOCH_FILE.search(p.name)) and p.is_file()]
     if not epochs:
         raise MissingDataError(
-            f"folder {str(path)!r} holds no '*_epoch_N.p/.pt/.pth' checkpoint; "
+            f"folder {str(folder)!r} holds no '*_epoch_N.p/.pt/.pth' checkpoint; "
             f"pass the checkpoint file itself")
-    return max(epochs, key=lambda pair: pair[0])[1]
+    file = max(epochs, key=lambda pair: pair[0])[1]
+    _check_regular_readable(file, file.stat())
+    return file
+
+
+def _check_regular_readable(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else
+                "a character device" if stat.S_ISCHR(info.st_mode) else
+                "a block device" if stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        raise UnreadableFileError(f"checkpoint {str(path)!r} is {kind}, not a checkpoint file; "
+                                  f"pass the .pt/.p/.pth file saved by torch.save")
+    if not os.access(path, os.R_OK):
+        raise UnreadableFileError(f"checkpoint {str(path)!r} is not readable by this user; "
+                                  f"fix its permissions (e.g. chmod u+r) or copy it somewhere readable")
+
+
+# --------------------------------------------------------------------------- file checks
+def verify_checkpoint_file(path: str | Path) -> None:
+    """Check a checkpoint's bytes before any unpickling (see the module docstring).
+
+    Raises
+    ------
+    CorruptCheckpointError
+        Empty, truncated zip, a failing CRC-32, compressed zip members (torch.save
+        never compresses), a storage larger than the file.
+    UnsafeCheckpointError
+        ``bytearray`` asked for a size (an allocation, not data).
+    CheckpointError
+        A legacy-format tensor to be rebuilt directly on a GPU.
+    """
+    file = Path(path)
+    size = file.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"checkpoint {str(file)!r} is empty (0 bytes), corrupt; "
+                                     f"copy or download it again")
+    with open(file, "rb") as handle:
+        magic = handle.read(4)
+    records: dict[str, int] | None = None
+    if magic == _ZIP_MAGIC or zipfile.is_zipfile(file):
+        records = _verify_zip(file, size)
+    _check_declarations(file, size, records)
+
+
+def _verify_zip(file: Path, size: int) -> dict[str, int]:
+    """CRC-32 and sizes of every member; returns member name -> uncompressed size."""
+    damaged = (f"checkpoint {str(file)!r} is a damaged zip file ({{reason}}): it was truncated "
+               f"or corrupted in transfer or on disk; copy or download it again")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            infos = archive.infolist()
+            compressed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+            if compressed:
+                raise CorruptCheckpointError(
+                    f"checkpoint {str(file)!r} has compressed members {compressed[:4]}; torch.save "
+                    f"never compresses, so the file was damaged, repacked or crafted. Copy the "
+                    f"original again or re-save it with torch.save (nothing was read from it)")
+            declared = sum(i.file_size for i in infos)
+            if declared > size:
+                raise CorruptCheckpointError(damaged.format(
+                    reason=f"its members declare {declared} bytes, the file has {size}"))
+            bad = archive.testzip()
+    except RetcodecError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            NotImplementedError, RuntimeError) as err:
+        raise CorruptCheckpointError(damaged.format(reason=f"{type(err).__name__}: "
+                                                           f"{_first_line(err)}")) from None
+    if bad is not None:
+        raise CorruptCheckpointError(damaged.format(
+            reason=f"the CRC-32 checksum of member {bad!r} does not match its bytes"))
+    return {i.filename: i.file_size for i in infos}
+
+
+def _storage_item_sizes() -> dict[str, int]:
+    """``'FloatStorage'`` -> 4, ... for every typed storage name torch pickles."""
+    sizes = {}
+    for dtype, name in torch.storage._dtype_to_storage_type_map().items():
+        sizes[name] = int(dtype.itemsize)
+    return sizes
+
+
+def _check_declarations(file: Path, size: int, records: dict[str, int] | None) -> None:
+    """Storages within the file, no sized ``bytearray``, no tensor rebuilt on a GPU."""
+    item_sizes = _storage_item_sizes()
+    storages: dict[str, int] = {}
+    for kind, name, args in _pickle_events(file):
+        if kind == "call" and name in ("builtins.bytearray", "builtins.bytes") \
+                and any(isinstance(a, int) for a in args):
+            raise UnsafeCheckpointError(
+                f"checkpoint {str(file)!r} asks for {name[9:]}({args[0]!r}), an allocation and not "
+                f"data; the file is crafted or corrupt (nothing was executed or allocated)")
+        if kind == "call" and name.startswith("torch._utils._rebuild_device_tensor") \
+                and records is None:   # the zip reader maps these to map_location, the legacy one cannot
+            device = next((a for a in args if type(a) is str), "cpu")
+            if not device.startswith("cpu"):
+                raise CheckpointError(
+                    f"checkpoint {str(file)!r} stores a tensor to be rebuilt directly on device "
+                    f"{device!r}, which retcodec loads only onto the CPU; re-save the checkpoint "
+                    f"from the CPU (model.cpu(), then torch.save)")
+        if kind == "pid" and len(args) >= 5 and args[0] == "storage":
+            type_name = str(args[1]).rsplit(".", 1)[-1]
+            numel = args[4] if isinstance(args[4], int) else 0
+            nbytes = numel * item_sizes.get(type_name, 1)
+            key = str(args[2])
+            if records is not None:
+                _check_zip_storage(file, records, key, nbytes)
+            else:                      # a storage shared by several tensors is stored once
+                storages[key] = max(storages.get(key, 0), nbytes)
+    total = sum(storages.values())
+    if total > size:
+        raise CorruptCheckpointError(
+            f"checkpoint {str(file)!r} declares tensor storages of {total} bytes but the file has "
+            f"only {size}: it is truncated or crafted; copy or download it again (nothing was "
+            f"allocated)")
+
+
+def _check_zip_storage(file: Path, records: dict[str, int], key: str, nbytes: int) -> None:
+    names = [n for n in records if n.endswith(f"/data/{key}")]
+    if not names:
+        raise CorruptCheckpointError(f"checkpoint {str(file)!r} lacks the data record of storage "
+                                     f"{key!r}; the file is damaged, copy it again")
+    if records[names[0]] < nbytes:
+        raise CorruptCheckpointError(
+            f"checkpoint {str(file)!r}: storage {key!r} declares {nbytes} bytes but its record holds "
+            f"{records[names[0]]}; the file is damaged or crafted, copy it again (nothing was "
+            f"allocated)")
 
 
 # --------------------------------------------------------------------------- loading
@@ -131,38 +468,99 @@ def load_checkpoint(path: str | Path) -> dict:
     Returns
     -------
     dict
-        The saved dictionary, tensors on the CPU.
+        The saved dictionary, tensors on the CPU, numpy arrays as plain ``ndarray``.
 
     Raises
     ------
     MissingDataError
         No such file (or no epoch file in the folder).
+    UnreadableFileError
+        Not a regular file (device, FIFO, socket) or not readable.
     UnsafeCheckpointError
-        The pickle names a global outside the allow-list (see the module docstring).
+        The pickle names a global outside the allow-list, or asks the allowed
+        ones for something refused (object dtypes, allocations; see the module docstring).
+    CorruptCheckpointError
+        Empty, truncated, a failing zip CRC, arrays or storages larger than the file.
     CheckpointError
-        Truncated, corrupt or not a dict.
+        Unreadable for another reason, or not a dict.
     """
     file = resolve_checkpoint_path(path)
+    verify_checkpoint_file(file)
+    token = _ARRAY_BYTE_LIMIT.set(file.stat().st_size + _SIZE_SLACK)
     try:
         with _safe_globals_context(), warnings.catch_warnings():
             # torch warns before refusing protocol >= 3 pickles; the refusal explains it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             data = torch.load(file, map_location="cpu", weights_only=True)
+        data = _plain(data)
+    except RetcodecError as err:
+        raise type(err)(f"{err} [file: {str(file)!r}]") from None
     except pickle.UnpicklingError as err:
         raise _unpickling_error(file, err) from None
-    except (PermissionError, IsADirectoryError):
-        raise
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError,
-            IndexError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        # a damaged zip surfaces as RuntimeError or OSError(EINVAL) from torch's reader
-        raise CheckpointError(
-            f"cannot read checkpoint {str(file)!r}: the file is truncated, corrupt or not a "
-            f"torch.save file ({type(err).__name__}: {_first_line(err)})") from err
+    except MemoryError:
+        raise CorruptCheckpointError(
+            f"checkpoint {str(file)!r} asks for more memory than this machine has; it is corrupt "
+            f"or crafted (a real retina model is a few MB). Replace it with a clean copy.") from None
+    except RecursionError:
+        raise CorruptCheckpointError(f"checkpoint {str(file)!r} nests containers too deeply for "
+                                     f"a model checkpoint; it is corrupt or crafted") from None
+    except Exception as err:  # anything else torch's reader raises on damaged input
+        raise _read_error(file, err) from None
+    finally:
+        _ARRAY_BYTE_LIMIT.reset(token)
     if not isinstance(data, dict):
         raise CheckpointError(
             f"checkpoint {str(file)!r} holds a {type(data).__name__}, not the dict of a "
             f"published checkpoint (model_type, model_state_dict, hyps, norm_stats, ...)")
     return data
+
+
+def _read_error(file: Path, err: Exception) -> CheckpointError:
+    text = _first_line(err)
+    if "CUDA" in text or "cuda" in text:
+        return CheckpointError(
+            f"checkpoint {str(file)!r} needs CUDA to be read ({type(err).__name__}: {text}); "
+            f"re-save it from the CPU (model.cpu(), then torch.save) or load it on a CUDA machine")
+    return CorruptCheckpointError(
+        f"cannot read checkpoint {str(file)!r}: the file is truncated, corrupt or not a "
+        f"torch.save file ({type(err).__name__}: {text}); copy or download it again")
+
+
+def _plain(value: Any, seen: dict[int, Any] | None = None) -> Any:
+    """``value`` with guarded arrays and dtypes made plain numpy; tensors must be on the CPU."""
+    seen = {} if seen is None else seen
+    key = id(value)
+    if key in seen:
+        return seen[key]
+    if isinstance(value, GuardedArray):
+        out: Any = np.array(value.view(np.ndarray), copy=True)
+    elif isinstance(value, PickledDtype):
+        out = checked_dtype(value)
+    elif isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            raise CheckpointError(f"the checkpoint holds a tensor on device {value.device} (no "
+                                  f"data on the CPU); re-save it with real CPU tensors")
+        if value.numel() > _ARRAY_BYTE_LIMIT.get():
+            raise CorruptCheckpointError(
+                f"the checkpoint holds a tensor of shape {tuple(value.shape)} ({value.numel()} "
+                f"elements) viewing far fewer stored values (zero strides); the file is crafted or "
+                f"corrupt. Re-save it with .contiguous() tensors, or replace it with a clean copy")
+        out = value
+    elif isinstance(value, dict):
+        seen[key] = value
+        for k in list(value):
+            value[k] = _plain(value[k], seen)
+        return value
+    elif isinstance(value, list):
+        seen[key] = value
+        value[:] = [_plain(v, seen) for v in value]
+        return value
+    elif isinstance(value, (tuple, set, frozenset)) and type(value) in (tuple, set, frozenset):
+        out = type(value)(_plain(v, seen) for v in value)
+    else:
+        out = value
+    seen[key] = out
+    return out
 
 
 def _unpickling_error(file: Path, err: pickle.UnpicklingError) -> CheckpointError:
@@ -202,12 +600,10 @@ def referenced_globals(path: str | Path) -> list[str]:
     and the legacy stream (its first four pickles). Unreadable tails are ignored:
     the list is for messages and checks, torch's unpickler is the gatekeeper.
     """
-    file = Path(path)
     names: list[str] = []
-    for stream in _pickle_streams(file):
-        for name in _globals_in_stream(stream):
-            if name not in names:
-                names.append(name)
+    for kind, name, _ in _pickle_events(Path(path)):
+        if kind == "global" and name not in names:
+            names.append(name)
     return names
 
 
@@ -218,11 +614,18 @@ def disallowed_globals(path: str | Path) -> list[str]:
 
 
 def _pickle_streams(file: Path) -> Iterator[IO[bytes]]:
-    if zipfile.is_zipfile(file):
-        with zipfile.ZipFile(file) as archive:
-            for member in archive.namelist():
-                if member.endswith("data.pkl"):
-                    yield io.BytesIO(archive.read(member))
+    try:
+        is_zip = zipfile.is_zipfile(file)
+    except OSError:
+        return
+    if is_zip:
+        try:
+            with zipfile.ZipFile(file) as archive:
+                for member in archive.namelist():
+                    if member.endswith("data.pkl"):
+                        yield io.BytesIO(archive.read(member))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+            pass
         return
     with open(file, "rb") as handle:
         # legacy layout: magic number, protocol, sys info, then the object itself
@@ -230,35 +633,108 @@ def _pickle_streams(file: Path) -> Iterator[IO[bytes]]:
             yield handle
 
 
-def _globals_in_stream(stream: IO[bytes]) -> Iterator[str]:
-    strings: list[str] = []          # string pushes, the operands of STACK_GLOBAL
+class _Global(str):
+    """A global's dotted name on the simulated stack."""
+
+
+_MARK = object()
+
+
+def _pickle_events(file: Path) -> Iterator[tuple[str, str, tuple]]:
+    """``('global', name, ())``, ``('call', name, args)`` and ``('pid', '', tuple)`` events.
+
+    A symbolic run of the opcodes (no object is built): literals, tuples and
+    globals are tracked, everything else is a placeholder. Ends quietly at the
+    first malformed opcode (the real unpickler then refuses the file).
+    """
+    for stream in _pickle_streams(file):
+        yield from _stream_events(stream)
+
+
+def _stream_events(stream: IO[bytes]) -> Iterator[tuple[str, str, tuple]]:
+    stack: list[Any] = []
     memo: dict[int, Any] = {}
-    last: Any = None                 # the value the previous opcode pushed, if a string
     try:
         for opcode, arg, _ in pickletools.genops(stream):
             name = opcode.name
             if name in ("GLOBAL", "INST"):
                 module, attr = str(arg).split(" ", 1)
-                yield _python3_name(module, attr)
-                last = None
-            elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                yield _python3_name(strings[-2], strings[-1])
-                last = None
-            elif "UNICODE" in name and isinstance(arg, str):
-                strings.append(arg)
-                last = arg
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = last
-            elif name == "MEMOIZE":
-                memo[len(memo)] = last
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                last = memo.get(int(arg))
-                if isinstance(last, str):
-                    strings.append(last)
-            else:
-                last = None
-    except (ValueError, EOFError, pickle.UnpicklingError, UnicodeDecodeError):
+                value = _Global(_python3_name(module, attr))
+                yield "global", value, ()
+                if name == "INST":
+                    _pop_to_mark(stack)
+                stack.append(value)
+                continue
+            if name == "STACK_GLOBAL":
+                attr, module = stack.pop(), stack.pop()
+                value = _Global(_python3_name(str(module), str(attr)))
+                yield "global", value, ()
+                stack.append(value)
+                continue
+            if name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX"):
+                args = stack.pop() if name != "NEWOBJ_EX" else (stack.pop(), stack.pop())[1]
+                func = stack.pop()
+                if isinstance(func, _Global):
+                    yield "call", str(func), args if isinstance(args, tuple) else ()
+                stack.append(None)
+                continue
+            if name in ("BINPERSID", "PERSID"):
+                pid = stack.pop() if name == "BINPERSID" else arg
+                if isinstance(pid, tuple):
+                    yield "pid", "", pid
+                stack.append(None)
+                continue
+            _simulate(opcode, arg, stack, memo)
+    except (ValueError, EOFError, IndexError, pickle.UnpicklingError, UnicodeDecodeError,
+            TypeError, KeyError, OSError):
         return
+
+
+def _simulate(opcode: pickletools.OpcodeInfo, arg: Any, stack: list, memo: dict) -> None:
+    name = opcode.name
+    if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+        memo[int(arg)] = stack[-1]
+    elif name == "MEMOIZE":
+        memo[len(memo)] = stack[-1]
+    elif name in ("GET", "BINGET", "LONG_BINGET"):
+        stack.append(memo.get(int(arg)))
+    elif name == "MARK":
+        stack.append(_MARK)
+    elif name == "TUPLE":
+        stack.append(tuple(_pop_to_mark(stack)))
+    elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+        n = int(name[-1])
+        items = tuple(stack[-n:])
+        del stack[-n:]
+        stack.append(items)
+    elif name == "EMPTY_TUPLE":
+        stack.append(())
+    elif not opcode.stack_before and len(opcode.stack_after) == 1:
+        literal = arg if isinstance(arg, (int, str, bytes)) and not isinstance(arg, bool) else None
+        stack.append(literal)
+    else:
+        before = opcode.stack_before
+        if pickletools.markobject in before:
+            _pop_to_mark(stack)
+            count = before.index(pickletools.markobject)
+        else:
+            count = len(before)
+        if count:
+            if len(stack) < count:
+                raise IndexError("stack underflow")
+            del stack[-count:]
+        stack.extend([None] * len(opcode.stack_after))
+
+
+def _pop_to_mark(stack: list) -> list:
+    items: list[Any] = []
+    while True:
+        item = stack.pop()
+        if item is _MARK:
+            break
+        items.append(item)
+    items.reverse()
+    return items
 
 
 def _python3_name(module: str, attr: str) -> str:

@@ -1,7 +1,7 @@
 """Intracellular interneuron recordings in the published layout, as an xarray DataTree.
 
 A published interneuron file (``bipolars_late_2012.h5``, ``amacrines_early_2012.h5``,
-…; published-formats §4.1) has one top-level group per stimulus type::
+…; ``docs/formats.md``) has one top-level group per stimulus type::
 
     <stim_type>/stimuli                        raw stimulus, time first
     <stim_type>/detrended_membrane_potential   (n_cells, T)
@@ -31,15 +31,17 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, RecordingError, ShapeError
+from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteError, RecordingError,
+                             RecordingValueError, ShapeError, UnreadableFileError)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
-                         _open_h5, _read, _read_truth, _require_dataset, _write_truth, windows)
+                         _open_h5, _read, _read_truth, _require_dataset, _write_truth,
+                         check_history, check_numeric_dtype, windows)
 from retcodec.io.storage import atomic_path
 
 __all__ = ["load_interneurons", "write_interneurons", "interneuron_windows",
            "prepare_interneuron_stimulus", "cell_class_from_name", "MODEL_FRAME",
-           "INTERNEURON_NORM_STATS"]
+           "INTERNEURON_NORM_STATS", "MAX_ABS_VALUE", "check_interneuron_values"]
 
 #: spatial size of the model input (pixels)
 MODEL_FRAME = 50
@@ -47,10 +49,13 @@ MODEL_FRAME = 50
 BOX_FRAME = 38
 #: the prepared stimuli are fed as they are: no z-scoring with the model's stats
 INTERNEURON_NORM_STATS = {"mean": 0.0, "std": 1.0}
+#: largest plausible magnitude of a stimulus value or a membrane potential: stimuli are
+#: contrasts (about +-1) or 8-bit intensities, and 1e6 is a kilovolt in mV, a volt in uV
+MAX_ABS_VALUE = 1e6
 
 LAYOUT = ("expected layout: <stim_type>/stimuli (time first) and "
           "<stim_type>/detrended_membrane_potential (n_cells, T) per stimulus type "
-          "(published-formats.md §4.1)")
+          "(docs/formats.md)")
 
 _CELL_CLASSES = {"bipolar": "bipolar", "amacrine": "amacrine", "horizontal": "horizontal"}
 
@@ -108,14 +113,41 @@ _PREPARERS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, str]]] = {
     "boxes": _prepare_boxes, "lines": _prepare_lines, "flashes": _prepare_flashes}
 
 
+def check_interneuron_values(values: np.ndarray, what: str, per_cell: bool = False,
+                             allow_constant: bool = False) -> None:
+    """Real numbers, finite, ``|x| <= MAX_ABS_VALUE`` and not constant (per row when ``per_cell``).
+
+    Raises :class:`RecordingValueError` (or :class:`NonFiniteError`) saying what to fix.
+    """
+    check_numeric_dtype(values, what)
+    if values.size == 0:
+        return
+    numbers = values.astype(np.float64)
+    if not np.isfinite(numbers).all():
+        raise NonFiniteError(f"{what} holds NaN or Inf; every sample must be finite")
+    largest = float(np.abs(numbers).max())
+    if largest > MAX_ABS_VALUE:
+        raise RecordingValueError(
+            f"{what} holds values up to {largest:.4g} in magnitude, beyond the plausible "
+            f"{MAX_ABS_VALUE:g} (retcodec.io.interneurons.MAX_ABS_VALUE); check the file's units")
+    if allow_constant:
+        return
+    rows = numbers.reshape(numbers.shape[0], -1) if per_cell else numbers.reshape(1, -1)
+    flat = np.flatnonzero(rows.max(axis=1) == rows.min(axis=1))
+    if flat.size:
+        which = f" for cells {flat.tolist()}" if per_cell else ""
+        raise RecordingValueError(
+            f"{what} is constant{which}: nothing varies, so no correlation with model units can be "
+            f"computed. Drop {'those cells' if per_cell else 'this stimulus type'} or fix the file")
+
+
 def prepare_interneuron_stimulus(stim_type: str, raw: np.ndarray) -> tuple[np.ndarray, str]:
     """Published preparation of a raw interneuron stimulus -> ``((T, 50, 50) float32, note)``."""
     if stim_type not in _PREPARERS:
         raise ConfigurationError(f"no preparation for stimulus type {stim_type!r}; "
                                  f"supported: {sorted(_PREPARERS)}")
     raw = np.asarray(raw)
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise NonFiniteError(f"the {stim_type} stimulus holds NaN or Inf")
+    check_interneuron_values(raw, f"the {stim_type} stimulus", allow_constant=True)
     return _PREPARERS[stim_type](raw)
 
 
@@ -127,13 +159,19 @@ def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
     if vm_dset.ndim != 2:
         raise RecordingShapeError(f"{source}: '{vm_dset.name}' has shape {vm_dset.shape}, "
                                   f"expected (n_cells, T); {LAYOUT}")
+    check_numeric_dtype(vm_dset, f"{source}: '{vm_dset.name}'")
     vm = _read(vm_dset).astype(float)
-    stim, note = prepare_interneuron_stimulus(stim_type, raw)
+    try:
+        stim, note = prepare_interneuron_stimulus(stim_type, raw)
+    except (RecordingError, NonFiniteError, ShapeError) as err:
+        raise type(err)(f"{source}: {err}") from None
     if vm.shape[1] != stim.shape[0]:
         raise RecordingShapeError(f"{source}: {stim_type} has {stim.shape[0]} stimulus frames "
                                   f"but {vm.shape[1]} membrane-potential samples")
     if not np.isfinite(vm).all():
         raise NonFiniteError(f"{source}: '{vm_dset.name}' holds NaN or Inf")
+    check_interneuron_values(vm, f"{source}: '{vm_dset.name}'", per_cell=True)
+    check_interneuron_values(raw, f"{source}: '{stim_type}/stimuli'")
     n_time, n_cells = stim.shape[0], vm.shape[0]
     coords = {"time": ("time", np.arange(n_time) * DT, {"units": "s"}),
               "cell": ("cell", np.arange(n_cells), {"long_name": "cell index in the file"}),
@@ -176,7 +214,11 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
     ``cell`` (index in the file), ``y``, ``x`` and per-cell truth such as
     ``cell_type``. Everything is read into memory and the file is closed.
     """
+    history = check_history(history)
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file():
+        raise UnreadableFileError(f"interneuron file {path} is not a regular file (a folder, FIFO, "
+                                  f"device or socket); pass the .h5 file itself")
     if not path.is_file():
         raise MissingDataError(f"interneuron file {path} does not exist")
     path = path.resolve()
@@ -206,6 +248,9 @@ def _choose_stim_types(present: list[str], requested: list[str] | None,
                         if skipped else [])
     if isinstance(requested, str):
         requested = [requested]
+    if not isinstance(requested, (list, tuple)) or not all(isinstance(s, str) for s in requested):
+        raise ConfigurationError(f"stim_types must be a list of stimulus type names such as "
+                                 f"['boxes', 'lines'], got {requested!r:.80}")
     missing = [s for s in requested if s not in present]
     if missing:
         raise RecordingError(f"{source} has no stimulus group(s) {missing} (it has {present}); "
@@ -238,10 +283,10 @@ def interneuron_windows(node: xr.DataTree | xr.Dataset,
     ``vm.time`` equals ``w.time``.
     """
     ds = node.to_dataset() if isinstance(node, xr.DataTree) else node
-    if "membrane_potential" not in ds:
+    if not isinstance(ds, xr.Dataset) or "membrane_potential" not in ds:
         raise RecordingError("the node has no 'membrane_potential'; pass a stimulus node of "
                              "load_interneurons, e.g. tree['boxes']")
-    history = int(ds.attrs.get("history", DEFAULT_HISTORY) if history is None else history)
+    history = check_history(ds.attrs.get("history", DEFAULT_HISTORY) if history is None else history)
     w = windows(ds, norm_stats=INTERNEURON_NORM_STATS, history=history)
     vm = ds["membrane_potential"].isel(time=slice(history, None)).transpose("time", "cell")
     return w, vm
@@ -257,7 +302,10 @@ def _checked_stimulus(stim_type: str, pair: Any) -> tuple[np.ndarray, np.ndarray
     except (TypeError, ValueError):
         raise ConfigurationError(f"stimuli[{stim_type!r}] must be a pair "
                                  f"(stimulus, membrane_potential)") from None
-    raw, vm = np.asarray(raw), np.asarray(vm, dtype=float)
+    raw, vm = np.asarray(raw), np.asarray(vm)
+    check_numeric_dtype(raw, f"{stim_type} stimulus")
+    check_numeric_dtype(vm, f"{stim_type} membrane potential")
+    vm = vm.astype(float)
     ndim = _EXPECTED_NDIM.get(stim_type)
     if ndim is not None and raw.ndim != ndim:
         raise ShapeError(f"{stim_type} stimulus must be {ndim}-D (time first), got {raw.shape}")
@@ -266,6 +314,8 @@ def _checked_stimulus(stim_type: str, pair: Any) -> tuple[np.ndarray, np.ndarray
                          f"got {vm.shape}")
     if not np.isfinite(vm).all():
         raise NonFiniteError(f"{stim_type} membrane potential holds NaN or Inf")
+    check_interneuron_values(raw, f"{stim_type} stimulus")
+    check_interneuron_values(vm, f"{stim_type} membrane potential", per_cell=True)
     return raw, vm
 
 

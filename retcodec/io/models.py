@@ -7,7 +7,7 @@
 * :func:`predict` runs a model over stimulus windows, batched, and returns
   rates as a labelled ``(time, cell)`` DataArray.
 
-Tolerances where the published files vary (``published-formats.md`` §1, §6):
+Tolerances where the published files vary (``docs/formats.md``):
 hyps under ``hyps``, ``model_hyps``, ``hyperparams.json`` next to the file, or
 only as top-level copies; ``cells`` as ``"all"`` (resolved with
 :data:`PUBLISHED_CELLS` when the dataset is known and the count agrees),
@@ -32,14 +32,17 @@ import torch
 from torch import nn
 
 from retcodec._version import __version__
-from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN,
-                            build_model, centers_to_coords)
+from retcodec.devices import resolve_device
+from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN, build_model,
+                                       centers_to_coords, check_centers, map_sizes)
 from retcodec.io.checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
-from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError, NonFiniteError,
-                     ShapeError)
+from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError, InvalidModelError,
+                             NonFiniteError, ShapeError)
 from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
+
+__all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict", "CHECKPOINT_KEYS", "METRIC_KEYS"]
 
 
 #: checkpoint keys that are not top-level copies of hyps
@@ -53,6 +56,10 @@ _ARCHITECTURE_KEYS = ("dataset", "cells", "stim_type", "img_shape", "n_units", "
                       "noise", "bn_moment", "softplus", "stack_ksizes", "stack_chans")
 #: state-dict entries a checkpoint may lack: the model's own values are kept
 _OPTIONAL_SUFFIXES = (".sigma", ".num_batches_tracked")
+#: state-dict entries that hold integers (counters, read-out coordinates), not weights
+_INTEGER_SUFFIXES = (".num_batches_tracked", ".coords")
+#: a model's hyps may describe at most this many times the parameters its state dict holds
+_PARAMETER_SLACK = 2
 
 
 # --------------------------------------------------------------------------- published tables
@@ -97,10 +104,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> RetinaCN
 
     Raises
     ------
-    MissingDataError, UnsafeCheckpointError, CheckpointError, UnknownModelTypeError
+    DeviceError
+        ``device`` is unknown or absent on this machine (checked before reading).
+    MissingDataError, UnreadableFileError, UnsafeCheckpointError, CorruptCheckpointError
+        See :func:`retcodec.io.checkpoint.load_checkpoint`.
+    InvalidModelError
+        Weights that are not finite, a negative batch-norm variance, centres
+        outside the image, out-of-range ``zero_dict`` channels or read-out
+        coordinates, weights that are not real floating-point tensors.
+    CheckpointError, UnknownModelTypeError
+        Hyps and weights that do not describe a known layout.
     """
+    target = resolve_device(device)
     file = resolve_checkpoint_path(path)
-    return model_from_checkpoint(load_checkpoint(file), device=device, source=file)
+    return model_from_checkpoint(load_checkpoint(file), device=target, source=file)
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.device = "cpu",
@@ -109,23 +126,25 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.dev
 
     ``source`` is the file it came from (for ``hyperparams.json`` and provenance).
     """
-    device = _as_device(device)
+    device = resolve_device(device)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"checkpoint {_describe(source)} is a {type(checkpoint).__name__}, not "
+                              f"the dict torch.save wrote")
     if "model_state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {_describe(source)} has no 'model_state_dict' "
                               f"(keys: {sorted(map(str, checkpoint))})")
     state = _state_dict(checkpoint["model_state_dict"], source)
     model_type = str(checkpoint.get("model_type", "VaryModel"))
-    hyps = _complete_hyps(_read_hyps(checkpoint, source), state)
-    try:
-        model = build_model(model_type, hyps)
-    except ConfigurationError as err:
-        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)}: {err}") from err
+    hyps = _complete_hyps(_read_hyps(checkpoint, source), state, source)
+    model = _build_checked(model_type, hyps, state, source)
     renamed = _load_state(model, state, source)
+    check_weights(model, source)
     try:
-        model.apply_zero_dict(checkpoint.get("zero_dict") or {})
-    except (ConfigurationError, TypeError, ValueError) as err:
-        raise CheckpointError(f"'zero_dict' of {_describe(source)} cannot be applied: {err}") from err
+        model.apply_zero_dict(checkpoint.get("zero_dict"))
+    except ConfigurationError as err:
+        raise InvalidModelError(f"'zero_dict' of {_describe(source)} cannot be applied: {err}") from err
     model.meta = _meta(model, model_type, checkpoint, source)
+    _check_blank_response(model, source)
     if renamed:
         model.meta["provenance"]["renamed_state_keys"] = True
     model.eval().requires_grad_(False)
@@ -136,18 +155,84 @@ def _describe(source: str | Path | None) -> str:
     return repr(str(source)) if source is not None else "(in memory)"
 
 
-def _as_device(device: str | torch.device | None) -> torch.device:
+def _build_checked(model_type: str, hyps: dict[str, Any], state: Mapping[str, torch.Tensor],
+                   source: str | Path | None) -> RetinaCNN:
+    """Build the layout, first on the meta device to check its size against the weights."""
     try:
-        return torch.device(device if device is not None else "cpu")
-    except (RuntimeError, TypeError) as err:
-        raise ConfigurationError(f"device {device!r} is not a torch device ('cpu', 'cuda', "
-                                 f"'cuda:1', 'mps'): {err}") from err
+        with torch.device("meta"):
+            skeleton = build_model(model_type, hyps)
+        described = sum(t.numel() for t in skeleton.state_dict().values())
+        stored = sum(t.numel() for t in state.values())
+        if described > _PARAMETER_SLACK * stored + 1024:
+            raise CheckpointError(
+                f"the hyps of {_describe(source)} describe a {model_type} with {described} weights but "
+                f"its state dict holds {stored}; check n_units, chans, ksizes and img_shape in the hyps")
+        return build_model(model_type, hyps)
+    except CheckpointError:
+        raise
+    except ConfigurationError as err:
+        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)}: {err}") from err
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as err:
+        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)} from its hyps "
+                              f"({type(err).__name__}: {err}); check model_type, chans, ksizes, "
+                              f"img_shape and n_units in the checkpoint") from err
+
+
+def check_weights(model: nn.Module, source: str | Path | None = None) -> None:
+    """Refuse weights no trained model has: NaN/Inf anywhere, a negative batch-norm variance.
+
+    Raises :class:`~retcodec.errors.InvalidModelError` naming the entries.
+    """
+    state = model.state_dict()
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise InvalidModelError(
+            f"the weights of {_describe(source)} hold NaN or Inf in {_listing(nonfinite)}: the "
+            f"checkpoint is damaged or training diverged; use another epoch's checkpoint or a clean copy")
+    negative = [k for k, v in state.items() if k.endswith("running_var") and (v < 0).any()]
+    if negative:
+        raise InvalidModelError(
+            f"batch-norm running variances of {_describe(source)} are negative in {_listing(negative)}; "
+            f"a variance cannot be negative, so the checkpoint is damaged or was edited. Use a clean copy")
+
+
+def _check_blank_response(model: RetinaCNN, source: str | Path | None,
+                          max_elements: int = 10_000_000) -> None:
+    """One forward pass on a blank (all-zero, i.e. mean-grey) window must give finite rates."""
+    if int(np.prod(model.img_shape)) > max_elements:
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, *model.img_shape))
+    finally:
+        model.train(was_training)
+    if not torch.isfinite(out).all():
+        raise InvalidModelError(
+            f"the model of {_describe(source)} returns NaN or Inf for a blank (mean-grey) stimulus: its "
+            f"weights overflow float32 although each is finite. The checkpoint is damaged or was "
+            f"edited; use a clean copy or another epoch")
+
+
+def _listing(items: list[str], limit: int = 6) -> str:
+    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def _state_dict(state: Any, source: str | Path | None) -> "OrderedDict[str, torch.Tensor]":
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"'model_state_dict' of {_describe(source)} is not a mapping of "
                               f"names to tensors")
+    for key, value in state.items():
+        if value.layout != torch.strided or value.is_quantized or value.device.type != "cpu":
+            raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} is a "
+                                    f"{value.layout} / quantized / {value.device} tensor; a model's "
+                                    f"weights are dense CPU tensors. Re-save them with .cpu() and .to_dense()")
+        integer = str(key).endswith(_INTEGER_SUFFIXES)
+        if (not integer and not value.is_floating_point()) or (integer and value.is_complex()):
+            raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} has dtype "
+                                    f"{value.dtype}; weights must be real floating point (float32). "
+                                    f"The checkpoint is damaged or was edited")
     out = OrderedDict((str(k), v) for k, v in state.items())
     if out and all(k.startswith("module.") for k in out):      # saved from DataParallel
         out = OrderedDict((k[len("module."):], v) for k, v in out.items())
@@ -180,18 +265,37 @@ def _hyperparams_json(source: str | Path | None) -> dict[str, Any]:
         raise CheckpointError(f"{str(candidate)!r} is not a JSON object of hyper-parameters: {err}") from err
 
 
-def _complete_hyps(hyps: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Fill ``n_units`` and ``centers`` where the file lacks them; normalise ``centers``."""
+def _complete_hyps(hyps: dict[str, Any], state: Mapping[str, torch.Tensor],
+                   source: str | Path | None = None) -> dict[str, Any]:
+    """Fill ``n_units`` and ``centers`` where the file lacks them; check and normalise ``centers``."""
     if "n_units" not in hyps:
         hyps["n_units"] = _n_units_from_state(state)
+    for key in ("dataset", "stim_type"):
+        value = hyps.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CheckpointError(f"hyps[{key!r}] of {_describe(source)} must be a string such as "
+                                  f"'15-10-07' / 'naturalscene', got {type(value).__name__} {value!r:.60}")
     dataset = hyps.get("dataset")
     if hyps.get("centers") is None:
         centers = published_centers(dataset, _cells_list(hyps.get("cells", "all")) or "all")
         if centers is not None and len(centers) == int(hyps["n_units"]):
             hyps["centers"] = centers
     if hyps.get("centers") is not None:
-        hyps["centers"] = _centers_array(hyps["centers"])
+        try:
+            hyps["centers"] = check_centers(hyps["centers"], _image_shape(hyps))
+        except ConfigurationError as err:
+            raise InvalidModelError(f"checkpoint {_describe(source)}: {err}") from None
     return hyps
+
+
+def _image_shape(hyps: Mapping[str, Any]) -> tuple[int, int]:
+    """``(H, W)`` of the model input from ``img_shape`` (default 50 x 50)."""
+    try:
+        shape = [int(v) for v in hyps.get("img_shape", (40, 50, 50))]
+        return shape[-2], shape[-1]
+    except (TypeError, ValueError, IndexError):
+        raise CheckpointError(f"hyps['img_shape'] must be (history, height, width) integers, got "
+                              f"{hyps.get('img_shape')!r:.80}") from None
 
 
 def _n_units_from_state(state: Mapping[str, torch.Tensor]) -> int:
@@ -219,9 +323,15 @@ def _cells_list(cells: Any) -> list[int] | None:
         return None
     try:
         values = np.asarray(cells.cpu() if isinstance(cells, torch.Tensor) else cells).ravel()
-        return [int(c) for c in values]
-    except (TypeError, ValueError) as err:
+        listed = [int(c) for c in values]
+    except (TypeError, ValueError, OverflowError) as err:
         raise CheckpointError(f"'cells' must be 'all' or a list of cell indices: {err}") from err
+    if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.array_equal(values, listed)):
+        raise CheckpointError(f"'cells' must be 'all' or a list of whole cell indices, got {cells!r:.80}")
+    if any(c < 0 for c in listed) or len(set(listed)) != len(listed):
+        raise CheckpointError(f"'cells' must list distinct non-negative cell indices (cell numbers in "
+                              f"the recording file), got {listed[:20]}")
+    return listed
 
 
 # --------------------------------------------------------------------------- state dict
@@ -250,10 +360,19 @@ def _take_grab_coords(model: nn.Module,
     for name, module in model.named_modules():
         key = f"{name}.coords"
         if isinstance(module, GrabUnits) and key in state:
-            coords = state.pop(key).to(torch.long).reshape(-1, 2)
+            stored = state.pop(key)
+            if stored.is_floating_point() and not torch.isfinite(stored).all():
+                raise InvalidModelError(f"{key} (GrabUnits read-out coordinates) holds NaN or Inf")
+            coords = stored.to(torch.long).reshape(-1, 2)
             if coords.shape != module.coords.shape:
                 raise CheckpointError(f"{key} has shape {tuple(coords.shape)} but the model reads "
                                       f"{tuple(module.coords.shape)} units")
+            size = map_sizes(model.img_shape, model.ksizes)[-1]
+            if coords.numel() and (coords.min() < 0 or coords.max() >= size):
+                raise InvalidModelError(f"{key} (GrabUnits read-out coordinates) must lie in 0..{size - 1} "
+                                        f"on the {size}x{size} ganglion map, got "
+                                        f"{coords.min().item()}..{coords.max().item()}; the checkpoint "
+                                        f"is damaged or was edited")
             module.coords = coords.to(module.coords.device)
     return state
 
@@ -343,6 +462,9 @@ def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
     """``{'mean', 'std'}`` dict, ``[mean, std]`` or None -> ``{'mean': float, 'std': float}`` or None."""
     if norm_stats is None:
         return None
+    if np.ndim(norm_stats) > 0 and np.size(norm_stats) != 2 and not isinstance(norm_stats, Mapping):
+        raise InvalidModelError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, got "
+                                f"{type(norm_stats).__name__} of {np.size(norm_stats)} values")
     try:
         if isinstance(norm_stats, Mapping):
             mean, std = norm_stats["mean"], norm_stats["std"]
@@ -353,7 +475,8 @@ def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
         raise CheckpointError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, "
                               f"got {norm_stats!r}") from err
     if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise CheckpointError(f"norm_stats need a finite mean and a positive std, got mean={mean}, std={std}")
+        raise InvalidModelError(f"norm_stats need a finite mean and a positive std, got mean={mean}, "
+                                f"std={std}; set them to the training stimulus's global mean and std")
     return {"mean": mean, "std": std}
 
 
@@ -366,6 +489,8 @@ def _provenance(checkpoint: Mapping[str, Any], source: str | Path | None) -> dic
         scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1
         if isinstance(value, (int, float, np.number)) or scalar_tensor:
             number = value.item() if hasattr(value, "item") else value
+            if isinstance(number, complex) or not np.isfinite(float(number)):
+                continue                         # a metric that is not a number is not provenance
             prov[key] = int(number) if key == "epoch" else float(number)
     return prov
 
@@ -498,8 +623,12 @@ def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = 256,
     """
     import xarray as xr
 
-    if batch_size < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a whole number >= 1, got {batch_size!r:.40}")
+    if not isinstance(model, RetinaCNN):
+        raise ConfigurationError(f"predict needs a retina model from load_model (a RetinaCNN), got "
+                                 f"{type(model).__name__}")
     source, time, time_units, cells = _prediction_input(model, windows_or_recording)
     rates = _run_batches(model, source, batch_size, device, progress)
     cell_coord = np.asarray(cells if cells is not None else _model_cells(model))
@@ -594,7 +723,7 @@ def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
     from tqdm.auto import tqdm
 
     home = model.device
-    target = home if device is None else _as_device(device)
+    target = home if device is None else resolve_device(device)
     was_training = model.training
     model.to(target).eval()
     outputs: list[np.ndarray] = []
@@ -608,7 +737,13 @@ def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
                 batch = batch.to(device=target, dtype=torch.float32)
                 if not torch.isfinite(batch).all():
                     raise NonFiniteError(f"windows {start}..{start + len(batch) - 1} hold NaN or Inf")
-                outputs.append(model(batch).cpu().numpy())
+                out = model(batch)
+                if not torch.isfinite(out).all():
+                    raise NonFiniteError(
+                        f"the model returned NaN or Inf for windows {start}..{start + len(batch) - 1} "
+                        f"(finite inputs): its weights overflow; check them with "
+                        f"retcodec.io.models.check_weights or use another checkpoint")
+                outputs.append(out.cpu().numpy())
     finally:
         model.to(home).train(was_training)
     if not outputs:

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 from retcodec._version import __version__
 
+__all__ = ["versions", "sha256", "provenance_attrs", "to_attr"]
+
 
 def versions() -> dict[str, str]:
     """Versions of retcodec and of the libraries whose numbers it reports."""

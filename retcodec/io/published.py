@@ -1,12 +1,14 @@
 """Tables of the published Baccus-lab code (``datas.CELLS``, ``datas.CENTERS``).
 
-See ``published-formats.md`` §3.2-3.3.
+See ``docs/formats.md`` (cell and centre tables).
 """
 from __future__ import annotations
 
 import numpy as np
 
-#: ``datas.CELLS`` of the published code (§3.2): the recorded cells each dataset's models predict
+__all__ = ["PUBLISHED_CELLS", "PUBLISHED_CENTERS"]
+
+#: ``datas.CELLS`` of the published code (docs/formats.md): the recorded cells each dataset's models predict
 PUBLISHED_CELLS: dict[str, list[int]] = {
     "15-10-07": [0, 1, 2, 3, 4],
     "15-11-21a": [6, 10, 12, 13],
@@ -15,7 +17,7 @@ PUBLISHED_CELLS: dict[str, list[int]] = {
     "16-01-08": [0, 3, 7, 9, 11],
     "16-05-31": [2, 3, 4, 14, 16, 18, 20, 25, 27],
 }
-#: ``datas.CENTERS`` (§3.3): (row, col) of each cell of ``PUBLISHED_CELLS``, 50x50 stimulus pixels
+#: ``datas.CENTERS`` (docs/formats.md): (row, col) of each cell of ``PUBLISHED_CELLS``, 50x50 stimulus pixels
 PUBLISHED_CENTERS: dict[str, np.ndarray] = {
     "15-10-07": np.array([[21, 18], [24, 20], [22, 18], [27, 18], [31, 20]]),
     "15-11-21a": np.array([[37, 3], [39, 6], [20, 15], [41, 2]]),

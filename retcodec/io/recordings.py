@@ -1,7 +1,7 @@
 """Ganglion-cell recordings in the published layout, as labelled xarray data.
 
-A recording file is ``<root>/<experiment>/<stim_type>.h5`` (published-formats
-§3.1) with, for each split ``train`` and ``test``::
+A recording file is ``<root>/<experiment>/<stim_type>.h5``
+(``docs/formats.md``) with, for each split ``train`` and ``test``::
 
     <split>/stimulus                    (T, 50, 50)      frames, e.g. uint8
     <split>/time                        (T,)             one entry per 10 ms bin
@@ -19,7 +19,7 @@ lazily from the file; :func:`windows` turns it into the model input, the sliding
 40-frame windows z-scored with one global mean and std; :func:`write_recording`
 writes the layout atomically.
 
-Alignment (published-formats §3.2): window ``k`` holds frames ``k … k+h-1`` and
+Alignment (``docs/formats.md``): window ``k`` holds frames ``k … k+h-1`` and
 predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
 ``k+h`` and ``rate.sel(time=w.time)`` lines up with the windows.
 """
@@ -37,15 +37,17 @@ import xarray as xr
 from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
-from retcodec.errors import (CellMismatchError, ConfigurationError, MissingDataError,
-                     NonFiniteError, RecordingError, ShapeError)
+from retcodec.errors import (CellMismatchError, ConfigurationError, FileInUseError, MissingDataError,
+                             NonFiniteError, RecordingError, RecordingValueError, ShapeError,
+                             UnreadableFileError)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.storage import atomic_path
 
-__all__ = ["load_recording", "windows", "Windows", "write_recording",
+__all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
-           "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY"]
+           "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
+           "h5_open_error", "check_numeric_dtype", "check_rates", "check_history"]
 
 #: sampling rate of frames and response bins (Hz) and bin width (s)
 FRAME_RATE = 100.0
@@ -54,13 +56,19 @@ DT = 0.01
 NORM_EPS = 1e-7
 #: frames per model input window (400 ms)
 DEFAULT_HISTORY = 40
+#: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
+#: refractory period sets; larger values mean the file holds something other than rates in Hz
+MAX_RATE_HZ = 10_000.0
+#: a train stimulus whose population std is below ``MIN_STIMULUS_STD * max(1, |mean|)`` is
+#: constant: z-scoring it would blow the windows up to ~1e9
+MIN_STIMULUS_STD = 1e-6
 SPLITS = ("train", "test")
 
 
 LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
           "<split>/response/firing_rate_10ms (n_cells, T), "
           "<split>/response/binned (n_cells, T), optional test/repeats/cellNN "
-          "(n_repeats, T) for split in train, test (published-formats.md §3.1)")
+          "(n_repeats, T) for split in train, test (docs/formats.md)")
 
 _STIM_BLOCK_PIXELS = 4_000_000   # pixels per block when scanning a stimulus
 _STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 50x50 uint8)
@@ -92,9 +100,7 @@ class _H5LazyArray(BackendArray):
             with self.manager.acquire_context() as h5:
                 return np.asarray(h5[self.name][key])
         except OSError as exc:
-            raise RecordingError(
-                f"cannot read {self.name!r} from the recording file: {exc}. It may "
-                f"be truncated or corrupt; copy it again.") from exc
+            raise h5_open_error(f"'{self.name}' of the recording file", exc) from exc
 
 
 # --------------------------------------------------------------------------- paths and files
@@ -117,6 +123,10 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
                 f"no recording {file} (stimulus types found for {experiment!r}: {have})")
         return file.resolve(), experiment, stim_type
     if not path.is_file():
+        if path.exists():
+            raise UnreadableFileError(
+                f"recording {path} is not a regular file (a FIFO, device or socket); pass the "
+                f".h5 file itself")
         raise MissingDataError(
             f"recording file {path} does not exist; pass a file <root>/<experiment>/"
             f"<stim_type>.h5 or the root folder with experiment= and stim_type=")
@@ -125,12 +135,66 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
 
 def _open_h5(path: Path) -> h5py.File:
     """Open an HDF5 file read-only; a non-HDF5 or truncated file is a RecordingError."""
+    if not path.is_file():
+        raise UnreadableFileError(f"{path} is not a regular file (a FIFO, device or socket); "
+                                  f"pass the .h5 file itself")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise RecordingError(
-            f"{path} cannot be opened as HDF5 ({exc}); the file is truncated, corrupt "
-            f"or not a recording. Copy it again.") from exc
+        raise h5_open_error(str(path), exc) from exc
+
+
+def h5_open_error(what: str, exc: OSError) -> Exception:
+    """The retcodec error for an ``OSError`` of h5py opening or reading ``what``.
+
+    A file locked by another process (HDF5 file locking, errno 11) is a
+    :class:`FileInUseError`; missing read permission an :class:`UnreadableFileError`;
+    anything else a :class:`RecordingError` for a truncated or corrupt file.
+    """
+    text = str(exc)
+    if "unable to lock" in text.lower() or "already open" in text.lower():
+        return FileInUseError(
+            f"{what} is in use by another process (the HDF5 file is locked: {text}); wait until "
+            f"that process (a run still writing it, an open notebook) has closed the file, then "
+            f"retry. Only if the file system cannot lock at all, set HDF5_USE_FILE_LOCKING=FALSE")
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == 13 \
+            or "permission denied" in text.lower():
+        return UnreadableFileError(f"{what} cannot be read: permission denied ({text}); fix its "
+                                   f"permissions (e.g. chmod u+r) or copy it somewhere readable")
+    return RecordingError(
+        f"{what} cannot be opened as HDF5 ({text}); the file is truncated, corrupt "
+        f"or not a recording. Copy it again.")
+
+
+def check_numeric_dtype(dset: h5py.Dataset | np.ndarray, what: str, kinds: str = "biuf") -> None:
+    """Refuse a dataset or array whose dtype is not real numbers (bytes, strings, complex, compound)."""
+    dtype = dset.dtype
+    if dtype.kind not in kinds:
+        name = {"S": "bytes", "U": "text", "O": "Python objects / variable-length strings",
+                "c": "complex numbers", "V": "compound records", "M": "dates", "m": "time spans"}
+        raise RecordingValueError(
+            f"{what} has dtype {dtype} ({name.get(dtype.kind, dtype.kind)}); it must hold real "
+            f"numbers (uint8 or float frames, float rates). Re-export it as numbers")
+
+
+def check_rates(values: np.ndarray, rows: np.ndarray, what: str, limit: float = MAX_RATE_HZ) -> None:
+    """Refuse negative rates and rates above ``limit`` Hz (:data:`MAX_RATE_HZ`), naming the cells."""
+    if not values.size:
+        return
+    filled = np.nan_to_num(values, nan=0.0)          # NaN pads missing repeats
+    negative = filled.min(axis=-1) < 0
+    huge = filled.max(axis=-1) > limit
+    while negative.ndim > 1:                      # repeats: (repeat, cell, time) -> per cell
+        negative, huge = negative.any(axis=0), huge.any(axis=0)
+    if negative.any():
+        raise RecordingValueError(
+            f"{what} holds negative values (min {filled.min():.4g}) for cells "
+            f"{rows[negative].tolist()}; firing rates are >= 0 Hz. Fix the file or drop those cells")
+    if huge.any():
+        raise RecordingValueError(
+            f"{what} holds values up to {filled.max():.4g} for cells {rows[huge].tolist()}, above "
+            f"the plausible limit of {limit:g} Hz (retcodec.io.recordings.MAX_RATE_HZ); rates must be "
+            f"spikes/s in 10 ms bins. Check the file's units or drop those cells")
 
 
 def _require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
@@ -154,9 +218,7 @@ def _read(dset: h5py.Dataset, key: Any = ()) -> np.ndarray:
     try:
         return np.asarray(dset[key])
     except OSError as exc:
-        raise RecordingError(
-            f"cannot read '{dset.name}' from {dset.file.filename}: {exc}; the file may be "
-            f"truncated or corrupt") from exc
+        raise h5_open_error(f"'{dset.name}' of {dset.file.filename}", exc) from exc
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -239,7 +301,13 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
     with _open_h5(Path(path)) as h5:
         dset = _require_dataset(h5, f"{split}/stimulus", Path(path))
         _check_ndim(dset, 3, "(time, y, x) frames", Path(path))
+        check_numeric_dtype(dset, f"{path}: '{split}/stimulus'")
         mean, std = _chunked_mean_std(dset, f"{path}: '{split}/stimulus'")
+    if std <= MIN_STIMULUS_STD * max(1.0, abs(mean)):
+        raise RecordingValueError(
+            f"{path}: '{split}/stimulus' is constant (mean {mean:.6g}, std {std:.3g}); z-scoring with "
+            f"its std would blow the model input up to ~1e9. The train stimulus must vary: check "
+            f"that the right file was exported, or pass the model's norm_stats explicitly")
     return mean, std + NORM_EPS
 
 
@@ -247,12 +315,15 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     """``{'mean', 'std'}`` of a split's stimulus as the published models used them.
 
     One global scalar mean and the population std + ``1e-7`` over all frames and
-    pixels (published-formats §3.2), computed block by block (never the whole
+    pixels (docs/formats.md), computed block by block (never the whole
     file at once) and cached per ``(path, mtime, size)``.
     """
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
+    if not path.exists():
         raise MissingDataError(f"recording file {path} does not exist")
+    if not path.is_file():
+        raise UnreadableFileError(f"{path} is not a regular file (a folder, FIFO, device or socket); "
+                                  f"pass the .h5 file itself")
     mean, std = _norm_stats_cached(*_file_key(path), split)
     return {"mean": mean, "std": std}
 
@@ -336,10 +407,13 @@ def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
             continue
         dset = _require_dataset(h5, name, source)
         _check_ndim(dset, 2, "(n_repeats, T) single trials", source)
+        check_numeric_dtype(dset, f"{source}: '{name}'")
         if dset.shape[1] not in (n_time, n_time + 1):
             raise RecordingShapeError(
                 f"{source}: '{name}' has {dset.shape[1]} bins, the stimulus {n_time}")
         trials[i] = _read(dset)[:, :n_time].astype(float)
+        if not np.isfinite(trials[i]).all():
+            raise NonFiniteError(f"{source}: '{name}' holds NaN or Inf; single trials must be finite")
     if not trials:
         return None, []
     n_rep = max(t.shape[0] for t in trials.values())
@@ -353,6 +427,16 @@ def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
     if len({t.shape[0] for t in trials.values()}) > 1:
         notes.append("cells have different numbers of repeats: padded with NaN")
     return out, notes
+
+
+def _check_counts(counts: np.ndarray, rows: np.ndarray, what: str) -> None:
+    """Spike counts: finite and >= 0."""
+    if counts.dtype.kind == "f" and not np.isfinite(counts).all():
+        bad = rows[~np.isfinite(counts).all(axis=1)].tolist()
+        raise NonFiniteError(f"{what} holds NaN or Inf for cells {bad}; spike counts must be finite")
+    if counts.size and counts.dtype.kind in "if" and counts.min() < 0:
+        bad = rows[(counts < 0).any(axis=1)].tolist()
+        raise RecordingValueError(f"{what} holds negative spike counts for cells {bad}; counts are >= 0")
 
 
 def _response_length(n_resp: int, n_time: int, name: str, source: Path) -> int:
@@ -423,9 +507,12 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
                    cells: Any, experiment: str, stim_type: str) -> xr.Dataset:
     stim = _require_dataset(h5, f"{split}/stimulus", file)
     _check_ndim(stim, 3, "(time, y, x) frames", file)
+    check_numeric_dtype(stim, f"{file}: '{split}/stimulus'")
     rate_dset = _require_dataset(h5, f"{split}/response/firing_rate_10ms", file)
     _check_ndim(rate_dset, 2, "(n_cells, T) firing rates", file)
+    check_numeric_dtype(rate_dset, f"{file}: '{rate_dset.name}'")
     binned = _require_dataset(h5, f"{split}/response/binned", file)
+    check_numeric_dtype(binned, f"{file}: '{binned.name}'")
     if binned.shape != rate_dset.shape:
         raise RecordingShapeError(f"{file}: '{split}/response/binned' has shape {binned.shape}, "
                                   f"firing_rate_10ms {rate_dset.shape}; they must match")
@@ -440,8 +527,12 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
     if not np.isfinite(rate).all():
         bad = rows[~np.isfinite(rate).all(axis=1)].tolist()
         raise NonFiniteError(f"{file}: '{rate_dset.name}' holds NaN or Inf for cells {bad}")
+    check_rates(rate, rows, f"{file}: '{rate_dset.name}'")
     spikes = _read_rows(binned, rows)[:, :n_time]
+    _check_counts(spikes, rows, f"{file}: '{binned.name}'")
     repeats, notes = _read_repeats(h5, split, rows, n_time, file)
+    if repeats is not None:
+        check_rates(repeats, rows, f"{file}: '{split}/repeats'")
     truth_coords, truth_attrs, truth_notes = _read_truth(h5, rate_dset.shape[0], rows, file)
     notes += truth_notes
     if trim:
@@ -479,6 +570,14 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
 
 
 # --------------------------------------------------------------------------- windows
+def check_history(history: Any) -> int:
+    """``history`` (frames per window) as a positive int; ConfigurationError otherwise."""
+    if isinstance(history, (bool, np.bool_)) or not isinstance(history, (int, np.integer)) or history < 1:
+        raise ConfigurationError(f"history must be a whole number of frames >= 1 (the model's "
+                                 f"img_shape[0], 40 for the published models), got {history!r:.40}")
+    return int(history)
+
+
 def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
     """``{'mean', 'std'}`` floats from a dict or a ``[mean, std]`` pair."""
     if isinstance(norm_stats, Mapping):
@@ -491,7 +590,11 @@ def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ConfigurationError(
                 f"norm_stats must be a dict {{'mean', 'std'}} or [mean, std], got {norm_stats!r}") from None
-    mean, std = float(np.asarray(mean)), float(np.asarray(std))
+    try:
+        mean, std = float(np.asarray(mean)), float(np.asarray(std))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"norm_stats mean and std must be numbers, got mean={mean!r:.40}, "
+                                 f"std={std!r:.40}") from None
     if not (np.isfinite(mean) and np.isfinite(std)):
         raise NonFiniteError(f"norm_stats must be finite, got mean={mean}, std={std}")
     if std <= 0:
@@ -650,12 +753,11 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     ``k … k+history-1``, ``(s - mean) / std`` in float32, aligned with bin
     ``k + history`` (``w.time``).
     """
-    history = int(history)
-    if history < 1:
-        raise ConfigurationError(f"history must be >= 1 frame, got {history}")
+    history = check_history(history)
     if isinstance(recording, xr.DataTree):
         recording = recording.to_dataset()
     stimulus, time, attrs = _stimulus_and_time(recording)
+    check_numeric_dtype(stimulus, "the stimulus")
     source = recording if isinstance(recording, xr.Dataset) else None
     if norm_stats is None:
         attrs = source.attrs if source is not None else attrs
@@ -679,6 +781,7 @@ def _compact_stimulus(stimulus: Any, split: str) -> np.ndarray:
     arr = np.asarray(stimulus)
     if arr.ndim != 3:
         raise ShapeError(f"{split} stimulus must be (T, y, x), got shape {arr.shape}")
+    check_numeric_dtype(arr, f"{split} stimulus")
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -698,6 +801,8 @@ def _checked_split(name: str, split: Mapping[str, Any]) -> dict[str, Any]:
                                  f"{sorted(unknown)} (allowed: {sorted(_SPLIT_KEYS)})")
     out = {"stimulus": _compact_stimulus(split["stimulus"], name)}
     n_time = out["stimulus"].shape[0]
+    for key in ("firing_rate_10ms", "binned"):
+        check_numeric_dtype(np.asarray(split[key]), f"{name} {key}")
     rate = np.asarray(split["firing_rate_10ms"], dtype=np.float32)
     binned = np.asarray(split["binned"])
     # the published white-noise test response has one bin more than its stimulus;
@@ -709,6 +814,8 @@ def _checked_split(name: str, split: Mapping[str, Any]) -> dict[str, Any]:
                          f"white-noise quirk)")
     if not np.isfinite(rate).all():
         raise NonFiniteError(f"{name} firing_rate_10ms holds NaN or Inf")
+    check_rates(rate, np.arange(rate.shape[0]), f"{name} firing_rate_10ms")
+    _check_counts(binned, np.arange(binned.shape[0]), f"{name} binned")
     out["firing_rate_10ms"], out["binned"] = rate, binned
     if split.get("repeats") is not None:
         rep = np.asarray(split["repeats"], dtype=np.float32)
@@ -775,3 +882,18 @@ def _write_split(group: h5py.Group, split: Mapping[str, Any], opts: dict) -> Non
         for cell, sta in split["stas"].items():
             stas.create_dataset(f"cell{cell + 1:02d}", data=sta)
 
+
+
+def model_windows(recording: xr.Dataset, model: Any, max_windows: int | None = None) -> "Windows":
+    """The windows ``model`` reads from ``recording``: its history length and its norm stats.
+
+    ``max_windows`` keeps the first N windows only (the recording is cut before
+    windowing, so nothing more is read).
+    """
+    history = int(model.img_shape[0]) if hasattr(model, "img_shape") else DEFAULT_HISTORY
+    if max_windows is not None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+            raise ConfigurationError(f"max_windows must be an integer >= 1, got {max_windows!r}")
+        recording = recording.isel(time=slice(0, max_windows + history))
+    meta = getattr(model, "meta", {}) or {}
+    return windows(recording, norm_stats=meta.get("norm_stats"), history=history)

@@ -2,12 +2,12 @@
 
 A layer's spatially summed contributions form a matrix ``X`` (samples x
 features), e.g. ``C+`` per channel, or the magnitudes ``[|C-|, C+]``
-(``codec-method.md`` §3). A *mode* is a row of a dictionary ``D`` (modes x
+(``docs/method.md`` §4). A *mode* is a row of a dictionary ``D`` (modes x
 features); the *loadings* ``Z`` (samples x modes) say how much of each mode each
 sample holds, and ``X ≈ Z @ components_``.
 
 * :class:`ContributionModes` - the paper's thresholded sparse autoencoder
-  (``codec-method.md`` §4): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
+  (``docs/method.md`` §5.1): MLP encoder -> sigmoid pre-loadings ``a`` -> hard
   threshold ``z = a·1[a ≥ θ]`` -> non-negative dictionary.
 * :class:`NMFModes`, :class:`PCAModes` - baselines behind the same interface.
 * :func:`fit_layer` - fit on a ``(time, channel, sign)`` DataArray and return the
@@ -280,7 +280,7 @@ def _state_variable(key: str) -> str:
 
 
 class ContributionModes(ModesBase):
-    """CODEC's thresholded sparse autoencoder (``codec-method.md`` §4).
+    """CODEC's thresholded sparse autoencoder (``docs/method.md`` §5.1).
 
     ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
     ``d -> H -> H -> K`` (Linear, Dropout, ReLU, LayerNorm, twice; a bias-free

@@ -58,14 +58,14 @@ def layer_matrix(contribution: xr.DataArray, sign: str = "pos"
     pos = check_matrix(C.sel(sign="pos").values, nonneg=False, what="contribution 'pos'")
     if (pos < 0).any():
         raise ConfigurationError("the 'pos' part of the contribution has negative values: "
-                                 "it must be C+ = max(C, 0) (codec-method.md §3)")
+                                 "it must be C+ = max(C, 0) (docs/method.md §4)")
     channels = C["channel"].values
     if sign == "pos":
         return pos, channels.copy(), np.array(["pos"] * len(channels))
     neg = check_matrix(C.sel(sign="neg").values, nonneg=False, what="contribution 'neg'")
     if (neg > 0).any():
         raise ConfigurationError("the 'neg' part of the contribution has positive values: "
-                                 "it must be C- = min(C, 0) (codec-method.md §3)")
+                                 "it must be C- = min(C, 0) (docs/method.md §4)")
     X = np.concatenate([-neg, pos], axis=1)
     return (X, np.concatenate([channels, channels]),
             np.array(["neg"] * len(channels) + ["pos"] * len(channels)))

@@ -1,1 +1,1 @@
-"""retcodec.pipeline.run."""
+"""``retcodec run``: configuration, the stage cache and the stages."""

@@ -17,113 +17,20 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-ONSET_WINDOW = 0.15          # s after an image change counted as "at onsets"
+from retcodec.report.hypotheses import generate_hypotheses, image_onsets
 
-
-# --------------------------------------------------------------------------- hypotheses
-def image_onsets(stimulus: xr.DataArray, fraction: float = 0.5) -> np.ndarray:
-    """Times (s) of abrupt image changes (new image or saccade).
-
-    A frame is an onset when its mean |Δ intensity| from the previous frame
-    exceeds ``fraction`` of the stimulus's mean absolute deviation, i.e. the
-    change is comparable to the image contrast itself; fixational drift moves
-    far less.
-    """
-    s = np.asarray(stimulus.values, np.float32)
-    d = np.abs(np.diff(s, axis=0)).mean(axis=(1, 2))
-    threshold = fraction * np.abs(s - s.mean()).mean()
-    idx = np.flatnonzero(d > threshold) + 1
-    return stimulus["time"].values[idx]
-
-
-def onset_ratio(loadings: xr.DataArray, onsets: np.ndarray, window: float = ONSET_WINDOW) -> np.ndarray:
-    """Per mode: mean loading within ``window`` s after an onset / mean loading elsewhere."""
-    t = loadings["time"].values
-    near = np.zeros(t.size, bool)
-    for o in onsets:
-        near |= (t >= o) & (t < o + window)
-    z = loadings.transpose("time", "mode").values
-    if near.all() or not near.any():
-        return np.full(z.shape[1], np.nan)
-    inside, outside = z[near].mean(axis=0), z[~near].mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(outside > 0, inside / outside, np.inf)
-
-
-def describe_filter(spatial: np.ndarray, temporal: np.ndarray, lags: np.ndarray) -> str:
-    """'ON centre at (r, c) px, peak 50 ms' from a rank-1 pair (sign: see :func:`retcodec.rank1`)."""
-    if not (np.isfinite(spatial).all() and np.isfinite(temporal).all()):
-        return "no IRF (cell silent)"
-    r, c = np.unravel_index(np.argmax(np.abs(spatial)), spatial.shape)
-    k = int(np.argmax(np.abs(temporal)))
-    polarity = np.sign(spatial[r, c]) * np.sign(temporal[k])
-    kind = "ON" if polarity > 0 else "OFF"
-    return f"{kind} centre at ({r}, {c}) px, peak {lags[k] * 1000:.0f} ms before the response"
-
-
-def mode_channels(modes: xr.DataArray, mode: int, frac: float = 0.5) -> list[str]:
-    """Channels whose dictionary weight is at least ``frac`` of the mode's largest, as 'c+'/'c-'."""
-    m = modes.sel(mode=mode)
-    out = []
-    vals = np.abs(m.transpose("channel", "sign").values)
-    top = vals.max()
-    for ci, ch in enumerate(m["channel"].values):
-        for si, sg in enumerate(m["sign"].values):
-            if top > 0 and vals[ci, si] >= frac * top:
-                out.append(f"{int(ch)}{'+' if sg == 'pos' else '-'}")
-    return out
-
-
-def generate_hypotheses(layer: str, modes: xr.Dataset, types: xr.Dataset, irfs: xr.Dataset | None,
-                        onsets: np.ndarray | None, true_types: Sequence[str] | None,
-                        n_modes: int = 3, min_corr: float = 0.3) -> list[str]:
-    """Testable statements about the strongest modes of one layer."""
-    corr = types["correlation"]                        # (cell, mode)
-    clusters = types["cluster"].values
-    ratio = onset_ratio(modes["loadings"], onsets) if onsets is not None and len(onsets) else None
-    lines = []
-    for mode in modes["mode"].values[:n_modes]:
-        c = corr.sel(mode=mode).values
-        cells = corr["cell"].values[c >= min_corr]
-        if not len(cells):
-            continue
-        order = np.argsort(-c[c >= min_corr])
-        cells = cells[order]
-        chans = ", ".join(mode_channels(modes["modes"], int(mode)))
-        idx = [int(np.flatnonzero(corr["cell"].values == k)[0]) for k in cells]
-        cl = sorted({int(clusters[i]) for i in idx})
-        s = (f"Mode {int(mode)} of {layer} (channels {chans}) drives cell"
-             f"{'s' if len(cells) > 1 else ''} {', '.join(str(int(k)) for k in cells[:6])}"
-             f" (r up to {c.max():.2f}; cluster{'s' if len(cl) > 1 else ''} {', '.join(map(str, cl))}")
-        if true_types is not None:
-            tt = sorted({str(true_types[i]) for i in idx})
-            s += f"; true type{'s' if len(tt) > 1 else ''} {', '.join(tt)}"
-        s += ")"
-        if ratio is not None and np.isfinite(ratio[int(np.flatnonzero(modes['mode'].values == mode)[0])]):
-            rr = ratio[int(np.flatnonzero(modes["mode"].values == mode)[0])]
-            s += (f"; it is {rr:.1f}x more active in the {ONSET_WINDOW * 1000:.0f} ms after image changes"
-                  if rr >= 1.5 else f"; its activity is not tied to image changes ({rr:.1f}x)")
-        if irfs is not None and "spatial" in irfs and str(mode) in [str(x) for x in irfs["combination"].values]:
-            best = int(cells[0])
-            if best in irfs["cell"].values:
-                sp = irfs["spatial"].sel(combination=str(mode), cell=best).values
-                tp = irfs["temporal"].sel(combination=str(mode), cell=best).values
-                s += f"; when it acts alone the IRF of cell {best} is an {describe_filter(sp, tp, irfs['lag'].values)}"
-        s += (". Test: perturb the interneurons that match these channels and expect the listed cells' "
-              "responses to change at those moments.")
-        lines.append(s)
-    return lines
+__all__ = ["embed_png", "html_table", "write_report", "CSS"]
 
 
 # --------------------------------------------------------------------------- html
-def _img(path: Path) -> str:
+def embed_png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
             f"<figcaption>{html.escape(path.stem.replace('_', ' '))} "
             f"(<code>figures/{html.escape(path.stem)}.svg</code>)</figcaption></figure>")
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>(none)</p>"
     cols = list(rows[0])
@@ -169,7 +76,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
 
     fit_rows = [{"metric": k.replace("fit_median_", "median "), "value": float(v)}
                 for k, v in stats.attrs.items() if k.startswith("fit_median_")]
-    sections.append("<h2>Model fit (test split)</h2>" + _table(fit_rows))
+    sections.append("<h2>Model fit (test split)</h2>" + html_table(fit_rows))
 
     comp = stats.get("completeness_error")
     rows = []
@@ -185,7 +92,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
         rows.append(r)
     sections.append(f"<h2>Contributions ({html.escape(cfg.method)}, {cfg.steps} steps, surprisal target)</h2>"
                     "<p class='note'>Completeness: |Σ contributions − ΔS| / |ΔS| per window. "
-                    "Sparsity: Hoyer index across channels.</p>" + _table(rows))
+                    "Sparsity: Hoyer index across channels.</p>" + html_table(rows))
 
     rows = []
     for layer in layers:
@@ -193,9 +100,9 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
         rows.append({"layer": layer, "alive modes": int(ds.sizes["mode"]), "R²": float(ds["r2"]),
                      "stability (matched cosine)": ds.attrs.get("stability_matched_cosine_mean"),
                      "activation-mode R²": float(modes[f"{layer}_activation"]["r2"])})
-    sections.append("<h2>Contribution modes</h2>" + _table(rows))
+    sections.append("<h2>Contribution modes</h2>" + html_table(rows))
 
-    from retcodec.pipeline.run import type_summary
+    from retcodec.report.tables import type_summary
     trows = type_summary(types)
     agree = types["contribution_modes"].to_dataset().get("agreement")
     agree_txt = ""
@@ -205,7 +112,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
     sections.append("<h2>Cell types from mode patterns</h2><p class='note'>k-means on the standardised "
                     "correlation of each mode's loadings with each cell's model rate; k by silhouette. "
                     "Controls: the same on activation modes and on raw rates. ARI vs truth where the "
-                    "truth is known.</p>" + _table(trows) + agree_txt)
+                    "truth is known.</p>" + html_table(trows) + agree_txt)
 
     rows = []
     for layer in layers:
@@ -216,7 +123,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                          "across-combination similarity": float(node["across_set_similarity_pooled"])})
     sections.append("<h2>Instantaneous receptive fields by mode combination</h2><p class='note'>Pearson "
                     "correlation of rank-1 spatial filters of the same cell, within vs across "
-                    "combinations of active modes.</p>" + _table(rows))
+                    "combinations of active modes.</p>" + html_table(rows))
 
     if inter is not None:
         rows = []
@@ -235,7 +142,7 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
                  f"{inter.attrs['type_match_rate']:.0%} of cells.</p>" if "type_match_rate" in inter.attrs else "")
         sections.append("<h2>Model interneurons vs recordings</h2><p class='note'>Best unit chosen on half "
                         "of the data and scored on the other half; chance from circularly shifted "
-                        "recordings.</p>" + _table(rows) + extra)
+                        "recordings.</p>" + html_table(rows) + extra)
 
     hyps: list[str] = []
     for layer in layers:
@@ -245,13 +152,13 @@ def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], t
     sections.append("<h2>Generated hypotheses</h2><ol>" + "".join(f"<li>{html.escape(h)}</li>" for h in hyps)
                     + "</ol>")
 
-    sections.append("<h2>Figures</h2>" + "".join(_img(p) for p in figures if p.suffix == ".png"))
+    sections.append("<h2>Figures</h2>" + "".join(embed_png(p) for p in figures if p.suffix == ".png"))
     params = json.dumps(run.params, indent=1, default=str)
     sections.append("<h2>Parameters and provenance</h2><pre>" + html.escape(params) + "</pre>"
                     + "<h3>Versions</h3><pre>" + html.escape(json.dumps(versions(), indent=1)) + "</pre>"
-                    + "<h3>Input checksums (sha256)</h3>" + _table(
+                    + "<h3>Input checksums (sha256)</h3>" + html_table(
                         [{"file": k, "sha256": v} for k, v in run.inputs.checksums.items()])
-                    + "<h3>Stage timings (s)</h3>" + _table(
+                    + "<h3>Stage timings (s)</h3>" + html_table(
                         [{"stage": k, "seconds": round(v, 1)} for k, v in run.timings.items()]))
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>retcodec report</title>"
            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")

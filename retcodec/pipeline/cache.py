@@ -1,0 +1,126 @@
+"""Which stages of a run are up to date: a verified manifest of the results folder.
+
+``<out>/.stages.json`` records, for every finished stage, the signature it was made
+with (its parameters and the checksums of the run's inputs), the sha256 of every file
+it wrote, how long it took and when it finished. A stage is trusted only when its
+signature matches *and* every file it wrote still has its recorded checksum; otherwise
+it is recomputed, with everything downstream of it, and the reason is said.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from retcodec.io.provenance import sha256
+from retcodec.io.storage import atomic_path
+from retcodec.pipeline.config import DEPENDS, STAGES, STAGE_PARAMETERS
+
+__all__ = ["MANIFEST", "StageCache", "Freshness"]
+
+MANIFEST = ".stages.json"
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether a stage's outputs can be reused, and why not."""
+
+    current: bool
+    reason: str
+
+
+class StageCache:
+    """The manifest of one results folder, and the set of stages known to be stale."""
+
+    def __init__(self, out: Path, params: Mapping[str, Any], checksums: Mapping[str, str],
+                 recording_path: str, force: bool = False) -> None:
+        self.out = Path(out)
+        self.params = dict(params)
+        self.checksums = dict(checksums)
+        self.recording_path = str(recording_path)
+        self.stale: dict[str, str] = {s: "--force given" for s in STAGES} if force else {}
+        self.entries: dict[str, dict[str, Any]] = self._read()
+
+    # ------------------------------------------------------------------ manifest
+    @property
+    def path(self) -> Path:
+        return self.out / MANIFEST
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8")
+
+    # ------------------------------------------------------------------ signatures
+    def signature(self, stage: str) -> str:
+        """What a stage's results depend on, as a canonical JSON string."""
+        params, inputs = self.params, self.checksums
+        keys = STAGE_PARAMETERS.get(stage)
+        if keys is not None:
+            params = {k: params.get(k) for k in keys}
+            inputs = {k: v for k, v in inputs.items() if k != self.recording_path}
+        return json.dumps({"stage": stage, "params": params, "inputs": inputs}, sort_keys=True, default=str)
+
+    # ------------------------------------------------------------------ queries
+    def freshness(self, stage: str) -> Freshness:
+        """Can ``stage``'s recorded outputs be reused?"""
+        if stage in self.stale:
+            return Freshness(False, self.stale[stage])
+        entry = self.entries.get(stage)
+        if entry is None:
+            return Freshness(False, "not computed yet")
+        if entry.get("signature") != self.signature(stage):
+            return Freshness(False, "parameters or inputs changed")
+        for name, digest in (entry.get("files") or {}).items():
+            path = self.out / name
+            if not path.is_file():
+                return Freshness(False, f"{name} is missing")
+            if sha256(path) != digest:
+                return Freshness(False, f"{name} does not match the checksum recorded when it was written "
+                                        f"(modified or corrupted)")
+        return Freshness(True, "up to date")
+
+    def files(self, stage: str) -> list[Path]:
+        """The files a finished stage wrote (relative names resolved in the results folder)."""
+        return [self.out / name for name in (self.entries.get(stage, {}).get("files") or {})]
+
+    def seconds(self, stage: str) -> float | None:
+        value = self.entries.get(stage, {}).get("seconds")
+        return float(value) if value is not None else None
+
+    # ------------------------------------------------------------------ updates
+    def invalidate(self, stage: str, reason: str) -> list[str]:
+        """``stage`` is being recomputed: every stage that reads it (transitively) becomes stale.
+
+        Returns the newly stale dependants.
+        """
+        marked = {stage}
+        while True:
+            new = {s for s, deps in DEPENDS.items() if marked & set(deps)} - marked
+            if not new:
+                break
+            marked |= new
+        newly = [s for s in STAGES if s in marked - {stage} and s not in self.stale]
+        for s in newly:
+            self.stale[s] = f"{stage} was recomputed ({reason})"
+        self.entries.pop(stage, None)
+        self._write()
+        return newly
+
+    def record(self, stage: str, files: Iterable[Path], seconds: float) -> None:
+        """``stage`` finished: remember its signature, the checksums of its files and its time."""
+        self.entries[stage] = {
+            "signature": self.signature(stage),
+            "files": {str(Path(p).relative_to(self.out)): sha256(p) for p in files},
+            "seconds": round(float(seconds), 3),
+            "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        self.stale.pop(stage, None)
+        self._write()

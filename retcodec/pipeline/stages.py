@@ -1,0 +1,336 @@
+"""The stages of ``retcodec run``: each reads its inputs, calls the library, writes one output.
+
+Orchestration only: the science lives in the engine, modes and analysis modules. A
+stage whose recorded outputs are current (see :mod:`retcodec.pipeline.cache`) is
+loaded instead of recomputed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from retcodec.io.provenance import provenance_attrs
+from retcodec.io.storage import atomic_path, write_netcdf_atomic
+from retcodec.pipeline.cache import StageCache
+from retcodec.pipeline.config import STAGE_FILES, Inputs, RunConfig
+
+__all__ = ["Run", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
+           "stage_interneurons", "stage_statistics", "stage_figures", "stage_report"]
+
+
+class Run:
+    """State of one run: config, inputs, output folder, stage cache, timings, log."""
+
+    def __init__(self, cfg: RunConfig, inputs: Inputs) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.inputs = inputs
+        self.params = cfg.stage_parameters()
+        self.cache = StageCache(self.out, self.params, inputs.checksums, str(inputs.recording_path),
+                                force=cfg.force)
+        self.timings: dict[str, float] = {}
+        self.log: list[str] = []
+
+    def attrs(self, stage: str) -> dict[str, Any]:
+        """Provenance every output carries."""
+        return provenance_attrs(self.params, stage=stage, run_parameters=self.cache.signature(stage),
+                                input_checksums=json.dumps(self.inputs.checksums, sort_keys=True),
+                                model=str(self.inputs.model_path), data=str(self.inputs.recording_path))
+
+    def say(self, msg: str) -> None:
+        self.log.append(msg)
+        if self.cfg.progress:
+            print(msg, flush=True)
+
+    def path(self, stage: str) -> Path:
+        return self.out / STAGE_FILES[stage]
+
+    def step(self, stage: str, compute: Callable[[], list[Path]], load: Callable[[], Any]) -> Any:
+        """Reuse ``stage``'s outputs when current, else compute them; say which, and time it."""
+        fresh = self.cache.freshness(stage)
+        if fresh.current:
+            seconds = self.cache.seconds(stage)
+            self.timings[stage] = seconds if seconds is not None else 0.0
+            self.say(f"[{stage}] skipped (up to date; computed in {self.timings[stage]:.1f} s)")
+            return load()
+        self.say(f"[{stage}] computing ({fresh.reason})")
+        for dependant in self.cache.invalidate(stage, fresh.reason):
+            self.log.append(f"  {dependant} will be recomputed too")
+        t0 = time.perf_counter()
+        files = compute()
+        seconds = time.perf_counter() - t0
+        self.cache.record(stage, files, seconds)
+        self.timings[stage] = seconds
+        self.say(f"[{stage}] done in {seconds:.1f} s")
+        return load()
+
+
+def _open_tree(path: Path) -> Callable[[], xr.DataTree]:
+    return lambda: xr.open_datatree(path, engine="h5netcdf")
+
+
+def _open_dataset(path: Path) -> Callable[[], xr.Dataset]:
+    return lambda: xr.open_dataset(path, engine="h5netcdf")
+
+
+def stamp_attrs(path: Path, attrs: dict[str, Any]) -> None:
+    """Add provenance attrs to the root of a finished netCDF file, replacing it atomically."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+
+
+# --------------------------------------------------------------------------- stages
+def stage_contributions(run: Run) -> xr.DataTree:
+    """IG contributions to the surprisal target; streams chunks so an interrupted run resumes."""
+    from retcodec.engine.contributions import contributions
+    from retcodec.errors import ConfigurationError
+    from retcodec.io.recordings import model_windows
+
+    cfg, path = run.cfg, run.path("contributions")
+
+    def compute() -> list[Path]:
+        if path.exists():
+            path.unlink()
+        w = model_windows(run.inputs.recording, run.inputs.model, cfg.max_windows)
+        kw: dict[str, Any] = dict(layers=cfg.layers, method=cfg.method, steps=cfg.steps, target="surprisal",
+                                  device=cfg.device, progress=cfg.progress, random_state=cfg.random_state, out=path)
+        if cfg.workers:
+            kw.update(backend="dask", n_workers=cfg.workers)
+        partial = path.with_name(path.name + ".partial")
+        if partial.exists():
+            n_done = len(list(partial.glob("chunk-*.npz")))
+            run.say(f"  resuming from {n_done} finished chunk(s) in {partial.name}")
+        try:
+            contributions(run.inputs.model, w, **kw)
+        except ConfigurationError as err:
+            if not partial.exists() or "partial run with different parameters" not in str(err):
+                raise
+            run.say(f"  discarding {partial.name}: it was made with other parameters")
+            shutil.rmtree(partial)
+            contributions(run.inputs.model, w, **kw)
+        stamp_attrs(path, run.attrs("contributions"))
+        return [path]
+
+    return run.step("contributions", compute, _open_tree(path))
+
+
+def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
+    """Sparse contribution modes per layer, their seed stability, and the activation-mode control."""
+    from retcodec.modes import ContributionModes, fit_layer, layer_matrix, load_modes, mode_stability, save_modes
+    from retcodec.modes.control import fit_activation_modes
+
+    cfg, path = run.cfg, run.path("modes")
+
+    def compute() -> list[Path]:
+        out: dict[str, xr.Dataset] = {}
+        for layer in cfg.layers:
+            node = contrib[layer].to_dataset()
+            run.say(f"  {layer}: fitting contribution modes")
+            est = ContributionModes(random_state=cfg.random_state, sign=cfg.mode_sign, **cfg.mode_options)
+            ds = fit_layer(est, node["contribution"].load(), sign=cfg.mode_sign, layer=layer)
+            run.say(f"  {layer}: seed stability over seeds {list(cfg.stability_seeds)}")
+            X = layer_matrix(node["contribution"], cfg.mode_sign)[0]
+            stab = mode_stability(ContributionModes(sign=cfg.mode_sign, **cfg.mode_options), X,
+                                  seeds=cfg.stability_seeds)
+            ds.attrs["stability_matched_cosine_mean"] = float(stab.attrs["mean_cosine"])
+            ds.attrs.update({k: v for k, v in run.attrs("modes").items()
+                             if k not in ds.attrs or k == "run_parameters"})
+            out[layer] = ds
+            run.say(f"  {layer}: activation-mode control")
+            act = fit_activation_modes(node["activation"].load(), random_state=cfg.random_state,
+                                       **cfg.mode_options)
+            act.attrs.update(run.attrs("modes"))
+            out[f"{layer}_activation"] = act
+            run.say(f"  {layer}: {ds.sizes['mode']} modes, R2 = {float(ds['r2']):.3f}, "
+                    f"stability (matched cosine) = {ds.attrs['stability_matched_cosine_mean']:.3f}; "
+                    f"activation modes R2 = {float(act['r2']):.3f}")
+        save_modes(out, path)
+        stamp_attrs(path, run.attrs("modes"))
+        return [path]
+
+    return run.step("modes", compute, lambda: load_modes(path))
+
+
+def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
+    """Cells clustered by the modes that drive them, with the activation-mode and raw-rate controls."""
+    from retcodec.analysis.celltypes import cell_types, cluster_rates
+    from retcodec.analysis.rates import model_rates
+    from retcodec.report.tables import summarize_types
+
+    path = run.path("types")
+
+    def compute() -> list[Path]:
+        rates = model_rates(contrib)
+        rec = run.inputs.recording
+        truth = rec["cell_type"] if "cell_type" in rec.coords else None
+        layers = run.cfg.layers
+        kw = dict(random_state=run.cfg.random_state, true_types=truth)
+        contrib_types = cell_types({l: modes[l]["loadings"] for l in layers}, rates, **kw)
+        act_types = cell_types({l: modes[f"{l}_activation"]["loadings"] for l in layers}, rates, **kw)
+        rate_types = cluster_rates(rates, **kw)
+        tree = xr.DataTree.from_dict({
+            "/": xr.Dataset({"model_rate": rates}, attrs=run.attrs("types")),
+            "/contribution_modes": contrib_types.to_dataset(),
+            "/activation_modes": act_types.to_dataset(),
+            "/rates": rate_types})
+        for name, t in (("contribution_modes", contrib_types), ("activation_modes", act_types)):
+            for child in t.children:
+                tree[f"{name}/{child}"] = t[child].to_dataset()
+        write_netcdf_atomic(tree, path)
+        run.say("  " + summarize_types(tree))
+        return [path]
+
+    return run.step("types", compute, _open_tree(path))
+
+
+def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
+    """Instantaneous receptive fields per combination of active modes."""
+    from retcodec.analysis.combinations import combination_irfs, mode_combinations
+    from retcodec.analysis.rates import model_rates
+    from retcodec.io.recordings import model_windows
+
+    cfg, path = run.cfg, run.path("irfs")
+
+    def compute() -> list[Path]:
+        rates = model_rates(contrib)
+        w = model_windows(run.inputs.recording, run.inputs.model, cfg.max_windows)
+        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=run.attrs("irfs"))}
+        for layer in cfg.layers:
+            run.say(f"  {layer}: IRFs of up to {cfg.irf_sets} mode combinations")
+            loadings = modes[layer]["loadings"].load()
+            combos = mode_combinations(loadings, max_sets=cfg.irf_sets, min_count=2)
+            res = combination_irfs(run.inputs.model, w, loadings, rates, combos, random_state=cfg.random_state,
+                                   max_times_per_set=cfg.irf_times_per_set, device=cfg.device,
+                                   progress=cfg.progress, mean_irf=False)
+            nodes[f"/{layer}"] = res
+            nodes[f"/{layer}/combinations"] = combos
+        write_netcdf_atomic(xr.DataTree.from_dict(nodes), path)
+        return [path]
+
+    return run.step("irfs", compute, _open_tree(path))
+
+
+def stage_interneurons(run: Run) -> xr.Dataset | None:
+    """Model units vs interneuron recordings: held-out best unit, chance from circular shifts."""
+    from retcodec.analysis.interneuron_match import match_interneurons
+    from retcodec.insilico.labels import insilico_unit_types
+
+    path = run.path("interneurons")
+    if not run.inputs.interneuron_paths:
+        run.say("[interneurons] skipped (no interneuron files given)")
+        return None
+    cfg = run.cfg
+
+    def compute() -> list[Path]:
+        unit_types = insilico_unit_types(run.inputs.recording, run.inputs.model, cfg.layers, device=cfg.device)
+        match = match_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths],
+                                   layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
+                                   n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
+                                   progress=cfg.progress)
+        match.attrs.update(run.attrs("interneurons"))
+        write_netcdf_atomic(match, path)
+        rate = match.attrs.get("type_match_rate")
+        run.say(f"  median held-out r = {float(np.nanmedian(match['heldout_correlation'])):.2f} "
+                f"(chance p95 median {float(np.nanmedian(match['chance_p95'])):.2f})"
+                + (f", best-unit type matches truth for {rate:.0%}" if rate is not None else ""))
+        return [path]
+
+    return run.step("interneurons", compute, _open_dataset(path))
+
+
+def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
+    """Sparsity, E/I correlation, dimensionality, fit quality and completeness."""
+    from retcodec.analysis.evaluation import evaluate
+    from retcodec.analysis.statistics import layer_statistics
+
+    path = run.path("statistics")
+
+    def compute() -> list[Path]:
+        stats = layer_statistics(contrib)
+        ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device)
+        ev = ev.rename({k: f"fit_{k}" for k in ev.data_vars})
+        ds = xr.merge([stats, ev], combine_attrs="drop")
+        ds.attrs.update(run.attrs("statistics"))
+        ds.attrs.update({f"fit_{k}": v for k, v in ev.attrs.items()})
+        comp = contrib.to_dataset().get("completeness_error")
+        if comp is not None:
+            ds["completeness_error"] = comp
+        write_netcdf_atomic(ds, path)
+        return [path]
+
+    return run.step("statistics", compute, _open_dataset(path))
+
+
+def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], types: xr.DataTree,
+                  irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset) -> list[Path]:
+    """The figures of this run (PNG and SVG); only these are embedded in the report."""
+    import matplotlib.pyplot as plt
+
+    from retcodec.analysis.rates import model_rates
+    from retcodec.report import figures as fg
+
+    folder = run.path("figures")
+
+    def compute() -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        rates = model_rates(contrib)
+        written: list[Path] = []
+
+        def save(make: Callable[[], Any], name: str) -> None:
+            run.say(f"  {name}")
+            fig = make()
+            written.extend(fg.save_figure(fig, folder / name))
+            plt.close(fig)
+
+        layers = run.cfg.layers
+        t = contrib[layers[0]]["time"].values
+        n = min(len(t), 1000)
+        for layer in layers:
+            node = contrib[layer].to_dataset()
+            save(lambda: fg.plot_contribution_heatmap(node, rates, modes[layer]["loadings"],
+                                                      time_slice=(t[0], t[n - 1])), f"contributions_{layer}")
+            save(lambda: fg.plot_modes(modes[layer]["modes"]), f"modes_{layer}")
+            tnode = types["contribution_modes"][layer].to_dataset()
+            troot = types["contribution_modes"].to_dataset()
+            save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], tnode["cluster"], tnode.get("linkage"),
+                                                  troot["true_type"] if "true_type" in troot.coords else None),
+                 f"cell_types_{layer}")
+            inode = irfs[layer].to_dataset()
+            if "spatial" in inode and inode.sizes.get("combination", 0):
+                save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"]), f"irfs_{layer}")
+        if inter is not None:
+            save(lambda: fg.plot_interneuron_matches(inter), "interneurons")
+        save(lambda: fg.plot_sparsity(stats), "sparsity")
+        ev = stats[[v for v in stats.data_vars if v.startswith("fit_")]]
+        ev = ev.rename({v: v[4:] for v in ev.data_vars})
+        save(lambda: fg.plot_fit_quality(ev), "fit_quality")
+        return [Path(p) for p in written]
+
+    return run.step("figures", compute, lambda: run.cache.files("figures"))
+
+
+def stage_report(run: Run, results: dict[str, Any]) -> Path:
+    """The self-contained HTML report and ``hypotheses.txt``."""
+    from retcodec.report.html import write_report
+
+    path = run.path("report")
+
+    def compute() -> list[Path]:
+        report = write_report(run, results["contributions"], results["modes"], results["types"],
+                              results["irfs"], results["interneurons"], results["statistics"],
+                              results["figures"])
+        return [report, run.out / "hypotheses.txt"]
+
+    # the report shows every stage's time, so it is rebuilt whenever anything was recomputed
+    return run.step("report", compute, lambda: path)
