@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from retcodec.defaults import DEVICE, RANDOM_STATE
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, pearson
@@ -455,7 +456,7 @@ def typing_windows(n_windows: int, max_windows: int | None = DEFAULT_TYPING_WIND
 def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree | None,
                        modes: Mapping[str, xr.Dataset], activation_modes: Mapping[str, xr.Dataset] | None,
                        rates: xr.DataArray, true_types: Sequence[Any] | xr.DataArray | None = None,
-                       random_state: int = 0, device: Any = "cpu", *, layers: Sequence[str] | None = None,
+                       random_state: int = RANDOM_STATE, device: Any = DEVICE, *, layers: Sequence[str] | None = None,
                        max_windows: int | None = DEFAULT_TYPING_WINDOWS, steps: int | None = None,
                        k_range: Iterable[int] = DEFAULT_K_RANGE, k_rule: str = PRIMARY_K_RULE,
                        per_cell: xr.DataTree | None = None, n_init: int = 10,

@@ -29,9 +29,11 @@ import torch
 import xarray as xr
 from torch import nn
 
+from retcodec.defaults import DEVICE, LAYERS
+from retcodec.devices import resolve_device
 from retcodec.errors import ConfigurationError
-from retcodec.engine.network import (SIGNS, FastNetwork, PlainNetwork, layer_layouts, space_sum,
-                                     to_numpy)
+from retcodec.engine.network import (SIGNS, FastNetwork, PlainNetwork, layer_layouts, layer_modules,
+                                     space_sum, to_numpy)
 from retcodec.engine.quadrature import quadrature_rule
 from retcodec.engine.store import StimulusSource, baseline_array, baseline_attr
 from retcodec.io.provenance import provenance_attrs
@@ -52,9 +54,9 @@ class PerCellEngine:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], method: str = "ig",
                  steps: int = DEFAULT_PER_CELL_STEPS, baseline: np.ndarray | float = 0.0,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = DEVICE, dtype: torch.dtype = torch.float32,
                  fast: bool = True) -> None:
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype = resolve_device(device), dtype
         self.layers, self.method, self.steps = tuple(layers), method, int(steps)
         work = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
         work.requires_grad_(False)
@@ -121,10 +123,10 @@ class PerCellEngine:
         return out.unflatten(0, (p, b))[-1], contrib
 
 
-def per_cell_contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = ("conv0", "conv1"),
+def per_cell_contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = LAYERS,
                            method: str = "ig", steps: int = DEFAULT_PER_CELL_STEPS,
                            baseline: float | np.ndarray = 0.0, *, window_index: Sequence[int] | None = None,
-                           batch_size: int = 4, device: str | torch.device = "cpu",
+                           batch_size: int = 4, device: str | torch.device = DEVICE,
                            dtype: str = "float32", fast: bool = True,
                            progress: bool = False) -> xr.DataTree:
     """Contributions of each hidden channel to each cell's own rate, for every window.
@@ -152,10 +154,11 @@ def per_cell_contributions(model: nn.Module, stimulus: Any, layers: Sequence[str
         (sum of the unit contributions minus ``y_k(x) − y_k(x₀)``).
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    valid = list(getattr(model, "layers", {}) or {})
+    valid = list(layer_modules(model))
     if not layers or any(name not in valid for name in layers) or len(set(layers)) != len(layers):
-        raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of {valid}, "
-                                 f"at least one, no repeats")
+        named = list(getattr(model, "layers", {}) or {})
+        raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of {named} (or a "
+                                 f"submodule's dotted path), at least one, no repeats")
     layers = tuple(sorted(layers, key=valid.index))
     if method not in PER_CELL_METHODS:
         raise ConfigurationError(f"unknown per-cell method {method!r}; use one of {list(PER_CELL_METHODS)}")
