@@ -157,3 +157,151 @@ def test_cluster_cells_errors():
         cell_types({"a/b": loadings["conv0"]}, rates)
     with pytest.raises(ShapeError, match="different numbers of cells"):
         clustering_agreement({"a": [0, 1], "b": [0, 1, 1]})
+
+
+# =========================================================================== drive profiles, k rules, primary
+from retcodec.analysis.celltypes import (cell_types_primary, choose_k, gap_statistic, subsample_stability,
+                                         typing_windows)
+from retcodec.analysis.drive import drive_over_modes, drive_profiles
+
+#: planted drive: each type has its own (channel, sign) pattern per layer
+N_CHANNELS = 4
+
+
+def planted_per_cell(seed: int = 0, types=TYPES, n_time: int = 40, gains=None,
+                     jitter: float = 0.05) -> xr.DataTree:
+    """A per-cell contribution tree whose mean drive profile is set by the cell's type (times a gain)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(types), key=list(types).index)
+    patterns = {layer: rng.uniform(0, 1, size=(len(names), N_CHANNELS, 2)) ** 3 for layer in ("conv0", "conv1")}
+    gains = np.ones(len(types)) if gains is None else np.asarray(gains)
+    time = 0.4 + np.arange(n_time) * 0.01
+    children = {}
+    for layer, pattern in patterns.items():
+        c = np.stack([gains[i] * pattern[names.index(t)] for i, t in enumerate(types)])     # (cell, ch, sign)
+        c = c * (1 + jitter * rng.uniform(-1, 1, size=c.shape))                              # cell jitter
+        c = c[None] * rng.uniform(0.5, 1.5, size=(n_time, len(types), 1, 1))
+        c[..., 0] *= -1                                                                      # neg part
+        children[layer] = xr.Dataset(
+            {"contribution": (("time", "cell", "channel", "sign"), c)},
+            coords={"time": time, "cell": 10 + np.arange(len(types)), "channel": np.arange(N_CHANNELS),
+                    "sign": ["neg", "pos"]})
+    root = xr.Dataset({"output": (("time", "cell"), rng.uniform(1, 2, size=(n_time, len(types))))},
+                      coords={"time": time, "cell": 10 + np.arange(len(types))})
+    return xr.DataTree.from_dict({"/": root, **children})
+
+
+def test_drive_profiles_are_gain_free_signed_fractions():
+    tree = planted_per_cell(gains=np.arange(1, 13))
+    p = drive_profiles(tree)
+    assert p.dims == ("cell", "feature") and p.shape == (12, 2 * N_CHANNELS * 2)
+    np.testing.assert_array_equal(np.unique(p["layer"].values), ["conv0", "conv1"])
+    for layer in ("conv0", "conv1"):
+        block = p.sel(feature=p["layer"] == layer)
+        np.testing.assert_allclose(np.abs(block).sum("feature"), 1.0)
+        assert (block.sel(feature=block["sign"] == "neg") <= 0).all()
+    mean = tree["conv1"]["contribution"].mean("time").isel(cell=4).values.ravel()
+    np.testing.assert_allclose(p.sel(feature=p["layer"] == "conv1").isel(cell=4), mean / np.abs(mean).sum())
+    same = drive_profiles(planted_per_cell(gains=np.ones(12)))          # same seed: same jitter
+    np.testing.assert_allclose(p.values, same.values, atol=1e-12)         # gains drop out
+    half = drive_profiles(tree, ["conv0"], time_index=np.arange(0, 40, 2))
+    assert half.sizes["feature"] == N_CHANNELS * 2
+
+
+def test_drive_over_modes_recovers_planted_mode_mixtures():
+    rng = np.random.default_rng(1)
+    rows = np.abs(rng.normal(size=(3, N_CHANNELS, 2)))
+    rows[..., 0] *= -1
+    mix = np.array([[1, 0, 0], [0, 1, 0], [0.5, 0, 0.5]])                  # three cells
+    c = np.einsum("km,mcs->kcs", mix, rows)[None].repeat(5, 0)
+    tree = xr.DataTree.from_dict({"conv0": xr.Dataset(
+        {"contribution": (("time", "cell", "channel", "sign"), c)},
+        coords={"cell": [0, 1, 2], "channel": np.arange(N_CHANNELS), "sign": ["neg", "pos"]})})
+    modes = {"conv0": xr.Dataset({"modes": (("mode", "channel", "sign"), rows)},
+                                 coords={"mode": [0, 1, 2], "channel": np.arange(N_CHANNELS),
+                                         "sign": ["neg", "pos"]})}
+    d = drive_over_modes(tree, modes)
+    np.testing.assert_allclose(d.values, mix / mix.sum(1, keepdims=True), atol=1e-8)
+    with pytest.raises(ConfigurationError, match="no modes for layer 'conv0'"):
+        drive_over_modes(tree, {})
+
+
+def test_choose_k_rules_on_known_curves():
+    ks = [1, 2, 3, 4, 5]
+    gap = np.array([0.0, 0.3, 0.8, 0.85, 0.7])
+    se = np.full(5, 0.1)
+    assert choose_k(ks, gap, se, "gap") == 3                                # 0.8 >= 0.85 - 0.1
+    assert choose_k(ks, np.array([0.1, 0.5, 0.4, np.nan, 0.2]), se, "silhouette") == 2
+    stability = np.array([1.0, 0.95, 0.9, 0.6, 0.5])
+    assert choose_k(ks, stability, se, "stability", threshold=0.8) == 3
+    assert choose_k(ks, stability, se, "stability", threshold=0.99) == 1
+    with pytest.raises(ConfigurationError, match="unknown k rule"):
+        choose_k(ks, gap, se, "elbow")
+
+
+@pytest.mark.parametrize("rule", ["silhouette_gap", "gap", "silhouette"])
+def test_k_rules_find_well_separated_planted_types(rule):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 6)) * 10
+    labels = np.repeat(np.arange(4), 5)
+    x = xr.DataArray(centres[labels] + rng.normal(size=(20, 6)), dims=("cell", "feature"))
+    ds = cluster_cells(x, k_range=range(2, 8), k_rule=rule, true_types=labels.astype(str))
+    assert int(ds["chosen_k"]) == 4 and float(ds["ari_truth"]) == 1.0
+    assert ds.attrs["k_rule"] == rule and np.isfinite(ds["k_score"].sel(k=4))
+    assert float(ds["ari_truth_by_k"].sel(k=4)) == 1.0
+
+
+def test_stability_is_perfect_at_the_planted_k():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 6)) * 10
+    labels = np.repeat(np.arange(4), 5)
+    x = xr.DataArray(centres[labels] + rng.normal(size=(20, 6)), dims=("cell", "feature"))
+    ds = cluster_cells(x, k_range=range(2, 8), k_rule="stability", n_resamples=6)
+    assert float(ds["k_score"].sel(k=4)) == 1.0 and int(ds["chosen_k"]) >= 4
+
+
+def test_gap_and_stability_curves_shapes():
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    gap, se = gap_statistic(x, [1, 2, 3], n_references=5)
+    assert gap.shape == se.shape == (3,) and (se > 0).all()
+    mean, se = subsample_stability(x, [2, 3, 11], n_resamples=4)
+    assert np.isnan(mean[2]) and ((mean[:2] <= 1) & (mean[:2] >= -1)).all()
+
+
+def test_typing_windows_are_even_and_bounded():
+    np.testing.assert_array_equal(typing_windows(10, 4), [0, 3, 6, 9])
+    np.testing.assert_array_equal(typing_windows(5, None), np.arange(5))
+    np.testing.assert_array_equal(typing_windows(5, 400), np.arange(5))
+    with pytest.raises(ConfigurationError, match="max_windows must be at least 3"):
+        typing_windows(10, 2)
+
+
+def test_primary_types_and_controls(tmp_path):
+    per_cell = planted_per_cell()
+    loadings, rates, _ = planted()
+    rates = rates.isel(time=slice(0, 40)).assign_coords(time=per_cell["time"].values)
+    modes = {l: xr.Dataset({"loadings": z.isel(time=slice(0, 40)).assign_coords(time=rates["time"].values)})
+             for l, z in loadings.items()}
+    tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
+                              k_range=range(2, 6), k_rule="silhouette_gap")
+    root = tree.to_dataset()
+    assert int(root["chosen_k"]) == 3 and float(root["ari_truth"]) == 1.0
+    np.testing.assert_array_equal(root["cluster"].values, np.tile([0, 1, 2], 4))
+    np.testing.assert_array_equal(root["true_type"].values, TYPES)
+    assert root["drive_profile"].dims == ("cell", "primary_feature")
+    assert root["k_score"].dims == ("k",) and root["silhouette"].dims == ("k",)
+    methods = list(root["clustering"].values)
+    assert methods[0] == "primary" and {"drive/conv0", "drive/conv1", "controls/rates",
+                                        "controls/surprisal_modes/conv0",
+                                        "controls/activation_modes/conv1"} <= set(methods)
+    assert all(tree[m].attrs["k_rule"] == "silhouette_gap" for m in methods[1:])
+    np.testing.assert_array_equal(root["clustering_ari_truth"].sel(clustering=["primary", "drive/conv0"]),
+                                  [1.0, 1.0])
+    assert float(root["layer_agreement"].sel(family="drive")) == 1.0
+    assert float(root["half_agreement"]) == 1.0
+    assert tree.attrs["winner"] in methods
+    path = tmp_path / "cell_types.nc"
+    tree.to_netcdf(path, engine="h5netcdf")
+    back = xr.open_datatree(path, engine="h5netcdf")
+    np.testing.assert_array_equal(back["cluster"].values, root["cluster"].values)
+    assert set(back["controls"].children) == {"surprisal_modes", "activation_modes", "rates"}

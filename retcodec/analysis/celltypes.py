@@ -23,12 +23,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from retcodec.defaults import DEVICE, RANDOM_STATE
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, pearson
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
-           "clustering_agreement", "canonical_labels"]
+           "clustering_agreement", "canonical_labels", "standardize_columns", "kmeans_labels",
+           "gap_statistic", "subsample_stability", "choose_k", "K_RULES", "cell_types_primary",
+           "typing_windows", "PRIMARY_K_RULE", "DEFAULT_TYPING_WINDOWS"]
 
 DEFAULT_K_RANGE = range(2, 9)
 LINKAGE_COLUMNS = ["cluster_a", "cluster_b", "distance", "size"]
@@ -113,16 +116,126 @@ def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
                         attrs={"long_name": "adjusted Rand index between clusterings"})
 
 
+# =========================================================================== choosing k
+K_RULES = ("silhouette", "gap", "stability", "silhouette_gap")
+DEFAULT_N_RESAMPLES = 20
+#: ``rule="stability"``: the largest k whose mean resampling ARI reaches this
+DEFAULT_STABILITY_THRESHOLD = 0.8
+#: fraction of cells kept in each subsample of ``rule="stability"``
+SUBSAMPLE_FRACTION = 0.8
+#: fraction of the variance kept (principal axes) for the gap statistic
+GAP_VARIANCE = 0.9
+
+
+def kmeans_labels(x: np.ndarray, k: int, random_state: int = 0, n_init: int = 10) -> tuple[np.ndarray, float]:
+    """k-means labels and inertia of the rows of ``x`` (``n_init`` starts)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
+    return km.labels_, float(km.inertia_)
+
+
+def gap_statistic(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,
+                  n_references: int = DEFAULT_N_RESAMPLES,
+                  variance: float = GAP_VARIANCE) -> tuple[np.ndarray, np.ndarray]:
+    """Gap statistic ``Gap(k) = E*[log W*_k] − log W_k`` and its standard error ``s_k``, per ``k``.
+
+    ``W_k``: the k-means within-cluster sum of squares; ``W*_k``: the same for
+    ``n_references`` data sets drawn uniformly in the bounding box of ``x``
+    rotated to its principal axes (only the leading axes that explain
+    ``variance`` of the total: few cells in many dimensions leave the rest as
+    noise); ``s_k = sd(log W*_k) sqrt(1 + 1/B)``.
+    ``k = 1`` is allowed (``W_1``: the total sum of squares).
+    """
+    rng = np.random.default_rng(random_state)
+    centred = x - x.mean(axis=0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    keep = max(1, int(np.searchsorted(np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-300), variance) + 1))
+    rotated = centred @ vt[:keep].T
+    centred = rotated
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+
+    def log_w(data: np.ndarray, k: int) -> float:
+        if k == 1:
+            return float(np.log(((data - data.mean(axis=0)) ** 2).sum() + 1e-300))
+        return float(np.log(kmeans_labels(data, k, random_state, n_init)[1] + 1e-300))
+
+    observed = np.array([log_w(centred, k) for k in ks])
+    refs = np.array([[log_w(rng.uniform(lo, hi, size=rotated.shape), k) for k in ks]
+                     for _ in range(n_references)])
+    gap = refs.mean(axis=0) - observed
+    se = refs.std(axis=0) * np.sqrt(1.0 + 1.0 / n_references)
+    return gap, se
+
+
+def subsample_stability(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,
+                        n_resamples: int = DEFAULT_N_RESAMPLES,
+                        fraction: float = SUBSAMPLE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over resamples of the ARI between k-means of a cell subsample and of all cells.
+
+    Each resample keeps ``fraction`` of the cells (without replacement),
+    clusters them with ``k`` and compares with the full clustering on the kept cells.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(random_state)
+    n = len(x)
+    m = max(3, int(round(fraction * n)))
+    subsets = [np.sort(rng.choice(n, size=m, replace=False)) for _ in range(n_resamples)]
+    mean, se = np.full(len(ks), np.nan), np.full(len(ks), np.nan)
+    for i, k in enumerate(ks):
+        if k >= m:
+            continue
+        full = kmeans_labels(x, k, random_state, n_init)[0]
+        aris = [adjusted_rand_score(full[s], kmeans_labels(x[s], k, random_state + 1 + b, n_init)[0])
+                for b, s in enumerate(subsets)]
+        mean[i], se[i] = np.mean(aris), np.std(aris) / np.sqrt(len(aris))
+    return mean, se
+
+
+def choose_k(ks: Sequence[int], score: np.ndarray, se: np.ndarray, rule: str,
+             threshold: float = DEFAULT_STABILITY_THRESHOLD) -> int:
+    """The ``k`` a rule picks from its curve.
+
+    ``silhouette``: the largest score (ties: the smaller k). ``gap``: the
+    smallest k with ``Gap(k) >= Gap(k+1) − s_{k+1}`` (Tibshirani's rule; the
+    largest k if none). ``stability``: the largest k whose mean ARI is at least
+    ``threshold`` (the smallest k if none is).
+    """
+    ks, score = list(ks), np.asarray(score, dtype=np.float64)
+    finite = np.isfinite(score)
+    if not finite.any():
+        raise ConfigurationError(f"no k in {ks} has a finite {rule} score")
+    if rule == "silhouette":
+        return ks[int(np.nanargmax(score))]
+    if rule == "gap":
+        for i in range(len(ks) - 1):
+            if finite[i] and finite[i + 1] and score[i] >= score[i + 1] - se[i + 1]:
+                return ks[i]
+        return ks[int(np.flatnonzero(finite)[-1])]
+    if rule == "stability":
+        ok = [k for k, s, f in zip(ks, score, finite) if f and s >= threshold]
+        return max(ok) if ok else ks[int(np.flatnonzero(finite)[0])]
+    raise ConfigurationError(f"unknown k rule {rule!r}; use one of {list(K_RULES)}")
+
+
 # =========================================================================== clustering
 def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
                   random_state: int = 0, n_init: int = 10,
-                  true_types: Sequence[Any] | None = None) -> xr.Dataset:
+                  true_types: Sequence[Any] | None = None, k_rule: str = "silhouette",
+                  standardize: bool = True, n_resamples: int = DEFAULT_N_RESAMPLES,
+                  stability_threshold: float = DEFAULT_STABILITY_THRESHOLD) -> xr.Dataset:
     """Cluster cells described by ``features (cell, feature)`` (standardised per feature first).
 
     k-means for each ``k`` in ``k_range`` (``n_init`` starts, ``random_state``),
-    ``k`` with the largest silhouette score (ties: the smaller ``k``); Ward
-    linkage of the same standardised features; the Ward tree cut into the same
-    number of clusters.
+    ``k`` chosen by ``k_rule`` (:func:`choose_k`: ``"silhouette"``, the
+    largest silhouette score; ``"gap"``, the gap statistic; ``"stability"``,
+    agreement of clusterings of cell subsamples; ``"silhouette_gap"``, the
+    larger of the silhouette and gap choices, ``k_score`` then holding the gap
+    curve); Ward linkage of the same
+    features; the Ward tree cut into the same number of clusters.
+    ``standardize=False`` clusters the features as given (for features that
+    already share one scale, e.g. drive fractions).
 
     Returns
     -------
@@ -131,14 +244,17 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         canonical labels), ``hierarchical_cluster (cell)`` (Ward cut at ``k``),
         ``silhouette (k)`` (NaN for ``k`` outside ``2..n_cells-1`` or above the
         number of distinct feature vectors), ``inertia (k)``,
+        ``k_score (k)`` and ``k_score_se (k)`` (the curve of ``k_rule``),
         ``linkage (merge, linkage_column)`` (scipy's linkage matrix: merged
         clusters, distance, size; for a dendrogram), attr/variable ``chosen_k``;
-        with ``true_types``: ``ari_truth`` and ``hierarchical_ari_truth``.
+        with ``true_types``: ``ari_truth``, ``hierarchical_ari_truth`` and
+        ``ari_truth_by_k (k)`` (the k-means clustering at every k vs truth).
     """
     from scipy.cluster.hierarchy import fcluster, linkage
-    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, silhouette_score
 
+    if k_rule not in K_RULES:
+        raise ConfigurationError(f"unknown k rule {k_rule!r}; use one of {list(K_RULES)}")
     if not isinstance(features, xr.DataArray) or features.ndim != 2 or "cell" not in features.dims:
         raise ShapeError(f"features must be a DataArray (cell, feature), got "
                          f"{getattr(features, 'dims', type(features).__name__)}")
@@ -148,7 +264,7 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     if not np.isfinite(raw).all():
         raise ConfigurationError("cell features hold NaN or Inf")
     n_cells = raw.shape[0]
-    x = standardize_columns(raw)
+    x = standardize_columns(raw) if standardize else raw - raw.mean(axis=0)
     all_ks = sorted({int(k) for k in k_range})
     ks = _valid_ks(all_ks, n_cells)
     n_distinct = np.unique(x, axis=0).shape[0]
@@ -160,33 +276,56 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     for i, k in enumerate(all_ks):
         if k not in ks or k > n_distinct:        # more clusters than distinct cells: undefined
             continue
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
-        fits[k], inertia[i] = km.labels_, km.inertia_
-        if np.unique(km.labels_).size >= 2:
-            silhouette[i] = silhouette_score(x, km.labels_)
+        fits[k], inertia[i] = kmeans_labels(x, k, random_state, n_init)
+        if np.unique(fits[k]).size >= 2:
+            silhouette[i] = silhouette_score(x, fits[k])
     if not np.isfinite(silhouette).any():
         raise ConfigurationError(f"no k in k_range {all_ks} gave two or more clusters (the cells have "
                                  f"{n_distinct} distinct feature vectors)")
-    chosen_k = all_ks[int(np.nanargmax(silhouette))]
+    usable = [k for k in all_ks if k in fits]
+    score, se = np.full(len(all_ks), np.nan), np.full(len(all_ks), np.nan)
+    at = [all_ks.index(k) for k in usable]
+    if k_rule == "silhouette":
+        score = silhouette.copy()
+        chosen_k = choose_k(all_ks, score, se, "silhouette")
+    elif k_rule == "gap":
+        gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
+        score[at], se[at] = gap[1:], gap_se[1:]
+        chosen_k = max(usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
+    elif k_rule == "silhouette_gap":
+        gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
+        score[at], se[at] = gap[1:], gap_se[1:]
+        chosen_k = max(choose_k(all_ks, silhouette, se, "silhouette"),
+                       usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
+    else:
+        stab, stab_se = subsample_stability(x, usable, random_state, n_init, n_resamples)
+        score[at], se[at] = stab, stab_se
+        chosen_k = choose_k(all_ks, score, se, "stability", stability_threshold)
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")
     hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
     coords = {"cell": features["cell"].values if "cell" in features.coords else np.arange(n_cells),
               "k": np.array(all_ks), "linkage_column": LINKAGE_COLUMNS}
-    if feature_dim in features.coords:
-        coords[feature_dim] = features[feature_dim].values
+    for name, coord in features.coords.items():
+        if coord.dims == (feature_dim,):
+            coords[name] = (feature_dim, coord.values)
     ds = xr.Dataset(
-        {"features": (("cell", feature_dim), x, {"long_name": "features standardised across cells"}),
+        {"features": (("cell", feature_dim), x,
+                      {"long_name": "features standardised across cells" if standardize
+                       else "features centred across cells"}),
          "cluster": ("cell", labels, {"long_name": "k-means cluster (canonical labels)"}),
          "hierarchical_cluster": ("cell", hierarchical,
                                   {"long_name": "Ward linkage cut into chosen_k clusters (canonical)"}),
          "silhouette": ("k", silhouette, {"long_name": "silhouette score of k-means with k clusters"}),
          "inertia": ("k", inertia, {"long_name": "k-means inertia"}),
+         "k_score": ("k", score, {"long_name": f"k-selection curve ({k_rule})"}),
+         "k_score_se": ("k", se, {"long_name": f"standard error of the {k_rule} curve"}),
          "linkage": (("merge", "linkage_column"), tree,
                      {"long_name": "Ward linkage matrix (scipy.cluster.hierarchy.linkage)"}),
-         "chosen_k": ((), chosen_k, {"long_name": "k with the largest silhouette score"})},
+         "chosen_k": ((), chosen_k, {"long_name": f"k chosen by the {k_rule} rule"})},
         coords=coords,
-        attrs={"n_init": n_init, "random_state": random_state})
+        attrs={"n_init": n_init, "random_state": random_state, "k_rule": k_rule,
+               "standardize": int(standardize)})
     if true_types is not None:
         truth = _check_truth(true_types, n_cells)
         ds = ds.assign_coords(true_type=("cell", truth))
@@ -194,6 +333,9 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
                            {"long_name": "adjusted Rand index of the k-means clusters vs the true types"})
         ds["hierarchical_ari_truth"] = ((), adjusted_rand_score(truth, hierarchical),
                                         {"long_name": "adjusted Rand index of the Ward clusters vs truth"})
+        ds["ari_truth_by_k"] = ("k", [adjusted_rand_score(truth, fits[k]) if k in fits else np.nan
+                                      for k in all_ks],
+                                {"long_name": "adjusted Rand index vs truth of k-means with k clusters"})
     return ds
 
 
@@ -208,7 +350,8 @@ def _check_truth(true_types: Any, n_cells: int) -> np.ndarray:
 
 def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArray,
                k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0, n_init: int = 10,
-               true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.DataTree:
+               true_types: Sequence[Any] | xr.DataArray | None = None,
+               k_rule: str = "silhouette") -> xr.DataTree:
     """Cluster cells by the correlation of their rates with each layer's modes.
 
     Parameters
@@ -221,6 +364,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
     random_state, n_init : k-means seed and restarts.
     true_types : one type per cell (e.g. the recording's ``cell_type``
         coordinate) to score each clustering against.
+    k_rule : how k is chosen (:func:`choose_k`).
 
     Returns
     -------
@@ -238,7 +382,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigurationError(f"layer names must be non-empty strings without '/', got {name!r}")
         correlation = mode_rate_correlation(loadings, rates)
-        node = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+        node = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
         node["correlation"] = correlation
         node.attrs["layer"] = name
         children[name] = node
@@ -249,7 +393,7 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
         root["ari_truth"] = ("layer", [float(children[n]["ari_truth"]) for n in children],
                              {"long_name": "adjusted Rand index of each layer's clusters vs the true types"})
     root.attrs = provenance_attrs({"k_range": sorted(int(k) for k in k_range),
-                                   "random_state": random_state, "n_init": n_init},
+                                   "random_state": random_state, "n_init": n_init, "k_rule": k_rule},
                                   method="cell_types", features="corr(mode loadings, cell rate)")
     return xr.DataTree.from_dict({"/": root, **children})
 
@@ -262,7 +406,8 @@ def _agreement_root(labels: Mapping[str, np.ndarray], cells: np.ndarray) -> xr.D
 
 
 def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0,
-                  n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None) -> xr.Dataset:
+                  n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None,
+                  k_rule: str = "silhouette") -> xr.Dataset:
     """Control: cluster cells by their raw rates.
 
     Each cell is described by its row of the cell-by-cell Pearson correlation
@@ -283,8 +428,158 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
     correlation = xr.DataArray(corr, dims=("cell", "cell2"), coords={"cell": cells, "cell2": cells},
                                name="correlation",
                                attrs={"long_name": "Pearson correlation of cell rates (NaN -> 0)"})
-    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types)
+    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
     ds["correlation"] = correlation
     ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
                                      method="cluster_rates", features="rows of the rate correlation matrix"))
     return ds
+
+
+# =========================================================================== the primary answer
+#: windows used for per-cell contributions (evenly spaced over the stimulus)
+DEFAULT_TYPING_WINDOWS = 400
+#: the k rule of the primary clustering and of every control (validated on simulated retinas)
+PRIMARY_K_RULE = "silhouette_gap"
+#: the primary features: both layers' drive profiles, concatenated, as fractions (not standardised)
+PRIMARY_FEATURES = "drive profiles of all layers combined"
+
+
+def typing_windows(n_windows: int, max_windows: int | None = DEFAULT_TYPING_WINDOWS) -> np.ndarray:
+    """Indices of ``max_windows`` windows evenly spaced over ``0..n_windows-1`` (all if ``None`` or more)."""
+    if max_windows is None or max_windows >= n_windows:
+        return np.arange(n_windows)
+    if max_windows < 3:
+        raise ConfigurationError(f"max_windows must be at least 3, got {max_windows}")
+    return np.unique(np.linspace(0, n_windows - 1, int(max_windows)).round().astype(np.int64))
+
+
+def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree | None,
+                       modes: Mapping[str, xr.Dataset], activation_modes: Mapping[str, xr.Dataset] | None,
+                       rates: xr.DataArray, true_types: Sequence[Any] | xr.DataArray | None = None,
+                       random_state: int = RANDOM_STATE, device: Any = DEVICE, *, layers: Sequence[str] | None = None,
+                       max_windows: int | None = DEFAULT_TYPING_WINDOWS, steps: int | None = None,
+                       k_range: Iterable[int] = DEFAULT_K_RANGE, k_rule: str = PRIMARY_K_RULE,
+                       per_cell: xr.DataTree | None = None, n_init: int = 10,
+                       progress: bool = False) -> xr.DataTree:
+    """The cell types: cells clustered by the drive profiles of their own rates, with controls.
+
+    The rule (fixed, see ``docs/celltypes.md``): per-cell contributions
+    (:func:`retcodec.engine.percell.per_cell_contributions`, IG to each cell's
+    own rate, on ``max_windows`` evenly spaced windows) give each cell a drive
+    profile per layer (:func:`retcodec.analysis.drive.drive_profiles`); the
+    profiles of all ``layers`` concatenated are clustered by k-means, k chosen
+    by ``k_rule``. Every control is clustered with the same k rule.
+
+    Parameters
+    ----------
+    model : the fitted model.
+    windows : the windows the contributions were computed on (array, recording or ``Windows``).
+    contributions_tree : the surprisal contribution tree (its layers are the default ``layers``); may be None.
+    modes : layer -> contribution modes Dataset (``loadings``, ``modes``); keys ending in
+        ``_activation`` are ignored.
+    activation_modes : layer -> activation modes Dataset (``loadings``), or None.
+    rates : ``(time, cell)`` model rates over the windows of the modes.
+    true_types : one type per cell, when known.
+    per_cell : a precomputed per-cell contribution tree (skips that computation).
+
+    Returns
+    -------
+    xarray.DataTree
+        Root: the primary clustering (:func:`cluster_cells` of the combined
+        drive profiles: ``cluster (cell)``, ``features``, ``k_score (k)``,
+        ``silhouette (k)``, ``chosen_k``, ...), ``true_type`` coordinate and
+        ``ari_truth`` when known, ``clustering_k (clustering)`` and ``clustering_ari_truth
+        (clustering)`` for every clustering, ``layer_agreement (family)`` (ARI of the
+        first two layers' clusterings per feature family), ``half_agreement``
+        (ARI of the primary clusterings of the even and odd halves of the
+        windows at the chosen k) and attrs ``primary``, ``winner``. Children:
+        ``drive/<layer>``, ``drive/modes`` and ``controls/surprisal_modes/<layer>``,
+        ``controls/activation_modes/<layer>``, ``controls/rates``.
+    """
+    from retcodec.analysis.drive import drive_over_modes, drive_profiles
+    from retcodec.engine.percell import DEFAULT_PER_CELL_STEPS, per_cell_contributions
+
+    layers = _primary_layers(layers, contributions_tree, modes)
+    if per_cell is None:
+        n = len(windows)
+        per_cell = per_cell_contributions(model, windows, layers, steps=steps or DEFAULT_PER_CELL_STEPS,
+                                          window_index=typing_windows(n, max_windows), device=device,
+                                          progress=progress)
+    kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule)
+    profile = drive_profiles(per_cell, layers)
+    # the root's feature dim has its own name: DataTree children share the parent's dims
+    profile = profile.rename(feature="primary_feature", layer="feature_layer", channel="feature_channel",
+                             sign="feature_sign")
+    root = cluster_cells(profile, standardize=False, **kw)
+    root["drive_profile"] = profile
+    nodes: dict[str, xr.Dataset] = {}
+    for layer in layers:
+        nodes[f"drive/{layer}"] = cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw)
+    contribution_modes = {l: modes[l] for l in layers if l in modes}
+    if contribution_modes and all("modes" in ds for ds in contribution_modes.values()):
+        nodes["drive/modes"] = cluster_cells(drive_over_modes(per_cell, contribution_modes, layers),
+                                             standardize=False, **kw)
+    tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
+                   k_rule=k_rule)
+    for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
+        loadings = {l: source[l]["loadings"] for l in layers if l in source}
+        if loadings:
+            sub = cell_types(loadings, rates, **tree_kw)
+            for l in loadings:
+                nodes[f"controls/{family}/{l}"] = sub[l].to_dataset()
+    nodes["controls/rates"] = cluster_rates(rates, **tree_kw)
+    root = _primary_summary(root, nodes, layers, per_cell, n_init, kw)
+    root.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range), "k_rule": k_rule,
+                                        "random_state": random_state, "layers": list(layers),
+                                        "n_windows": int(per_cell.sizes.get("time", 0)),
+                                        "per_cell": dict(per_cell.attrs).get("parameters", "")},
+                                       method="cell_types_primary", primary=PRIMARY_FEATURES))
+    return xr.DataTree.from_dict({"/": root, **nodes})
+
+
+def _primary_layers(layers: Sequence[str] | None, tree: xr.DataTree | None,
+                    modes: Mapping[str, xr.Dataset]) -> list[str]:
+    if layers is not None:
+        out = list(layers)
+    elif tree is not None and tree.children:
+        out = [name for name in tree.children if "contribution" in tree[name].ds]
+    else:
+        out = [name for name in modes if not str(name).endswith("_activation")]
+    if not out:
+        raise ConfigurationError("no layers: give layers=, a contribution tree or contribution modes")
+    return out
+
+
+def _primary_summary(root: xr.Dataset, nodes: Mapping[str, xr.Dataset], layers: Sequence[str],
+                     per_cell: xr.DataTree, n_init: int, kw: Mapping[str, Any]) -> xr.Dataset:
+    from retcodec.analysis.drive import drive_profiles
+    from sklearn.metrics import adjusted_rand_score
+
+    names = ["primary"] + list(nodes)
+    sets = [root] + list(nodes.values())
+    root["clustering_k"] = ("clustering", [int(ds["chosen_k"]) for ds in sets], {"long_name": "chosen k"})
+    root = root.assign_coords(clustering=names)
+    if "ari_truth" in root:
+        ari = [float(ds["ari_truth"]) for ds in sets]
+        root["clustering_ari_truth"] = ("clustering", ari, {"long_name": "adjusted Rand index vs the true types"})
+        root.attrs["winner"] = names[int(np.argmax(ari))]
+    families, agreement = [], []
+    for family in ("drive", "controls/surprisal_modes", "controls/activation_modes"):
+        found = [f"{family}/{l}" for l in layers[:2] if f"{family}/{l}" in nodes]
+        if len(found) == 2:
+            families.append(family.split("/")[-1])
+            agreement.append(adjusted_rand_score(nodes[found[0]]["cluster"].values,
+                                                 nodes[found[1]]["cluster"].values))
+    if families:
+        root["layer_agreement"] = ("family", agreement,
+                                   {"long_name": f"adjusted Rand index of the {layers[0]} and {layers[1]} "
+                                                 f"clusterings of each feature family"})
+        root = root.assign_coords(family=families)
+    n_time = per_cell[layers[0]].sizes["time"]
+    if n_time >= 6:
+        k = int(root["chosen_k"])
+        halves = [drive_profiles(per_cell, layers, time_index=np.arange(i, n_time, 2)).values for i in (0, 1)]
+        labels = [kmeans_labels(h - h.mean(axis=0), k, kw["random_state"], n_init)[0] for h in halves]
+        root["half_agreement"] = ((), adjusted_rand_score(*labels), {
+            "long_name": "ARI of the primary clusterings (chosen k) of the even and odd windows"})
+    return root
