@@ -91,7 +91,7 @@ class CircuitConfig:
     cells_per_type: int = 4
     ganglion_types: tuple[str, ...] = GANGLION_TYPES
     wiring: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_WIRING.items()})
-    center_range: tuple[float, float] = (17.0, 33.0)      # px, both axes
+    center_range: tuple[float, float] = (18.0, 33.0)      # px, both axes (the readout's unclipped range)
     min_cell_distance: float = 4.0                        # px, within a type
     jitter: float = 0.15                                  # log-normal sd of per-cell parameters
     weight_jitter: float = 0.1                            # log-normal sd of per-cell synaptic weights
