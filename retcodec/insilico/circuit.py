@@ -277,12 +277,11 @@ def blur(x: np.ndarray, sigma: float) -> np.ndarray:
 def fir(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Causal FIR along axis 0: ``y[t] = sum_k f[k] x[t - k]`` (zero before the start), float32."""
     x = np.asarray(x, np.float32)
-    y = np.zeros_like(x)
-    T = x.shape[0]
-    for k, fk in enumerate(np.asarray(f, np.float32)):
-        if fk != 0.0 and k < T:
-            y[k:] += fk * x[:T - k]
-    return y
+    f = np.asarray(f, np.float32)
+    n, T = f.size, x.shape[0]
+    padded = np.concatenate([np.zeros((n - 1,) + x.shape[1:], np.float32), x]).reshape(T + n - 1, -1)
+    lagged = np.lib.stride_tricks.sliding_window_view(padded, n, axis=0)        # (T, P, n): x[t-n+1 .. t]
+    return np.einsum("tpn,n->tp", lagged, f[::-1].copy()).reshape(x.shape).astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------- circuit
@@ -393,17 +392,15 @@ class InSilicoCircuit:
             out[b] = fir(spatial[cs], sign * self.bipolar_filters[b])
         return out
 
-    def bipolar_outputs(self, potentials: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Synaptic output ``s * tanh(max(v - theta, 0) / s)``; zero for silenced types."""
+    def rectify(self, v: np.ndarray) -> np.ndarray:
+        """Bipolar synaptic transfer ``s * tanh(max(v - theta, 0) / s)`` (rectifying, saturating)."""
         cfg = self.config
-        out = {}
-        for b, v in potentials.items():
-            if b in self.silenced:
-                out[b] = np.zeros_like(v)
-                continue
-            r = np.maximum(v - cfg.bipolar_threshold, 0.0, dtype=np.float32)
-            out[b] = (cfg.bipolar_saturation * np.tanh(r / cfg.bipolar_saturation)).astype(np.float32)
-        return out
+        r = np.maximum(v - cfg.bipolar_threshold, 0.0, dtype=np.float32)
+        return (cfg.bipolar_saturation * np.tanh(r / cfg.bipolar_saturation)).astype(np.float32)
+
+    def bipolar_outputs(self, potentials: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Synaptic output of each bipolar type at every pixel; zero for silenced types."""
+        return {b: (np.zeros_like(v) if b in self.silenced else self.rectify(v)) for b, v in potentials.items()}
 
     def amacrine_potentials(self, bipolar_out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Potential of an amacrine of each type centred at every pixel ``(T, H, W)``."""
@@ -418,18 +415,35 @@ class InSilicoCircuit:
         """Amacrine synaptic output ``max(v, 0)``; zero for silenced types."""
         return {a: (np.zeros_like(v) if a in self.silenced else np.maximum(v, 0.0)) for a, v in potentials.items()}
 
-    def synaptic_inputs(self, contrast: np.ndarray) -> np.ndarray:
-        """Each cell's pooled input from each interneuron type, ``(k, T, n)`` (unweighted)."""
-        v = self.bipolar_potentials(contrast)
-        b = self.bipolar_outputs(v)
-        a = self.amacrine_outputs(self.amacrine_potentials(b))
-        T = contrast.shape[0]
-        src = {**b, **a}
-        return np.stack([src[k].reshape(T, -1) @ self.pool.T for k in INTERNEURON_TYPES])
+    def synaptic_inputs(self, contrast: np.ndarray, cache: dict | None = None) -> np.ndarray:
+        """Each cell's pooled input from each interneuron type, ``(k, T, n)`` (unweighted; zero
+        where the cell has no synapse from the type or the type is silenced).
 
-    def generator(self, contrast: np.ndarray) -> np.ndarray:
+        ``cache`` (a dict, one per movie) keeps the bipolar potentials, their rectified
+        outputs and the amacrine potentials so that silenced variants of the circuit
+        (:func:`rates_of`) recompute only what silencing changes.
+        """
+        cache = {} if cache is None else cache
+        if "bipolar" not in cache:
+            cache["bipolar"] = self.bipolar_potentials(contrast)
+            cache["rectified"] = {k: self.rectify(v) for k, v in cache["bipolar"].items()}
+            cache["zero"] = np.zeros_like(next(iter(cache["bipolar"].values())))
+        b = {k: (cache["zero"] if k in self.silenced else v) for k, v in cache["rectified"].items()}
+        key = ("amacrine",) + tuple(sorted(set(self.silenced) & set(BIPOLAR_TYPES)))
+        if key not in cache:
+            cache[key] = self.amacrine_potentials(b)
+        src = {**b, **self.amacrine_outputs(cache[key])}
+        T = contrast.shape[0]
+        out = np.zeros((len(INTERNEURON_TYPES), T, self.n_cells), np.float32)
+        for j, k in enumerate(INTERNEURON_TYPES):
+            idx = np.flatnonzero(self.weights[:, j])
+            if idx.size and k not in self.silenced:
+                out[j][:, idx] = src[k].reshape(T, -1) @ self.pool[idx].T
+        return out
+
+    def generator(self, contrast: np.ndarray, cache: dict | None = None) -> np.ndarray:
         """Each cell's low-pass filtered input (excitation - inhibition), ``(n, T)``."""
-        drive = np.einsum("ktn,nk->tn", self.synaptic_inputs(contrast), self.weights)
+        drive = np.einsum("ktn,nk->tn", self.synaptic_inputs(contrast, cache), self.weights)
         out = np.zeros_like(drive)
         T = drive.shape[0]
         for k in range(self.ganglion_filters.shape[1]):
@@ -444,16 +458,7 @@ class InSilicoCircuit:
 
     def rates(self, contrast: np.ndarray, chunk: int = 4000) -> np.ndarray:
         """Noise-free firing rates ``(n, T)`` in Hz for a contrast movie ``(T, 50, 50)``."""
-        contrast = np.asarray(contrast, np.float32)
-        if contrast.ndim != 3 or contrast.shape[1:] != (SIZE, SIZE):
-            raise ShapeError(f"contrast must be (T, {SIZE}, {SIZE}), got {contrast.shape}")
-        T = contrast.shape[0]
-        out = np.empty((self.n_cells, T), np.float32)
-        pad = self.history
-        for s in range(0, T, chunk):
-            a = max(0, s - pad)
-            out[:, s:s + chunk] = self.output(self.generator(contrast[a:s + chunk])[:, s - a:])
-        return out
+        return rates_of([self], contrast, chunk)[0]
 
     def adapted_to(self, kind: str) -> "InSilicoCircuit":
         """A copy whose cells adapted to the stimulus ensemble ``kind`` (recalibrated on it)."""
@@ -486,9 +491,9 @@ class InSilicoCircuit:
         ``contrast[history:]``, noise-free rates, calibration unchanged.
         """
         start = self.history
+        silenced = rates_of([self.silence([t]) for t in types], contrast)[:, :, start:].mean(axis=2)
         base = (self.rates(contrast) if intact is None else intact)[:, start:].mean(axis=1)
-        eff = np.stack([(self.silence([t]).rates(contrast)[:, start:].mean(axis=1) - base) / base
-                        for t in types])
+        eff = (silenced - base) / base
         return xr.DataArray(eff.astype(np.float64), dims=("interneuron_type", "cell"),
                             coords={"interneuron_type": list(types), "cell": np.arange(self.n_cells)},
                             name="effect",
@@ -523,6 +528,24 @@ class InSilicoCircuit:
                 "gain": self.gain, "generator_mean": self.gen_mean, "generator_std": self.gen_std,
                 "circuit": self.config.to_json(), "adaptation": self.adaptation,
                 "wiring": {"weight": self.weights, "interneuron_type": np.array(INTERNEURON_TYPES)}}
+
+
+def rates_of(circuits: Sequence[InSilicoCircuit], contrast: np.ndarray, chunk: int = 4000) -> np.ndarray:
+    """Rates ``(len(circuits), n, T)`` of variants of one circuit (silenced copies) for one movie;
+    what silencing does not change (bipolar potentials, amacrine potentials) is computed once."""
+    contrast = np.asarray(contrast, np.float32)
+    if contrast.ndim != 3 or contrast.shape[1:] != (SIZE, SIZE):
+        raise ShapeError(f"contrast must be (T, {SIZE}, {SIZE}), got {contrast.shape}")
+    first = circuits[0]
+    T = contrast.shape[0]
+    out = np.empty((len(circuits), first.n_cells, T), np.float32)
+    for s in range(0, T, chunk):
+        a = max(0, s - first.history)
+        piece = contrast[a:s + chunk]
+        cache: dict = {}
+        for j, c in enumerate(circuits):
+            out[j, :, s:s + chunk] = c.output(c.generator(piece, cache)[:, s - a:])
+    return out
 
 
 def _pooling_weights(centers: np.ndarray, sigma: np.ndarray, size: int = SIZE) -> np.ndarray:
