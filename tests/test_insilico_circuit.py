@@ -248,3 +248,16 @@ def test_interneuron_files_cover_every_type_with_true_types(files):
     assert list(bip["cell_type"].values) == list(np.repeat(v2.BIPOLAR_TYPES, 2))
     assert list(ama["cell_type"].values) == list(np.repeat(v2.AMACRINE_TYPES, 2))
     assert set(bip["cell_type"].values) | set(ama["cell_type"].values) == set(v2.INTERNEURON_TYPES)
+
+
+def test_circuit_from_json_rebuilds_either_version(circuit):
+    from retcodec.insilico import retina as v1
+
+    again = v2.circuit_from_json(circuit.config.to_json())
+    np.testing.assert_array_equal(again.weights, circuit.weights)
+    movie = step(np.array([25, 25]), 1.0, n=60)
+    maps = v2.interneuron_maps(again, movie)
+    assert set(maps) == set(v2.INTERNEURON_TYPES) and maps["amacrine_widefield"].shape == (60, 50, 50)
+    old = v2.circuit_from_json(v1.CircuitParams(seed=2).to_json())
+    assert isinstance(old, v1.InSilicoRetina) and old.params.seed == 2
+    assert set(v2.interneuron_maps(old, movie)) == set(v1.BIPOLAR_TYPES) | set(v1.AMACRINE_TYPES)

@@ -53,7 +53,9 @@ from retcodec.insilico.retina import (DT, SIZE, boxes, grey_photographs, pad_to,
 
 __all__ = ["VERSION", "BIPOLAR_TYPES", "AMACRINE_TYPES", "INTERNEURON_TYPES", "GANGLION_TYPES",
            "DEFAULT_WIRING", "CircuitConfig", "InSilicoCircuit", "object_motion_scenes",
-           "make_stimulus", "SimulationPlan", "simulate", "simulate_split", "simulate_interneurons"]
+           "make_stimulus", "SimulationPlan", "simulate", "simulate_split", "simulate_interneurons",
+           "circuit_from_json", "interneuron_maps", "rates_of", "fir", "blur", "gaussian_matrix", "exponential_filter",
+           "unit_area_lowpass", "to_contrast", "white_noise", "boxes", "pad_to"]
 
 #: circuit version written to the files (v1 is :mod:`retcodec.insilico.retina`)
 VERSION = 2
@@ -500,6 +502,12 @@ class InSilicoCircuit:
                             attrs={"long_name": "fractional change of the mean rate when the type is silenced"})
 
     # ---------------------------------------------------------------- recordings
+    def interneuron_maps(self, contrast: np.ndarray) -> dict[str, np.ndarray]:
+        """Potential of every interneuron type at every pixel, ``{type: (T, H, W)}`` (intact
+        circuit inputs, this circuit's silencing applied to what the amacrines receive)."""
+        v = self.bipolar_potentials(np.asarray(contrast, np.float32))
+        return {**v, **self.amacrine_potentials(self.bipolar_outputs(v))}
+
     def interneuron_potentials(self, contrast: np.ndarray, kinds: Sequence[str],
                                positions: np.ndarray) -> np.ndarray:
         """Potential ``(n, T)`` of interneurons of types ``kinds`` at ``(row, col)`` pixels."""
@@ -546,6 +554,28 @@ def rates_of(circuits: Sequence[InSilicoCircuit], contrast: np.ndarray, chunk: i
         for j, c in enumerate(circuits):
             out[j, :, s:s + chunk] = c.output(c.generator(piece, cache)[:, s - a:])
     return out
+
+
+def circuit_from_json(text: str, calibrate: bool = False):
+    """The circuit a file's ``truth@circuit`` JSON describes: an :class:`InSilicoCircuit` for
+    version 2, a v1 :class:`~retcodec.insilico.retina.InSilicoRetina` otherwise (see
+    :func:`interneuron_maps` for what both give). Calibration is skipped unless asked."""
+    data = json.loads(text)
+    if data.get("version") == VERSION:
+        cfg = CircuitConfig.from_json(text)
+        return InSilicoCircuit(cfg.random_state, cfg, calibrate=calibrate)
+    from retcodec.insilico.retina import CircuitParams, InSilicoRetina
+    params = CircuitParams.from_json(text)
+    return InSilicoRetina(params.seed, params, calibrate=calibrate)
+
+
+def interneuron_maps(circuit, contrast: np.ndarray) -> dict[str, np.ndarray]:
+    """Potential of every interneuron type at every pixel, ``{type: (T, H, W)}``, for a v2
+    circuit or a v1 retina (e.g. to label model channels by the true type they resemble)."""
+    if isinstance(circuit, InSilicoCircuit):
+        return circuit.interneuron_maps(contrast)
+    v = circuit.bipolar_potentials(np.asarray(contrast, np.float32))
+    return {**v, **circuit.amacrine_potentials({k: circuit.rectify(x) for k, x in v.items()})}
 
 
 def _pooling_weights(centers: np.ndarray, sigma: np.ndarray, size: int = SIZE) -> np.ndarray:
