@@ -4,7 +4,8 @@ Recomputes, on each bundled model's test split: the per-cell correlation with
 the trial-averaged rate, the jackknife oracle correlation (the reference,
 measured in the same run from the repeats), their ratio and FEVE; prints the
 medians next to the targets (natural scenes: correlation >= 0.7 and >= 80 % of
-the oracle).
+the oracle; the v2 bundle's targets: median correlation and FEVE >= 0.7), and,
+for in-silico recordings, the same per true cell type with each type's mean rate.
 
     python benchmarks/bench_fit_quality.py [--model PATH --data PATH]
 """
@@ -21,6 +22,22 @@ from retcodec.analysis.evaluation import format_evaluation
 
 TARGET_CORRELATION = 0.7
 TARGET_FRACTION = 0.8
+TARGET_FEVE = 0.7
+
+
+def per_type_table(ev, rec) -> str:
+    """Mean test rate, median correlation and FEVE of each true cell type (in-silico data)."""
+    if "cell_type" not in rec.coords:
+        return "(no true cell types in this recording)"
+    rate = rec["rate"].mean("time")
+    lines = [f"{'type':18s} {'cells':>5s} {'rate Hz':>8s} {'median r':>9s} {'median FEVE':>12s}"]
+    for gtype in dict.fromkeys(rec["cell_type"].values.tolist()):
+        cells = rec["cell"].values[rec["cell_type"].values == gtype]
+        r = ev["correlation"].sel(cell=cells)
+        f = ev["feve"].sel(cell=cells) if "feve" in ev else r * np.nan
+        lines.append(f"{gtype:18s} {cells.size:5d} {float(rate.sel(cell=cells).mean()):8.2f} "
+                     f"{float(r.median()):9.3f} {float(f.median()):12.3f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -45,7 +62,9 @@ def main() -> None:
         frac = a.get("median_normalized_correlation", np.nan)
         print(f"median r / ceiling {frac:.3f}  (noise-ceiling-normalised; target >= {TARGET_FRACTION}: "
               f"ratio {frac / TARGET_FRACTION:.2f})")
-        print(f"median FEVE        {a.get('median_feve', np.nan):.3f}")
+        feve = a.get("median_feve", np.nan)
+        print(f"median FEVE        {feve:.3f}  (target >= {TARGET_FEVE}: ratio {feve / TARGET_FEVE:.2f})")
+        print(per_type_table(ev, rec))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 ``retcodec regenerate`` (or :func:`regenerate`) runs, deterministically under a seed:
 
-1. :func:`retcodec.insilico.retina.simulate` writes the full-length in-silico recordings
+1. :func:`retcodec.insilico.circuit.simulate` (the v2 retina; ``version=1`` uses
+   :func:`retcodec.insilico.retina.simulate`, the v1 retina) writes the full-length
+   in-silico recordings (with their ground truth: types, wiring, silencing effects)
    and interneuron files under ``<work>/data``;
 2. :func:`retcodec.fitting.fit` fits the published ``VaryModel`` layout to the
    natural-scene and the white-noise train splits (centres from the white-noise
@@ -22,24 +24,27 @@ from typing import Any
 
 from retcodec.io.bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
 
+__all__ = ["regenerate", "simulate_version", "bundle_files"]
+
 
 def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool = True,
                repo: str | Path | None = None, bundle_train_seconds: float | None = None,
-               progress: bool = True, device: str = "cpu", **fit_options: Any) -> dict[str, Any]:
-    """Simulate the in-silico retina, fit both models, evaluate, and (optionally) bundle.
+               progress: bool = True, device: str = "cpu", version: int = 2,
+               **fit_options: Any) -> dict[str, Any]:
+    """Simulate the in-silico retina (circuit ``version`` 2 or 1), fit both models,
+    evaluate, and (optionally) bundle.
 
     Returns a dict of written paths, the evaluation medians and timings (s).
     """
     from retcodec.analysis.evaluation import evaluate, format_evaluation
     from retcodec.fitting import fit
-    from retcodec.insilico.retina import simulate
     from retcodec.io.recordings import load_recording
     from retcodec.io.storage import write_netcdf_atomic
 
     work = Path(work)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    paths = simulate(work / "data", seed=seed, progress=progress)
+    paths = simulate_version(work / "data", seed, version, progress)
     timings["simulate"] = time.perf_counter() - t0
     summary: dict[str, Any] = {"paths": {k: str(v) for k, v in paths.items()}, "evaluation": {}}
     for kind in ("naturalscene", "whitenoise"):
@@ -63,13 +68,26 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
     return summary
 
 
+def simulate_version(out: str | Path, seed: int = 0, version: int = 2, progress: bool = False) -> dict[str, Path]:
+    """Full-length files of in-silico retina ``version`` (2: :mod:`~retcodec.insilico.circuit`,
+    1: :mod:`~retcodec.insilico.retina`) under ``out``, deterministic under ``seed``."""
+    if version == 2:
+        from retcodec.insilico.circuit import simulate
+        return simulate(out, random_state=seed, progress=progress)
+    if version == 1:
+        from retcodec.insilico.retina import simulate as simulate_v1
+        return simulate_v1(out, seed=seed, progress=progress)
+    from retcodec.errors import ConfigurationError
+    raise ConfigurationError(f"unknown in-silico retina version {version!r}; use 2 (current) or 1")
+
+
 def bundle_files(work: str | Path, repo: str | Path | None = None,
                  train_seconds: float | None = None) -> list[str]:
     """Copy regenerated files into ``<repo>/datasets`` and ``<repo>/models``."""
     from retcodec.insilico.retina import shorten_recording
 
     work = Path(work)
-    repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     if not (repo / "setup.cfg").exists():
         raise FileNotFoundError(f"{repo} is not a retcodec checkout (no setup.cfg); pass repo=")
     written = []

@@ -35,8 +35,9 @@ from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteErro
                              RecordingValueError, ShapeError, UnreadableFileError)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
-                         _open_h5, _read, _read_truth, _require_dataset, _write_truth,
+                         _open_h5, _read, _require_dataset,
                          check_history, check_numeric_dtype, windows)
+from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.storage import atomic_path
 
 __all__ = ["load_interneurons", "write_interneurons", "interneuron_windows",
@@ -228,7 +229,7 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
         n_cells = _n_cells(h5, chosen, path)
         rows = np.arange(n_cells)
         truth_coords, truth_attrs, truth_notes = (
-            _read_truth(h5, n_cells, rows, path) if n_cells is not None else ({}, {}, []))
+            truth_coordinates(h5, n_cells, rows, path) if n_cells is not None else ({}, {}, []))
         nodes = {s: _stim_node(h5, s, path, history, truth_coords) for s in chosen}
     root_attrs = {"cell_class": cell_class_from_name(path), "source_file": str(path),
                   "stim_types": ",".join(chosen), "history": history,
@@ -349,6 +350,6 @@ def write_interneurons(path: str | os.PathLike, stimuli: Mapping[str, tuple[Any,
             group.create_dataset("stimuli", data=raw, compression="gzip")
             group.create_dataset("detrended_membrane_potential", data=vm)
         if truth is not None:
-            _write_truth(h5, truth, next(iter(counts.values())))
+            write_truth(h5, truth, next(iter(counts.values())))
     return path
 

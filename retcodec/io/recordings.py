@@ -26,7 +26,6 @@ predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -43,6 +42,7 @@ from retcodec.errors import (CellMismatchError, ConfigurationError, FileInUseErr
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.storage import atomic_path
+from retcodec.io.truth import truth_coordinates, write_truth
 
 __all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
@@ -388,62 +388,6 @@ def _check_finite_stimulus(dset: h5py.Dataset, what: str) -> None:
                                  f"{start}..{start + len(block) - 1}")
 
 
-# --------------------------------------------------------------------------- truth
-def _read_truth(h5: h5py.File, n_in_file: int, rows: np.ndarray,
-                source: Path) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, Any], list[str]]:
-    """Per-cell ``truth`` arrays as ``cell`` coordinates, the circuit attr, and notes."""
-    group = h5.get("truth")
-    if not isinstance(group, h5py.Group):
-        return {}, {}, []
-    coords: dict[str, tuple[str, np.ndarray]] = {}
-    notes: list[str] = []
-    for name, dset in group.items():
-        if not isinstance(dset, h5py.Dataset):
-            continue
-        values = _read(dset)
-        if h5py.check_string_dtype(dset.dtype):
-            values = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel()],
-                              dtype=str).reshape(values.shape)
-        if values.shape[:1] != (n_in_file,):
-            raise RecordingShapeError(
-                f"{source}: 'truth/{name}' has shape {values.shape}; truth arrays must "
-                f"have one entry per cell in the file ({n_in_file})")
-        if name == "center":
-            if values.shape != (n_in_file, 2):
-                raise RecordingShapeError(f"{source}: 'truth/center' must be (n_cells, 2) "
-                                          f"(row, col) pixels, got {values.shape}")
-            coords["center_y"] = ("cell", values[rows, 0].astype(float))
-            coords["center_x"] = ("cell", values[rows, 1].astype(float))
-        elif values.ndim == 1:
-            coords[name] = ("cell", values[rows])
-        else:
-            notes.append(f"truth/{name} {values.shape} is not a per-cell 1-D array; not exposed")
-    attrs: dict[str, Any] = {}
-    circuit = group.attrs.get("circuit")
-    if circuit is not None:
-        attrs["truth_circuit"] = circuit.decode() if isinstance(circuit, bytes) else str(circuit)
-    return coords, attrs, notes
-
-
-def _write_truth(h5: h5py.File, truth: Mapping[str, Any], n_cells: int) -> None:
-    """Write a ``truth`` group: per-cell arrays, ``center`` (n, 2), ``circuit`` attr."""
-    group = h5.create_group("truth")
-    for name, value in truth.items():
-        if name == "circuit":
-            group.attrs["circuit"] = value if isinstance(value, str) else json.dumps(
-                value, default=str, sort_keys=True)
-            continue
-        arr = np.asarray(value)
-        expected = (n_cells, 2) if name == "center" else (n_cells,)
-        if arr.shape != expected:
-            raise ShapeError(f"truth[{name!r}] has shape {arr.shape}, expected {expected}")
-        if arr.dtype.kind in "UO":
-            group.create_dataset(name, data=arr.astype(str).tolist(),
-                                 dtype=h5py.string_dtype("utf-8"))
-        else:
-            group.create_dataset(name, data=arr)
-
-
 # --------------------------------------------------------------------------- loading
 def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
                   source: Path) -> tuple[np.ndarray | None, list[str]]:
@@ -584,7 +528,7 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
     repeats, notes = _read_repeats(h5, split, rows, n_time, file)
     if repeats is not None:
         check_rates(repeats, rows, f"{file}: '{split}/repeats'")
-    truth_coords, truth_attrs, truth_notes = _read_truth(h5, rate_dset.shape[0], rows, file)
+    truth_coords, truth_attrs, truth_notes = truth_coordinates(h5, rate_dset.shape[0], rows, file)
     notes += truth_notes
     if trim:
         notes.insert(0, f"response had {trim} bin more than the stimulus (published "
@@ -911,7 +855,7 @@ def write_recording(path: str | os.PathLike, *, train: Mapping[str, Any], test: 
         for name, split in splits.items():
             _write_split(h5.create_group(name), split, opts)
         if truth is not None:
-            _write_truth(h5, truth, n_cells["train"])
+            write_truth(h5, truth, n_cells["train"])
     return path
 
 
