@@ -41,6 +41,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage, signal
 
+__all__ = ["CircuitParams", "temporal_filter", "lowpass_filter", "causal_fir", "dog", "gaussian_weights", "to_contrast", "white_noise", "grey_photographs", "natural_scenes", "boxes", "pad_to", "InSilicoRetina", "smooth_rate", "make_stimulus", "simulate_split", "SimulationPlan", "simulate", "simulate_interneurons", "shorten_recording", "DT", "SIZE", "BIPOLAR_TYPES", "AMACRINE_TYPES", "GANGLION_TYPES", "GANGLION_INPUTS", "GANGLION_INHIBITION", "EXPERIMENT"]
+
 DT = 0.01                       # s per bin (100 Hz)
 SIZE = 50                       # stimulus side, px
 BIPOLAR_TYPES = ("on_transient", "on_sustained", "off_transient", "off_sustained")

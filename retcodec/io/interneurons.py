@@ -35,7 +35,7 @@ from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteErro
                              RecordingValueError, ShapeError, UnreadableFileError)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
-                         _open_h5, _read, _require_dataset,
+                         open_h5, read_values, require_dataset,
                          check_history, check_numeric_dtype, windows)
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.storage import atomic_path
@@ -155,13 +155,13 @@ def prepare_interneuron_stimulus(stim_type: str, raw: np.ndarray) -> tuple[np.nd
 # --------------------------------------------------------------------------- loading
 def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
                truth_coords: dict) -> xr.Dataset:
-    raw = _read(_require_dataset(h5, f"{stim_type}/stimuli", source, LAYOUT))
-    vm_dset = _require_dataset(h5, f"{stim_type}/detrended_membrane_potential", source, LAYOUT)
+    raw = read_values(require_dataset(h5, f"{stim_type}/stimuli", source, LAYOUT))
+    vm_dset = require_dataset(h5, f"{stim_type}/detrended_membrane_potential", source, LAYOUT)
     if vm_dset.ndim != 2:
         raise RecordingShapeError(f"{source}: '{vm_dset.name}' has shape {vm_dset.shape}, "
                                   f"expected (n_cells, T); {LAYOUT}")
     check_numeric_dtype(vm_dset, f"{source}: '{vm_dset.name}'")
-    vm = _read(vm_dset).astype(float)
+    vm = read_values(vm_dset).astype(float)
     try:
         stim, note = prepare_interneuron_stimulus(stim_type, raw)
     except (RecordingError, NonFiniteError, ShapeError) as err:
@@ -223,7 +223,7 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
     if not path.is_file():
         raise MissingDataError(f"interneuron file {path} does not exist")
     path = path.resolve()
-    with _open_h5(path) as h5:
+    with open_h5(path) as h5:
         present = [k for k, v in h5.items() if isinstance(v, h5py.Group) and k != "truth"]
         chosen, notes = _choose_stim_types(present, stim_types, path)
         n_cells = _n_cells(h5, chosen, path)
@@ -267,7 +267,7 @@ def _n_cells(h5: h5py.File, stim_types: list[str], source: Path) -> int | None:
     """Cell count shared by all chosen stimulus types (RecordingError if they differ)."""
     counts = {}
     for s in stim_types:
-        dset = _require_dataset(h5, f"{s}/detrended_membrane_potential", source, LAYOUT)
+        dset = require_dataset(h5, f"{s}/detrended_membrane_potential", source, LAYOUT)
         counts[s] = dset.shape[0] if dset.ndim else None
     if len(set(counts.values())) > 1:
         raise RecordingShapeError(f"{source}: stimulus types hold different cell counts {counts}")

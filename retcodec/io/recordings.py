@@ -95,7 +95,7 @@ class _H5LazyArray(BackendArray):
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.BASIC, self._read)
 
-    def _read(self, key: tuple) -> np.ndarray:
+    def read_values(self, key: tuple) -> np.ndarray:
         try:
             with self.manager.acquire_context() as h5:
                 return np.asarray(h5[self.name][key])
@@ -133,7 +133,7 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
     return path.resolve(), experiment or path.parent.name, stim_type or path.stem
 
 
-def _open_h5(path: Path) -> h5py.File:
+def open_h5(path: Path) -> h5py.File:
     """Open an HDF5 file read-only; a non-HDF5 or truncated file is a RecordingError."""
     if not path.is_file():
         raise UnreadableFileError(f"{path} is not a regular file (a FIFO, device or socket); "
@@ -203,7 +203,7 @@ def check_rates(values: np.ndarray, rows: np.ndarray, what: str, limit: float = 
             f"spikes/s in 10 ms bins. Check the file's units or drop those cells")
 
 
-def _require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
+def require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
     """The dataset ``name`` of ``h5``; a RecordingError naming it if missing.
 
     Links to other files, and datasets whose bytes live outside the file
@@ -248,7 +248,7 @@ def _check_ndim(dset: h5py.Dataset, ndim: int, meaning: str, source: Path) -> No
             f"{meaning}; {LAYOUT}")
 
 
-def _read(dset: h5py.Dataset, key: Any = ()) -> np.ndarray:
+def read_values(dset: h5py.Dataset, key: Any = ()) -> np.ndarray:
     """``dset[key]`` with HDF5 read failures turned into RecordingError."""
     try:
         return np.asarray(dset[key])
@@ -294,9 +294,9 @@ def _select_cells(cells: Any, n_in_file: int, experiment: str) -> tuple[np.ndarr
 def _read_rows(dset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` (any order) of a 2-D dataset, reading only those rows."""
     if rows.size == dset.shape[0] and np.array_equal(rows, np.arange(dset.shape[0])):
-        return _read(dset)
+        return read_values(dset)
     order = np.argsort(rows)
-    out = _read(dset, (rows[order].tolist(), slice(None)))
+    out = read_values(dset, (rows[order].tolist(), slice(None)))
     return out[np.argsort(order)]
 
 
@@ -308,7 +308,7 @@ def _scan_blocks(dset: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
     if dset.chunks:
         step = max(dset.chunks[0], step - step % dset.chunks[0])
     for start in range(0, dset.shape[0], step):
-        yield start, _read(dset, np.s_[start:start + step])
+        yield start, read_values(dset, np.s_[start:start + step])
 
 
 def _chunked_mean_std(dset: h5py.Dataset, what: str) -> tuple[float, float]:
@@ -333,8 +333,8 @@ def _chunked_mean_std(dset: h5py.Dataset, what: str) -> tuple[float, float]:
 
 @functools.lru_cache(maxsize=32)
 def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple[float, float]:
-    with _open_h5(Path(path)) as h5:
-        dset = _require_dataset(h5, f"{split}/stimulus", Path(path))
+    with open_h5(Path(path)) as h5:
+        dset = require_dataset(h5, f"{split}/stimulus", Path(path))
         _check_ndim(dset, 3, "(time, y, x) frames", Path(path))
         check_numeric_dtype(dset, f"{path}: '{split}/stimulus'")
         _check_written(dset, f"{path}: '{split}/stimulus'")
@@ -400,13 +400,13 @@ def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
         name = f"{split}/repeats/cell{cell + 1:02d}"
         if name not in h5:
             continue
-        dset = _require_dataset(h5, name, source)
+        dset = require_dataset(h5, name, source)
         _check_ndim(dset, 2, "(n_repeats, T) single trials", source)
         check_numeric_dtype(dset, f"{source}: '{name}'")
         if dset.shape[1] not in (n_time, n_time + 1):
             raise RecordingShapeError(
                 f"{source}: '{name}' has {dset.shape[1]} bins, the stimulus {n_time}")
-        trials[i] = _read(dset)[:, :n_time].astype(float)
+        trials[i] = read_values(dset)[:, :n_time].astype(float)
         if not np.isfinite(trials[i]).all():
             raise NonFiniteError(f"{source}: '{name}' holds NaN or Inf; single trials must be finite")
     if not trials:
@@ -483,7 +483,7 @@ def load_recording(path: str | os.PathLike, split: str = "test", cells: Any = No
     if split not in SPLITS:
         raise ConfigurationError(f"split must be 'train' or 'test', not {split!r}")
     file, experiment, stim_type = _resolve_path(path, experiment, stim_type)
-    _open_h5(file).close()   # a clear error for a corrupt file before the lazy manager
+    open_h5(file).close()   # a clear error for a corrupt file before the lazy manager
     manager = CachingFileManager(h5py.File, file, mode="r")
     try:
         with manager.acquire_context() as h5:
@@ -500,18 +500,18 @@ def load_recording(path: str | os.PathLike, split: str = "test", cells: Any = No
 
 def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split: str,
                    cells: Any, experiment: str, stim_type: str) -> xr.Dataset:
-    stim = _require_dataset(h5, f"{split}/stimulus", file)
+    stim = require_dataset(h5, f"{split}/stimulus", file)
     _check_ndim(stim, 3, "(time, y, x) frames", file)
     check_numeric_dtype(stim, f"{file}: '{split}/stimulus'")
-    rate_dset = _require_dataset(h5, f"{split}/response/firing_rate_10ms", file)
+    rate_dset = require_dataset(h5, f"{split}/response/firing_rate_10ms", file)
     _check_ndim(rate_dset, 2, "(n_cells, T) firing rates", file)
     check_numeric_dtype(rate_dset, f"{file}: '{rate_dset.name}'")
-    binned = _require_dataset(h5, f"{split}/response/binned", file)
+    binned = require_dataset(h5, f"{split}/response/binned", file)
     check_numeric_dtype(binned, f"{file}: '{binned.name}'")
     if binned.shape != rate_dset.shape:
         raise RecordingShapeError(f"{file}: '{split}/response/binned' has shape {binned.shape}, "
                                   f"firing_rate_10ms {rate_dset.shape}; they must match")
-    time_dset = _require_dataset(h5, f"{split}/time", file)
+    time_dset = require_dataset(h5, f"{split}/time", file)
     n_time = stim.shape[0]
     trim = _response_length(rate_dset.shape[1], n_time, rate_dset.name, file)
     if time_dset.shape not in ((n_time,), (rate_dset.shape[1],)):
