@@ -20,23 +20,24 @@ def insilico_unit_types(recording: xr.Dataset, model: Any, layers: Sequence[str]
     warning and skipped: returns None.
     """
     from retcodec.analysis.interneuron_match import label_units_by_truth
-    from retcodec.insilico.retina import CircuitParams, InSilicoRetina, boxes, pad_to
+    from retcodec.insilico.circuit import circuit_from_json, interneuron_maps
+    from retcodec.insilico.retina import boxes, pad_to
     from retcodec.io.recordings import windows
 
-    circuit = recording.attrs.get("truth_circuit")
-    if not circuit:
+    text = recording.attrs.get("truth_circuit")
+    if not text:
         return None
     try:
-        params = CircuitParams.from_json(circuit)
-        retina = InSilicoRetina(params.seed, params)
+        circuit = circuit_from_json(str(text), calibrate=True)
     except Exception as err:  # noqa: BLE001 - any foreign layout: report and ignore
         warnings.warn(f"the recording's truth circuit is not one this retcodec can rebuild ({err}); "
                       f"model channels are not labelled by true interneuron type", stacklevel=2)
         return None
-    rng = np.random.default_rng([params.seed, 999])
+    seed = getattr(getattr(circuit, "params", None), "seed", None)
+    if seed is None:
+        seed = getattr(getattr(circuit, "config", getattr(circuit, "cfg", None)), "random_state", 0)
+    rng = np.random.default_rng([int(seed), 999])
     contrast = pad_to(2.0 * boxes(n_frames, rng).astype(np.float32) - 1.0)
-    v = retina.bipolar_potentials(contrast)
-    maps = dict(v)
-    maps.update(retina.amacrine_potentials({k: retina.rectify(x) for k, x in v.items()}))
+    maps = interneuron_maps(circuit, contrast)
     w = windows(contrast, norm_stats={"mean": 0.0, "std": 1.0})
     return label_units_by_truth(model, w, maps, layers=layers, device=device)

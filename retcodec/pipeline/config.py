@@ -34,7 +34,8 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
 }
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
 QUICK = {"max_windows": 400, "stability_seeds": (0, 1), "irf_sets": 3, "irf_times_per_set": 4,
-         "interneuron_shifts": 10, "experiment_windows": 200}
+         "interneuron_shifts": 10, "experiment_windows": 200,
+         "typing_windows": 200}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RunConfig:
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters
     interneuron_shifts: int = 50
     experiment_windows: int = 1000
+    typing_windows: int = 1000
     quick: bool = False
     force: bool = False
     progress: bool = True
@@ -119,6 +121,7 @@ def check_config(cfg: RunConfig) -> None:
     _positive_int(cfg.irf_times_per_set, "irf_times_per_set")
     _positive_int(cfg.interneuron_shifts, "interneuron_shifts")
     _positive_int(cfg.experiment_windows, "experiment_windows")
+    _positive_int(cfg.typing_windows, "typing_windows")
     if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
         raise ConfigurationError(f"workers must be 0 (serial) or a positive number of dask workers, "
                                  f"got {cfg.workers!r}")

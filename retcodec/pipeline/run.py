@@ -11,6 +11,7 @@ modes             ``modes.nc``          sparse contribution modes (and activatio
 types             ``cell_types.nc``     cells clustered by the modes that drive them
 irfs              ``irfs.nc``           IRF summaries per mode combination
 interneurons      ``interneurons.nc``   model units vs interneuron recordings
+experiments       ``experiments.nc``    silencing modes' channels and matched interneurons
 statistics        ``statistics.nc``     sparsity, E/I correlation, dimensionality, fit
 figures           ``figures/*.png|svg`` the figures of this run
 report            ``report.html``       self-contained report with generated hypotheses
@@ -31,7 +32,7 @@ from typing import Any
 from retcodec.io.locking import hold_lock
 from retcodec.io.storage import check_output_folder
 from retcodec.pipeline.config import make_config, resolve_inputs
-from retcodec.pipeline.stages import (Run, stage_contributions, stage_figures, stage_interneurons,
+from retcodec.pipeline.stages import (Run, stage_contributions, stage_experiments, stage_figures, stage_interneurons,
                                       stage_irfs, stage_modes, stage_report, stage_statistics,
                                       stage_types)
 
@@ -65,6 +66,8 @@ def run(model: str | Path | None = None, data: str | Path | None = None, **optio
             results["types"] = stage_types(r, results["contributions"], results["modes"])
             results["irfs"] = stage_irfs(r, results["contributions"], results["modes"])
             results["interneurons"] = stage_interneurons(r)
+            results["experiments"] = stage_experiments(r, results["contributions"], results["modes"],
+                                                       results["interneurons"])
             results["statistics"] = stage_statistics(r, results["contributions"])
             results["figures"] = stage_figures(r, results["contributions"], results["modes"], results["types"],
                                                results["irfs"], results["interneurons"], results["statistics"])

@@ -21,7 +21,7 @@ from retcodec.pipeline.cache import StageCache
 from retcodec.pipeline.config import STAGE_FILES, Inputs, RunConfig
 
 __all__ = ["Run", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
-           "stage_interneurons", "stage_statistics", "stage_figures", "stage_report"]
+           "stage_interneurons", "stage_experiments", "stage_statistics", "stage_figures", "stage_report"]
 
 
 class Run:
@@ -126,8 +126,8 @@ def stage_contributions(run: Run) -> xr.DataTree:
 
 
 def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
-    """Sparse contribution modes per layer, their seed stability, and the activation-mode control."""
-    from retcodec.modes import ContributionModes, fit_layer, layer_matrix, load_modes, mode_stability, save_modes
+    """Compact contribution modes per layer with their seed stability, and the activation-mode control."""
+    from retcodec.modes import ContributionModes, fit_layer, load_modes, save_modes
     from retcodec.modes.control import fit_activation_modes
 
     cfg, path = run.cfg, run.path("modes")
@@ -136,14 +136,10 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
         out: dict[str, xr.Dataset] = {}
         for layer in cfg.layers:
             node = contrib[layer].to_dataset()
-            run.say(f"  {layer}: fitting contribution modes")
+            run.say(f"  {layer}: fitting contribution modes, stability over seeds {list(cfg.stability_seeds)}")
             est = ContributionModes(random_state=cfg.random_state, sign=cfg.mode_sign, **cfg.mode_options)
-            ds = fit_layer(est, node["contribution"].load(), sign=cfg.mode_sign, layer=layer)
-            run.say(f"  {layer}: seed stability over seeds {list(cfg.stability_seeds)}")
-            X = layer_matrix(node["contribution"], cfg.mode_sign)[0]
-            stab = mode_stability(ContributionModes(sign=cfg.mode_sign, **cfg.mode_options), X,
-                                  seeds=cfg.stability_seeds)
-            ds.attrs["stability_matched_cosine_mean"] = float(stab.attrs["mean_cosine"])
+            ds = fit_layer(est, node["contribution"].load(), sign=cfg.mode_sign, layer=layer,
+                           stability_seeds=cfg.stability_seeds)
             ds.attrs.update({k: v for k, v in run.attrs("modes").items()
                              if k not in ds.attrs or k == "run_parameters"})
             out[layer] = ds
@@ -152,9 +148,10 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
                                        **cfg.mode_options)
             act.attrs.update(run.attrs("modes"))
             out[f"{layer}_activation"] = act
-            run.say(f"  {layer}: {ds.sizes['mode']} modes, R2 = {float(ds['r2']):.3f}, "
-                    f"stability (matched cosine) = {ds.attrs['stability_matched_cosine_mean']:.3f}; "
-                    f"activation modes R2 = {float(act['r2']):.3f}")
+            run.say(f"  {layer}: {ds.sizes['mode']} modes ({ds.attrs.get('count_rule', '')}), "
+                    f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f}, "
+                    f"seed stability = {float(ds.attrs.get('stability', np.nan)):.3f}; "
+                    f"activation modes: {act.sizes['mode']}, R2 = {float(act['r2']):.3f}")
         save_modes(out, path)
         stamp_attrs(path, run.attrs("modes"))
         return [path]
@@ -163,35 +160,62 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
 
 
 def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
-    """Cells clustered by the modes that drive them, with the activation-mode and raw-rate controls."""
-    from retcodec.analysis.celltypes import cell_types, cluster_rates
+    """The cell types (drive profiles of each cell's own rate), with every control clustered alike."""
+    from retcodec.analysis.celltypes import cell_types_primary
     from retcodec.analysis.rates import model_rates
-    from retcodec.report.tables import summarize_types
+    from retcodec.io.recordings import model_windows
 
-    path = run.path("types")
+    cfg, path = run.cfg, run.path("types")
 
     def compute() -> list[Path]:
         rates = model_rates(contrib)
         rec = run.inputs.recording
         truth = rec["cell_type"] if "cell_type" in rec.coords else None
-        layers = run.cfg.layers
-        kw = dict(random_state=run.cfg.random_state, true_types=truth)
-        contrib_types = cell_types({l: modes[l]["loadings"] for l in layers}, rates, **kw)
-        act_types = cell_types({l: modes[f"{l}_activation"]["loadings"] for l in layers}, rates, **kw)
-        rate_types = cluster_rates(rates, **kw)
-        tree = xr.DataTree.from_dict({
-            "/": xr.Dataset({"model_rate": rates}, attrs=run.attrs("types")),
-            "/contribution_modes": contrib_types.to_dataset(),
-            "/activation_modes": act_types.to_dataset(),
-            "/rates": rate_types})
-        for name, t in (("contribution_modes", contrib_types), ("activation_modes", act_types)):
-            for child in t.children:
-                tree[f"{name}/{child}"] = t[child].to_dataset()
+        w = model_windows(rec, run.inputs.model, cfg.max_windows)
+        run.say(f"  per-cell contributions on up to {cfg.typing_windows} windows, clustering")
+        tree = cell_types_primary(run.inputs.model, w, contrib, {l: modes[l] for l in cfg.layers},
+                                  {l: modes[f"{l}_activation"] for l in cfg.layers}, rates, true_types=truth,
+                                  random_state=cfg.random_state, device=cfg.device, layers=cfg.layers,
+                                  max_windows=cfg.typing_windows, progress=cfg.progress)
+        tree.attrs.update(run.attrs("types"))
+        tree["model_rate"] = rates
         write_netcdf_atomic(tree, path)
-        run.say("  " + summarize_types(tree))
+        root = tree.to_dataset()
+        ari = f", ARI vs truth {float(root['ari_truth']):.2f}" if "ari_truth" in root else ""
+        run.say(f"  {int(root['chosen_k'])} cell types{ari}; best features: {root.attrs.get('winner', '?')}")
         return [path]
 
     return run.step("types", compute, _open_tree(path))
+
+
+def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset],
+                      inter: xr.Dataset | None) -> xr.Dataset:
+    """Silencing experiments: each mode's channels and each recorded interneuron's matched channel."""
+    from retcodec.analysis.experiments import experiments
+    from retcodec.io.recordings import model_windows
+    from retcodec.io.truth import read_truth
+
+    cfg, path = run.cfg, run.path("experiments")
+
+    def compute() -> list[Path]:
+        rec = run.inputs.recording
+        w = model_windows(rec, run.inputs.model, cfg.max_windows)
+        truth = read_truth(run.inputs.recording_path)
+        has_effects = truth is not None and any(v in truth for v in ("effect", "silencing_effect"))
+        run.say(f"  silencing on {cfg.experiment_windows} windows"
+                + ("; scoring against the circuit's true silencing effects" if has_effects else ""))
+        types = rec["cell_type"].values if "cell_type" in rec.coords else None
+        ds = experiments(run.inputs.model, w, modes=modes, interneurons=inter,
+                         truth=truth if has_effects else None, cell_types=types,
+                         max_windows=cfg.experiment_windows, random_state=cfg.random_state,
+                         device=cfg.device, progress=cfg.progress)
+        ds.attrs.update(run.attrs("experiments"))
+        write_netcdf_atomic(ds, path)
+        if "spearman" in ds.attrs or "truth_spearman" in ds:
+            run.say("  " + ", ".join(f"{k} = {v}" for k, v in ds.attrs.items() if "spearman" in k or "sign_acc" in k))
+        return [path]
+
+    return run.step("experiments", compute, _open_dataset(path))
 
 
 def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
@@ -294,21 +318,27 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             plt.close(fig)
 
         layers = run.cfg.layers
+        rec = run.inputs.recording
+        cell_types = rec["cell_type"] if "cell_type" in rec.coords else None
+        primary = types.to_dataset()["cluster"] if "cluster" in types.to_dataset() else None
         t = contrib[layers[0]]["time"].values
         n = min(len(t), 1000)
         for layer in layers:
             node = contrib[layer].to_dataset()
             save(lambda: fg.plot_contribution_heatmap(node, rates, modes[layer]["loadings"],
-                                                      time_slice=(t[0], t[n - 1])), f"contributions_{layer}")
-            save(lambda: fg.plot_modes(modes[layer]["modes"]), f"modes_{layer}")
-            tnode = types["contribution_modes"][layer].to_dataset()
-            troot = types["contribution_modes"].to_dataset()
-            save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], tnode["cluster"], tnode.get("linkage"),
-                                                  troot["true_type"] if "true_type" in troot.coords else None),
-                 f"cell_types_{layer}")
+                                                      time_slice=(t[0], t[n - 1]), cell_types=cell_types),
+                 f"contributions_{layer}")
+            save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy")),
+                 f"modes_{layer}")
+            control = f"controls/surprisal_modes/{layer}"
+            if control in types:
+                tnode = types[control].to_dataset()
+                save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], primary, tnode.get("linkage"),
+                                                      cell_types, layer=layer), f"cell_types_{layer}")
             inode = irfs[layer].to_dataset()
             if "spatial" in inode and inode.sizes.get("combination", 0):
-                save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"]), f"irfs_{layer}")
+                save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"], modes=modes[layer]["modes"],
+                                                 cell_types=cell_types, layer=layer), f"irfs_{layer}")
         if inter is not None:
             save(lambda: fg.plot_interneuron_matches(inter), "interneurons")
         save(lambda: fg.plot_sparsity(stats), "sparsity")
@@ -327,9 +357,7 @@ def stage_report(run: Run, results: dict[str, Any]) -> Path:
     path = run.path("report")
 
     def compute() -> list[Path]:
-        report = write_report(run, results["contributions"], results["modes"], results["types"],
-                              results["irfs"], results["interneurons"], results["statistics"],
-                              results["figures"])
+        report = write_report(run, results)
         return [report, run.out / "hypotheses.txt"]
 
     # the report shows every stage's time, so it is rebuilt whenever anything was recomputed

@@ -1,10 +1,11 @@
-"""A self-contained HTML report of a ``retcodec run``, with generated hypotheses.
+"""A self-contained HTML report of a ``retcodec run``: overview, methods, results, provenance.
 
-The report embeds its figures (PNG as base64), states every number a reader
-needs (fit quality, completeness, mode quality and stability, cell-type
-clusters against the truth and controls, IRF similarity, interneuron matches
-with chance levels), the run's parameters, library versions and input
-checksums, and a short list of testable hypotheses derived from the modes.
+The report opens with an overview a collaborator can read on its own (what was
+analysed, how well the model fits, what was found, the hypotheses and how they were
+checked), then a short methods section, one section per analysis with its numbers
+explained and its figures captioned, and the run's parameters, versions, input
+checksums and stage times. Figures are embedded (PNG, base64); tables scroll inside
+their own box instead of widening the page.
 """
 from __future__ import annotations
 
@@ -12,158 +13,423 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
-from retcodec.report.hypotheses import generate_hypotheses, image_onsets
+from retcodec.analysis.evaluation import FIT_METRICS
+from retcodec.io.provenance import versions
+from retcodec.io.storage import atomic_path
 
-__all__ = ["embed_png", "html_table", "write_report", "CSS"]
+__all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
+
+CSS = """body{font-family:system-ui,-apple-system,sans-serif;max-width:1100px;margin:2em auto;padding:0 1.2em;
+color:#222;line-height:1.45}h1{margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.wrap{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}td.t,th.t{text-align:left}
+th{background:#f3f3f3}figure{margin:1.2em 0}img{max-width:100%;height:auto}figcaption{font-size:.9em;color:#444}
+code{background:#f6f6f6;padding:0 .2em;word-break:break-all}pre{overflow-x:auto;background:#f8f8f8;padding:.6em}
+.note{color:#555;font-size:.9em}.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:.4em .8em}
+.box{background:#f4f8fc;border-left:4px solid #4a86c5;padding:.6em 1em}li{margin:.3em 0}dt{font-weight:600}
+dd{margin:0 0 .5em 1.2em}"""
+
+#: caption of each figure, by file-name prefix; ``{layer}`` is filled in
+CAPTIONS = {
+    "fit_quality": "Fit quality per cell: correlation of the model's rate with the trial-averaged test "
+                   "response (y) against the noise ceiling of that trial average (x). A cell on the dashed "
+                   "identity line is predicted as well as its trial-to-trial noise allows. Colours/markers: "
+                   "cell types (when known).",
+    "contributions": "Contributions of each {layer} channel to the surprisal of the population response over "
+                     "time (red: excitatory/positive, blue: inhibitory/negative; summed over space), with the "
+                     "model's firing rates and the mode loadings below. Look for channels that act together at "
+                     "the same moments.",
+    "modes": "The compact contribution modes of {layer}: each row is one mode's weight on every channel's "
+             "positive (E) and negative (I) contribution, ordered by the share of contribution energy they "
+             "explain (right). A mode is a group of model interneurons that act together.",
+    "cell_types": "Correlation of each cell's rate with each {layer} surprisal mode's loading (the paper's "
+                  "cell-type features), cells grouped by the primary cell-type clusters (colour strip) and "
+                  "labelled by their true type when known.",
+    "irfs": "Instantaneous receptive fields in {layer}: rank-1 spatial maps (cropped around the cells) and "
+            "temporal filters (s before the response) of representative cells, per combination of active "
+            "modes. Changes across rows show how the active modes reshape what a cell responds to.",
+    "interneurons": "Model units vs recorded interneurons: held-out correlation of each interneuron's best "
+                    "model unit against the chance level from circularly shifted recordings, and correlation "
+                    "maps of example units.",
+    "sparsity": "Hoyer sparsity of contributions and of activations across channels, per layer (1: one "
+                "channel carries everything; 0: all channels equal).",
+}
+
+#: what each table column means, shown under the table
+COLUMN_HELP = {
+    "completeness median / p95 / max": "|Σ contributions − ΔS| / |ΔS| per window: how far the contributions "
+                                       "fall short of the change of the target they decompose (0 = exact).",
+    "modes": "number of compact modes (how it was chosen: 'count rule').",
+    "R²": "variance of the contributions explained by the modes.",
+    "L0": "mean number of active modes per time bin.",
+    "stability": "Hungarian-matched cosine of the modes across seeds, summed over matched pairs and divided "
+                 "by the larger count (1 = the same modes every time).",
+    "ARI": "adjusted Rand index against the true cell types (1 = identical partition, 0 = chance).",
+}
 
 
-# --------------------------------------------------------------------------- html
-def embed_png(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-            f"<figcaption>{html.escape(path.stem.replace('_', ' '))} "
-            f"(<code>figures/{html.escape(path.stem)}.svg</code>)</figcaption></figure>")
-
-
-def html_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(v: Any) -> str:
+# --------------------------------------------------------------------------- formatting
+def fmt(v: Any, digits: int = 2) -> str:
+    """A number as a reader wants it: integers without decimals, floats rounded, NaN as a dash."""
     if v is None:
         return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
-        return "–" if not np.isfinite(v) else f"{v:.3f}"
+        if not np.isfinite(v):
+            return "–"
+        if float(v).is_integer() and abs(v) < 1e6:
+            return f"{int(v):,}"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) < 0.01:
+            return f"{v:.1e}" if v != 0 else "0"
+        return f"{v:.{digits}f}"
     return html.escape(str(v))
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}code{background:#f6f6f6}
-.note{color:#555;font-size:.9em}li{margin:.4em 0}"""
+def html_table(rows: Sequence[Mapping[str, Any]], text_columns: Iterable[str] = ()) -> str:
+    """A table inside a scrolling box (never wider than the page)."""
+    if not rows:
+        return "<p class='note'>(none)</p>"
+    cols = list(rows[0])
+    text = set(text_columns) | {c for c in cols if all(isinstance(r.get(c), str) for r in rows)}
+    cls = {c: " class='t'" if c in text else "" for c in cols}
+    head = "".join(f"<th{cls[c]}>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td{cls[c]}>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<div class='wrap'><table><tr>{head}</tr>{body}</table></div>"
 
 
-def write_report(run: Any, contrib: xr.DataTree, modes: dict[str, xr.Dataset], types: xr.DataTree,
-                 irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset,
-                 figures: Sequence[Path]) -> Path:
-    """Write ``report.html`` into the run's folder (atomically) and return its path."""
-    from retcodec.io.provenance import versions
-    from retcodec.io.storage import atomic_path
+def embed_png(path: Path, caption: str | None = None) -> str:
+    """A figure with its caption (``caption`` or the file name) and a pointer to its SVG."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    text = html.escape(caption) if caption else html.escape(Path(path).stem.replace("_", " "))
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
+            f"<figcaption>{text} <span class='note'>(vector version: "
+            f"<code>figures/{html.escape(Path(path).stem)}.svg</code>)</span></figcaption></figure>")
 
-    cfg, rec = run.cfg, run.inputs.recording
-    layers = list(cfg.layers)
-    truth = rec["cell_type"].values if "cell_type" in rec.coords else None
-    onsets = image_onsets(rec["stimulus"]) if rec.attrs.get("stim_type") == "naturalscene" else None
-    sections: list[str] = []
 
-    simulated = bool(rec.attrs.get("truth_circuit"))
-    sections.append(
-        f"<h1>retcodec report</h1><p>Model <code>{html.escape(str(run.inputs.model_path))}</code> on "
-        f"<code>{html.escape(str(run.inputs.recording_path))}</code> (test split, "
-        f"{contrib[layers[0]].sizes['time']} windows, {rec.sizes['cell']} cells).</p>"
-        + ("<p class='note'>This is the bundled <b>in-silico retina</b>: simulated data whose cell types "
-           "and interneurons are known, not a recording of a real retina.</p>" if simulated else ""))
+def _caption(path: Path) -> str:
+    stem = path.stem
+    for prefix, text in CAPTIONS.items():
+        if stem == prefix or stem.startswith(prefix + "_"):
+            layer = stem[len(prefix) + 1:] if stem != prefix else ""
+            return text.format(layer=layer or "the layer")
+    return stem.replace("_", " ")
 
-    fit_rows = [{"metric": k.replace("fit_median_", "median "), "value": float(v)}
-                for k, v in stats.attrs.items() if k.startswith("fit_median_")]
-    sections.append("<h2>Model fit (test split)</h2>" + html_table(fit_rows))
 
+def _figures(figures: Sequence[Path], prefix: str) -> str:
+    return "".join(embed_png(p, _caption(p)) for p in figures
+                   if p.suffix == ".png" and (p.stem == prefix or p.stem.startswith(prefix + "_")))
+
+
+def _scalar(ds: xr.Dataset | None, name: str) -> float | None:
+    if ds is None or name not in ds:
+        return None
+    value = np.asarray(ds[name].values)
+    return float(value) if value.size == 1 else None
+
+
+# --------------------------------------------------------------------------- sections
+def _fit_rows(stats: xr.Dataset) -> tuple[str, dict[str, float]]:
+    medians = {k[len("fit_median_"):]: float(v) for k, v in stats.attrs.items() if k.startswith("fit_median_")}
+    rows = [{"metric": k.replace("_", " "), "median over reliable cells": v, "meaning": FIT_METRICS.get(k, "")}
+            for k, v in medians.items() if k in FIT_METRICS]
+    return html_table(rows, text_columns=("metric", "meaning")), medians
+
+
+def _completeness(stats: xr.Dataset, layers: Sequence[str]) -> tuple[str, float]:
     comp = stats.get("completeness_error")
-    rows = []
+    rows, worst = [], 0.0
     for layer in layers:
-        r = {"layer": layer}
+        r: dict[str, Any] = {"layer": layer}
         if comp is not None and layer in comp["layer"].values:
             for st in comp["statistic"].values:
                 r[f"completeness {st}"] = float(comp.sel(layer=layer, statistic=st))
-        for var in ("contribution_sparsity_mean", "activation_sparsity_mean", "contribution_dimensionality",
-                    "activation_dimensionality", "pos_neg_correlation_mean"):
+            worst = max(worst, float(comp.sel(layer=layer, statistic="max")))
+        for var, label in (("contribution_sparsity_mean", "contribution sparsity"),
+                           ("activation_sparsity_mean", "activation sparsity"),
+                           ("contribution_dimensionality", "contribution dimensionality"),
+                           ("pos_neg_correlation_mean", "E/I correlation")):
             if var in stats and "layer" in stats[var].dims and layer in stats["layer"].values:
-                r[var.replace("_", " ")] = float(stats[var].sel(layer=layer))
+                r[label] = float(stats[var].sel(layer=layer))
         rows.append(r)
-    sections.append(f"<h2>Contributions ({html.escape(cfg.method)}, {cfg.steps} steps, surprisal target)</h2>"
-                    "<p class='note'>Completeness: |Σ contributions − ΔS| / |ΔS| per window. "
-                    "Sparsity: Hoyer index across channels.</p>" + html_table(rows))
+    return html_table(rows), worst
 
+
+def _mode_rows(modes: Mapping[str, xr.Dataset], layers: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for layer in layers:
-        ds = modes[layer]
-        rows.append({"layer": layer, "alive modes": int(ds.sizes["mode"]), "R²": float(ds["r2"]),
-                     "stability (matched cosine)": ds.attrs.get("stability_matched_cosine_mean"),
-                     "activation-mode R²": float(modes[f"{layer}_activation"]["r2"])})
-    sections.append("<h2>Contribution modes</h2>" + html_table(rows))
+        ds, act = modes[layer], modes.get(f"{layer}_activation")
+        rows.append({"layer": layer, "modes": int(ds.sizes["mode"]), "R²": float(ds["r2"]),
+                     "L0": float(ds.attrs.get("l0", np.nan)), "stability": float(ds.attrs.get("stability", np.nan)),
+                     "count rule": str(ds.attrs.get("count_rule", "")),
+                     "activation modes": int(act.sizes["mode"]) if act is not None else None,
+                     "activation R²": float(act["r2"]) if act is not None else None})
+    return rows
 
-    from retcodec.report.tables import type_summary
-    trows = type_summary(types)
-    agree = types["contribution_modes"].to_dataset().get("agreement")
-    agree_txt = ""
-    if agree is not None and len(layers) > 1:
-        agree_txt = (f"<p>Agreement of the {layers[0]} and {layers[1]} clusterings (ARI): "
-                     f"{float(agree.sel(layer=layers[0], layer2=layers[1])):.2f}</p>")
-    sections.append("<h2>Cell types from mode patterns</h2><p class='note'>k-means on the standardised "
-                    "correlation of each mode's loadings with each cell's model rate; k by silhouette. "
-                    "Controls: the same on activation modes and on raw rates. ARI vs truth where the "
-                    "truth is known.</p>" + html_table(trows) + agree_txt)
 
+def _type_rows(types: xr.DataTree) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    root = types.to_dataset()
+    info: dict[str, Any] = {"k": int(root["chosen_k"]) if "chosen_k" in root else None,
+                            "ari": _scalar(root, "ari_truth"), "winner": root.attrs.get("winner"),
+                            "primary": root.attrs.get("primary", "")}
     rows = []
+    if "clustering_k" in root:
+        for i, name in enumerate(root["clustering"].values):
+            row = {"features": str(name).replace("_", " ").replace("/", ": "),
+                   "k": int(root["clustering_k"].values[i])}
+            if "clustering_ari_truth" in root:
+                row["ARI vs truth"] = float(root["clustering_ari_truth"].values[i])
+            rows.append(row)
+    for var in ("layer_agreement", "half_agreement"):
+        if var in root:
+            info[var] = root[var]
+    return rows, info
+
+
+def _interneuron_section(inter: xr.Dataset | None) -> tuple[str, dict[str, Any]]:
+    if inter is None:
+        return "<p class='note'>No interneuron files were given; this stage was skipped.</p>", {}
+    n_shifts = int(inter.attrs.get("n_shifts", inter.sizes.get("shift", 0)) or 0)
+    n = inter.sizes["interneuron"]
+    rows = []
+    for i in range(n):
+        r = {"interneuron": str(inter["interneuron"].values[i])}
+        if "cell_type" in inter.coords:
+            r["true type"] = str(inter["cell_type"].values[i]).replace("_", " ")
+        r.update({"best unit": f"{inter['best_layer'].values[i]} ch {int(inter['best_channel'].values[i])}",
+                  "held-out r": float(inter["heldout_correlation"].values[i]),
+                  "chance p95": float(inter["chance_p95"].values[i]), "p": float(inter["p_value"].values[i])})
+        if "best_unit_type" in inter:
+            r["unit's type"] = str(inter["best_unit_type"].values[i]).replace("_", " ")
+        rows.append(r)
+    floor = 1.0 / (n_shifts + 1) if n_shifts else float("nan")
+    significant = int(np.sum(inter["p_value"].values <= 0.05 / max(n, 1))) if n else 0
+    note = (f"<p class='note'>The best unit is chosen on alternate time blocks and scored on the others "
+            f"(held-out r); chance comes from {n_shifts} circular shifts of each recording, so the smallest "
+            f"possible p is 1/({n_shifts}+1) = {fmt(floor, 3)}: a p at that floor means 'better than every "
+            f"shift', not a precise probability. No correction for the {n} comparisons is applied to p; with "
+            f"Bonferroni (p ≤ 0.05/{n}) {significant} of {n} interneurons would remain significant"
+            + (" — none can, since the floor is above that threshold" if floor > 0.05 / max(n, 1) else "")
+            + ".</p>")
+    info = {"median_r": float(np.nanmedian(inter["heldout_correlation"])),
+            "chance": float(np.nanmedian(inter["chance_p95"])), "n": n,
+            "type_match": inter.attrs.get("type_match_rate")}
+    extra = (f"<p>The best unit's type matches the interneuron's true type for "
+             f"{fmt(100 * info['type_match'], 0)} % of the interneurons.</p>"
+             if info["type_match"] is not None else "")
+    return html_table(rows) + note + extra, info
+
+
+def _experiment_section(exp: xr.Dataset | None, cell_types: Any) -> tuple[str, list[str], dict[str, Any]]:
+    if exp is None:
+        return "<p class='note'>No experiments were run.</p>", [], {}
+    from retcodec.analysis.experiments import hypotheses
+
+    hyps = hypotheses(exp, cell_types=cell_types)
+    lines = [h.sentence for h in hyps]
+    info: dict[str, Any] = {k: _scalar(exp, k) for k in ("spearman", "sign_accuracy", "baseline_spearman",
+                                                           "baseline_sign_accuracy", "n_scored_pairs",
+                                                           "n_sign_pairs")}
+    info["n_hypotheses"] = len(hyps)
+    parts = ["<p>Each mode's top channels and each recorded interneuron's best-matching model channel were "
+             "silenced in the model (their output after the batch norm and ReLU set to zero) and every "
+             "ganglion cell's mean rate over the analysed stimulus compared with the intact model. "
+             "Effect = (silenced − intact) / intact; intervals are 95 % ranges over held-out time blocks "
+             "and over channels that match the interneuron almost as well.</p>"]
+    if info["spearman"] is not None:
+        parts.append(
+            "<p class='box'><b>Checked against the ground truth</b> (the in-silico circuit with the same "
+            "interneuron type silenced and re-simulated): "
+            f"Spearman r between predicted and true effects over {fmt(info['n_scored_pairs'])} "
+            f"(interneuron, cell) pairs = <b>{fmt(info['spearman'])}</b> (baseline: the matched channel's "
+            f"correlation with each cell's rate, {fmt(info['baseline_spearman'])}); sign correct on "
+            f"<b>{fmt(100 * (info['sign_accuracy'] or np.nan), 0)} %</b> of the {fmt(info['n_sign_pairs'])} "
+            f"pairs whose true effect is at least 20 % (baseline {fmt(100 * (info['baseline_sign_accuracy'] or np.nan), 0)} %).</p>")
+    parts.append("<h3>Hypotheses to take to the rig</h3>")
+    parts.append("<ol>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ol>" if lines else
+                 "<p class='note'>No silencing had a clear effect (|effect| ≥ 20 % with an interval "
+                 "excluding 0).</p>")
+    return "".join(parts), lines, info
+
+
+def _methods(cfg: Any, n_windows: int) -> str:
+    return (
+        "<h2>Methods in brief</h2><dl>"
+        f"<dt>Contributions</dt><dd>Integrated gradients ({html.escape(cfg.method)}, {cfg.steps} steps, "
+        "zero baseline) of the <i>surprisal</i> of the population response — ½ (y − μ)ᵀ Σ⁻¹ (y − μ), with "
+        "μ, Σ the mean and (Ledoit–Wolf shrunk) covariance of the model's outputs — decomposed at each hidden "
+        "layer (the convolution outputs before batch norm), split into positive (excitatory) and negative "
+        f"(inhibitory) parts and summed over space, for {fmt(n_windows)} test windows.</dd>"
+        "<dt>Modes</dt><dd>A thresholded sparse autoencoder fitted to each layer's contributions; its atoms "
+        "are merged into compact modes (one per direction, with a continuous loading), their number chosen by "
+        "held-out reconstruction; stability across seeds is reported.</dd>"
+        "<dt>Cell types</dt><dd>Each cell's own rate is decomposed into contributions of every channel "
+        "(E and I apart) of both layers — its drive profile — and cells are clustered by k-means, k chosen "
+        "by a fixed rule; controls (activation modes, surprisal-mode correlations, raw rates) are clustered "
+        "with the same rule.</dd>"
+        "<dt>Instantaneous receptive fields</dt><dd>The gradient of each cell's rate with respect to the "
+        "stimulus at single moments, grouped by which modes are active, summarised by rank-1 filters.</dd>"
+        "<dt>Interneurons</dt><dd>Each recorded interneuron's best model unit is chosen on half of the "
+        "data and scored on the other half; chance from circularly shifted recordings.</dd>"
+        "<dt>Silencing experiments</dt><dd>Channels are set to zero after their batch norm and ReLU "
+        "(a silenced interneuron transmits nothing), and the change of each cell's mean rate is measured, "
+        "with random channel sets of the same size as the control.</dd></dl>"
+        "<p class='note'>The method and every file layout are documented in the repository's "
+        "<code>docs/</code> (method.md, modes.md, celltypes.md, experiments.md, formats.md).</p>")
+
+
+def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows: list[dict[str, Any]],
+              type_info: Mapping[str, Any], inter_info: Mapping[str, Any], exp_info: Mapping[str, Any],
+              hyps: Sequence[str], worst_completeness: float, simulated: bool) -> str:
+    rec = run.inputs.recording
+    items = [f"<b>Data.</b> {fmt(n_windows)} test windows of 10 ms ({fmt(n_windows * 0.01, 0)} s) of "
+             f"{html.escape(str(rec.attrs.get('stim_type', 'stimulus')))} stimulation, {rec.sizes['cell']} ganglion "
+             f"cells" + (" of the bundled in-silico retina (simulated, with known ground truth)" if simulated
+                         else "") + "."]
+    if medians:
+        items.append(f"<b>Model quality.</b> The model's rate correlates with the trial-averaged response at "
+                     f"median r = {fmt(medians.get('correlation'))}, which is "
+                     f"{fmt(100 * medians.get('normalized_correlation', np.nan), 0)} % of the noise ceiling "
+                     f"of that average; it explains {fmt(100 * medians.get('feve', np.nan), 0)} % of the "
+                     f"explainable variance (FEVE).")
+    if mode_rows:
+        items.append("<b>Modes.</b> " + "; ".join(
+            f"{r['layer']}: {r['modes']} modes explain {fmt(100 * r['R²'], 0)} % of the contribution "
+            f"variance (seed stability {fmt(r['stability'])})" for r in mode_rows) + ".")
+    if type_info.get("k") is not None:
+        text = f"<b>Cell types.</b> The drive profiles split the cells into {type_info['k']} types"
+        if type_info.get("ari") is not None:
+            text += f", agreeing with the true types at ARI = {fmt(type_info['ari'])}"
+        if type_info.get("winner"):
+            text += f"; of all feature sets compared, '{html.escape(str(type_info['winner']))}' matches the truth best"
+        items.append(text + ".")
+    if inter_info:
+        items.append(f"<b>Interneurons.</b> The best model unit of each of {inter_info['n']} recorded "
+                     f"interneurons predicts it on held-out data at median r = {fmt(inter_info['median_r'])} "
+                     f"(chance 95th percentile {fmt(inter_info['chance'])}).")
+    if exp_info.get("n_hypotheses") is not None:
+        text = f"<b>Experiments.</b> {exp_info['n_hypotheses']} silencing predictions have a clear effect"
+        if exp_info.get("spearman") is not None:
+            text += (f"; against the circuit's true silencing effects they reach Spearman r = "
+                     f"{fmt(exp_info['spearman'])} (baseline {fmt(exp_info['baseline_spearman'])}) and "
+                     f"{fmt(100 * exp_info['sign_accuracy'], 0)} % correct signs on large effects")
+        items.append(text + ".")
+    trust = (f"<b>How far to trust it.</b> Contributions are complete to within "
+             f"{fmt(100 * worst_completeness, 1)} % in the worst window")
+    trust += (" — <span class='warn'>some windows are far from complete; their contributions are "
+              "approximate (more steps or steps='auto' fix this)</span>" if worst_completeness > 0.05 else "")
+    trust += ("; the data are simulated, so the findings test the method, not a retina" if simulated else "")
+    items.append(trust + ".")
+    top = "".join(f"<li>{html.escape(h)}</li>" for h in hyps[:3])
+    return ("<h2>Overview</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+            + (f"<p><b>Top hypotheses</b> (all in <a href='#experiments'>Experiments</a>):</p><ol>{top}</ol>"
+               if top else ""))
+
+
+def _provenance(run: Any) -> str:
+    params = json.dumps(run.params, indent=1, default=str)
+    timing_rows = []
+    for stage, seconds in run.timings.items():
+        reused = any(line.startswith(f"[{stage}] skipped") for line in getattr(run, "log", []))
+        timing_rows.append({"stage": stage, "seconds": float(seconds),
+                            "this run": "reused (time of the original computation)" if reused else "computed"})
+    return ("<h2>Parameters and provenance</h2><pre>" + html.escape(params) + "</pre>"
+            "<h3>Versions</h3><pre>" + html.escape(json.dumps(versions(), indent=1)) + "</pre>"
+            "<h3>Input checksums (sha256)</h3>"
+            + html_table([{"file": Path(k).name, "path": k, "sha256": v[:16] + "…"}
+                          for k, v in run.inputs.checksums.items()])
+            + "<h3>Stage times</h3>" + html_table(timing_rows))
+
+
+# --------------------------------------------------------------------------- the report
+def write_report(run: Any, results: Mapping[str, Any]) -> Path:
+    """Write ``report.html`` and ``hypotheses.txt`` into the run's folder (atomically); return the report path.
+
+    ``run`` carries ``cfg``, ``inputs`` (model/recording paths, recording, checksums), ``params``,
+    ``timings``, ``log`` and ``out``; ``results`` maps stage names to their outputs.
+    """
+    cfg, rec = run.cfg, run.inputs.recording
+    layers = list(cfg.layers)
+    contrib, modes, types = results["contributions"], results["modes"], results["types"]
+    stats, figures = results["statistics"], [Path(p) for p in results.get("figures", [])]
+    simulated = bool(rec.attrs.get("truth_circuit"))
+    n_windows = int(contrib[layers[0]].sizes["time"])
+    cell_types = rec["cell_type"].values if "cell_type" in rec.coords else None
+
+    fit_table, medians = _fit_rows(stats)
+    comp_table, worst = _completeness(stats, layers)
+    mode_rows = _mode_rows(modes, layers)
+    type_rows, type_info = _type_rows(types)
+    inter_html, inter_info = _interneuron_section(results.get("interneurons"))
+    exp_html, hyps, exp_info = _experiment_section(results.get("experiments"), cell_types)
+
+    s: list[str] = []
+    s.append(f"<h1>retcodec report</h1><p>Model <code>{html.escape(str(run.inputs.model_path))}</code> on "
+             f"<code>{html.escape(str(run.inputs.recording_path))}</code> (test split).</p>")
+    if simulated:
+        s.append("<p class='warn'>This is the bundled <b>in-silico retina</b>: simulated data whose cell "
+                 "types, interneurons and wiring are known, not a recording of a real retina.</p>")
+    s.append(_overview(run, n_windows, medians, mode_rows, type_info, inter_info, exp_info, hyps, worst,
+                       simulated))
+    s.append(_methods(cfg, n_windows))
+    s.append("<h2>Model fit (test split)</h2>" + fit_table + _figures(figures, "fit_quality"))
+    s.append(f"<h2>Contributions</h2><p class='note'>{COLUMN_HELP['completeness median / p95 / max']} "
+             "Sparsity: Hoyer index across channels. E/I correlation: correlation over time of each "
+             "channel's positive and negative parts.</p>" + comp_table
+             + (f"<p class='warn'>The worst window's completeness error is {fmt(100 * worst, 1)} %: "
+                "treat single-window contributions there as approximate.</p>" if worst > 0.05 else "")
+             + _figures(figures, "contributions"))
+    s.append("<h2>Contribution modes</h2><p class='note'>" + " ".join(
+        f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
+        + " Activation modes: the same estimator on the activations (the control).</p>"
+        + html_table(mode_rows, text_columns=("layer", "count rule")) + _figures(figures, "modes"))
+    type_text = (f"<p>Primary answer: <b>{type_info['k']} cell types</b> from "
+                 f"{html.escape(str(type_info.get('primary') or 'the drive profiles'))}"
+                 + (f", ARI vs truth {fmt(type_info['ari'])}" if type_info.get("ari") is not None else "")
+                 + (f". Best-matching features: {html.escape(str(type_info['winner']))}" if type_info.get("winner") else "")
+                 + ".</p>") if type_info.get("k") is not None else ""
+    agree = ""
+    if "layer_agreement" in type_info:
+        la = type_info["layer_agreement"]
+        agree = ("<p>Agreement of the two layers' clusterings (ARI; the paper reports that they agree): "
+                 + ", ".join(f"{html.escape(str(f))} {fmt(float(v))}" for f, v in
+                             zip(la[la.dims[0]].values, la.values)) + ".</p>")
+    s.append("<h2>Cell types</h2>" + type_text + "<p class='note'>Every row is one clustering of the cells, "
+             f"k chosen by the same rule. {COLUMN_HELP['ARI']}</p>" + html_table(type_rows) + agree
+             + _figures(figures, "cell_types"))
+    rows = []
+    irfs = results.get("irfs")
     for layer in layers:
+        if irfs is None or layer not in irfs.children:
+            continue
         node = irfs[layer].to_dataset()
         if "within_set_similarity_pooled" in node:
             rows.append({"layer": layer, "combinations": int(node.sizes.get("combination", 0)),
                          "within-combination similarity": float(node["within_set_similarity_pooled"]),
                          "across-combination similarity": float(node["across_set_similarity_pooled"])})
-    sections.append("<h2>Instantaneous receptive fields by mode combination</h2><p class='note'>Pearson "
-                    "correlation of rank-1 spatial filters of the same cell, within vs across "
-                    "combinations of active modes.</p>" + html_table(rows))
-
-    if inter is not None:
-        rows = []
-        for i in range(inter.sizes["interneuron"]):
-            r = {"interneuron": str(inter["interneuron"].values[i]), "class": str(inter["cell_class"].values[i])}
-            if "cell_type" in inter.coords:
-                r["true type"] = str(inter["cell_type"].values[i])
-            r.update({"best unit": f"{inter['best_layer'].values[i]} ch {int(inter['best_channel'].values[i])}",
-                      "held-out r": float(inter["heldout_correlation"].values[i]),
-                      "in-sample r": float(inter["insample_correlation"].values[i]),
-                      "chance p95": float(inter["chance_p95"].values[i]), "p": float(inter["p_value"].values[i])})
-            if "type_match" in inter:
-                r["type match"] = bool(inter["type_match"].values[i])
-            rows.append(r)
-        extra = (f"<p>Best unit's type matches the interneuron's true type for "
-                 f"{inter.attrs['type_match_rate']:.0%} of cells.</p>" if "type_match_rate" in inter.attrs else "")
-        sections.append("<h2>Model interneurons vs recordings</h2><p class='note'>Best unit chosen on half "
-                        "of the data and scored on the other half; chance from circularly shifted "
-                        "recordings.</p>" + html_table(rows) + extra)
-
-    hyps: list[str] = []
-    for layer in layers:
-        tnode = types["contribution_modes"][layer].to_dataset()
-        inode = irfs[layer].to_dataset() if layer in irfs.children else None
-        hyps += generate_hypotheses(layer, modes[layer], tnode, inode, onsets, truth)
-    sections.append("<h2>Generated hypotheses</h2><ol>" + "".join(f"<li>{html.escape(h)}</li>" for h in hyps)
-                    + "</ol>")
-
-    sections.append("<h2>Figures</h2>" + "".join(embed_png(p) for p in figures if p.suffix == ".png"))
-    params = json.dumps(run.params, indent=1, default=str)
-    sections.append("<h2>Parameters and provenance</h2><pre>" + html.escape(params) + "</pre>"
-                    + "<h3>Versions</h3><pre>" + html.escape(json.dumps(versions(), indent=1)) + "</pre>"
-                    + "<h3>Input checksums (sha256)</h3>" + html_table(
-                        [{"file": k, "sha256": v} for k, v in run.inputs.checksums.items()])
-                    + "<h3>Stage timings (s)</h3>" + html_table(
-                        [{"stage": k, "seconds": round(v, 1)} for k, v in run.timings.items()]))
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>retcodec report</title>"
-           f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
+    s.append("<h2>Instantaneous receptive fields</h2><p class='note'>Pearson correlation of a cell's rank-1 "
+             "spatial filters at moments with the same combination of active modes (within) vs different "
+             "combinations (across): within > across means the modes predict how the receptive field "
+             "changes.</p>" + html_table(rows) + _figures(figures, "irfs"))
+    s.append("<h2>Model interneurons vs recordings</h2>" + inter_html + _figures(figures, "interneurons"))
+    s.append("<h2 id='experiments'>Experiments and hypotheses</h2>" + exp_html)
+    s.append("<h2>Sparsity</h2>" + _figures(figures, "sparsity"))
+    s.append(_provenance(run))
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' "
+           f"content='width=device-width, initial-scale=1'><title>retcodec report</title>"
+           f"<style>{CSS}</style></head><body>{''.join(s)}</body></html>")
     path = Path(run.out) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(doc, encoding="utf-8")
-    (Path(run.out) / "hypotheses.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    with atomic_path(Path(run.out) / "hypotheses.txt") as tmp:
+        tmp.write_text("\n".join(hyps) + "\n", encoding="utf-8")
     return path
