@@ -93,7 +93,7 @@ class _H5LazyArray(BackendArray):
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+            key, self.shape, indexing.IndexingSupport.BASIC, self.read_values)
 
     def read_values(self, key: tuple) -> np.ndarray:
         try:

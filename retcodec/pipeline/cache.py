@@ -110,7 +110,7 @@ class StageCache:
             marked |= new
         newly = [s for s in STAGES if s in marked - {stage} and s not in self.stale]
         for s in newly:
-            self.stale[s] = f"{stage} was recomputed ({reason})"
+            self.stale[s] = f"{stage} was recomputed"
         self.entries.pop(stage, None)
         self._write()
         return newly
