@@ -1114,8 +1114,8 @@ def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str
     shape, half-transparent so that overlapping cells stay visible;
     unreliable cells are open markers. Axes are zoomed to the data (equal
     scales). With ``label_cells``, only outliers are labelled: cells whose
-    ``y - x`` departs from their type's median by more than 3 robust standard
-    deviations (and 0.02), furthest first, at most ``max_labels``.
+    ``y - x`` departs from both their type's and all cells' median by more
+    than 3 robust standard deviations (and 0.02), at most ``max_labels``.
     """
     evaluation = _as_dataset(evaluation, "evaluation")
     if x is None:
@@ -1174,8 +1174,10 @@ def _zoom(values: np.ndarray, pad: float = 0.08) -> tuple[float, float]:
 
 def _label_outliers(ax: Axes, cells: np.ndarray, types: np.ndarray, xv: np.ndarray, yv: np.ndarray,
                     max_labels: int, span: float) -> None:
-    """Label cells whose ``y - x`` departs from their type's median (beyond 3 robust SDs and 0.02).
+    """Label cells whose ``y - x`` departs from both their type's and all cells' median.
 
+    The smaller of the two departures must exceed 3 robust SDs and 0.02 (a
+    whole type offset, or a type split by two bad cells, labels nobody else).
     Furthest first, at most ``max_labels``, never two labels close together.
     """
     residual = yv - xv
@@ -1183,10 +1185,12 @@ def _label_outliers(ax: Axes, cells: np.ndarray, types: np.ndarray, xv: np.ndarr
     if finite.sum() < 4 or max_labels < 1:
         return
     deviation = np.full(residual.shape, np.nan)
+    overall = residual - np.median(residual[finite])
     for t in set(types.tolist()):
         sel = finite & (types == t)
         if sel.any():
-            deviation[sel] = residual[sel] - np.median(residual[sel])
+            within = residual[sel] - np.median(residual[sel])
+            deviation[sel] = np.where(np.abs(within) < np.abs(overall[sel]), within, overall[sel])
     mad = 1.4826 * float(np.median(np.abs(deviation[finite])))
     limit = max(3 * mad, 0.02)
     distance = np.where(finite, np.abs(deviation), -np.inf)
