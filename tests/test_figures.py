@@ -251,6 +251,8 @@ def test_modes_leave_out_columns_without_weight_and_plot_activation_modes():
     assert [t.get_text() for t in heat.get_xticklabels()] == [f"{c}+" for c in range(8)]
     assert "not shown" in heat.get_xlabel() and "C\u2212" in heat.get_xlabel()
     assert _images(heat)[0].norm.vmin == 0                               # one-sided: sequential map
+    few = next(ax for ax in _render(plot_modes(_modes(4, neg=False))).axes if _images(ax))
+    assert [t.get_text() for t in few.get_xticklabels()] == [f"{c}+" for c in range(8)]   # unused ch7+ stays
     activation = xr.DataArray(RNG.normal(size=(20, 8)), dims=("mode", "channel"))
     fig = _render(plot_modes(activation, max_modes=6))
     heat = next(ax for ax in fig.axes if _images(ax))

@@ -498,7 +498,7 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     names = mode_names(modes)
     matrix, columns, groups = _mode_matrix(modes)
     signed = "sign" in modes.dims
-    hidden = _empty_columns(matrix) if signed else np.zeros(len(columns), bool)
+    hidden = _empty_sign_columns(matrix, columns) if signed else np.zeros(len(columns), bool)
     matrix, groups = matrix[:, ~hidden], _kept_groups(groups, hidden)
     columns = [c for c, h in zip(columns, hidden) if not h]
     if relative:
@@ -545,11 +545,20 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     return fig
 
 
-def _empty_columns(matrix: np.ndarray, tol: float = 0.01) -> np.ndarray:
-    """Columns whose every |weight| is below ``tol`` of the largest (never all columns)."""
+def _empty_sign_columns(matrix: np.ndarray, columns: list[str], tol: float = 0.01) -> np.ndarray:
+    """The columns of a sign (``+`` or ``\u2212``) that no mode weights on any channel (never all columns).
+
+    A weight below ``tol`` of the largest counts as none. Single empty
+    channels stay: that no mode uses a channel is worth seeing.
+    """
     peak = np.nanmax(np.abs(matrix), axis=0, initial=0.0)
     empty = peak < tol * max(float(peak.max(initial=0.0)), 1e-300)
-    return empty if not empty.all() else np.zeros_like(empty)
+    hidden = np.zeros(len(columns), bool)
+    for glyph in set(SIGN_GLYPHS.values()):
+        sign = np.array([c.endswith(glyph) for c in columns])
+        if sign.any() and empty[sign].all():
+            hidden |= sign
+    return hidden if not hidden.all() else np.zeros_like(hidden)
 
 
 def _kept_groups(starts: list[int], hidden: np.ndarray) -> list[int]:
