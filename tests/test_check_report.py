@@ -76,3 +76,10 @@ def test_fitting_page_passes_and_strict_fails_scrolling_boxes(tmp_path):
     assert result.passed and result.scrolling[0]["content"] >= 900 and result.scrolling[0]["box"] == 400
     result, = check_report.check(report, (1280,), shots=None, browser=browser, strict=True)
     assert not result.passed
+    # a table past the viewport inside a scrolling wrapper: fails, unless scrolling is allowed
+    report.write_text("<html><body><div class='wrap' style='overflow-x:auto'>"
+                      "<table><tr><td style='min-width:1500px'>ten columns</td></tr></table></div></body></html>")
+    result, = check_report.check(report, (1280,), shots=None, browser=browser)
+    assert result.overflow == 0 and not result.passed and result.elements[0]["scroller"] == "body > div.wrap"
+    result, = check_report.check(report, (1280,), shots=None, browser=browser, allow_scroll=True)
+    assert result.passed

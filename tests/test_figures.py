@@ -251,6 +251,8 @@ def test_modes_leave_out_columns_without_weight_and_plot_activation_modes():
     assert [t.get_text() for t in heat.get_xticklabels()] == [f"{c}+" for c in range(8)]
     assert "not shown" in heat.get_xlabel() and "C\u2212" in heat.get_xlabel()
     assert _images(heat)[0].norm.vmin == 0                               # one-sided: sequential map
+    few = next(ax for ax in _render(plot_modes(_modes(4, neg=False))).axes if _images(ax))
+    assert [t.get_text() for t in few.get_xticklabels()] == [f"{c}+" for c in range(8)]   # unused ch7+ stays
     activation = xr.DataArray(RNG.normal(size=(20, 8)), dims=("mode", "channel"))
     fig = _render(plot_modes(activation, max_modes=6))
     heat = next(ax for ax in fig.axes if _images(ax))
@@ -450,10 +452,15 @@ def test_fit_quality_labels_only_outliers_without_overlap():
                                     "cell_type": ("cell", np.array(["a", "b", "c"])[np.arange(n) % 3])})
     fig = _render(plot_fit_quality(evaluation))
     texts = fig.axes[0].texts
-    assert {t.get_text() for t in texts} <= {"cell 104", "cell 105", "cell 117"}
-    assert "cell 117" in {t.get_text() for t in texts} and len(texts) >= 2
+    labelled = {t.get_text() for t in texts}
+    assert "cell 117" in labelled and len(labelled & {"cell 104", "cell 105"}) == 1   # neighbours: one label
+    assert labelled <= {"cell 104", "cell 105", "cell 117"}
     assert not _overlaps(texts)
     assert not _render(plot_fit_quality(evaluation, label_cells=False)).axes[0].texts
+    # a whole type offset from the others is not an outlier
+    shifted = evaluation.assign(correlation=evaluation.correlation - 0.2 * (evaluation.cell_type == "a"))
+    shifted["correlation"][[4, 5, 17]] = oracle[[4, 5, 17]] - 0.05
+    assert not _render(plot_fit_quality(shifted)).axes[0].texts
 
 
 # --------------------------------------------------------------------------- saving

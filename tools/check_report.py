@@ -12,8 +12,10 @@ page measures, once everything has loaded:
 
 * the page's horizontal overflow: ``scrollWidth - clientWidth`` of the document (px);
 * every visible element whose box reaches past the right (or left) edge of the
-  viewport, reported by a CSS selector and the start of its text; only the
-  outermost offender of a subtree is listed;
+  viewport, reported by a CSS selector and the start of its text (and the
+  sideways-scrolling box it sits in, if any: a reader must scroll to see it);
+  only the outermost offender of a subtree is listed; these fail the check
+  unless ``--allow-scroll`` is given and they sit in a scrolling box;
 * every element whose content is wider than its own box (``scrollWidth >
   clientWidth``: a table scrolled or clipped inside its wrapper), as a note
   (a failure with ``--strict``).
@@ -103,9 +105,14 @@ window.addEventListener("load", function () {
     var beyond = Math.max(r.right - vw, -r.left);
     if (beyond > SLACK && !reported.some(function (p) { return p.contains(el); })) {
       reported.push(el);
+      var scroller = null;
+      for (var a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+        var aox = getComputedStyle(a).overflowX;
+        if (aox !== "visible" && a.scrollWidth > a.clientWidth + SLACK) { scroller = a; break; }
+      }
       out.elements.push({selector: selector(el), text: text(el), left: Math.round(r.left),
                          right: Math.round(r.right), width: Math.round(r.width),
-                         beyond: Math.round(beyond)});
+                         beyond: Math.round(beyond), scroller: scroller ? selector(scroller) : null});
     }
     if (el.scrollWidth > el.clientWidth + SLACK && el.clientWidth > 0) {
       var ox = getComputedStyle(el).overflowX;
@@ -141,11 +148,17 @@ class WidthResult:
     screenshot: Path | None = None
 
     strict: bool = False
+    allow_scroll: bool = False
+
+    @property
+    def failing(self) -> list[dict]:
+        """Elements past the viewport that count (with ``allow_scroll``, not those inside a scrolling box)."""
+        return [e for e in self.elements if not (self.allow_scroll and e.get("scroller"))]
 
     @property
     def passed(self) -> bool:
         """No page overflow, no element past the viewport (and, if strict, nothing scrolling in its box)."""
-        return self.overflow <= SLACK and not self.elements and not (self.strict and self.scrolling)
+        return self.overflow <= SLACK and not self.failing and not (self.strict and self.scrolling)
 
 
 def find_chromium(explicit: str | None = None) -> str | None:
@@ -230,11 +243,13 @@ def slice_image(path: str | os.PathLike, height: int) -> list[Path]:
 
 
 def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: str | os.PathLike | None = None,
-          browser: str | None = None, slice_height: int = 0, strict: bool = False) -> list[WidthResult]:
+          browser: str | None = None, slice_height: int = 0, strict: bool = False,
+          allow_scroll: bool = False) -> list[WidthResult]:
     """Measure ``report`` at every width and save a full-page screenshot of each (when ``shots``).
 
     ``slice_height`` > 0 also cuts every screenshot into pieces that tall;
-    ``strict`` also fails a width where content scrolls or is clipped inside its box.
+    ``strict`` also fails a width where content scrolls or is clipped inside its box;
+    ``allow_scroll`` passes elements past the viewport that sit in a sideways-scrolling box.
     """
     browser = browser or find_chromium()
     if browser is None:
@@ -242,7 +257,7 @@ def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: st
     results = []
     for width in widths:
         result = measure(report, width, browser)
-        result.strict = strict
+        result.strict, result.allow_scroll = strict, allow_scroll
         if shots is not None:
             result.screenshot = screenshot(report, width, result.page_height,
                                            Path(shots) / f"report_{width}.png", browser)
@@ -253,14 +268,15 @@ def check(report: str | os.PathLike, widths: tuple[int, ...] = WIDTHS, shots: st
 
 
 def _describe(result: WidthResult, limit: int) -> list[str]:
-    status = "ok" if result.passed else ("OVERFLOW" if result.overflow > SLACK or result.elements
+    status = "ok" if result.passed else ("OVERFLOW" if result.overflow > SLACK or result.failing
                                           else "SCROLLS (strict)")
     lines = [f"{result.width} px: {status}: page {result.overflow} px wider than the viewport "
              f"({result.viewport} px), {len(result.elements)} element(s) past its edge, "
              f"page height {result.page_height} px"]
     for el in result.elements[:limit]:
+        where = f"  (in sideways-scrolling {el['scroller']})" if el.get("scroller") else ""
         lines.append(f"    overflow {el['beyond']:>5} px  width {el['width']:>5} px  {el['selector']}"
-                     f"  \"{el['text']}\"")
+                     f"  \"{el['text']}\"{where}")
     if len(result.elements) > limit:
         lines.append(f"    ... {len(result.elements) - limit} more")
     for el in result.scrolling[:limit]:
@@ -288,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="also fail when content scrolls or is clipped inside its own box (e.g. a table "
                              "in an overflow-x:auto wrapper)")
+    parser.add_argument("--allow-scroll", action="store_true",
+                        help="do not fail elements past the viewport that sit inside a sideways-scrolling box")
     parser.add_argument("--limit", type=int, default=15, help="offending elements listed per width")
     args = parser.parse_args(argv)
     if not args.report.is_file():
@@ -303,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_BROWSER if args.require_browser else EXIT_OK
     shots = None if args.no_shots else (args.shots or args.report.parent / "report_check")
     try:
-        results = check(args.report, tuple(args.widths), shots, browser, args.slice_height, args.strict)
+        results = check(args.report, tuple(args.widths), shots, browser, args.slice_height, args.strict,
+                        args.allow_scroll)
     except CheckError as err:
         print(f"check_report: {err}", file=sys.stderr)
         return EXIT_USAGE

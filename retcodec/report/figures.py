@@ -498,7 +498,7 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     names = mode_names(modes)
     matrix, columns, groups = _mode_matrix(modes)
     signed = "sign" in modes.dims
-    hidden = _empty_columns(matrix) if signed else np.zeros(len(columns), bool)
+    hidden = _empty_sign_columns(matrix, columns) if signed else np.zeros(len(columns), bool)
     matrix, groups = matrix[:, ~hidden], _kept_groups(groups, hidden)
     columns = [c for c, h in zip(columns, hidden) if not h]
     if relative:
@@ -545,11 +545,20 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     return fig
 
 
-def _empty_columns(matrix: np.ndarray, tol: float = 0.01) -> np.ndarray:
-    """Columns whose every |weight| is below ``tol`` of the largest (never all columns)."""
+def _empty_sign_columns(matrix: np.ndarray, columns: list[str], tol: float = 0.01) -> np.ndarray:
+    """The columns of a sign (``+`` or ``\u2212``) that no mode weights on any channel (never all columns).
+
+    A weight below ``tol`` of the largest counts as none. Single empty
+    channels stay: that no mode uses a channel is worth seeing.
+    """
     peak = np.nanmax(np.abs(matrix), axis=0, initial=0.0)
     empty = peak < tol * max(float(peak.max(initial=0.0)), 1e-300)
-    return empty if not empty.all() else np.zeros_like(empty)
+    hidden = np.zeros(len(columns), bool)
+    for glyph in set(SIGN_GLYPHS.values()):
+        sign = np.array([c.endswith(glyph) for c in columns])
+        if sign.any() and empty[sign].all():
+            hidden |= sign
+    return hidden if not hidden.all() else np.zeros_like(hidden)
 
 
 def _kept_groups(starts: list[int], hidden: np.ndarray) -> list[int]:
@@ -1114,8 +1123,8 @@ def plot_fit_quality(evaluation: xr.Dataset, label_cells: bool = True, *, x: str
     shape, half-transparent so that overlapping cells stay visible;
     unreliable cells are open markers. Axes are zoomed to the data (equal
     scales). With ``label_cells``, only outliers are labelled: cells whose
-    ``y - x`` departs from their type's median by more than 3 robust standard
-    deviations (and 0.02), furthest first, at most ``max_labels``.
+    ``y - x`` departs from both their type's and all cells' median by more
+    than 3 robust standard deviations (and 0.02), at most ``max_labels``.
     """
     evaluation = _as_dataset(evaluation, "evaluation")
     if x is None:
@@ -1174,8 +1183,10 @@ def _zoom(values: np.ndarray, pad: float = 0.08) -> tuple[float, float]:
 
 def _label_outliers(ax: Axes, cells: np.ndarray, types: np.ndarray, xv: np.ndarray, yv: np.ndarray,
                     max_labels: int, span: float) -> None:
-    """Label cells whose ``y - x`` departs from their type's median (beyond 3 robust SDs and 0.02).
+    """Label cells whose ``y - x`` departs from both their type's and all cells' median.
 
+    The smaller of the two departures must exceed 3 robust SDs and 0.02 (a
+    whole type offset, or a type split by two bad cells, labels nobody else).
     Furthest first, at most ``max_labels``, never two labels close together.
     """
     residual = yv - xv
@@ -1183,10 +1194,12 @@ def _label_outliers(ax: Axes, cells: np.ndarray, types: np.ndarray, xv: np.ndarr
     if finite.sum() < 4 or max_labels < 1:
         return
     deviation = np.full(residual.shape, np.nan)
+    overall = residual - np.median(residual[finite])
     for t in set(types.tolist()):
         sel = finite & (types == t)
         if sel.any():
-            deviation[sel] = residual[sel] - np.median(residual[sel])
+            within = residual[sel] - np.median(residual[sel])
+            deviation[sel] = np.where(np.abs(within) < np.abs(overall[sel]), within, overall[sel])
     mad = 1.4826 * float(np.median(np.abs(deviation[finite])))
     limit = max(3 * mad, 0.02)
     distance = np.where(finite, np.abs(deviation), -np.inf)
