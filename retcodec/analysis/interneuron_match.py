@@ -436,11 +436,13 @@ class _File:
 
 def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
                   stim_types: Sequence[str] | None, split: str, n_blocks: int, n_shifts: int,
-                  min_shift: int, rng: np.random.Generator) -> _File:
+                  min_shift: int, rng: np.random.Generator, max_windows: int | None = None) -> _File:
     """Windows, aligned ``Vm``, split and shifts of every stimulus type of one file, checked."""
     nodes = _stim_nodes(label, tree, stim_types)
     segments = []
     for stim_type, ds in nodes:
+        if max_windows is not None and "time" in ds.dims:
+            ds = ds.isel(time=slice(0, max_windows + history))
         w, vm = interneuron_windows(ds, history=history)
         _check_window_shape(model, w.shape[1:], f"{label}/{stim_type}")
         values = np.asarray(vm.values, dtype=float)
@@ -489,7 +491,7 @@ def match_interneurons(model: torch.nn.Module,
                        min_shift: int | None = None, random_state: int = 0, batch_size: int = 256,
                        device: str | torch.device = "cpu", unit_types: UnitTypes | None = None,
                        stim_types: Sequence[str] | None = None, absolute: bool = False,
-                       progress: bool = False) -> xr.Dataset:
+                       max_windows: int | None = None, progress: bool = False) -> xr.Dataset:
     """Best-matching model unit of every recorded interneuron, cross-validated, with chance level.
 
     Parameters
@@ -523,6 +525,9 @@ def match_interneurons(model: torch.nn.Module,
     absolute
         Rank units by ``|r|`` instead of ``r``, like some published scripts
         (``abs_val=True``). All reported correlations are then absolute values.
+    max_windows
+        Use only the first ``max_windows`` windows of each stimulus type (a
+        quicker, rougher comparison; default: all).
 
     Returns
     -------
@@ -558,11 +563,15 @@ def match_interneurons(model: torch.nn.Module,
     min_shift = history if min_shift is None else int(min_shift)
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, int)
+                                    or max_windows < 2 * n_blocks):
+        raise ConfigurationError(f"max_windows must be an integer >= 2 * n_blocks ({2 * n_blocks}), "
+                                 f"got {max_windows!r}")
     trees = _as_trees(interneurons, history)
     if unit_types is not None:
         _require_truth_types(trees, stim_types)
     files = [_prepare_file(label, tree, model, history, stim_types, split, n_blocks, n_shifts,
-                           min_shift, np.random.default_rng([random_state, position]))
+                           min_shift, np.random.default_rng([random_state, position]), max_windows)
              for position, (label, tree) in enumerate(trees)]
     from tqdm.auto import tqdm
 
@@ -585,6 +594,7 @@ def match_interneurons(model: torch.nn.Module,
         result = _add_type_match(result, table)
     result.attrs = _attrs(model, files, geometry, split=split, n_blocks=n_blocks, n_shifts=n_shifts,
                           min_shift=min_shift, seed=random_state, absolute=absolute, attrs=result.attrs)
+    result.attrs["max_windows"] = "all" if max_windows is None else int(max_windows)
     return result
 
 

@@ -66,6 +66,7 @@ class StageCache:
         keys = STAGE_PARAMETERS.get(stage)
         if keys is not None:
             params = {k: params.get(k) for k in keys}
+        if stage == "interneurons":          # reads the interneuron files, not the recording
             inputs = {k: v for k, v in inputs.items() if k != self.recording_path}
         return json.dumps({"stage": stage, "params": params, "inputs": inputs}, sort_keys=True, default=str)
 

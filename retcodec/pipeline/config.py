@@ -28,13 +28,24 @@ DEPENDS = {"contributions": (), "modes": ("contributions",), "types": ("contribu
 STAGE_FILES = {"contributions": "contributions.nc", "modes": "modes.nc", "types": "cell_types.nc",
                "irfs": "irfs.nc", "interneurons": "interneurons.nc", "experiments": "experiments.nc",
                "statistics": "statistics.nc", "figures": "figures", "report": "report.html"}
-#: parameters each stage depends on (None: all result-determining parameters)
+#: the parameters each stage reads itself (None: all). Upstream changes reach a stage through
+#: the stage cache, which recomputes everything downstream of a recomputed stage.
+_DATA = ("model", "data", "experiment", "stim_type", "layers", "device", "random_state")
 STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
-    "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device"),
+    "contributions": _DATA + ("steps", "method", "max_windows"),
+    "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options"),
+    "types": _DATA + ("max_windows", "typing_windows"),
+    "irfs": _DATA + ("max_windows", "irf_sets", "irf_times_per_set"),
+    "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device",
+                     "interneuron_windows"),
+    "experiments": _DATA + ("max_windows", "experiment_windows"),
+    "statistics": _DATA,
+    "figures": None,
+    "report": None,
 }
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
 QUICK = {"max_windows": 400, "stability_seeds": (0, 1), "irf_sets": 3, "irf_times_per_set": 4,
-         "interneuron_shifts": 10, "experiment_windows": 200,
+         "interneuron_shifts": 10, "interneuron_windows": 2000, "experiment_windows": 200,
          "typing_windows": 200}
 
 
@@ -61,6 +72,7 @@ class RunConfig:
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters
     interneuron_shifts: int = 50
+    interneuron_windows: int | None = None               # None: the whole interneuron recordings
     experiment_windows: int = 1000
     typing_windows: int = 1000
     quick: bool = False
@@ -122,6 +134,7 @@ def check_config(cfg: RunConfig) -> None:
     _positive_int(cfg.interneuron_shifts, "interneuron_shifts")
     _positive_int(cfg.experiment_windows, "experiment_windows")
     _positive_int(cfg.typing_windows, "typing_windows")
+    _positive_int(cfg.interneuron_windows, "interneuron_windows", allow_none=True)
     if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
         raise ConfigurationError(f"workers must be 0 (serial) or a positive number of dask workers, "
                                  f"got {cfg.workers!r}")

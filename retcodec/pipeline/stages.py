@@ -261,7 +261,7 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
         match = match_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths],
                                    layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
-                                   progress=cfg.progress)
+                                   max_windows=cfg.interneuron_windows, progress=cfg.progress)
         match.attrs.update(run.attrs("interneurons"))
         write_netcdf_atomic(match, path)
         rate = match.attrs.get("type_match_rate")
@@ -326,7 +326,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         for layer in layers:
             node = contrib[layer].to_dataset()
             save(lambda: fg.plot_contribution_heatmap(node, rates, modes[layer]["loadings"],
-                                                      time_slice=(t[0], t[n - 1]), cell_types=cell_types),
+                                                      time_slice=(t[0], t[n - 1]), cell_types=cell_types,
+                                                      target=str(contrib.attrs.get("target", "surprisal"))),
                  f"contributions_{layer}")
             save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy")),
                  f"modes_{layer}")

@@ -27,7 +27,7 @@ __all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
 CSS = """body{font-family:system-ui,-apple-system,sans-serif;max-width:1100px;margin:2em auto;padding:0 1.2em;
 color:#222;line-height:1.45}h1{margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .wrap{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}td.t,th.t{text-align:left}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}th{white-space:normal;vertical-align:bottom}td.t,th.t{text-align:left;white-space:normal;min-width:6em}
 th{background:#f3f3f3}figure{margin:1.2em 0}img{max-width:100%;height:auto}figcaption{font-size:.9em;color:#444}
 code{background:#f6f6f6;padding:0 .2em;word-break:break-all}pre{overflow-x:auto;background:#f8f8f8;padding:.6em}
 .note{color:#555;font-size:.9em}.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:.4em .8em}
@@ -109,11 +109,21 @@ def html_table(rows: Sequence[Mapping[str, Any]], text_columns: Iterable[str] = 
 
 def embed_png(path: Path, caption: str | None = None) -> str:
     """A figure with its caption (``caption`` or the file name) and a pointer to its SVG."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+    raw = Path(path).read_bytes()
+    data = base64.b64encode(raw).decode()
     text = html.escape(caption) if caption else html.escape(Path(path).stem.replace("_", " "))
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
+    width = _png_width(raw)
+    style = f' style="width:{int(width * 0.65)}px;max-width:100%"' if width else ""
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}"{style}>'
             f"<figcaption>{text} <span class='note'>(vector version: "
             f"<code>figures/{html.escape(Path(path).stem)}.svg</code>)</span></figcaption></figure>")
+
+
+def _png_width(raw: bytes) -> int | None:
+    """Pixel width from a PNG header (shown at 0.65 x, i.e. about 130 px per inch at 200 dpi)."""
+    if raw[:8] != b"\x89PNG\r\n\x1a\n" or len(raw) < 24:
+        return None
+    return int.from_bytes(raw[16:20], "big")
 
 
 def _caption(path: Path) -> str:
