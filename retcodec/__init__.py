@@ -26,7 +26,8 @@ _API = {
     "write_recording": "io.recordings", "load_interneurons": "io.interneurons",
     "write_interneurons": "io.interneurons",
     # in-silico retina, fitting and evaluation
-    "InSilicoRetina": "insilico.retina", "simulate": "insilico.retina",
+    "InSilicoRetina": "insilico.retina", "InSilicoCircuit": "insilico.circuit",
+    "simulate": "insilico.circuit",
     "fit": "fitting", "evaluate": "analysis.evaluation",
     # contribution engine
     "contributions": "engine.contributions", "silence": "engine.perturb",

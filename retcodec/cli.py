@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="optional netCDF output")
 
     p = sub.add_parser("simulate", help="write the in-silico retina's recordings in the published layouts")
+    p.add_argument("--version", type=int, default=2, choices=(1, 2),
+                   help="circuit version (2: the bundled retina; 1: the 0.1 retina)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--quiet", action="store_true")
@@ -190,9 +192,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from retcodec.insilico.retina import simulate
+    from retcodec.insilico.regenerate import simulate_version
+    from retcodec.io.storage import check_output_folder
 
-    for name, path in simulate(args.out, seed=args.seed, progress=not args.quiet).items():
+    out = check_output_folder(args.out, "--out")
+    for name, path in simulate_version(out, args.seed, args.version, progress=not args.quiet).items():
         print(f"{name}: {path}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["RetcodecError", "CheckpointError", "UnsafeCheckpointError", "UnknownModelTypeError",
            "RecordingError", "MissingDataError", "ShapeError", "NonFiniteError", "CellMismatchError",
            "ConfigurationError", "DeviceError", "CorruptCheckpointError", "InvalidModelError",
-           "RecordingValueError", "FileInUseError", "UnreadableFileError"]
+           "RecordingValueError", "FileInUseError", "UnreadableFileError", "BusyError", "OutputPathError"]
 
 
 class RetcodecError(Exception):
