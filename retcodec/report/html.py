@@ -85,8 +85,6 @@ def fmt(v: Any, digits: int = 2) -> str:
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
             return "–"
-        if float(v).is_integer() and abs(v) < 1e6:
-            return f"{int(v):,}"
         if abs(v) >= 100:
             return f"{v:,.0f}"
         if abs(v) < 0.01:
@@ -186,15 +184,24 @@ def _mode_rows(modes: Mapping[str, xr.Dataset], layers: Sequence[str]) -> list[d
     return rows
 
 
+def _feature_name(name: Any) -> str | None:
+    if name is None:
+        return None
+    text = str(name)
+    return "the drive profiles (the primary answer)" if text == "primary" else \
+        text.replace("_", " ").replace("/", ": ")
+
+
 def _type_rows(types: xr.DataTree) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     root = types.to_dataset()
     info: dict[str, Any] = {"k": int(root["chosen_k"]) if "chosen_k" in root else None,
-                            "ari": _scalar(root, "ari_truth"), "winner": root.attrs.get("winner"),
+                            "ari": _scalar(root, "ari_truth"), "winner": _feature_name(root.attrs.get("winner")),
                             "primary": root.attrs.get("primary", "")}
     rows = []
     if "clustering_k" in root:
         for i, name in enumerate(root["clustering"].values):
-            row = {"features": str(name).replace("_", " ").replace("/", ": "),
+            row = {"features": "primary: drive profiles, all layers" if str(name) == "primary"
+                   else str(name).replace("_", " ").replace("/", ": "),
                    "k": int(root["clustering_k"].values[i])}
             if "clustering_ari_truth" in root:
                 row["ARI vs truth"] = float(root["clustering_ari_truth"].values[i])
@@ -259,10 +266,10 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any) -> tuple[str, l
         parts.append(
             "<p class='box'><b>Checked against the ground truth</b> (the in-silico circuit with the same "
             "interneuron type silenced and re-simulated): "
-            f"Spearman r between predicted and true effects over {fmt(info['n_scored_pairs'])} "
+            f"Spearman r between predicted and true effects over {fmt(int(info['n_scored_pairs'] or 0))} "
             f"(interneuron, cell) pairs = <b>{fmt(info['spearman'])}</b> (baseline: the matched channel's "
             f"correlation with each cell's rate, {fmt(info['baseline_spearman'])}); sign correct on "
-            f"<b>{fmt(100 * (info['sign_accuracy'] or np.nan), 0)} %</b> of the {fmt(info['n_sign_pairs'])} "
+            f"<b>{fmt(100 * (info['sign_accuracy'] or np.nan), 0)} %</b> of the {fmt(int(info['n_sign_pairs'] or 0))} "
             f"pairs whose true effect is at least 20 % (baseline {fmt(100 * (info['baseline_sign_accuracy'] or np.nan), 0)} %).</p>")
     parts.append("<h3>Hypotheses to take to the rig</h3>")
     parts.append("<ol>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ol>" if lines else
@@ -320,7 +327,7 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
         if type_info.get("ari") is not None:
             text += f", agreeing with the true types at ARI = {fmt(type_info['ari'])}"
         if type_info.get("winner"):
-            text += f"; of all feature sets compared, '{html.escape(str(type_info['winner']))}' matches the truth best"
+            text += f"; of all feature sets compared, {html.escape(str(type_info['winner']))} match the truth best"
         items.append(text + ".")
     if inter_info:
         items.append(f"<b>Interneurons.</b> The best model unit of each of {inter_info['n']} recorded "
