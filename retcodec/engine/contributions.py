@@ -190,10 +190,12 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     valid = list(layer_modules(model))
     unknown = [name for name in layers if name not in valid]
     if not layers or unknown or len(set(layers)) != len(layers):
-        shown = valid if len(valid) <= 40 else valid[:40] + ["..."]
-        raise ConfigurationError(f"layers {list(layers)} are not valid: each must name a hidden layer "
-                                 f"of the model (model.layers or a dotted module path), e.g. "
-                                 f"{shown}; at least one, no repeats")
+        named = list(getattr(model, "layers", None) or {})
+        paths = [n for n in valid if n not in named]
+        shown = paths if len(paths) <= 30 else paths[:30] + ["..."]
+        raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of "
+                                 f"{named} (model.layers) or a dotted module path of the model "
+                                 f"({shown}); at least one, no repeats")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigurationError(f"steps must be an integer >= 1, got {steps!r}")
     if method == "ig":
