@@ -42,7 +42,7 @@ from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_
                                      dose_sets, model_input, specificity)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
-__all__ = ["experiments", "mode_experiments", "interneuron_experiments", "score_against_truth",
+__all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments", "score_against_truth",
            "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
@@ -142,8 +142,12 @@ def _random_sets(n_channels: int, size: int, n_random: int, rng: np.random.Gener
     return out
 
 
-class _Runs:
-    """Rates of silenced sets, cached by the silenced mask (a set and its complement under ``keep``)."""
+class SilencingRuns:
+    """Rates of single-layer silenced sets over a :class:`Silencer`'s windows, each computed once.
+
+    Sets are keyed by the silenced mask, so a set kept alone (``keep=True``) and
+    its complement silenced share one run. ``intact``: the unperturbed rates.
+    """
 
     def __init__(self, silencer: Silencer) -> None:
         self.silencer = silencer
@@ -185,7 +189,7 @@ def _align_loadings(loadings: xr.DataArray, windows: Any, index: np.ndarray) -> 
 
 
 # =========================================================================== mode experiments
-def mode_experiments(runs: _Runs, modes: Mapping[str, xr.Dataset], windows: Any, index: np.ndarray,
+def mode_experiments(runs: SilencingRuns, modes: Mapping[str, xr.Dataset], windows: Any, index: np.ndarray,
                      source: str = "contribution", fractions: Sequence[float] = DEFAULT_FRACTIONS,
                      n_random: int = N_RANDOM, cell_threshold: float = CELL_THRESHOLD,
                      active_quantile: float = ACTIVE_QUANTILE, mass: float = WEIGHT_MASS,
@@ -223,7 +227,7 @@ def mode_experiments(runs: _Runs, modes: Mapping[str, xr.Dataset], windows: Any,
     return _modes_dataset(rows, f, intact.shape[1], n_channels, n_random, source)
 
 
-def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z: np.ndarray,
+def _one_mode(runs: SilencingRuns, layer: str, mode: Any, source: str, w: np.ndarray, z: np.ndarray,
               f: np.ndarray, n_random: int, cell_threshold: float, active_quantile: float,
               mass: float, n_blocks: int, rng: np.random.Generator, intact: np.ndarray,
               n_channels: int, null_sets: dict) -> dict[str, Any]:
@@ -243,7 +247,7 @@ def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z:
     silenced = runs.rates(layer, chans)
     threshold = np.quantile(z, active_quantile)
     active = (z >= threshold) & (z > 0) if (z > 0).any() else z >= threshold
-    control = np.full((n_random_max(n_random, C), intact.shape[1]), np.nan)
+    control = np.full((_n_random_max(n_random, C), intact.shape[1]), np.nan)
     key = (layer, len(chans))
     if key not in null_sets:            # one null distribution per layer and set size
         null_sets[key] = _random_sets(C, len(chans), n_random, rng)
@@ -260,7 +264,7 @@ def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z:
             "weights": np.pad(w / max(w.max(), 1e-300), (0, n_channels - C), constant_values=np.nan)}
 
 
-def n_random_max(n_random: int, n_channels: int) -> int:
+def _n_random_max(n_random: int, n_channels: int) -> int:
     """Rows of the random-control array: ``n_random`` (or fewer sets exist for every size)."""
     return min(int(n_random), max(math.comb(n_channels, k) for k in range(n_channels + 1)))
 
@@ -323,7 +327,7 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
     return out
 
 
-def interneuron_experiments(runs: _Runs, match: xr.Dataset, n_blocks: int = N_BLOCKS,
+def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
                             margin: float = MATCH_MARGIN) -> xr.Dataset:
     """Silence each recorded interneuron's matched channel; predicted effect on every cell.
 
@@ -398,7 +402,7 @@ def interneuron_experiments(runs: _Runs, match: xr.Dataset, n_blocks: int = N_BL
         coords=coords)
 
 
-def _activity(runs: _Runs, layer: str) -> np.ndarray | None:
+def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
     try:
         return runs.silencer.activity(layer)
     except ConfigurationError:
@@ -549,7 +553,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     index = subsample_index(len(source), max_windows)
     silencer = Silencer(model, source, layers, index=index, batch_size=batch_size, device=device,
                         progress=progress)
-    runs = _Runs(silencer)
+    runs = SilencingRuns(silencer)
     parts = []
     if contribution:
         parts.append(mode_experiments(runs, contribution, source, index, "contribution", fractions,
