@@ -42,7 +42,8 @@ from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_
                                      dose_sets, model_input, specificity)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
-__all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments", "score_against_truth",
+__all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments",
+           "score_against_truth",
            "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
