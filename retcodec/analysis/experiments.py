@@ -43,7 +43,7 @@ from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
 __all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments",
-           "score_against_truth",
+           "score_against_truth", "summary",
            "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
@@ -591,6 +591,30 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                          effect="(mean silenced rate - mean intact rate) / mean intact rate",
                                          cell_threshold=cell_threshold, sign_threshold=sign_threshold))
     return result
+
+
+def summary(result: xr.Dataset) -> dict[str, float | int]:
+    """Headline numbers of an experiments Dataset (for logs and reports).
+
+    ``n_interneurons``, ``n_modes``, ``median_abs_predicted_effect``, the truth
+    scores when present, and the median ablation specificity of contribution
+    and activation modes.
+    """
+    out: dict[str, float | int] = {"n_windows": int(result.attrs.get("n_windows", -1))}
+    if "predicted_effect" in result:
+        out["n_interneurons"] = int(result.sizes["interneuron"])
+        out["median_abs_predicted_effect"] = float(np.nanmedian(np.abs(result["predicted_effect"].values)))
+    for k in ("spearman", "sign_accuracy", "baseline_spearman", "baseline_sign_accuracy"):
+        if k in result:
+            out[k] = float(result[k])
+    if "specificity" in result:
+        spec = result["specificity"].sel(kind="ablate")
+        for source in ("contribution", "activation"):
+            values = spec.values[result["mode_source"].values == source]
+            out[f"n_{source}_modes"] = int(values.size)
+            if np.isfinite(values).any():
+                out[f"median_specificity_{source}"] = float(np.nanmedian(values))
+    return out
 
 
 # =========================================================================== hypotheses
