@@ -529,7 +529,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
         ``loadings (time, mode)``); keys ``"<layer>_activation"`` are activation
         modes (the control), as in the run's ``modes.nc``.
     interneurons : the Dataset of :func:`retcodec.match_interneurons` (``interneurons.nc``).
-    truth : a Dataset with ``effect (interneuron_type, cell)`` or a truth file path.
+    truth : a Dataset with ``effect`` or ``silencing_effect (interneuron_type, cell)``, or a
+        truth file path; scored when the interneurons carry their true ``cell_type``
+        (attr ``truth_scored`` says whether it was).
     cell_types : optional type of every cell (for the hypotheses).
     max_windows : analyse this many evenly spaced windows (None: all).
     fractions, n_random, cell_threshold : dose steps, random sets per mode, mode-cell threshold.
@@ -578,7 +580,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     if cell_types is not None:
         result = result.assign_coords(ganglion_type=("cell", np.asarray(cell_types, dtype=str)))
     truth_ds = _read_truth(truth)
-    if truth_ds is not None and interneurons is not None:
+    scored = (truth_ds is not None and interneurons is not None and "cell_type" in result.coords
+              and any(v in truth_ds for v in TRUTH_VARIABLES))
+    if scored:
         result = score_against_truth(result, truth_ds, sign_threshold)
     from retcodec.io.provenance import provenance_attrs
     params = {"max_windows": max_windows, "n_windows": int(index.size), "fractions": list(map(float, fractions)),
@@ -589,7 +593,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                          n_silenced_runs=runs.n_runs,
                                          silenced_at="output of each layer's ReLU (after batch norm)",
                                          effect="(mean silenced rate - mean intact rate) / mean intact rate",
-                                         cell_threshold=cell_threshold, sign_threshold=sign_threshold))
+                                         cell_threshold=cell_threshold, sign_threshold=sign_threshold,
+                                         truth_scored=int(scored)))
     return result
 
 
