@@ -278,7 +278,7 @@ def _modes_dataset(rows: list[dict[str, Any]], f: np.ndarray, n_cells: int, n_ch
                    n_random: int, source: str) -> xr.Dataset:
     if not rows:
         return xr.Dataset()
-    draws = max(r["control"].shape[0] for r in rows)
+    draws = max(1, max(r["control"].shape[0] for r in rows))
 
     def stack(key: str) -> np.ndarray:
         return np.stack([r[key] for r in rows])
@@ -564,7 +564,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                       random_state=random_state))
     if activation:
         parts.append(mode_experiments(runs, activation, source, index, "activation", fractions,
-                                      n_random, cell_threshold, n_blocks=n_blocks,
+                                      0, cell_threshold, n_blocks=n_blocks,        # no null for the control
                                       random_state=random_state))
     parts = [p for p in parts if p.sizes.get("mode")]
     result = xr.concat(parts, dim="mode", data_vars="all", coords="minimal", join="outer",
