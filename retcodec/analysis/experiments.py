@@ -257,7 +257,8 @@ def _one_mode(runs: SilencingRuns, layer: str, mode: Any, source: str, w: np.nda
     in_layer = np.zeros(n_channels, dtype=bool)
     in_layer[chans] = True
     label = f"{layer}/{mode}" if source == "contribution" else f"{layer}/{source}/{mode}"
-    return {"label": label, "layer": layer, "number": int(mode), "ratio": ratio, "auc": groups,
+    number = int(mode) if isinstance(mode, (int, np.integer)) else -1
+    return {"label": label, "layer": layer, "number": number, "ratio": ratio, "auc": groups,
             "spec": spec, "r": r, "cells": cells, "channels": in_layer,
             "effect": fractional_change(silenced, intact),
             "effect_se": _standard_error(block_effects(silenced, intact, n_blocks)),
@@ -310,7 +311,8 @@ def _modes_dataset(rows: list[dict[str, Any]], f: np.ndarray, n_cells: int, n_ch
                             {"long_name": "fractional change, random channel set of the same size "
                                           "in the same layer"})},
         coords={"mode": [r["label"] for r in rows], "mode_layer": ("mode", [r["layer"] for r in rows]),
-                "mode_number": ("mode", [r["number"] for r in rows]),
+                "mode_number": ("mode", [r["number"] for r in rows],
+                                {"long_name": "mode index in its layer's modes (-1: not an integer)"}),
                 "mode_source": ("mode", [source] * len(rows)),
                 "kind": list(KINDS), "fraction": f, "group": ["on", "off"],
                 "channel": np.arange(n_channels), "draw": np.arange(draws)})
