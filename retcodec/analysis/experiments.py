@@ -518,7 +518,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 fractions: Sequence[float] = DEFAULT_FRACTIONS, n_random: int = N_RANDOM,
                 cell_threshold: float = CELL_THRESHOLD, n_blocks: int = N_BLOCKS,
                 margin: float = MATCH_MARGIN, sign_threshold: float = SIGN_THRESHOLD,
-                random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+                how: str = "zero", random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
@@ -539,6 +539,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     fractions, n_random, cell_threshold : dose steps, random sets per mode, mode-cell threshold.
     n_blocks, margin : time blocks and match margin of the uncertainty.
     sign_threshold : true |effect| from which signs are scored.
+    how : ``"zero"`` (silence) or ``"mean"`` (clamp to the mean map), see :func:`retcodec.silence`.
     random_state, batch_size, device, progress : as elsewhere.
 
     Returns
@@ -556,8 +557,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     if not layers:
         raise ConfigurationError("nothing to do: give modes and/or interneurons")
     index = subsample_index(len(source), max_windows)
-    silencer = Silencer(model, source, layers, index=index, batch_size=batch_size, device=device,
-                        progress=progress)
+    silencer = Silencer(model, source, layers, index=index, how=how, batch_size=batch_size,
+                        device=device, progress=progress)
     runs = SilencingRuns(silencer)
     parts = []
     if contribution:
@@ -590,7 +591,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     params = {"max_windows": max_windows, "n_windows": int(index.size), "fractions": list(map(float, fractions)),
               "n_random": n_random, "cell_threshold": cell_threshold, "n_blocks": n_blocks,
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
-              "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers}
+              "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
+              "how": how}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,
                                          silenced_at="output of each layer's ReLU (after batch norm)",
