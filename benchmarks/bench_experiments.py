@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--truth", default=None, help="truth file for scoring (retcodec.io.truth.read_truth)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-windows", type=int, default=None, help="override the stage default")
+    ap.add_argument("--max-modes", type=int, default=None, help="use the first N modes of each layer")
     ap.add_argument("--no-reference", action="store_true", help="skip the all-windows, fine-dose reference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,6 +109,8 @@ def main() -> int:
     rec = load_recording(data, split="test", cells=cells if isinstance(cells, list) else None)
     w = windows(rec, norm_stats=model.meta["norm_stats"], history=model.img_shape[0])
     modes, match, source = load_inputs(args.results, w)
+    if args.max_modes is not None:
+        modes = {k: v.isel(mode=slice(0, args.max_modes)) for k, v in modes.items()}
     n_modes = {k: int(v.sizes["mode"]) for k, v in modes.items()}
     print(f"inputs: {len(w)} windows, {model.n_cells} cells, {source}; modes per layer {n_modes}, "
           f"{match.sizes['interneuron']} interneurons; {args.threads} thread(s)", flush=True)

@@ -8,7 +8,7 @@ import xarray as xr
 
 from retcodec.analysis.experiments import (Hypothesis, block_effects, experiments, fractional_change,
                                            hypotheses, mode_channel_set, score_against_truth,
-                                           subsample_index, truth_type)
+                                           subsample_index, summary, truth_type)
 from retcodec.engine.perturb import silence
 from retcodec.errors import ConfigurationError, ShapeError
 from test_perturb import IMG, tiny_model
@@ -192,3 +192,9 @@ def test_bad_inputs(model, windows, modes, match):
     bad["conv0"] = bad["conv0"].isel(time=slice(0, 10)).assign_coords(time=np.arange(10) + 100.0)
     with pytest.raises(ShapeError, match="loadings cover 10 time points"):
         experiments(model, windows, {"conv0": bad["conv0"]}, max_windows=None)
+
+
+def test_summary_headlines(result):
+    s = summary(result)
+    assert s["n_interneurons"] == 3 and s["n_contribution_modes"] == 6 and s["n_activation_modes"] == 1
+    assert s["n_windows"] == N and "spearman" not in s

@@ -42,7 +42,8 @@ from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_
                                      dose_sets, model_input, specificity)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
-__all__ = ["experiments", "mode_experiments", "interneuron_experiments", "score_against_truth",
+__all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments",
+           "score_against_truth", "summary",
            "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
@@ -142,8 +143,12 @@ def _random_sets(n_channels: int, size: int, n_random: int, rng: np.random.Gener
     return out
 
 
-class _Runs:
-    """Rates of silenced sets, cached by the silenced mask (a set and its complement under ``keep``)."""
+class SilencingRuns:
+    """Rates of single-layer silenced sets over a :class:`Silencer`'s windows, each computed once.
+
+    Sets are keyed by the silenced mask, so a set kept alone (``keep=True``) and
+    its complement silenced share one run. ``intact``: the unperturbed rates.
+    """
 
     def __init__(self, silencer: Silencer) -> None:
         self.silencer = silencer
@@ -185,7 +190,7 @@ def _align_loadings(loadings: xr.DataArray, windows: Any, index: np.ndarray) -> 
 
 
 # =========================================================================== mode experiments
-def mode_experiments(runs: _Runs, modes: Mapping[str, xr.Dataset], windows: Any, index: np.ndarray,
+def mode_experiments(runs: SilencingRuns, modes: Mapping[str, xr.Dataset], windows: Any, index: np.ndarray,
                      source: str = "contribution", fractions: Sequence[float] = DEFAULT_FRACTIONS,
                      n_random: int = N_RANDOM, cell_threshold: float = CELL_THRESHOLD,
                      active_quantile: float = ACTIVE_QUANTILE, mass: float = WEIGHT_MASS,
@@ -223,7 +228,7 @@ def mode_experiments(runs: _Runs, modes: Mapping[str, xr.Dataset], windows: Any,
     return _modes_dataset(rows, f, intact.shape[1], n_channels, n_random, source)
 
 
-def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z: np.ndarray,
+def _one_mode(runs: SilencingRuns, layer: str, mode: Any, source: str, w: np.ndarray, z: np.ndarray,
               f: np.ndarray, n_random: int, cell_threshold: float, active_quantile: float,
               mass: float, n_blocks: int, rng: np.random.Generator, intact: np.ndarray,
               n_channels: int, null_sets: dict) -> dict[str, Any]:
@@ -243,7 +248,7 @@ def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z:
     silenced = runs.rates(layer, chans)
     threshold = np.quantile(z, active_quantile)
     active = (z >= threshold) & (z > 0) if (z > 0).any() else z >= threshold
-    control = np.full((n_random_max(n_random, C), intact.shape[1]), np.nan)
+    control = np.full((_n_random_max(n_random, C), intact.shape[1]), np.nan)
     key = (layer, len(chans))
     if key not in null_sets:            # one null distribution per layer and set size
         null_sets[key] = _random_sets(C, len(chans), n_random, rng)
@@ -252,7 +257,8 @@ def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z:
     in_layer = np.zeros(n_channels, dtype=bool)
     in_layer[chans] = True
     label = f"{layer}/{mode}" if source == "contribution" else f"{layer}/{source}/{mode}"
-    return {"label": label, "layer": layer, "number": int(mode), "ratio": ratio, "auc": groups,
+    number = int(mode) if isinstance(mode, (int, np.integer)) else -1
+    return {"label": label, "layer": layer, "number": number, "ratio": ratio, "auc": groups,
             "spec": spec, "r": r, "cells": cells, "channels": in_layer,
             "effect": fractional_change(silenced, intact),
             "effect_se": _standard_error(block_effects(silenced, intact, n_blocks)),
@@ -260,7 +266,7 @@ def _one_mode(runs: _Runs, layer: str, mode: Any, source: str, w: np.ndarray, z:
             "weights": np.pad(w / max(w.max(), 1e-300), (0, n_channels - C), constant_values=np.nan)}
 
 
-def n_random_max(n_random: int, n_channels: int) -> int:
+def _n_random_max(n_random: int, n_channels: int) -> int:
     """Rows of the random-control array: ``n_random`` (or fewer sets exist for every size)."""
     return min(int(n_random), max(math.comb(n_channels, k) for k in range(n_channels + 1)))
 
@@ -273,7 +279,7 @@ def _modes_dataset(rows: list[dict[str, Any]], f: np.ndarray, n_cells: int, n_ch
                    n_random: int, source: str) -> xr.Dataset:
     if not rows:
         return xr.Dataset()
-    draws = max(r["control"].shape[0] for r in rows)
+    draws = max(1, max(r["control"].shape[0] for r in rows))
 
     def stack(key: str) -> np.ndarray:
         return np.stack([r[key] for r in rows])
@@ -305,7 +311,8 @@ def _modes_dataset(rows: list[dict[str, Any]], f: np.ndarray, n_cells: int, n_ch
                             {"long_name": "fractional change, random channel set of the same size "
                                           "in the same layer"})},
         coords={"mode": [r["label"] for r in rows], "mode_layer": ("mode", [r["layer"] for r in rows]),
-                "mode_number": ("mode", [r["number"] for r in rows]),
+                "mode_number": ("mode", [r["number"] for r in rows],
+                                {"long_name": "mode index in its layer's modes (-1: not an integer)"}),
                 "mode_source": ("mode", [source] * len(rows)),
                 "kind": list(KINDS), "fraction": f, "group": ["on", "off"],
                 "channel": np.arange(n_channels), "draw": np.arange(draws)})
@@ -323,7 +330,7 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
     return out
 
 
-def interneuron_experiments(runs: _Runs, match: xr.Dataset, n_blocks: int = N_BLOCKS,
+def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
                             margin: float = MATCH_MARGIN) -> xr.Dataset:
     """Silence each recorded interneuron's matched channel; predicted effect on every cell.
 
@@ -398,7 +405,7 @@ def interneuron_experiments(runs: _Runs, match: xr.Dataset, n_blocks: int = N_BL
         coords=coords)
 
 
-def _activity(runs: _Runs, layer: str) -> np.ndarray | None:
+def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
     try:
         return runs.silencer.activity(layer)
     except ConfigurationError:
@@ -511,7 +518,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 fractions: Sequence[float] = DEFAULT_FRACTIONS, n_random: int = N_RANDOM,
                 cell_threshold: float = CELL_THRESHOLD, n_blocks: int = N_BLOCKS,
                 margin: float = MATCH_MARGIN, sign_threshold: float = SIGN_THRESHOLD,
-                random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+                how: str = "zero", random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
@@ -524,12 +531,15 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
         ``loadings (time, mode)``); keys ``"<layer>_activation"`` are activation
         modes (the control), as in the run's ``modes.nc``.
     interneurons : the Dataset of :func:`retcodec.match_interneurons` (``interneurons.nc``).
-    truth : a Dataset with ``effect (interneuron_type, cell)`` or a truth file path.
+    truth : a Dataset with ``effect`` or ``silencing_effect (interneuron_type, cell)``, or a
+        truth file path; scored when the interneurons carry their true ``cell_type``
+        (attr ``truth_scored`` says whether it was).
     cell_types : optional type of every cell (for the hypotheses).
     max_windows : analyse this many evenly spaced windows (None: all).
     fractions, n_random, cell_threshold : dose steps, random sets per mode, mode-cell threshold.
     n_blocks, margin : time blocks and match margin of the uncertainty.
     sign_threshold : true |effect| from which signs are scored.
+    how : ``"zero"`` (silence) or ``"mean"`` (clamp to the mean map), see :func:`retcodec.silence`.
     random_state, batch_size, device, progress : as elsewhere.
 
     Returns
@@ -547,9 +557,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     if not layers:
         raise ConfigurationError("nothing to do: give modes and/or interneurons")
     index = subsample_index(len(source), max_windows)
-    silencer = Silencer(model, source, layers, index=index, batch_size=batch_size, device=device,
-                        progress=progress)
-    runs = _Runs(silencer)
+    silencer = Silencer(model, source, layers, index=index, how=how, batch_size=batch_size,
+                        device=device, progress=progress)
+    runs = SilencingRuns(silencer)
     parts = []
     if contribution:
         parts.append(mode_experiments(runs, contribution, source, index, "contribution", fractions,
@@ -557,7 +567,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                       random_state=random_state))
     if activation:
         parts.append(mode_experiments(runs, activation, source, index, "activation", fractions,
-                                      n_random, cell_threshold, n_blocks=n_blocks,
+                                      0, cell_threshold, n_blocks=n_blocks,        # no null for the control
                                       random_state=random_state))
     parts = [p for p in parts if p.sizes.get("mode")]
     result = xr.concat(parts, dim="mode", data_vars="all", coords="minimal", join="outer",
@@ -573,19 +583,47 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     if cell_types is not None:
         result = result.assign_coords(ganglion_type=("cell", np.asarray(cell_types, dtype=str)))
     truth_ds = _read_truth(truth)
-    if truth_ds is not None and interneurons is not None:
+    scored = (truth_ds is not None and interneurons is not None and "cell_type" in result.coords
+              and any(v in truth_ds for v in TRUTH_VARIABLES))
+    if scored:
         result = score_against_truth(result, truth_ds, sign_threshold)
     from retcodec.io.provenance import provenance_attrs
     params = {"max_windows": max_windows, "n_windows": int(index.size), "fractions": list(map(float, fractions)),
               "n_random": n_random, "cell_threshold": cell_threshold, "n_blocks": n_blocks,
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
-              "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers}
+              "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
+              "how": how}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,
                                          silenced_at="output of each layer's ReLU (after batch norm)",
                                          effect="(mean silenced rate - mean intact rate) / mean intact rate",
-                                         cell_threshold=cell_threshold, sign_threshold=sign_threshold))
+                                         cell_threshold=cell_threshold, sign_threshold=sign_threshold,
+                                         truth_scored=int(scored)))
     return result
+
+
+def summary(result: xr.Dataset) -> dict[str, float | int]:
+    """Headline numbers of an experiments Dataset (for logs and reports).
+
+    ``n_interneurons``, ``n_modes``, ``median_abs_predicted_effect``, the truth
+    scores when present, and the median ablation specificity of contribution
+    and activation modes.
+    """
+    out: dict[str, float | int] = {"n_windows": int(result.attrs.get("n_windows", -1))}
+    if "predicted_effect" in result:
+        out["n_interneurons"] = int(result.sizes["interneuron"])
+        out["median_abs_predicted_effect"] = float(np.nanmedian(np.abs(result["predicted_effect"].values)))
+    for k in ("spearman", "sign_accuracy", "baseline_spearman", "baseline_sign_accuracy"):
+        if k in result:
+            out[k] = float(result[k])
+    if "specificity" in result:
+        spec = result["specificity"].sel(kind="ablate")
+        for source in ("contribution", "activation"):
+            values = spec.values[result["mode_source"].values == source]
+            out[f"n_{source}_modes"] = int(values.size)
+            if np.isfinite(values).any():
+                out[f"median_specificity_{source}"] = float(np.nanmedian(values))
+    return out
 
 
 # =========================================================================== hypotheses

@@ -42,7 +42,8 @@ from torch import nn
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
-           "dose_sets", "curve_auc", "specificity", "HOWS", "KINDS", "DEFAULT_BATCH_SIZE"]
+           "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
+           "HOWS", "KINDS", "DEFAULT_BATCH_SIZE", "MAX_READOUT_ENTRIES", "MAX_DECOMPOSED_ENTRIES"]
 
 #: ways to silence a channel
 HOWS = ("zero", "mean")
@@ -190,8 +191,10 @@ def check_channels(points: Mapping[str, SilencePoint], channels: Channels) -> di
         if name not in points:
             raise ConfigurationError(f"unknown layer {name!r} in channels; silencing is set up for "
                                      f"{list(points)}")
-        arr = np.unique(np.asarray(list(np.atleast_1d(chans)), dtype=np.int64)) if len(
-            np.atleast_1d(chans)) else np.zeros(0, np.int64)
+        values = np.atleast_1d(np.asarray(chans))
+        if values.size and values.dtype.kind not in "iu":
+            raise ConfigurationError(f"channels of layer {name!r} must be integers, got {values.tolist()}")
+        arr = np.unique(values.astype(np.int64))
         n = points[name].n_channels
         bad = arr[(arr < 0) | (arr >= n)]
         if bad.size:
