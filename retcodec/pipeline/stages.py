@@ -191,7 +191,7 @@ def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) ->
 def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset],
                       inter: xr.Dataset | None) -> xr.Dataset:
     """Silencing experiments: each mode's channels and each recorded interneuron's matched channel."""
-    from retcodec.analysis.experiments import experiments
+    from retcodec.analysis.experiments import experiments, summary
     from retcodec.io.recordings import model_windows
     from retcodec.io.truth import read_truth
 
@@ -211,8 +211,9 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
                          device=cfg.device, progress=cfg.progress)
         ds.attrs.update(run.attrs("experiments"))
         write_netcdf_atomic(ds, path)
-        if "spearman" in ds.attrs or "truth_spearman" in ds:
-            run.say("  " + ", ".join(f"{k} = {v}" for k, v in ds.attrs.items() if "spearman" in k or "sign_acc" in k))
+        numbers = summary(ds)
+        run.say("  " + ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
+                                 for k, v in numbers.items()))
         return [path]
 
     return run.step("experiments", compute, _open_dataset(path))
