@@ -9,7 +9,8 @@ Here its atoms become a small dictionary whose loadings are continuous:
    each group's energy-weighted mean direction, and refines the dictionary and
    the loadings by alternating non-negative least squares (:func:`refine`).
 2. :func:`choose_count` picks ``k``: the smallest count whose R² on held-out
-   samples lies within ``tolerance`` of the best R² over ``k = 1..max_modes``.
+   samples (every fifth) lies within ``tolerance`` of the best R² over
+   ``k = 1..max_modes``.
 3. Loadings of any sample are its exact non-negative least-squares
    coefficients on the fixed modes (:func:`nnls_loadings`).
 
@@ -28,6 +29,7 @@ __all__ = ["unit_rows", "nnls_loadings", "hals_loadings", "refine", "spherical_k
 
 REFINE_ITERATIONS = 200   # alternating least-squares sweeps when refining a merged dictionary
 REFINE_TOL = 1e-6         # stop refining when the relative loss change falls below this
+HELD_OUT_EVERY = 5        # choose_count holds out every fifth sample (20 %)
 
 
 def explained_r2(X: np.ndarray, X_hat: np.ndarray) -> float:
@@ -163,21 +165,24 @@ def merge_atoms(X: np.ndarray, atoms: np.ndarray, weights: np.ndarray, k: int,
 
 def choose_count(X: np.ndarray, atoms: np.ndarray, weights: np.ndarray, max_modes: int,
                  tolerance: float, rng: np.random.Generator, nonneg: bool = True,
-                 held_out: float = 0.2) -> tuple[int, np.ndarray]:
+                 n_init: int = 4) -> tuple[int, np.ndarray]:
     """Number of modes: the smallest ``k`` with held-out R² ≥ (best over k) − ``tolerance``.
 
-    ``X`` (n, d) is split at random into fitting and held-out samples
-    (``held_out`` share); for ``k = 1, 2, ...`` the atoms are merged into ``k``
-    modes on the fitting part and scored by the held-out R² of their
-    non-negative loadings. The scan stops at ``max_modes`` or when two more
-    modes gain less than ``tolerance / 4``. Returns ``k`` and the R² per ``k``.
+    Every ``HELD_OUT_EVERY``-th sample of ``X`` (n, d) is held out (a fixed,
+    interleaved split, so that the count does not depend on a random split);
+    for ``k = 1, 2, ...`` the atoms are merged into ``k`` modes on the other
+    samples (best of ``n_init`` groupings) and scored by the held-out R² of
+    their non-negative loadings. The scan stops at ``max_modes`` or when two
+    more modes gain less than ``tolerance / 4``. Returns ``k`` and the R² per ``k``.
     """
-    order = rng.permutation(len(X))
-    n_out = max(1, int(round(held_out * len(X))))
-    X_out, X_fit = X[order[:n_out]], X[order[n_out:]]
+    held_out = np.arange(len(X)) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    if held_out.all() or not held_out.any():
+        held_out = np.zeros(len(X), dtype=bool)
+        held_out[-1] = True
+    X_out, X_fit = X[held_out], X[~held_out]
     path: list[float] = []
     for k in range(1, max_modes + 1):
-        D, _ = merge_atoms(X_fit, atoms, weights, k, rng, nonneg, n_init=1)
+        D, _ = merge_atoms(X_fit, atoms, weights, k, rng, nonneg, n_init=n_init)
         path.append(explained_r2(X_out, hals_loadings(X_out, D) @ D))
         if k >= 3 and path[-1] - path[-3] < tolerance / 4:
             break

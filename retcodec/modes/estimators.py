@@ -355,7 +355,8 @@ class ContributionModes(ModesBase):
     compact_tolerance : float
         R² a smaller count may lose against the best count on held-out samples.
     n_init : int
-        Restarts of the atom grouping for the final compact modes (best loss kept).
+        Restarts of the atom grouping, for each candidate count and for the
+        final compact modes (the lowest loss is kept).
 
     Attributes
     ----------
@@ -692,7 +693,8 @@ class ContributionModes(ModesBase):
             limit = self.max_compact if self.max_compact is not None \
                 else min(2 * X.shape[1], MAX_COMPACT_MODES)
             k, self.count_r2_ = choose_count(Xs, atoms, weights, min(limit, len(atoms)),
-                                             self.compact_tolerance, rng, self.nonneg)
+                                             self.compact_tolerance, rng, self.nonneg,
+                                             self.n_init)
             self.count_rule_ = (f"smallest count with held-out R² within "
                                 f"{self.compact_tolerance:g} of the best over 1..{len(self.count_r2_)}"
                                 f" modes (held-out R² {self.count_r2_[k - 1]:.4f})")
