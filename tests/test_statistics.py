@@ -66,7 +66,7 @@ def test_pos_neg_correlation_of_constructed_channels():
 def test_pearson_matches_numpy_and_is_nan_for_constants():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
-    np.testing.assert_allclose(pearson(a, b), [np.corrcoef(a[:, i], b[:, i])[0, 1] for i in range(4)])
+    np.testing.assert_allclose(pearson(a, b, axis=0), [np.corrcoef(a[:, i], b[:, i])[0, 1] for i in range(4)])
     assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
 
 
