@@ -8,7 +8,7 @@ import retcodec as rc
 from retcodec.io import bundled as bundled
 from retcodec.errors import MissingDataError
 from retcodec.analysis.evaluation import pearson
-from retcodec.insilico.retina import AMACRINE_TYPES, BIPOLAR_TYPES, GANGLION_TYPES
+from retcodec.insilico.circuit import AMACRINE_TYPES, BIPOLAR_TYPES, GANGLION_TYPES
 
 
 def test_bundled_model_and_recording_load_like_published_files():
