@@ -115,3 +115,15 @@ def test_errors(model, windows):
         per_cell_contributions(model, windows, steps=0)
     with pytest.raises(ShapeError, match="stimulus windows must have shape"):
         per_cell_contributions(model, windows[:, :4])
+
+
+def test_any_sequential_by_dotted_layer_name():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(5 * 4 * 4, 3), nn.Softplus())
+    x = torch.randn(4, 3, 8, 8)
+    tree = per_cell_contributions(net, x, layers=("2",), steps=32, dtype="float64")
+    c = tree["2"]["contribution"]
+    assert c.dims == ("time", "cell", "channel", "sign") and c.shape == (4, 3, 5, 2)
+    ref = contributions(net, x, layers=("2",), target=CellRate(1), steps=32, dtype="float64")
+    np.testing.assert_allclose(c.isel(cell=1).values, ref["2"]["contribution"].values, rtol=1e-5, atol=1e-7)
