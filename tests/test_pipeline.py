@@ -19,7 +19,7 @@ def test_run_writes_every_output_with_provenance_and_resumes(experiment, tmp_pat
     out = tmp_path / "results"
     kw = dict(out=str(out), interneurons=[str(experiment["paths"]["bipolars"])], **QUICK)
     summary = run(experiment["model"], experiment["paths"]["naturalscene"], **kw)
-    for name in ("contributions.nc", "modes.nc", "cell_types.nc", "irfs.nc", "interneurons.nc",
+    for name in ("contributions.nc", "modes.nc", "cell_types.nc", "irfs.nc", "interneurons.nc", "experiments.nc",
                  "statistics.nc", "report.html", "hypotheses.txt"):
         assert (out / name).exists(), name
     assert any(out.glob("figures/*.png")) and any(out.glob("figures/*.svg"))
@@ -29,7 +29,9 @@ def test_run_writes_every_output_with_provenance_and_resumes(experiment, tmp_pat
             assert str(experiment["model"]) in checksums, name
             assert "retcodec_version" in f.attrs and "run_parameters" in f.attrs
     report = (out / "report.html").read_text()
-    assert "Generated hypotheses" in report and "data:image/png;base64," in report
+    for heading in ("Overview", "Methods in brief", "Experiments and hypotheses", "Cell types"):
+        assert heading in report, heading
+    assert "data:image/png;base64," in report
     assert "in-silico retina" in report
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nc")}
