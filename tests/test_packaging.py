@@ -65,3 +65,18 @@ def test_the_checkout_is_recognised_by_its_own_setup_cfg():
     from retcodec.io import bundled
     root = bundled.source_checkout()
     assert root is not None and (root / "retcodec" / "__init__.py").resolve() == PACKAGE / "__init__.py"
+
+
+def test_regenerate_refuses_to_bundle_from_an_installed_package(tmp_path):
+    site = _installed_copy(tmp_path)
+    result = _run(site, tmp_path / "prefix", """
+        from retcodec.insilico.regenerate import regenerate
+        from retcodec.errors import ConfigurationError
+        try:
+            regenerate(work={str(tmp_path / 'work')!r}, bundle=True)
+        except ConfigurationError as err:
+            print("REFUSED", err)
+    """.replace("{str(tmp_path / 'work')!r}", repr(str(tmp_path / "work"))))
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED" in result.stdout and "--no-bundle" in result.stdout
+    assert not (tmp_path / "work").exists()          # refused before any simulation

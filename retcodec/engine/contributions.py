@@ -158,12 +158,16 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         store = PartialStore(Path(out), params, resume)
     else:
         store = MemoryStore()
-    tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
-    _warn_if_ill_conditioned(tgt, settings)
-    engine.set_target(tgt)
-
-    todo = [i for i in range(len(chunks)) if i not in store.done()]
-    _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
+    try:
+        tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
+        _warn_if_ill_conditioned(tgt, settings)
+        engine.set_target(tgt)
+        todo = [i for i in range(len(chunks)) if i not in store.done()]
+        _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
+    except BaseException:
+        if not store.done():
+            store.discard()      # nothing to resume from: leave no empty partial folder behind
+        raise
     tree = _assemble(store, chunks, source, cells, engine, tgt, settings, base, model, device)
     if out is not None:
         write_netcdf_atomic(tree, out)

@@ -24,7 +24,7 @@ from typing import Any
 
 from retcodec.io.bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
 
-__all__ = ["regenerate", "simulate_version", "bundle_files"]
+__all__ = ["regenerate", "simulate_version", "bundle_files", "bundle_target"]
 
 
 def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool = True,
@@ -42,6 +42,8 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
     from retcodec.io.storage import write_netcdf_atomic
 
     work = Path(work)
+    if bundle:
+        repo = bundle_target(repo)       # checked now, not after half an hour of fitting
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     paths = simulate_version(work / "data", seed, version, progress)
@@ -81,15 +83,37 @@ def simulate_version(out: str | Path, seed: int = 0, version: int = 2, progress:
     raise ConfigurationError(f"unknown in-silico retina version {version!r}; use 2 (current) or 1")
 
 
+def bundle_target(repo: str | Path | None = None) -> Path:
+    """The checkout whose ``datasets/`` and ``models/`` receive the bundle (checked writable).
+
+    Without ``repo`` this is the source checkout retcodec runs from; an installed retcodec
+    (a wheel) has none, so bundling is refused before any work with a message saying how
+    to proceed.
+    """
+    from retcodec.errors import ConfigurationError
+    from retcodec.io.bundled import source_checkout
+    from retcodec.io.storage import check_output_folder
+
+    root = Path(repo).expanduser() if repo else source_checkout()
+    if root is None:
+        raise ConfigurationError("retcodec runs from an installed package, not a source checkout, so "
+                                 "there is no datasets/ and models/ folder to bundle into; run "
+                                 "`retcodec regenerate --no-bundle` (the files stay in --work) or from a "
+                                 "clone of the repository")
+    if not (root / "setup.cfg").is_file():
+        raise ConfigurationError(f"{root} is not a retcodec checkout (no setup.cfg); give the repository root")
+    for kind in ("datasets", "models"):
+        check_output_folder(root / kind, f"bundle folder {root / kind}")
+    return root
+
+
 def bundle_files(work: str | Path, repo: str | Path | None = None,
                  train_seconds: float | None = None) -> list[str]:
     """Copy regenerated files into ``<repo>/datasets`` and ``<repo>/models``."""
     from retcodec.insilico.retina import shorten_recording
 
     work = Path(work)
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
-    if not (repo / "setup.cfg").exists():
-        raise FileNotFoundError(f"{repo} is not a retcodec checkout (no setup.cfg); pass repo=")
+    repo = bundle_target(repo)
     written = []
     for kind in ("naturalscene", "whitenoise"):
         src = work / "data" / DEFAULT_EXPERIMENT / f"{kind}.h5"
