@@ -36,6 +36,7 @@ ARRAY_BYTE_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("_ARRAY_B
 
 # --------------------------------------------------------------------------- numpy guards
 def refuse(what: str) -> UnsafeCheckpointError:
+    """The error for a refused request of the pickle, naming ``what`` it asked for."""
     return UnsafeCheckpointError(
         f"checkpoint asks for {what}; retcodec refuses it (nothing from the file was executed "
         f"and nothing was allocated). Re-save the checkpoint with plain tensors, numbers and "
