@@ -44,15 +44,17 @@ batch, the activations ``X (batch, units)`` are multiplied with the centred
 interneuron type that it resembles most (for in-silico retinas).
 ``match_interneurons(..., unit_types=...)`` then reports whether the best unit of
 each recorded cell has the cell's own type.
+
+The splits, shifts, activations and correlation sums live in
+:mod:`retcodec.analysis.unit_correlation`; the public names are re-exported here.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -61,15 +63,16 @@ import xarray as xr
 from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
 from retcodec.io.interneurons import cell_class_from_name, interneuron_windows, load_interneurons
 from retcodec.io.provenance import provenance_attrs, sha256
+from retcodec.analysis.unit_correlation import (SPLITS, CorrelationSums, LayerGeometry, Segment, Selection,
+                                               check_layers, check_window_shape, circular_offsets,
+                                               evaluating, layer_activations, layer_geometry,
+                                               select_best_units, selection_mask, window_batches)
 from retcodec.io.recordings import Windows
-from retcodec.devices import resolve_device
 from retcodec.compat import accept_seed_alias
 
 __all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
            "layer_activations", "SPLITS"]
 
-#: ways to cut a segment into a selection half and a held-out half
-SPLITS = ("alternate", "half")
 #: truth cell-type coordinates copied from the interneuron files when present
 _TRUTH_COORDS = ("cell_type", "center_y", "center_x")
 #: label of a channel that has no variance (e.g. pruned) in label_units_by_truth
@@ -78,306 +81,6 @@ NO_TYPE = "none"
 UNKNOWN_TYPE = "unknown"
 
 UnitTypes = Mapping[tuple[str, int], str] | xr.Dataset
-
-
-# --------------------------------------------------------------------------- splits and shifts
-def selection_mask(n_time: int, split: str = "alternate", n_blocks: int = 10) -> np.ndarray:
-    """Which time points select the best unit: bool ``(n_time,)``; the rest are held out.
-
-    ``"alternate"``: ``n_blocks`` contiguous blocks of near-equal length, even
-    blocks (0, 2, ...) select. ``"half"``: the first half selects (the larger
-    half when ``n_time`` is odd).
-    """
-    if split not in SPLITS:
-        raise ConfigurationError(f"split must be one of {SPLITS}, got {split!r}")
-    n_blocks = 2 if split == "half" else int(n_blocks)
-    if n_blocks < 2:
-        raise ConfigurationError(f"n_blocks must be >= 2, got {n_blocks}")
-    if n_time < 2 * n_blocks:
-        raise ConfigurationError(f"{n_time} time points are too few for {n_blocks} blocks of at "
-                                 f"least 2 points; use fewer blocks or a longer recording")
-    block = np.zeros(n_time, dtype=np.int64)
-    for i, part in enumerate(np.array_split(np.arange(n_time), n_blocks)):
-        block[part] = i
-    return block % 2 == 0
-
-
-def circular_offsets(n_time: int, n_shifts: int, min_shift: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """``n_shifts`` random circular shifts in ``[min_shift, n_time - min_shift]`` (distinct when possible)."""
-    if n_shifts < 1:
-        raise ConfigurationError(f"n_shifts must be >= 1 (the chance level needs shifts), got {n_shifts}")
-    if min_shift < 1:
-        raise ConfigurationError(f"min_shift must be >= 1 sample, got {min_shift}")
-    n_allowed = n_time - 2 * min_shift + 1
-    if n_allowed < 1:
-        raise ConfigurationError(f"{n_time} time points are too few for circular shifts at least "
-                                 f"{min_shift} samples from 0; lower min_shift or use a longer recording")
-    picks = rng.choice(n_allowed, size=n_shifts, replace=n_allowed < n_shifts)
-    return (min_shift + picks).astype(np.int64)
-
-
-# --------------------------------------------------------------------------- model activations
-def _check_layers(model: Any, layers: Sequence[str] | str) -> tuple[str, ...]:
-    names = (layers,) if isinstance(layers, str) else tuple(layers)
-    available = list(getattr(model, "layers", {}) or {})
-    if not names:
-        raise ConfigurationError(f"layers is empty; choose among {available}")
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ConfigurationError(f"unknown layer(s) {unknown}; this model has {available}")
-    if len(set(names)) != len(names):
-        raise ConfigurationError(f"layers {list(names)} name a layer twice")
-    return names
-
-
-class _StopForward(Exception):
-    """Raised by a hook to skip the layers after the last one needed."""
-
-
-@contextlib.contextmanager
-def _evaluating(model: torch.nn.Module, device: str | torch.device) -> Iterator[torch.device]:
-    """The model in eval mode on ``device``; its device and train state are restored afterwards."""
-    home = next(model.parameters()).device
-    was_training = model.training
-    target = resolve_device(device)
-    model.to(target).eval()
-    try:
-        yield target
-    finally:
-        model.to(home).train(was_training)
-
-
-def layer_activations(model: torch.nn.Module, batch: torch.Tensor,
-                      layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Outputs of ``model.layers[name]`` (pre batch-norm) for a batch: ``{name: (B, C, H, W)}``.
-
-    Runs the model under ``torch.inference_mode()`` with forward hooks and stops
-    it once the last of ``layers`` (in model order) has run; call it with the
-    model in eval mode.
-    """
-    captured: dict[str, torch.Tensor] = {}
-    order = list(model.layers)
-    last = max(layers, key=order.index)
-
-    def hook(name: str):
-        def store(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            captured[name] = output
-            if name == last and len(captured) == len(layers):
-                raise _StopForward
-        return store
-
-    handles = [model.layers[name].register_forward_hook(hook(name)) for name in layers]
-    try:
-        with torch.inference_mode():
-            model(batch)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, out in captured.items():
-        if out.ndim != 4:
-            raise ShapeError(f"layer {name!r} outputs shape {tuple(out.shape)}, not "
-                             f"(batch, channel, y, x); compare only convolutional layers")
-    return captured
-
-
-def _check_window_shape(model: Any, window_shape: Sequence[int], what: str) -> None:
-    expected = tuple(getattr(model, "img_shape", ()) or ())
-    if expected and tuple(window_shape) != expected:
-        raise ShapeError(f"{what} are windows of (history, y, x) = {tuple(window_shape)} but the "
-                         f"model takes {expected}; the interneuron stimuli are prepared to 50x50 "
-                         f"pixels, so use a model trained on 50x50 stimuli")
-
-
-def _batches(windows: Windows | np.ndarray, batch_size: int,
-             device: torch.device) -> Iterator[tuple[slice, torch.Tensor]]:
-    for start in range(0, len(windows), batch_size):
-        sl = slice(start, min(start + batch_size, len(windows)))
-        batch = torch.as_tensor(np.asarray(windows[sl]), dtype=torch.float32, device=device)
-        if not torch.isfinite(batch).all():
-            raise NonFiniteError(f"stimulus windows {sl.start}..{sl.stop - 1} hold NaN or Inf")
-        yield sl, batch
-
-
-@dataclass(frozen=True)
-class _LayerGeometry:
-    """Output maps of the compared layers, in the order their units are flattened."""
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, int, int], ...]      # (channel, y, x) per layer
-    offsets: tuple[float, ...]                    # stimulus pixel of map pixel 0
-
-    @property
-    def sizes(self) -> list[int]:
-        return [c * h * w for c, h, w in self.shapes]
-
-    @property
-    def n_units(self) -> int:
-        return sum(self.sizes)
-
-    def locate(self, unit: int) -> tuple[str, int, int, int]:
-        """Flat unit index -> ``(layer, channel, y, x)``."""
-        for name, shape, size in zip(self.names, self.shapes, self.sizes):
-            if unit < size:
-                c, y, x = np.unravel_index(unit, shape)
-                return name, int(c), int(y), int(x)
-            unit -= size
-        raise IndexError(f"unit {unit} beyond the {self.n_units} units")
-
-    def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """``(..., n_units)`` -> ``{layer: (..., channel, y, x)}``."""
-        bounds = np.cumsum([0, *self.sizes])
-        return {name: flat[..., a:b].reshape(*flat.shape[:-1], *shape)
-                for name, shape, a, b in zip(self.names, self.shapes, bounds[:-1], bounds[1:])}
-
-
-def _geometry(model: torch.nn.Module, layers: tuple[str, ...], window: np.ndarray,
-              device: torch.device) -> _LayerGeometry:
-    probe = torch.as_tensor(np.asarray(window)[None], dtype=torch.float32, device=device)
-    acts = layer_activations(model, probe, layers)
-    shapes = tuple(tuple(int(s) for s in acts[n].shape[1:]) for n in layers)
-    in_y = window.shape[-2]
-    return _LayerGeometry(layers, shapes, tuple((in_y - s[1]) / 2 for s in shapes))
-
-
-def _flat_activations(model: torch.nn.Module, batch: torch.Tensor,
-                      layers: tuple[str, ...]) -> torch.Tensor:
-    acts = layer_activations(model, batch, layers)
-    return torch.cat([acts[n].reshape(batch.shape[0], -1) for n in layers], dim=1)
-
-
-# --------------------------------------------------------------------------- streaming correlation
-@dataclass
-class _Segment:
-    """One stimulus type of a file: windows, aligned ``Vm (time, cell)``, its split and shifts."""
-
-    stim_type: str
-    windows: Windows
-    vm: np.ndarray                 # (T, n_cells) float64
-    selection: np.ndarray          # (T,) bool
-    offsets: np.ndarray            # (1 + n_shifts,) int, offsets[0] == 0 (the real alignment)
-
-    def shifted(self, rows: np.ndarray) -> np.ndarray:
-        """``Vm`` at ``rows`` under every shift: ``(rows, cell, shift)``; ``Vm[t - offset]`` circularly."""
-        idx = (rows[:, None] - self.offsets[None, :]) % self.vm.shape[0]
-        return self.vm[idx].transpose(0, 2, 1)
-
-    def target_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and centred sum of squares per half (0 selects, 1 is held out): ``(2, cell, shift)``."""
-        n_cells, n_shifts = self.vm.shape[1], self.offsets.size
-        mean, ss = np.empty((2, n_cells, n_shifts)), np.empty((2, n_cells, n_shifts))
-        for j, offset in enumerate(self.offsets):
-            rolled = np.roll(self.vm, offset, axis=0)                  # rolled[t] = Vm[t - offset]
-            for half, rows in enumerate(self.halves()):
-                y = rolled[rows]
-                mean[half, :, j] = y.mean(axis=0)
-                ss[half, :, j] = ((y - mean[half, :, j]) ** 2).sum(axis=0)
-        return mean, ss
-
-    def halves(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.flatnonzero(self.selection), np.flatnonzero(~self.selection)
-
-
-class _CorrelationSums:
-    """Sums for the Pearson correlation of every unit with every (cell, shift), per half.
-
-    ``Vm`` is centred exactly within each (segment, half) before it is
-    multiplied, so the cross sums need no activation means. The activation
-    variance comes from sums of ``x - ref`` and ``(x - ref)**2`` in float64,
-    with ``ref`` the segment's first-batch mean (against cancellation).
-    """
-
-    def __init__(self, n_units: int, n_cells: int, n_shifts: int, device: torch.device) -> None:
-        self.n_cells, self.n_shifts = n_cells, n_shifts
-        q = n_cells * n_shifts
-        self.cross = torch.zeros(2, n_units, q, dtype=torch.float32, device=device)
-        self.cross_all = torch.zeros(n_units, n_cells, dtype=torch.float64, device=device)
-        self.var_x = torch.zeros(2, n_units, dtype=torch.float64, device=device)
-        self.var_x_all = torch.zeros(n_units, dtype=torch.float64, device=device)
-        self.var_y = np.zeros((2, q))
-        self.var_y_all = np.zeros(n_cells)
-        self.device = device
-
-    def add_segment(self, model: torch.nn.Module, segment: _Segment, layers: tuple[str, ...],
-                    batch_size: int, bar: Any) -> None:
-        dev, n_units = self.device, self.cross.shape[1]
-        mean, ss = segment.target_moments()
-        self.var_y += ss.reshape(2, -1)
-        vm_mean = segment.vm.mean(axis=0)
-        self.var_y_all += ((segment.vm - vm_mean) ** 2).sum(axis=0)
-        sx = torch.zeros(2, n_units, dtype=torch.float64, device=dev)
-        sxx = torch.zeros_like(sx)
-        ref = None
-        for sl, batch in _batches(segment.windows, batch_size, dev):
-            x = _flat_activations(model, batch, layers).double()
-            ref = x.mean(dim=0) if ref is None else ref
-            x = x - ref
-            rows = np.arange(sl.start, sl.stop)
-            half = (~segment.selection[rows]).astype(np.int64)            # 0 select, 1 held out
-            y = segment.shifted(rows) - mean[half]                        # (B, cell, shift)
-            y_t = torch.as_tensor(y.reshape(len(rows), -1), dtype=torch.float32, device=dev)
-            x32 = x.float()
-            for h in (0, 1):
-                mask = torch.as_tensor(half == h, device=dev)
-                if mask.any():
-                    self.cross[h] += x32[mask].T @ y_t[mask]
-                    sx[h] += x[mask].sum(dim=0)
-                    sxx[h] += (x[mask] ** 2).sum(dim=0)
-            y_all = torch.as_tensor(segment.vm[rows] - vm_mean, dtype=torch.float64, device=dev)
-            self.cross_all += x.T @ y_all
-            bar.update(1)
-        counts = [int(segment.selection.sum()), int((~segment.selection).sum())]
-        for h in (0, 1):
-            self.var_x[h] += (sxx[h] - sx[h] ** 2 / counts[h]).clamp_min(0)
-        self.var_x_all += (sxx.sum(0) - sx.sum(0) ** 2 / sum(counts)).clamp_min(0)
-
-    def correlations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(selection, held_out)`` each ``(unit, cell, shift)`` float32 and ``all (unit, cell)``.
-
-        Scales the cross sums in place (call once). Units without variance
-        (dead or pruned channels) get correlation 0, as in the published maps.
-        """
-        halves = []
-        for h in (0, 1):
-            inv_x = (1 / _safe_sqrt(self.var_x[h])).float()
-            inv_y = torch.as_tensor(1 / np.sqrt(self.var_y[h]), dtype=torch.float32, device=self.device)
-            r = self.cross[h].mul_(inv_x[:, None]).mul_(inv_y[None, :])
-            halves.append(r.cpu().numpy().reshape(-1, self.n_cells, self.n_shifts))
-        r_all = self.cross_all / _safe_sqrt(self.var_x_all)[:, None]
-        r_all = r_all / torch.as_tensor(np.sqrt(self.var_y_all), device=self.device)[None, :]
-        return halves[0], halves[1], r_all.cpu().numpy()
-
-
-def _safe_sqrt(var: torch.Tensor) -> torch.Tensor:
-    """``sqrt(var)``, infinite where the variance is numerically zero (so 1/sqrt -> 0)."""
-    dead = var <= 1e-20 * var.max().clamp_min(1e-300)
-    return torch.where(dead, torch.full_like(var, float("inf")), var.sqrt())
-
-
-@dataclass
-class _Selection:
-    """Select-then-test results of one file, per cell (index 0 of ``shift`` = observed)."""
-
-    best_unit: np.ndarray          # (cell,)
-    insample: np.ndarray           # (cell,)
-    heldout: np.ndarray            # (cell,)
-    null_heldout: np.ndarray       # (cell, n_shifts)
-    published: np.ndarray          # (cell,) max over units of the all-data correlation
-    maps: np.ndarray               # (cell, unit) all-data correlation
-
-
-def _select(r_sel: np.ndarray, r_held: np.ndarray, r_all: np.ndarray,
-            absolute: bool) -> _Selection:
-    score = np.abs(r_sel) if absolute else r_sel
-    best = score.argmax(axis=0)                                   # (cell, shift)
-    cells, shifts = np.indices(best.shape)
-    insample = score[best, cells, shifts]
-    heldout = r_held[best, cells, shifts]
-    heldout = np.abs(heldout) if absolute else heldout
-    published = (np.abs(r_all) if absolute else r_all).max(axis=0)
-    return _Selection(best[:, 0], insample[:, 0], heldout[:, 0], heldout[:, 1:], published, r_all.T)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -431,7 +134,7 @@ class _File:
     label: str
     tree: xr.DataTree
     node: xr.Dataset                 # cells and truth coordinates
-    segments: list[_Segment]
+    segments: list[Segment]
 
 
 def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
@@ -444,19 +147,19 @@ def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
         if max_windows is not None and "time" in ds.dims:
             ds = ds.isel(time=slice(0, max_windows + history))
         w, vm = interneuron_windows(ds, history=history)
-        _check_window_shape(model, w.shape[1:], f"{label}/{stim_type}")
+        check_window_shape(model, w.shape[1:], f"{label}/{stim_type}")
         values = np.asarray(vm.values, dtype=float)
         if not np.isfinite(values).all():
             raise NonFiniteError(f"{label}/{stim_type}: the membrane potential holds NaN or Inf")
         selection = selection_mask(len(w), split, n_blocks)
         offsets = np.r_[0, circular_offsets(len(w), n_shifts, min_shift, rng)]
-        segment = _Segment(stim_type, w, values, selection, offsets)
+        segment = Segment(stim_type, w, values, selection, offsets)
         _check_variance(label, segment, vm["cell"].values)
         segments.append(segment)
     return _File(label, tree, nodes[0][1], segments)
 
 
-def _check_variance(label: str, segment: _Segment, cells: np.ndarray) -> None:
+def _check_variance(label: str, segment: Segment, cells: np.ndarray) -> None:
     for half, rows in zip(("selection", "held-out"), segment.halves()):
         flat = np.flatnonzero(segment.vm[rows].std(axis=0) == 0)
         if flat.size:
@@ -465,7 +168,7 @@ def _check_variance(label: str, segment: _Segment, cells: np.ndarray) -> None:
                                  f"correlation is undefined")
 
 
-def _unit_type_table(unit_types: UnitTypes, geometry: _LayerGeometry) -> dict[tuple[str, int], str]:
+def _unit_type_table(unit_types: UnitTypes, geometry: LayerGeometry) -> dict[tuple[str, int], str]:
     if isinstance(unit_types, xr.Dataset):
         if not {"unit_type", "layer", "channel"} <= set(unit_types.variables):
             raise ConfigurationError("a unit_types Dataset needs 'unit_type', 'layer' and 'channel' "
@@ -558,7 +261,7 @@ def match_interneurons(model: torch.nn.Module,
     ``min_shift``, ``seed``, ``layers``, stimulus types and time points per
     file), the inputs with their checksums, and provenance.
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     history = int(getattr(model, "img_shape", (40,))[0])
     min_shift = history if min_shift is None else int(min_shift)
     if batch_size < 1:
@@ -576,17 +279,17 @@ def match_interneurons(model: torch.nn.Module,
     from tqdm.auto import tqdm
 
     n_batches = sum(-(-len(s.windows) // batch_size) for infile in files for s in infile.segments)
-    with _evaluating(model, device) as dev, tqdm(total=n_batches, disable=not progress,
+    with evaluating(model, device) as dev, tqdm(total=n_batches, disable=not progress,
                                                  desc="match interneurons", unit="batch") as bar:
-        geometry = _geometry(model, layers, files[0].segments[0].windows[0], dev)
+        geometry = layer_geometry(model, layers, files[0].segments[0].windows[0], dev)
         table = None if unit_types is None else _unit_type_table(unit_types, geometry)
         truth_names = [n for n in _TRUTH_COORDS if any(n in infile.node.coords for infile in files)]
         parts = []
         for infile in files:
-            sums = _CorrelationSums(geometry.n_units, infile.node.sizes["cell"], n_shifts + 1, dev)
+            sums = CorrelationSums(geometry.n_units, infile.node.sizes["cell"], n_shifts + 1, dev)
             for segment in infile.segments:
                 sums.add_segment(model, segment, layers, batch_size, bar)
-            selection = _select(*sums.correlations(), absolute=absolute)
+            selection = select_best_units(*sums.correlations(), absolute=absolute)
             parts.append(_file_dataset(infile, selection, geometry, truth_names))
     result = xr.concat(parts, dim="interneuron", data_vars="all", coords="minimal",
                        compat="equals", join="exact")
@@ -601,7 +304,7 @@ def match_interneurons(model: torch.nn.Module,
 _FILL = {"cell_type": UNKNOWN_TYPE, "center_y": np.nan, "center_x": np.nan}
 
 
-def _file_dataset(infile: _File, sel: _Selection, geometry: _LayerGeometry,
+def _file_dataset(infile: _File, sel: Selection, geometry: LayerGeometry,
                   truth_names: Sequence[str]) -> xr.Dataset:
     """The output rows of one file: ids, truth, best units, statistics and maps."""
     cells = infile.node["cell"].values
@@ -629,7 +332,7 @@ def _file_dataset(infile: _File, sel: _Selection, geometry: _LayerGeometry,
     return ds
 
 
-def _best_unit_variables(sel: _Selection, geometry: _LayerGeometry) -> dict[str, tuple]:
+def _best_unit_variables(sel: Selection, geometry: LayerGeometry) -> dict[str, tuple]:
     layer, channel, y, x = zip(*(geometry.locate(int(u)) for u in sel.best_unit))
     offset = np.array([dict(zip(geometry.names, geometry.offsets))[name] for name in layer])
     map_px = {"units": "map pixel of best_layer"}
@@ -641,7 +344,7 @@ def _best_unit_variables(sel: _Selection, geometry: _LayerGeometry) -> dict[str,
             "best_center_x": ("interneuron", np.array(x) + offset, {"units": "stimulus pixel"})}
 
 
-def _statistic_variables(sel: _Selection) -> dict[str, tuple]:
+def _statistic_variables(sel: Selection) -> dict[str, tuple]:
     null = sel.null_heldout
     p_value = (1 + (null >= sel.heldout[:, None]).sum(axis=1)) / (1 + null.shape[1])
     return {
@@ -690,7 +393,7 @@ def _add_type_match(ds: xr.Dataset, table: Mapping[tuple[str, int], str]) -> xr.
     return ds
 
 
-def _attrs(model: Any, files: list[_File], geometry: _LayerGeometry, attrs: Mapping[str, Any],
+def _attrs(model: Any, files: list[_File], geometry: LayerGeometry, attrs: Mapping[str, Any],
            **params: Any) -> dict[str, Any]:
     inputs = {}
     for infile in files:
@@ -737,11 +440,11 @@ def _truth_stack(truth_maps: Mapping[str, Any], n_windows: int, history: int,
 
 
 def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray,
-                           truth: np.ndarray, geometry: _LayerGeometry, batch_size: int,
+                           truth: np.ndarray, geometry: LayerGeometry, batch_size: int,
                            device: torch.device, bar: Any) -> dict[str, np.ndarray]:
     """Mean over map pixels of r(activation, truth at the unit's stimulus pixel): ``{layer: (C, K)}``."""
     sums: dict[str, dict[str, torch.Tensor]] = {}
-    for sl, batch in _batches(windows, batch_size, device):
+    for sl, batch in window_batches(windows, batch_size, device):
         acts = layer_activations(model, batch, geometry.names)
         for name, (_, n_y, n_x), offset in zip(geometry.names, geometry.shapes, geometry.offsets):
             o = int(round(offset))
@@ -818,19 +521,19 @@ def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.
 
     Pass the Dataset as ``unit_types`` to :func:`match_interneurons`.
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
     window_shape = tuple(stimulus_windows.shape[1:])
     if len(window_shape) != 3:
         raise ShapeError(f"stimulus_windows must be (n, history, y, x), got {stimulus_windows.shape}")
-    _check_window_shape(model, window_shape, "stimulus_windows")
+    check_window_shape(model, window_shape, "stimulus_windows")
     types, truth = _truth_stack(truth_maps, len(stimulus_windows), window_shape[0], window_shape[1:])
     from tqdm.auto import tqdm
 
-    with _evaluating(model, device) as dev, tqdm(total=-(-len(stimulus_windows) // batch_size),
+    with evaluating(model, device) as dev, tqdm(total=-(-len(stimulus_windows) // batch_size),
                                                  disable=not progress, desc="label units") as bar:
-        geometry = _geometry(model, layers, stimulus_windows[0], dev)
+        geometry = layer_geometry(model, layers, stimulus_windows[0], dev)
         per_layer = _pixelwise_correlation(model, stimulus_windows, truth, geometry, batch_size,
                                            dev, bar)
     corr = np.concatenate([per_layer[name] for name in geometry.names])

@@ -18,6 +18,9 @@ missing ``sigma`` (GaussianNoise) and ``num_batches_tracked`` keys filled with
 the model's values; state-dict keys renamed pairwise in order when names differ
 but shapes agree (the published loader's fallback); GrabUnits ``coords`` stored
 in the state dict override the ones rebuilt from the centres.
+
+The checks of a checkpoint's contents live in :mod:`retcodec.io.model_checks`;
+``check_weights`` and ``normalize_norm_stats`` are re-exported here.
 """
 from __future__ import annotations
 
@@ -34,10 +37,13 @@ from torch import nn
 from retcodec._version import __version__
 from retcodec.devices import resolve_device
 from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN, build_model,
-                                       centers_to_coords, check_centers, map_sizes)
+                                       centers_to_coords, check_centers)
 from retcodec.io.checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
 from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError, InvalidModelError,
                              NonFiniteError, ShapeError)
+from retcodec.io.model_checks import (cells_list, centers_array, check_blank_response, check_weights,
+                                     checked_state_dict, describe_source, image_shape,
+                                     n_units_from_state, normalize_norm_stats, take_grab_coords)
 from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
@@ -56,8 +62,6 @@ _ARCHITECTURE_KEYS = ("dataset", "cells", "stim_type", "img_shape", "n_units", "
                       "noise", "bn_moment", "softplus", "stack_ksizes", "stack_chans")
 #: state-dict entries a checkpoint may lack: the model's own values are kept
 _OPTIONAL_SUFFIXES = (".sigma", ".num_batches_tracked")
-#: state-dict entries that hold integers (counters, read-out coordinates), not weights
-_INTEGER_SUFFIXES = (".num_batches_tracked", ".coords")
 #: a model's hyps may describe at most this many times the parameters its state dict holds
 _PARAMETER_SLACK = 2
 
@@ -128,12 +132,12 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.dev
     """
     device = resolve_device(device)
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"checkpoint {_describe(source)} is a {type(checkpoint).__name__}, not "
+        raise CheckpointError(f"checkpoint {describe_source(source)} is a {type(checkpoint).__name__}, not "
                               f"the dict torch.save wrote")
     if "model_state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {_describe(source)} has no 'model_state_dict' "
+        raise CheckpointError(f"checkpoint {describe_source(source)} has no 'model_state_dict' "
                               f"(keys: {sorted(map(str, checkpoint))})")
-    state = _state_dict(checkpoint["model_state_dict"], source)
+    state = checked_state_dict(checkpoint["model_state_dict"], source)
     model_type = str(checkpoint.get("model_type", "VaryModel"))
     hyps = _complete_hyps(_read_hyps(checkpoint, source), state, source)
     model = _build_checked(model_type, hyps, state, source)
@@ -142,17 +146,13 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], device: str | torch.dev
     try:
         model.apply_zero_dict(checkpoint.get("zero_dict"))
     except ConfigurationError as err:
-        raise InvalidModelError(f"'zero_dict' of {_describe(source)} cannot be applied: {err}") from err
+        raise InvalidModelError(f"'zero_dict' of {describe_source(source)} cannot be applied: {err}") from err
     model.meta = _meta(model, model_type, checkpoint, source)
-    _check_blank_response(model, source)
+    check_blank_response(model, source)
     if renamed:
         model.meta["provenance"]["renamed_state_keys"] = True
     model.eval().requires_grad_(False)
     return model.to(device)
-
-
-def _describe(source: str | Path | None) -> str:
-    return repr(str(source)) if source is not None else "(in memory)"
 
 
 def _build_checked(model_type: str, hyps: dict[str, Any], state: Mapping[str, torch.Tensor],
@@ -165,79 +165,17 @@ def _build_checked(model_type: str, hyps: dict[str, Any], state: Mapping[str, to
         stored = sum(t.numel() for t in state.values())
         if described > _PARAMETER_SLACK * stored + 1024:
             raise CheckpointError(
-                f"the hyps of {_describe(source)} describe a {model_type} with {described} weights but "
+                f"the hyps of {describe_source(source)} describe a {model_type} with {described} weights but "
                 f"its state dict holds {stored}; check n_units, chans, ksizes and img_shape in the hyps")
         return build_model(model_type, hyps)
     except CheckpointError:
         raise
     except ConfigurationError as err:
-        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)}: {err}") from err
+        raise CheckpointError(f"cannot rebuild the {model_type} of {describe_source(source)}: {err}") from err
     except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as err:
-        raise CheckpointError(f"cannot rebuild the {model_type} of {_describe(source)} from its hyps "
+        raise CheckpointError(f"cannot rebuild the {model_type} of {describe_source(source)} from its hyps "
                               f"({type(err).__name__}: {err}); check model_type, chans, ksizes, "
                               f"img_shape and n_units in the checkpoint") from err
-
-
-def check_weights(model: nn.Module, source: str | Path | None = None) -> None:
-    """Refuse weights no trained model has: NaN/Inf anywhere, a negative batch-norm variance.
-
-    Raises :class:`~retcodec.errors.InvalidModelError` naming the entries.
-    """
-    state = model.state_dict()
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if nonfinite:
-        raise InvalidModelError(
-            f"the weights of {_describe(source)} hold NaN or Inf in {_listing(nonfinite)}: the "
-            f"checkpoint is damaged or training diverged; use another epoch's checkpoint or a clean copy")
-    negative = [k for k, v in state.items() if k.endswith("running_var") and (v < 0).any()]
-    if negative:
-        raise InvalidModelError(
-            f"batch-norm running variances of {_describe(source)} are negative in {_listing(negative)}; "
-            f"a variance cannot be negative, so the checkpoint is damaged or was edited. Use a clean copy")
-
-
-def _check_blank_response(model: RetinaCNN, source: str | Path | None,
-                          max_elements: int = 10_000_000) -> None:
-    """One forward pass on a blank (all-zero, i.e. mean-grey) window must give finite rates."""
-    if int(np.prod(model.img_shape)) > max_elements:
-        return
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(1, *model.img_shape))
-    finally:
-        model.train(was_training)
-    if not torch.isfinite(out).all():
-        raise InvalidModelError(
-            f"the model of {_describe(source)} returns NaN or Inf for a blank (mean-grey) stimulus: its "
-            f"weights overflow float32 although each is finite. The checkpoint is damaged or was "
-            f"edited; use a clean copy or another epoch")
-
-
-def _listing(items: list[str], limit: int = 6) -> str:
-    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
-def _state_dict(state: Any, source: str | Path | None) -> "OrderedDict[str, torch.Tensor]":
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"'model_state_dict' of {_describe(source)} is not a mapping of "
-                              f"names to tensors")
-    for key, value in state.items():
-        if value.layout != torch.strided or value.is_quantized or value.device.type != "cpu":
-            raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} is a "
-                                    f"{value.layout} / quantized / {value.device} tensor; a model's "
-                                    f"weights are dense CPU tensors. Re-save them with .cpu() and "
-                                    f".to_dense()")
-        integer = str(key).endswith(_INTEGER_SUFFIXES)
-        if (not integer and not value.is_floating_point()) or (integer and value.is_complex()):
-            raise InvalidModelError(f"'model_state_dict' entry {key!r} of {_describe(source)} has dtype "
-                                    f"{value.dtype}; weights must be real floating point (float32). "
-                                    f"The checkpoint is damaged or was edited")
-    out = OrderedDict((str(k), v) for k, v in state.items())
-    if out and all(k.startswith("module.") for k in out):      # saved from DataParallel
-        out = OrderedDict((k[len("module."):], v) for k, v in out.items())
-    return out
 
 
 def _read_hyps(checkpoint: Mapping[str, Any], source: str | Path | None) -> dict[str, Any]:
@@ -270,76 +208,30 @@ def _complete_hyps(hyps: dict[str, Any], state: Mapping[str, torch.Tensor],
                    source: str | Path | None = None) -> dict[str, Any]:
     """Fill ``n_units`` and ``centers`` where the file lacks them; check and normalise ``centers``."""
     if "n_units" not in hyps:
-        hyps["n_units"] = _n_units_from_state(state)
+        hyps["n_units"] = n_units_from_state(state)
     for key in ("dataset", "stim_type"):
         value = hyps.get(key)
         if value is not None and not isinstance(value, str):
-            raise CheckpointError(f"hyps[{key!r}] of {_describe(source)} must be a string such as "
+            raise CheckpointError(f"hyps[{key!r}] of {describe_source(source)} must be a string such as "
                                   f"'15-10-07' / 'naturalscene', got {type(value).__name__} {value!r:.60}")
     dataset = hyps.get("dataset")
     if hyps.get("centers") is None:
-        centers = published_centers(dataset, _cells_list(hyps.get("cells", "all")) or "all")
+        centers = published_centers(dataset, cells_list(hyps.get("cells", "all")) or "all")
         if centers is not None and len(centers) == int(hyps["n_units"]):
             hyps["centers"] = centers
     if hyps.get("centers") is not None:
         try:
-            hyps["centers"] = check_centers(hyps["centers"], _image_shape(hyps))
+            hyps["centers"] = check_centers(hyps["centers"], image_shape(hyps))
         except ConfigurationError as err:
-            raise InvalidModelError(f"checkpoint {_describe(source)}: {err}") from None
+            raise InvalidModelError(f"checkpoint {describe_source(source)}: {err}") from None
     return hyps
-
-
-def _image_shape(hyps: Mapping[str, Any]) -> tuple[int, int]:
-    """``(H, W)`` of the model input from ``img_shape`` (default 50 x 50)."""
-    try:
-        shape = [int(v) for v in hyps.get("img_shape", (40, 50, 50))]
-        return shape[-2], shape[-1]
-    except (TypeError, ValueError, IndexError):
-        raise CheckpointError(f"hyps['img_shape'] must be (history, height, width) integers, got "
-                              f"{hyps.get('img_shape')!r:.80}") from None
-
-
-def _n_units_from_state(state: Mapping[str, torch.Tensor]) -> int:
-    stats = [k for k in state if k.endswith("running_mean")]
-    if not stats:
-        raise CheckpointError("hyps lack 'n_units' and the state dict has no batch-norm to count "
-                              "the cells from; add n_units to the checkpoint's hyps")
-    return int(state[stats[-1]].numel())
-
-
-def _centers_array(centers: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers)
-        arr = arr.astype(np.int64).reshape(-1, 2)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"'centers' must be (n_cells, 2) integer pixel coordinates: {err}") from err
-    return arr
-
-
-def _cells_list(cells: Any) -> list[int] | None:
-    """Cells as a list of ints; None for ``"all"`` / None."""
-    if cells is None or isinstance(cells, str):
-        if cells not in (None, "all"):
-            raise CheckpointError(f"'cells' must be 'all' or a list of cell indices, got {cells!r}")
-        return None
-    try:
-        values = np.asarray(cells.cpu() if isinstance(cells, torch.Tensor) else cells).ravel()
-        listed = [int(c) for c in values]
-    except (TypeError, ValueError, OverflowError) as err:
-        raise CheckpointError(f"'cells' must be 'all' or a list of cell indices: {err}") from err
-    if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.array_equal(values, listed)):
-        raise CheckpointError(f"'cells' must be 'all' or a list of whole cell indices, got {cells!r:.80}")
-    if any(c < 0 for c in listed) or len(set(listed)) != len(listed):
-        raise CheckpointError(f"'cells' must list distinct non-negative cell indices (cell numbers in "
-                              f"the recording file), got {listed[:20]}")
-    return listed
 
 
 # --------------------------------------------------------------------------- state dict
 def _load_state(model: nn.Module, state: "OrderedDict[str, torch.Tensor]",
                 source: str | Path | None) -> bool:
     """Load ``state`` strictly, with the published tolerances; True when keys were renamed."""
-    state = _take_grab_coords(model, OrderedDict(state))
+    state = take_grab_coords(model, OrderedDict(state))
     expected = model.state_dict()
     filled = OrderedDict(state)
     for key in expected:
@@ -353,29 +245,6 @@ def _load_state(model: nn.Module, state: "OrderedDict[str, torch.Tensor]",
         model.load_state_dict(renamed, strict=True)
         return True
     raise CheckpointError(_mismatch_message(model, filled, expected, source))
-
-
-def _take_grab_coords(model: nn.Module,
-                      state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
-    """Stored GrabUnits ``coords`` (some code versions kept them) replace the rebuilt ones."""
-    for name, module in model.named_modules():
-        key = f"{name}.coords"
-        if isinstance(module, GrabUnits) and key in state:
-            stored = state.pop(key)
-            if stored.is_floating_point() and not torch.isfinite(stored).all():
-                raise InvalidModelError(f"{key} (GrabUnits read-out coordinates) holds NaN or Inf")
-            coords = stored.to(torch.long).reshape(-1, 2)
-            if coords.shape != module.coords.shape:
-                raise CheckpointError(f"{key} has shape {tuple(coords.shape)} but the model reads "
-                                      f"{tuple(module.coords.shape)} units")
-            size = map_sizes(model.img_shape, model.ksizes)[-1]
-            if coords.numel() and (coords.min() < 0 or coords.max() >= size):
-                raise InvalidModelError(f"{key} (GrabUnits read-out coordinates) must lie in 0..{size - 1} "
-                                        f"on the {size}x{size} ganglion map, got "
-                                        f"{coords.min().item()}..{coords.max().item()}; the checkpoint "
-                                        f"is damaged or was edited")
-            module.coords = coords.to(module.coords.device)
-    return state
 
 
 def _fits(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:
@@ -418,7 +287,7 @@ def _mismatch_message(model: nn.Module, state: Mapping[str, torch.Tensor],
              f"unexpected keys: {listing(unexpected)}" if unexpected else "",
              f"shape mismatches: {listing(shapes)}" if shapes else ""]
     hyps = getattr(model, "hyps", {})
-    return (f"the weights of checkpoint {_describe(source)} do not fit the {type(model).__name__} "
+    return (f"the weights of checkpoint {describe_source(source)} do not fit the {type(model).__name__} "
             f"its hyps describe (chans={hyps.get('chans')}, ksizes={hyps.get('ksizes')}, "
             f"n_units={hyps.get('n_units')}, stackconvs={hyps.get('stackconvs')}); "
             + "; ".join(p for p in parts if p)
@@ -437,7 +306,7 @@ def _meta(model: RetinaCNN, model_type: str, checkpoint: Mapping[str, Any],
         "stim_type": None if hyps.get("stim_type") is None else str(hyps["stim_type"]),
         "img_shape": model.img_shape,
         "norm_stats": normalize_norm_stats(checkpoint.get("norm_stats")),
-        "centers": None if centers is None else _centers_array(centers),
+        "centers": None if centers is None else centers_array(centers),
         "model_type": model_type,
         "hyps": dict(hyps),
         "provenance": _provenance(checkpoint, source),
@@ -446,7 +315,7 @@ def _meta(model: RetinaCNN, model_type: str, checkpoint: Mapping[str, Any],
 
 def _resolve_cells(cells: Any, dataset: Any, n_cells: int) -> list[int] | str:
     """List of original cell ids; ``"all"`` resolved by the published table, else kept."""
-    listed = _cells_list(cells)
+    listed = cells_list(cells)
     if listed is not None:
         if len(listed) != n_cells:
             raise CheckpointError(f"'cells' lists {len(listed)} cells but the model has {n_cells} outputs")
@@ -457,34 +326,6 @@ def _resolve_cells(cells: Any, dataset: Any, n_cells: int) -> list[int] | str:
                       f"cells but the model has {n_cells} outputs; keeping cells='all'",
                       RuntimeWarning, stacklevel=4)
     return resolved if resolved is not None else "all"
-
-
-def normalize_norm_stats(norm_stats: Any) -> dict[str, float] | None:
-    """``{'mean', 'std'}`` dict, ``[mean, std]`` or None -> ``{'mean': float, 'std': float}`` or None."""
-    if norm_stats is None:
-        return None
-    if np.ndim(norm_stats) > 0 and np.size(norm_stats) != 2 and not isinstance(norm_stats, Mapping):
-        raise InvalidModelError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, got "
-                                f"{type(norm_stats).__name__} of {np.size(norm_stats)} values")
-    try:
-        if isinstance(norm_stats, Mapping):
-            mean, std = norm_stats["mean"], norm_stats["std"]
-        else:
-            mean, std = list(norm_stats)
-        mean, std = float(mean), float(std)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"norm_stats must be {{'mean': m, 'std': s}} or [m, s] scalars, "
-                              f"got {norm_stats!r}") from err
-    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise InvalidModelError(f"norm_stats need a finite mean and a positive std, got mean={mean}, "
-                                f"std={std}; set them to the training stimulus's global mean and std")
-    from retcodec.io.recordings import MIN_STIMULUS_STD   # recordings pulls in h5py/xarray
-
-    if std <= MIN_STIMULUS_STD * max(1.0, abs(mean)):
-        raise InvalidModelError(f"norm_stats std={std:.3g} (mean={mean:.6g}) is the std of a constant "
-                                f"stimulus: z-scoring with it would blow inputs up by 1/std. Set them to "
-                                f"the training stimulus's global mean and std")
-    return {"mean": mean, "std": std}
 
 
 def _provenance(checkpoint: Mapping[str, Any], source: str | Path | None) -> dict[str, Any]:
@@ -565,9 +406,9 @@ def _hyps_for_saving(model: RetinaCNN) -> dict[str, Any]:
     if meta.get("img_shape") is not None and tuple(meta["img_shape"]) != model.img_shape:
         hyps["img_shape"] = list(meta["img_shape"])
     if hyps.get("centers") is not None:         # the architecture's centres win over meta
-        hyps["centers"] = _centers_array(hyps["centers"])
+        hyps["centers"] = centers_array(hyps["centers"])
     elif meta.get("centers") is not None:
-        hyps["centers"] = _centers_array(meta["centers"])
+        hyps["centers"] = centers_array(meta["centers"])
     cells = meta.get("cells")
     stored = _resolve_cells(hyps.get("cells", "all"), hyps.get("dataset"), model.n_cells)
     if cells is not None and cells != stored:

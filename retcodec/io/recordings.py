@@ -22,6 +22,9 @@ writes the layout atomically.
 Alignment (``docs/formats.md``): window ``k`` holds frames ``k … k+h-1`` and
 predicts the rate of bin ``k+h``, so ``Windows.time[k]`` is the time of bin
 ``k+h`` and ``rate.sel(time=w.time)`` lines up with the windows.
+
+Value and dtype checks live in :mod:`retcodec.io.validation`, HDF5 access in
+:mod:`retcodec.io.h5access`; the names this module used to define are re-exported.
 """
 from __future__ import annotations
 
@@ -33,21 +36,25 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray, CachingFileManager
+from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
-from retcodec.errors import (CellMismatchError, ConfigurationError, FileInUseError, MissingDataError,
-                             NonFiniteError, RecordingError, RecordingValueError, ShapeError,
-                             UnreadableFileError)
+from retcodec.errors import (CellMismatchError, ConfigurationError, MissingDataError, NonFiniteError,
+                             RecordingError, RecordingValueError, ShapeError, UnreadableFileError)
+from retcodec.io.h5access import (LAYOUT, H5LazyArray, h5_open_error, open_h5, read_rows, read_values,
+                                  require_dataset)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.storage import atomic_path
 from retcodec.io.truth import truth_coordinates, write_truth
+from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
+                                    check_history, check_numeric_dtype, check_rates, check_written,
+                                    parse_norm_stats)
 
 __all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
-           "h5_open_error", "check_numeric_dtype", "check_rates", "check_history"]
+           "h5_open_error", "check_numeric_dtype", "check_rates", "check_history", "MAX_STORAGE_RATIO"]
 
 #: sampling rate of frames and response bins (Hz) and bin width (s)
 FRAME_RATE = 100.0
@@ -56,19 +63,8 @@ DT = 0.01
 NORM_EPS = 1e-7
 #: frames per model input window (400 ms)
 DEFAULT_HISTORY = 40
-#: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
-#: refractory period sets; larger values mean the file holds something other than rates in Hz
-MAX_RATE_HZ = 10_000.0
-#: a train stimulus whose population std is below ``MIN_STIMULUS_STD * max(1, |mean|)`` is
-#: constant: z-scoring it would blow the windows up to ~1e9
-MIN_STIMULUS_STD = 1e-6
 SPLITS = ("train", "test")
 
-
-LAYOUT = ("expected layout: <split>/stimulus (T, 50, 50), <split>/time (T,), "
-          "<split>/response/firing_rate_10ms (n_cells, T), "
-          "<split>/response/binned (n_cells, T), optional test/repeats/cellNN "
-          "(n_repeats, T) for split in train, test (docs/formats.md)")
 
 _STIM_BLOCK_PIXELS = 4_000_000   # pixels per block when scanning a stimulus
 _STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 50x50 uint8)
@@ -76,31 +72,6 @@ _STIM_CHUNK_FRAMES = 128         # time chunk of a written stimulus (320 kB at 5
 
 class RecordingShapeError(RecordingError, ShapeError):
     """A dataset inside a recording file has the wrong number of dimensions or length."""
-
-
-# --------------------------------------------------------------------------- lazy h5 array
-class _H5LazyArray(BackendArray):
-    """One HDF5 dataset, read on indexing through an xarray file manager.
-
-    Reads go through ``CachingFileManager`` (read-only h5py file), so the array
-    pickles and a closed file is reopened on the next read.
-    """
-
-    def __init__(self, manager: CachingFileManager, name: str,
-                 shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.manager, self.name = manager, name
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self.read_values)
-
-    def read_values(self, key: tuple) -> np.ndarray:
-        try:
-            with self.manager.acquire_context() as h5:
-                return np.asarray(h5[self.name][key])
-        except OSError as exc:
-            raise h5_open_error(f"'{self.name}' of the recording file", exc) from exc
 
 
 # --------------------------------------------------------------------------- paths and files
@@ -133,127 +104,11 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
     return path.resolve(), experiment or path.parent.name, stim_type or path.stem
 
 
-def open_h5(path: Path) -> h5py.File:
-    """Open an HDF5 file read-only; a non-HDF5 or truncated file is a RecordingError."""
-    if not path.is_file():
-        raise UnreadableFileError(f"{path} is not a regular file (a FIFO, device or socket); "
-                                  f"pass the .h5 file itself")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise h5_open_error(str(path), exc) from exc
-
-
-def h5_open_error(what: str, exc: OSError) -> Exception:
-    """The retcodec error for an ``OSError`` of h5py opening or reading ``what``.
-
-    A file locked by another process (HDF5 file locking, errno 11) is a
-    :class:`FileInUseError`; missing read permission an :class:`UnreadableFileError`;
-    anything else a :class:`RecordingError` for a truncated or corrupt file.
-    """
-    text = str(exc)
-    if "filter" in text.lower() and ("not registered" in text.lower() or "can't open" in text.lower()
-                                     or "not available" in text.lower()):
-        return RecordingError(
-            f"{what} is compressed with an HDF5 filter this installation lacks ({text}); install the "
-            f"filter plugins (pip install hdf5plugin, then import hdf5plugin) or re-export the file "
-            f"with gzip compression")
-    if "unable to lock" in text.lower() or "already open" in text.lower():
-        return FileInUseError(
-            f"{what} is in use by another process (the HDF5 file is locked: {text}); wait until "
-            f"that process (a run still writing it, an open notebook) has closed the file, then "
-            f"retry. Only if the file system cannot lock at all, set HDF5_USE_FILE_LOCKING=FALSE")
-    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == 13 \
-            or "permission denied" in text.lower():
-        return UnreadableFileError(f"{what} cannot be read: permission denied ({text}); fix its "
-                                   f"permissions (e.g. chmod u+r) or copy it somewhere readable")
-    return RecordingError(
-        f"{what} cannot be opened as HDF5 ({text}); the file is truncated, corrupt "
-        f"or not a recording. Copy it again.")
-
-
-def check_numeric_dtype(dset: h5py.Dataset | np.ndarray, what: str, kinds: str = "biuf") -> None:
-    """Refuse a dataset or array whose dtype is not real numbers (bytes, strings, complex, compound)."""
-    dtype = dset.dtype
-    if dtype.kind not in kinds:
-        name = {"S": "bytes", "U": "text", "O": "Python objects / variable-length strings",
-                "c": "complex numbers", "V": "compound records", "M": "dates", "m": "time spans"}
-        raise RecordingValueError(
-            f"{what} has dtype {dtype} ({name.get(dtype.kind, dtype.kind)}); it must hold real "
-            f"numbers (uint8 or float frames, float rates). Re-export it as numbers")
-
-
-def check_rates(values: np.ndarray, rows: np.ndarray, what: str, limit: float = MAX_RATE_HZ) -> None:
-    """Refuse negative rates and rates above ``limit`` Hz (:data:`MAX_RATE_HZ`), naming the cells."""
-    if not values.size:
-        return
-    filled = np.nan_to_num(values, nan=0.0)          # NaN pads missing repeats
-    negative = filled.min(axis=-1) < 0
-    huge = filled.max(axis=-1) > limit
-    while negative.ndim > 1:                      # repeats: (repeat, cell, time) -> per cell
-        negative, huge = negative.any(axis=0), huge.any(axis=0)
-    if negative.any():
-        raise RecordingValueError(
-            f"{what} holds negative values (min {filled.min():.4g}) for cells "
-            f"{rows[negative].tolist()}; firing rates are >= 0 Hz. Fix the file or drop those cells")
-    if huge.any():
-        raise RecordingValueError(
-            f"{what} holds values up to {filled.max():.4g} for cells {rows[huge].tolist()}, above "
-            f"the plausible limit of {limit:g} Hz (retcodec.io.recordings.MAX_RATE_HZ); rates must be "
-            f"spikes/s in 10 ms bins. Check the file's units or drop those cells")
-
-
-def require_dataset(h5: h5py.File, name: str, source: Path, layout: str = LAYOUT) -> h5py.Dataset:
-    """The dataset ``name`` of ``h5``; a RecordingError naming it if missing.
-
-    Links to other files, and datasets whose bytes live outside the file
-    (external storage, virtual datasets), are refused: a recording is read
-    from its own file only.
-    """
-    _check_internal_links(h5, name, source)
-    obj = h5.get(name)
-    if not isinstance(obj, h5py.Dataset):
-        what = "is a group, not a dataset" if obj is not None else "is missing"
-        raise RecordingError(f"{source}: '{name}' {what}; {layout}")
-    if obj.external or obj.is_virtual:
-        kind = (f"external storage in {obj.external[0][0]!s:.80}" if obj.external
-                else "a virtual dataset over other files")
-        raise RecordingValueError(
-            f"{source}: '{name}' keeps its data outside the file ({kind}); retcodec reads a "
-            f"recording from its own file only. Re-export it with the data inside the file "
-            f"(e.g. h5repack)")
-    return obj
-
-
-def _check_internal_links(h5: h5py.File, name: str, source: Path) -> None:
-    """Refuse external links on the way to ``name`` (they would open other files)."""
-    group: Any = h5
-    parts = [p for p in name.split("/") if p]
-    for i, part in enumerate(parts):
-        if not isinstance(group, h5py.Group) or part not in group:
-            return
-        link = group.get(part, getlink=True)
-        if isinstance(link, h5py.ExternalLink):
-            raise RecordingValueError(
-                f"{source}: '{'/'.join(parts[:i + 1])}' is a link to another file "
-                f"({link.filename}:{link.path}); retcodec reads a recording from its own file only. "
-                f"Copy the data into the file (e.g. h5repack) instead of linking it")
-        group = group.get(part)
-
-
 def _check_ndim(dset: h5py.Dataset, ndim: int, meaning: str, source: Path) -> None:
     if dset.ndim != ndim:
         raise RecordingShapeError(
             f"{source}: '{dset.name.lstrip('/')}' has shape {dset.shape}, expected {ndim}-D "
             f"{meaning}; {LAYOUT}")
-
-
-def read_values(dset: h5py.Dataset, key: Any = ()) -> np.ndarray:
-    """``dset[key]`` with HDF5 read failures turned into RecordingError."""
-    try:
-        return np.asarray(dset[key])
-    except OSError as exc:
-        raise h5_open_error(f"'{dset.name}' of {dset.file.filename}", exc) from exc
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -289,15 +144,6 @@ def _select_cells(cells: Any, n_in_file: int, experiment: str) -> tuple[np.ndarr
     if np.unique(idx).size != idx.size:
         raise CellMismatchError(f"cells {idx.tolist()} repeat an index; list each cell once")
     return idx, how
-
-
-def _read_rows(dset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (any order) of a 2-D dataset, reading only those rows."""
-    if rows.size == dset.shape[0] and np.array_equal(rows, np.arange(dset.shape[0])):
-        return read_values(dset)
-    order = np.argsort(rows)
-    out = read_values(dset, (rows[order].tolist(), slice(None)))
-    return out[np.argsort(order)]
 
 
 # --------------------------------------------------------------------------- norm stats
@@ -337,7 +183,7 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
         dset = require_dataset(h5, f"{split}/stimulus", Path(path))
         _check_ndim(dset, 3, "(time, y, x) frames", Path(path))
         check_numeric_dtype(dset, f"{path}: '{split}/stimulus'")
-        _check_written(dset, f"{path}: '{split}/stimulus'")
+        check_written(dset, f"{path}: '{split}/stimulus'")
         mean, std = _chunked_mean_std(dset, f"{path}: '{split}/stimulus'")
     if std <= MIN_STIMULUS_STD * max(1.0, abs(mean)):
         raise RecordingValueError(
@@ -345,21 +191,6 @@ def _norm_stats_cached(path: str, mtime_ns: int, size: int, split: str) -> tuple
             f"its std would blow the model input up to ~1e9. The train stimulus must vary: check "
             f"that the right file was exported, or pass the model's norm_stats explicitly")
     return mean, std + NORM_EPS
-
-
-#: declared bytes per stored byte above which a stimulus to scan is taken as mostly unwritten
-#: (gzip/deflate cannot compress beyond about 1000:1; unwritten HDF5 chunks take no space)
-MAX_STORAGE_RATIO = 10_000.0
-
-
-def _check_written(dset: h5py.Dataset, what: str) -> None:
-    """A stimulus to scan in full must hold its frames: refuse declared-but-unwritten data."""
-    stored = dset.id.get_storage_size()
-    if dset.nbytes and (stored == 0 or dset.nbytes / stored > MAX_STORAGE_RATIO):
-        raise RecordingValueError(
-            f"{what} declares {dset.shape[0]} frames ({dset.nbytes / 2**30:.3g} GiB) but the file "
-            f"stores only {stored} bytes of them: the frames were never written (an interrupted "
-            f"export?). Export the recording again")
 
 
 def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[str, float]:
@@ -422,16 +253,6 @@ def _read_repeats(h5: h5py.File, split: str, rows: np.ndarray, n_time: int,
     if len({t.shape[0] for t in trials.values()}) > 1:
         notes.append("cells have different numbers of repeats: padded with NaN")
     return out, notes
-
-
-def _check_counts(counts: np.ndarray, rows: np.ndarray, what: str) -> None:
-    """Spike counts: finite and >= 0."""
-    if counts.dtype.kind == "f" and not np.isfinite(counts).all():
-        bad = rows[~np.isfinite(counts).all(axis=1)].tolist()
-        raise NonFiniteError(f"{what} holds NaN or Inf for cells {bad}; spike counts must be finite")
-    if counts.size and counts.dtype.kind in "if" and counts.min() < 0:
-        bad = rows[(counts < 0).any(axis=1)].tolist()
-        raise RecordingValueError(f"{what} holds negative spike counts for cells {bad}; counts are >= 0")
 
 
 def _response_length(n_resp: int, n_time: int, name: str, source: Path) -> int:
@@ -518,13 +339,13 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
         raise RecordingShapeError(f"{file}: '{split}/time' has shape {time_dset.shape}, the "
                                   f"stimulus {n_time} frames")
     rows, how = _select_cells(cells, rate_dset.shape[0], experiment)
-    rate = _read_rows(rate_dset, rows)[:, :n_time].astype(float, copy=False)
+    rate = read_rows(rate_dset, rows)[:, :n_time].astype(float, copy=False)
     if not np.isfinite(rate).all():
         bad = rows[~np.isfinite(rate).all(axis=1)].tolist()
         raise NonFiniteError(f"{file}: '{rate_dset.name}' holds NaN or Inf for cells {bad}")
     check_rates(rate, rows, f"{file}: '{rate_dset.name}'")
-    spikes = _read_rows(binned, rows)[:, :n_time]
-    _check_counts(spikes, rows, f"{file}: '{binned.name}'")
+    spikes = read_rows(binned, rows)[:, :n_time]
+    check_counts(spikes, rows, f"{file}: '{binned.name}'")
     repeats, notes = _read_repeats(h5, split, rows, n_time, file)
     if repeats is not None:
         check_rates(repeats, rows, f"{file}: '{split}/repeats'")
@@ -536,7 +357,7 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
     norm = stimulus_norm_stats(file, "train")
 
     stimulus = xr.Variable(("time", "y", "x"), indexing.LazilyIndexedArray(
-        _H5LazyArray(manager, stim.name, stim.shape, stim.dtype)),
+        H5LazyArray(manager, stim.name, stim.shape, stim.dtype)),
         attrs={"long_name": "stimulus frames as stored (z-score with retcodec.windows)"})
     data = {
         "stimulus": stimulus,
@@ -565,38 +386,6 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
 
 
 # --------------------------------------------------------------------------- windows
-def check_history(history: Any) -> int:
-    """``history`` (frames per window) as a positive int; ConfigurationError otherwise."""
-    if isinstance(history, (bool, np.bool_)) or not isinstance(history, (int, np.integer)) or history < 1:
-        raise ConfigurationError(f"history must be a whole number of frames >= 1 (the model's "
-                                 f"img_shape[0], 40 for the published models), got {history!r:.40}")
-    return int(history)
-
-
-def _parse_norm_stats(norm_stats: Any) -> dict[str, float]:
-    """``{'mean', 'std'}`` floats from a dict or a ``[mean, std]`` pair."""
-    if isinstance(norm_stats, Mapping):
-        if not {"mean", "std"} <= set(norm_stats):
-            raise ConfigurationError(f"norm_stats needs keys 'mean' and 'std', got {sorted(norm_stats)}")
-        mean, std = norm_stats["mean"], norm_stats["std"]
-    else:
-        try:
-            mean, std = norm_stats
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"norm_stats must be a dict {{'mean', 'std'}} or [mean, std], got {norm_stats!r}") from None
-    try:
-        mean, std = float(np.asarray(mean)), float(np.asarray(std))
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"norm_stats mean and std must be numbers, got mean={mean!r:.40}, "
-                                 f"std={std!r:.40}") from None
-    if not (np.isfinite(mean) and np.isfinite(std)):
-        raise NonFiniteError(f"norm_stats must be finite, got mean={mean}, std={std}")
-    if std <= 0:
-        raise ConfigurationError(f"norm_stats std must be > 0, got {std}")
-    return {"mean": mean, "std": std}
-
-
 class Windows:
     """The model input as a lazy sequence of z-scored stimulus windows.
 
@@ -764,7 +553,7 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     if stimulus.shape[0] <= history:
         raise ShapeError(f"the stimulus has {stimulus.shape[0]} frames; windows of "
                          f"{history} frames need at least {history + 1}")
-    return Windows(stimulus, time, _parse_norm_stats(norm_stats), history, source)
+    return Windows(stimulus, time, parse_norm_stats(norm_stats), history, source)
 
 
 # --------------------------------------------------------------------------- writing
@@ -810,7 +599,7 @@ def _checked_split(name: str, split: Mapping[str, Any]) -> dict[str, Any]:
     if not np.isfinite(rate).all():
         raise NonFiniteError(f"{name} firing_rate_10ms holds NaN or Inf")
     check_rates(rate, np.arange(rate.shape[0]), f"{name} firing_rate_10ms")
-    _check_counts(binned, np.arange(binned.shape[0]), f"{name} binned")
+    check_counts(binned, np.arange(binned.shape[0]), f"{name} binned")
     out["firing_rate_10ms"], out["binned"] = rate, binned
     if split.get("repeats") is not None:
         rep = np.asarray(split["repeats"], dtype=np.float32)
