@@ -16,7 +16,7 @@ import numpy as np
 import retcodec.report.figures as fg
 from _common import ensure_results, open_tree, parser, save
 from retcodec.modes import load_modes
-from retcodec.report.hypotheses import mode_channels
+from retcodec.report.descriptions import mode_channels
 
 p = parser("contribution_heatmap", __doc__)
 p.add_argument("--layer", default="conv0", help="layer to show (default conv0)")

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 import retcodec.report.figures as fg
 from _common import ensure_results, open_dataset, open_tree, parser, save, true_types
 from retcodec.modes import load_modes
-from retcodec.report.hypotheses import describe_filter, mode_channels
+from retcodec.report.descriptions import describe_filter, mode_channels
 
 args = parser("ground_truth_recovery", __doc__).parse_args()
 results = ensure_results(args, ["cell_types.nc", "modes.nc", "irfs.nc"])   # interneurons.nc: when recorded

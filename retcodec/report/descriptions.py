@@ -1,4 +1,4 @@
-"""Hypotheses a lab can test, written from the analysis results (modes, cell types, IRFs)."""
+"""Plain-words descriptions of modes and filters (channels of a mode, IRF polarity) for scripts and tables."""
 from __future__ import annotations
 
 from typing import Sequence
