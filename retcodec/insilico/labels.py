@@ -28,7 +28,7 @@ def insilico_unit_types(recording: xr.Dataset, model: Any, layers: Sequence[str]
     if not text:
         return None
     try:
-        circuit = circuit_from_json(str(text), calibrate=True)
+        circuit = circuit_from_json(str(text), calibrate=False)   # the maps need no calibration
     except Exception as err:  # noqa: BLE001 - any foreign layout: report and ignore
         warnings.warn(f"the recording's truth circuit is not one this retcodec can rebuild ({err}); "
                       f"model channels are not labelled by true interneuron type", stacklevel=2)
