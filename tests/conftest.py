@@ -11,6 +11,15 @@ from retcodec.io.architectures import build_model
 from retcodec.io.models import save_model
 
 FAST = ins.CircuitParams(calibration_seconds=10.0)
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small convolutions run fastest (and deterministically) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 #: run options small enough for a test
 QUICK = dict(steps=4, max_windows=40, stability_seeds=(0, 1), irf_sets=2, irf_times_per_set=2,
              mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, progress=False)

@@ -17,13 +17,7 @@ from retcodec.engine.targets import CellRate, SumOfRates, Surprisal
 IMG = (10, 30, 30)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions run fastest (and deterministically) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _calibrate(model: nn.Module, x: np.ndarray, seed: int) -> nn.Module:

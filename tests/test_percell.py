@@ -16,12 +16,7 @@ from retcodec.errors import ConfigurationError, ShapeError
 IMG = (8, 24, 24)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(n_cells: int = 4, seed: int = 0) -> nn.Module:

@@ -17,12 +17,7 @@ from retcodec.io.architectures import AbsBatchNorm, build_model
 IMG = (6, 24, 24)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(model_type: str = "VaryModel", seed: int = 0, **hyps) -> nn.Module:
