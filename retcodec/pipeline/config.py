@@ -67,14 +67,14 @@ class RunConfig:
     interneurons: tuple[str, ...] | None = None     # None: bundled; () : skip
     max_windows: int | None = None
     mode_sign: str = "pos"
-    stability_seeds: tuple[int, ...] = (0, 1, 2)
+    stability_seeds: tuple[int, ...] = (0, 1)
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters
     interneuron_shifts: int = 50
     interneuron_windows: int | None = None               # None: the whole interneuron recordings
     experiment_windows: int = 1000
-    typing_windows: int = 1000
+    typing_windows: int = 400
     quick: bool = False
     force: bool = False
     progress: bool = True
