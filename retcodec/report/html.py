@@ -161,7 +161,7 @@ def _completeness(stats: xr.Dataset, layers: Sequence[str]) -> tuple[str, float]
         if comp is not None and layer in comp["layer"].values:
             for st in comp["statistic"].values:
                 r[f"completeness {st}"] = float(comp.sel(layer=layer, statistic=st))
-            worst = max(worst, float(comp.sel(layer=layer, statistic="max")))
+            worst = max(worst, float(comp.sel(layer=layer, statistic="p95")))
         for var, label in (("contribution_sparsity_mean", "contribution sparsity"),
                            ("activation_sparsity_mean", "activation sparsity"),
                            ("contribution_dimensionality", "contribution dimensionality"),
@@ -340,9 +340,9 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
                      f"{fmt(exp_info['spearman'])} (baseline {fmt(exp_info['baseline_spearman'])}) and "
                      f"{fmt(100 * exp_info['sign_accuracy'], 0)} % correct signs on large effects")
         items.append(text + ".")
-    trust = (f"<b>How far to trust it.</b> Contributions are complete to within "
-             f"{fmt(100 * worst_completeness, 1)} % in the worst window")
-    trust += (" — <span class='warn'>some windows are far from complete; their contributions are "
+    trust = (f"<b>How far to trust it.</b> In 95 % of the windows the contributions add up to the change "
+             f"of the target to within {fmt(100 * worst_completeness, 1)} %")
+    trust += (" — <span class='warn'>the rest, mostly windows where the target barely changes, are "
               "approximate (more steps or steps='auto' fix this)</span>" if worst_completeness > 0.05 else "")
     trust += ("; the data are simulated, so the findings test the method, not a retina" if simulated else "")
     items.append(trust + ".")
@@ -402,8 +402,9 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     s.append(f"<h2>Contributions</h2><p class='note'>{COLUMN_HELP['completeness median / p95 / max']} "
              "Sparsity: Hoyer index across channels. E/I correlation: correlation over time of each "
              "channel's positive and negative parts.</p>" + comp_table
-             + (f"<p class='warn'>The worst window's completeness error is {fmt(100 * worst, 1)} %: "
-                "treat single-window contributions there as approximate.</p>" if worst > 0.05 else "")
+             + (f"<p class='warn'>In 5 % of the windows the completeness error exceeds {fmt(100 * worst, 1)} % "
+                "(relative errors blow up where the target barely changes): treat single-window "
+                "contributions there as approximate, or use steps='auto'.</p>" if worst > 0.05 else "")
              + _figures(figures, "contributions"))
     s.append("<h2>Contribution modes</h2><p class='note'>" + " ".join(
         f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
