@@ -35,8 +35,8 @@ from retcodec.report.descriptions import describe_filter, mode_channels
 args = parser("ground_truth_recovery", __doc__).parse_args()
 results = ensure_results(args, ["cell_types.nc", "modes.nc", "irfs.nc"])   # interneurons.nc: when recorded
 types, irfs, modes = open_tree(results, "cell_types.nc"), open_tree(results, "irfs.nc"), load_modes(results / "modes.nc")
-layers = list(types["contribution_modes"].children)
-truth = true_types(types["contribution_modes"][layers[0]].to_dataset())
+layers = list(types["controls/surprisal_modes"].children)
+truth = true_types(types["controls/surprisal_modes"][layers[0]].to_dataset())
 if truth is None:
     sys.exit("no true cell types in cell_types.nc: this study needs the in-silico retina (the bundled default)")
 
@@ -52,17 +52,20 @@ def expected_polarity(gtype):
 rows = []
 
 # (a) cell types vs truth
-for group in ("contribution_modes", "activation_modes"):
+ari = float(types["ari_truth"])
+rows.append(dict(part="a", layer="-", item="primary (drive profiles)", value=ari, expected="ARI 1",
+                 verdict=grade(ari, 0.9, 0.5)))
+for group in ("surprisal_modes", "activation_modes"):
     for layer in layers:
-        ari = float(types[group][layer]["ari_truth"])
+        ari = float(types[f"controls/{group}"][layer]["ari_truth"])
         rows.append(dict(part="a", layer=layer, item=group.replace("_", " "), value=ari, expected="ARI 1",
                          verdict=grade(ari, 0.9, 0.5)))
-ari = float(types["rates"]["ari_truth"])
+ari = float(types["controls/rates"]["ari_truth"])
 rows.append(dict(part="a", layer="-", item="raw rates", value=ari, expected="ARI 1", verdict=grade(ari, 0.9, 0.5)))
 
 # (b) driving modes and IRF polarity per true type
 for layer in layers:
-    corr = types["contribution_modes"][layer].to_dataset()["correlation"]
+    corr = types["controls/surprisal_modes"][layer].to_dataset()["correlation"]
     node = irfs[layer].to_dataset()
     for gtype in np.unique(truth):
         cells = corr["cell"].values[truth == gtype]
