@@ -1,7 +1,7 @@
 """Defaults shared across retcodec, each declared once (the CLI takes its defaults and choices from here)."""
 from __future__ import annotations
 
-__all__ = ["DT", "HISTORY", "IMAGE_SIZE", "STEPS", "METHODS", "QUADRATURES", "SIGNS", "LAYERS",
+__all__ = ["FORWARD_BATCH", "DT", "HISTORY", "IMAGE_SIZE", "STEPS", "METHODS", "QUADRATURES", "SIGNS", "LAYERS",
            "DEVICE", "RANDOM_STATE"]
 
 #: time bin of the published recordings and models, s (100 Hz)
@@ -24,3 +24,6 @@ LAYERS = ("conv0", "conv1")
 DEVICE = "cpu"
 #: seed used unless one is given
 RANDOM_STATE = 0
+#: windows per plain forward pass (predictions, interneuron matching); one 40x50x50 window
+#: is 400 kB in float32, so a batch holds about 25 MB of input
+FORWARD_BATCH = 64

@@ -27,6 +27,7 @@ from retcodec.defaults import DEVICE, RANDOM_STATE
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, pearson
+from retcodec.analysis.kmeans import kmeans
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
            "clustering_agreement", "canonical_labels", "standardize_columns", "kmeans_labels",
@@ -128,11 +129,8 @@ GAP_VARIANCE = 0.9
 
 
 def kmeans_labels(x: np.ndarray, k: int, random_state: int = 0, n_init: int = 10) -> tuple[np.ndarray, float]:
-    """k-means labels and inertia of the rows of ``x`` (``n_init`` starts)."""
-    from sklearn.cluster import KMeans
-
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(x)
-    return km.labels_, float(km.inertia_)
+    """k-means labels and inertia of the rows of ``x`` (best of ``n_init`` starts; :func:`kmeans`)."""
+    return kmeans(x, k, random_state, n_init)
 
 
 def gap_statistic(x: np.ndarray, ks: Sequence[int], random_state: int = 0, n_init: int = 10,

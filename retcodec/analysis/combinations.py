@@ -19,8 +19,8 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.analysis.irf import (DEFAULT_BATCH_SIZE, IRF_UNITS, rank1_matrices, resolve_stimulus, window_shape,
-                  iter_irf, model_cells)
+from retcodec.analysis.irf import (DEFAULT_PAIRED_BATCH_SIZE, IRF_UNITS, iter_paired_irf, model_cells,
+                                   rank1_matrices, resolve_stimulus, window_shape)
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, match_times
 from retcodec.compat import accept_seed_alias
@@ -223,7 +223,7 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
                      combinations: xr.Dataset | Sequence[str] | None = None,
                      cells: Sequence[int] | None = None, *, rate_threshold: float | None = None,
                      max_times_per_set: int = 20, random_state: int = 0, threshold: float = 0.05,
-                     mean_irf: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
+                     mean_irf: bool = True, batch_size: int = DEFAULT_PAIRED_BATCH_SIZE,
                      device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
     """IRFs at windows where a mode combination is active, per combination and cell.
 
@@ -312,32 +312,30 @@ def _irfs_of_choice(model: nn.Module, source: Any, cell_ids: np.ndarray, chosen:
     """``filters``: ``(set, cell position, row) -> (spatial, temporal, share)``; ``sums``:
     ``(set, cell position) -> sum of the IRFs`` (with ``mean_irf``).
 
-    IRFs are computed once per needed row (for all analysed cells), one batch
-    at a time, and reduced at once: nothing larger than a batch is held.
+    One IRF per needed (row, cell) pair (:func:`~retcodec.analysis.irf.iter_paired_irf`),
+    a batch at a time, reduced at once: nothing larger than a batch is held.
     """
-    needed: dict[int, list[tuple[int, int]]] = {}        # row -> [(set, cell position)]
+    needed: dict[tuple[int, int], list[int]] = {}        # (row, cell position) -> [set]
     for s, per_cell in enumerate(chosen):
         for k, rows in enumerate(per_cell):
             for row in rows.tolist():
-                needed.setdefault(row, []).append((s, k))
-    rows = np.array(sorted(needed), dtype=np.int64)
+                needed.setdefault((int(row), k), []).append(s)
+    pairs = sorted(needed)
     filters: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
     sums: dict[tuple[int, int], np.ndarray] = {}
-    if rows.size == 0:
+    if not pairs:
         return {"filters": filters, "sums": sums}
-    offset = 0
-    for block in iter_irf(model, source, cells=cell_ids, times=window_of_row[rows],
-                          batch_size=batch_size, device=device, progress=progress):
-        values = block.values.astype(np.float64)            # (b, n_cells, lag, y, x)
-        pairs = [(i, int(row), s, k) for i, row in enumerate(rows[offset:offset + len(values)])
-                 for s, k in needed[int(row)]]
-        offset += len(values)
-        stacked = np.stack([values[i, k] for i, _, _, k in pairs])
-        spatial, temporal, _, share, _, _ = rank1_matrices(stacked.reshape(len(pairs), values.shape[2], -1))
-        for j, (i, row, s, k) in enumerate(pairs):
-            filters[(s, k, row)] = (spatial[j], temporal[j], share[j])
-            if mean_irf:
-                sums[(s, k)] = sums.get((s, k), 0.0) + values[i, k]
+    rows = np.array([row for row, _ in pairs], dtype=np.int64)
+    cells = cell_ids[np.array([k for _, k in pairs], dtype=np.int64)]
+    for sl, block in iter_paired_irf(model, source, window_of_row[rows], cells, batch_size=batch_size,
+                                     device=device, progress=progress):
+        values = block.astype(np.float64)                      # (b, lag, y, x)
+        spatial, temporal, _, share, _, _ = rank1_matrices(values.reshape(len(values), values.shape[1], -1))
+        for j, (row, k) in enumerate(pairs[sl]):
+            for s in needed[(row, k)]:
+                filters[(s, k, row)] = (spatial[j], temporal[j], share[j])
+                if mean_irf:
+                    sums[(s, k)] = sums.get((s, k), 0.0) + values[j]
     return {"filters": filters, "sums": sums}
 
 

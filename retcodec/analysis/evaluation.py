@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from retcodec.defaults import FORWARD_BATCH
 from retcodec.analysis.metrics import pearson
 
 from retcodec.errors import CellMismatchError, ShapeError
@@ -94,7 +95,7 @@ def feve(repeats: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.nd
     return fe, frac
 
 
-def evaluate(model: Any, recording: xr.Dataset, batch_size: int = 256, device: str | None = None,
+def evaluate(model: Any, recording: xr.Dataset, batch_size: int = FORWARD_BATCH, device: str | None = None,
              prediction: xr.DataArray | None = None) -> xr.Dataset:
     """Per-cell test performance of ``model`` on a test-split ``recording``.
 

@@ -54,12 +54,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
+from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, RecordingError, ShapeError
 from retcodec.io.interneurons import cell_class_from_name, interneuron_windows, load_interneurons
 from retcodec.io.provenance import provenance_attrs, sha256
@@ -67,7 +68,7 @@ from retcodec.analysis.unit_correlation import (SPLITS, CorrelationSums, LayerGe
                                                check_layers, check_window_shape, circular_offsets,
                                                evaluating, layer_activations, layer_geometry,
                                                select_best_units, selection_mask, window_batches)
-from retcodec.io.recordings import Windows
+from retcodec.io.recordings import Windows, smallest_exact
 from retcodec.compat import accept_seed_alias
 
 __all__ = ["match_interneurons", "label_units_by_truth", "selection_mask", "circular_offsets",
@@ -87,27 +88,28 @@ UnitTypes = Mapping[tuple[str, int], str] | xr.Dataset
 InterneuronInput = str | os.PathLike | xr.DataTree
 
 
-def _as_trees(interneurons: InterneuronInput | Sequence[InterneuronInput],
-              history: int) -> list[tuple[str, xr.DataTree]]:
+def _iter_trees(interneurons: InterneuronInput | Sequence[InterneuronInput],
+                history: int) -> Iterator[tuple[str, xr.DataTree]]:
+    """``(label, tree)`` per input, files loaded one at a time (only one is held at once)."""
     single = isinstance(interneurons, (str, os.PathLike, xr.DataTree))
     items = [interneurons] if single else list(interneurons)
     if not items:
         raise ConfigurationError("no interneuron files given")
-    trees = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            tree = load_interneurons(item, history=history)
-        elif isinstance(item, xr.DataTree):
-            tree = item
-        else:
+    for item in items:
+        if not isinstance(item, (str, os.PathLike, xr.DataTree)):
             raise ConfigurationError(f"interneurons must be paths or DataTrees from "
                                      f"load_interneurons, got {type(item).__name__}")
+    seen: list[str] = []
+    for i, item in enumerate(items):
+        tree = (load_interneurons(item, history=history, compact=True)
+                if isinstance(item, (str, os.PathLike)) else item)
         source = tree.attrs.get("source_file")
-        trees.append((Path(source).stem if source else f"interneurons{i}", tree))
-    labels = [label for label, _ in trees]
-    if len(set(labels)) != len(labels):
-        raise ConfigurationError(f"two inputs share a file name {labels}; cell ids would clash")
-    return trees
+        label = Path(source).stem if source else f"interneurons{i}"
+        if label in seen:
+            raise ConfigurationError(f"two inputs share a file name {seen + [label]}; cell ids would clash")
+        seen.append(label)
+        yield label, tree
+        del tree                          # a loaded file is not held while the next one loads
 
 
 def _stim_nodes(label: str, tree: xr.DataTree,
@@ -132,8 +134,8 @@ class _File:
     """One interneuron file: its label (file stem), tree, first stimulus node and segments."""
 
     label: str
-    tree: xr.DataTree
-    node: xr.Dataset                 # cells and truth coordinates
+    attrs: dict[str, Any]            # the file's root attrs
+    node: xr.Dataset                 # cells and truth coordinates (no stimulus)
     segments: list[Segment]
 
 
@@ -146,6 +148,8 @@ def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
     for stim_type, ds in nodes:
         if max_windows is not None and "time" in ds.dims:
             ds = ds.isel(time=slice(0, max_windows + history))
+        if "stimulus" in ds:               # prepared boxes are -1/0/1: held as int8, read back exactly
+            ds = ds.assign(stimulus=ds["stimulus"].copy(data=smallest_exact(ds["stimulus"].values)))
         w, vm = interneuron_windows(ds, history=history)
         check_window_shape(model, w.shape[1:], f"{label}/{stim_type}")
         values = np.asarray(vm.values, dtype=float)
@@ -156,7 +160,7 @@ def _prepare_file(label: str, tree: xr.DataTree, model: Any, history: int,
         segment = Segment(stim_type, w, values, selection, offsets)
         _check_variance(label, segment, vm["cell"].values)
         segments.append(segment)
-    return _File(label, tree, nodes[0][1], segments)
+    return _File(label, dict(tree.attrs), nodes[0][1].drop_vars("stimulus", errors="ignore"), segments)
 
 
 def _check_variance(label: str, segment: Segment, cells: np.ndarray) -> None:
@@ -191,7 +195,7 @@ def match_interneurons(model: torch.nn.Module,
                        interneurons: InterneuronInput | Sequence[InterneuronInput],
                        layers: Sequence[str] | str = ("conv0", "conv1"),
                        split: str = "alternate", n_blocks: int = 10, n_shifts: int = 50,
-                       min_shift: int | None = None, random_state: int = 0, batch_size: int = 256,
+                       min_shift: int | None = None, random_state: int = 0, batch_size: int = FORWARD_BATCH,
                        device: str | torch.device = "cpu", unit_types: UnitTypes | None = None,
                        stim_types: Sequence[str] | None = None, absolute: bool = False,
                        max_windows: int | None = None, progress: bool = False) -> xr.Dataset:
@@ -270,12 +274,13 @@ def match_interneurons(model: torch.nn.Module,
                                     or max_windows < 2 * n_blocks):
         raise ConfigurationError(f"max_windows must be an integer >= 2 * n_blocks ({2 * n_blocks}), "
                                  f"got {max_windows!r}")
-    trees = _as_trees(interneurons, history)
+    files = []
+    for position, (label, tree) in enumerate(_iter_trees(interneurons, history)):
+        files.append(_prepare_file(label, tree, model, history, stim_types, split, n_blocks, n_shifts,
+                                   min_shift, np.random.default_rng([random_state, position]), max_windows))
+        del tree                          # only the compact windows are kept
     if unit_types is not None:
-        _require_truth_types(trees, stim_types)
-    files = [_prepare_file(label, tree, model, history, stim_types, split, n_blocks, n_shifts,
-                           min_shift, np.random.default_rng([random_state, position]), max_windows)
-             for position, (label, tree) in enumerate(trees)]
+        _require_truth_types(files)
     from tqdm.auto import tqdm
 
     n_batches = sum(-(-len(s.windows) // batch_size) for infile in files for s in infile.segments)
@@ -308,7 +313,7 @@ def _file_dataset(infile: _File, sel: Selection, geometry: LayerGeometry,
                   truth_names: Sequence[str]) -> xr.Dataset:
     """The output rows of one file: ids, truth, best units, statistics and maps."""
     cells = infile.node["cell"].values
-    cell_class = str(infile.tree.attrs.get("cell_class") or cell_class_from_name(infile.label))
+    cell_class = str(infile.attrs.get("cell_class") or cell_class_from_name(infile.label))
     coords: dict[str, Any] = {
         "interneuron": ("interneuron", [f"{infile.label}/{c}" for c in cells]),
         "file": ("interneuron", [infile.label] * len(cells)),
@@ -373,9 +378,8 @@ def _map_variable(layer: str, maps: np.ndarray, offset: float) -> xr.Variable:
     return xr.Variable(dims, maps.astype(np.float32), attrs)
 
 
-def _require_truth_types(trees: list[tuple[str, xr.DataTree]], stim_types: Sequence[str] | None) -> None:
-    if not any("cell_type" in node.coords for label, tree in trees
-               for _, node in _stim_nodes(label, tree, stim_types)):
+def _require_truth_types(files: list[_File]) -> None:
+    if not any("cell_type" in infile.node.coords for infile in files):
         raise ConfigurationError("unit_types needs the interneurons' true cell_type (the truth group "
                                  "of in-silico files); these files have none")
 
@@ -397,7 +401,7 @@ def _attrs(model: Any, files: list[_File], geometry: LayerGeometry, attrs: Mappi
            **params: Any) -> dict[str, Any]:
     inputs = {}
     for infile in files:
-        source = infile.tree.attrs.get("source_file")
+        source = infile.attrs.get("source_file")
         inputs[infile.label] = {"source_file": source,
                                 "sha256": sha256(source) if source and Path(source).is_file() else None,
                                 "stim_types": [s.stim_type for s in infile.segments],
@@ -416,8 +420,8 @@ def _attrs(model: Any, files: list[_File], geometry: LayerGeometry, attrs: Mappi
 
 # --------------------------------------------------------------------------- unit labels
 def _truth_stack(truth_maps: Mapping[str, Any], n_windows: int, history: int,
-                 frame: tuple[int, int]) -> tuple[list[str], np.ndarray]:
-    """``(types, (type, time, y, x))`` aligned with the windows."""
+                 frame: tuple[int, int], crop: slice = slice(None)) -> tuple[list[str], np.ndarray]:
+    """``(types, (type, time, y, x))`` aligned with the windows, pixels ``crop`` in y and x only."""
     if not truth_maps:
         raise ConfigurationError("truth_maps is empty; give one (time, y, x) map per type")
     types, arrays = [], []
@@ -435,19 +439,22 @@ def _truth_stack(truth_maps: Mapping[str, Any], n_windows: int, history: int,
         if not np.isfinite(arr).all():
             raise NonFiniteError(f"truth map {name!r} holds NaN or Inf")
         types.append(str(name))
-        arrays.append(arr)
+        arrays.append(arr[:, crop, crop])
     return types, np.stack(arrays)
 
 
 def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray,
                            truth: np.ndarray, geometry: LayerGeometry, batch_size: int,
-                           device: torch.device, bar: Any) -> dict[str, np.ndarray]:
-    """Mean over map pixels of r(activation, truth at the unit's stimulus pixel): ``{layer: (C, K)}``."""
+                           device: torch.device, bar: Any, first_pixel: int = 0) -> dict[str, np.ndarray]:
+    """Mean over map pixels of r(activation, truth at the unit's stimulus pixel): ``{layer: (C, K)}``.
+
+    ``truth (type, time, y, x)`` starts at stimulus pixel ``first_pixel`` in y and x.
+    """
     sums: dict[str, dict[str, torch.Tensor]] = {}
     for sl, batch in window_batches(windows, batch_size, device):
         acts = layer_activations(model, batch, geometry.names)
         for name, (_, n_y, n_x), offset in zip(geometry.names, geometry.shapes, geometry.offsets):
-            o = int(round(offset))
+            o = int(round(offset)) - first_pixel
             t = torch.as_tensor(truth[:, sl, o:o + n_y, o:o + n_x], device=device,
                                 dtype=torch.float64).transpose(0, 1)          # (B, K, y, x)
             a = acts[name].double()
@@ -481,7 +488,7 @@ def _cross_per_pixel(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.ndarray,
                          truth_maps: Mapping[str, Any],
                          layers: Sequence[str] | str = ("conv0", "conv1"),
-                         batch_size: int = 256, device: str | torch.device = "cpu",
+                         batch_size: int = FORWARD_BATCH, device: str | torch.device = "cpu",
                          progress: bool = False) -> xr.Dataset:
     """Label each model channel with the ground-truth interneuron type it resembles most.
 
@@ -528,14 +535,17 @@ def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.
     if len(window_shape) != 3:
         raise ShapeError(f"stimulus_windows must be (n, history, y, x), got {stimulus_windows.shape}")
     check_window_shape(model, window_shape, "stimulus_windows")
-    types, truth = _truth_stack(truth_maps, len(stimulus_windows), window_shape[0], window_shape[1:])
     from tqdm.auto import tqdm
 
     with evaluating(model, device) as dev, tqdm(total=-(-len(stimulus_windows) // batch_size),
                                                  disable=not progress, desc="label units") as bar:
         geometry = layer_geometry(model, layers, stimulus_windows[0], dev)
+        first = min(int(round(o)) for o in geometry.offsets)       # the pixels any unit is centred on
+        last = max(int(round(o)) + shape[1] for o, shape in zip(geometry.offsets, geometry.shapes))
+        types, truth = _truth_stack(truth_maps, len(stimulus_windows), window_shape[0], window_shape[1:],
+                                    crop=slice(first, last))
         per_layer = _pixelwise_correlation(model, stimulus_windows, truth, geometry, batch_size,
-                                           dev, bar)
+                                           dev, bar, first)
     corr = np.concatenate([per_layer[name] for name in geometry.names])
     layer_of_unit = np.concatenate([[name] * shape[0] for name, shape in
                                     zip(geometry.names, geometry.shapes)])

@@ -59,8 +59,8 @@ from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path
 from retcodec.devices import resolve_device
 
-__all__ = ["irf", "iter_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
-           "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE"]
+__all__ = ["irf", "iter_irf", "iter_paired_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
+           "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_PAIRED_BATCH_SIZE"]
 
 #: frame duration / bin width (s)
 DT = 0.01
@@ -69,6 +69,8 @@ IRF_UNITS = "Hz per z-scored stimulus unit"
 DEFAULT_MAX_BYTES = 1 << 30
 #: windows per batch (a batch holds ``batch_size × n_cells`` input-sized gradients)
 DEFAULT_BATCH_SIZE = 16
+#: (window, cell) pairs per batch of :func:`iter_paired_irf` (one input-sized gradient each)
+DEFAULT_PAIRED_BATCH_SIZE = 32
 TRANSPOSE_METHODS = ("auto", "collapsed", "stacked")
 _LAG_DOC = ("time before the predicted bin; lag index i is window frame (n_frames - 1 - i), "
             "i.e. frames reversed relative to the model input")
@@ -299,6 +301,31 @@ class _Gradients:
         with torch.no_grad():
             return self._to_input(grads, x.shape[1:], out, out_is_zero)
 
+    def paired(self, x: torch.Tensor, cell_index: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W)`` windows, one analysed-cell index per window -> ``(B, T, H, W)``.
+
+        Window ``i``'s gradient of cell ``cell_index[i]``'s rate only (frames
+        reversed): one backward pass for the batch, since windows are independent.
+        """
+        x = x.to(device=self.device, dtype=self.dtype)
+        positions = self.positions[torch.as_tensor(cell_index, device=self.device)]
+        with torch.enable_grad():
+            if self.fast:
+                with torch.no_grad():
+                    start = self.first(x).contiguous(memory_format=torch.channels_last)
+                start.requires_grad_(True)
+                result = self.rest(start)
+            else:
+                start = x.detach().requires_grad_(True)
+                result = self.net(start)
+            pick = torch.zeros_like(result)
+            pick[torch.arange(len(x), device=self.device), positions] = 1.0
+            grads, = torch.autograd.grad(result, start, pick)
+        with torch.no_grad():
+            if not self.fast:
+                return grads.flip(1)
+            return self._to_input(grads.unsqueeze(1), x.shape[1:], None)[0]
+
     def _to_input(self, grads: torch.Tensor, window: torch.Size, out: torch.Tensor | None,
                   out_is_zero: bool = False) -> torch.Tensor:
         """``(n, B, C, h, w)`` gradients at ``h₀`` -> ``(B, n, T, H, W)`` at the input, frames reversed.
@@ -474,6 +501,30 @@ def iter_irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None
     attrs = _attrs(plan)
     for sl, block in _batches(plan, progress):
         yield _block_dataarray(plan, sl, block, attrs)
+
+
+def iter_paired_irf(model: nn.Module, stimulus: Any, times: Sequence[int], cells: Sequence[int], *,
+                    batch_size: int = DEFAULT_PAIRED_BATCH_SIZE, device: str | torch.device = "cpu",
+                    dtype: Any = np.float32, transpose: str = "auto",
+                    progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+    """IRFs of one cell per window: ``(times[i], cells[i])`` pairs, a batch at a time.
+
+    Yields ``(slice into the pairs, block (b, lag, y, x))`` with ascending lag,
+    the same values :func:`irf` gives for that window and cell, at the cost of
+    one IRF per pair instead of one per window and cell.
+    """
+    times, cells = np.asarray(times, dtype=np.int64), np.asarray(cells)
+    if times.shape != cells.shape or times.ndim != 1:
+        raise ShapeError(f"times and cells must be two 1-d sequences of one length, got shapes "
+                         f"{times.shape} and {cells.shape}")
+    plan = _plan(model, stimulus, np.unique(cells), times, batch_size, device, dtype, transpose)
+    index = np.searchsorted(plan.cells, cells)
+    engine = _Gradients(plan.model, plan.positions, plan.device, _torch_dtype(plan.dtype), plan.transpose)
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, times.size, plan.batch_size), disable=not progress, desc="irf", unit="batch"):
+        sl = slice(start, min(start + plan.batch_size, times.size))
+        yield sl, engine.paired(_read_windows(plan.source, plan.times[sl]), index[sl]).cpu().numpy()
 
 
 def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,

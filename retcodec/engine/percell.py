@@ -37,6 +37,7 @@ from retcodec.engine.network import (SIGNS, FastNetwork, PlainNetwork, layer_lay
 from retcodec.engine.quadrature import quadrature_rule
 from retcodec.engine.store import StimulusSource, baseline_array, baseline_attr
 from retcodec.io.provenance import provenance_attrs
+from retcodec.memory import RELEASE_ABOVE, release_memory
 
 __all__ = ["per_cell_contributions", "PerCellEngine", "PER_CELL_METHODS"]
 
@@ -111,16 +112,33 @@ class PerCellEngine:
         p, b = len(alphas), len(e_x)
         diff = e_x - self.e0
         path = torch.cat([self.e0 + float(a) * diff for a in alphas])          # (P * B, ...)
+        if path.ndim == 4:                                   # channels-last: faster convolutions on CPU
+            path = path.contiguous(memory_format=torch.channels_last)
         out, hidden, grads = self._cell_grads(path)
         contrib = {}
         for name in self.layers:
             g = grads[name].unflatten(1, (p, b))                   # (n, P, B, ...)
             if self.fast and name == "conv0":                       # straight hidden path
-                contrib[name] = diff.unsqueeze(0) * (0.5 * (g[:, 1:] + g[:, :-1])).sum(1) / self.steps
+                # Σ_j ½(g_{j-1} + g_j) = Σ_j g_j − ½(g_0 + g_m), without cell-sized temporaries
+                trapezoid = g.sum(1) - 0.5 * (g[:, 0] + g[:, -1])
+                contrib[name] = diff.unsqueeze(0) * trapezoid / self.steps
                 continue
-            h = hidden[name].unflatten(0, (p, b))
-            contrib[name] = (0.5 * (g[:, 1:] + g[:, :-1]) * (h[1:] - h[:-1]).unsqueeze(0)).sum(1)
+            contrib[name] = _trapezoid_path_sum(g, hidden[name].unflatten(0, (p, b)))
         return out.unflatten(0, (p, b))[-1], contrib
+
+
+def _trapezoid_path_sum(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``Σ_j ½(g_{j−1} + g_j)(h_j − h_{j−1})`` for gradients ``g (n, P, ...)`` and values ``h (P, ...)``.
+
+    Rearranged as ``Σ_j g_j w_j`` with ``w_j = ½(Δh_j + Δh_{j+1})`` (``Δh`` zero
+    beyond the ends), accumulated point by point: no ``(n, P, ...)`` temporaries.
+    """
+    dh = h[1:] - h[:-1]                                        # (P - 1, ...)
+    total = torch.zeros_like(g[:, 0])
+    for j in range(h.shape[0]):
+        w = 0.5 * ((dh[j - 1] if j > 0 else 0) + (dh[j] if j < len(dh) else 0))
+        total.add_(g[:, j] * w)
+    return total
 
 
 def per_cell_contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str = LAYERS,
@@ -180,6 +198,7 @@ def per_cell_contributions(model: nn.Module, stimulus: Any, layers: Sequence[str
         sel = index[s:s + batch_size]
         x = np.concatenate([source.read(int(i), int(i) + 1) for i in sel])
         parts.append(engine.compute(torch.as_tensor(x, dtype=engine.dtype, device=engine.device)))
+        release_memory(RELEASE_ABOVE)                 # batch temporaries fragment the heap
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return _assemble(data, source, index, engine, model, layers, method, int(steps), base, device)
 

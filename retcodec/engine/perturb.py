@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
@@ -50,11 +51,11 @@ HOWS = ("zero", "mean")
 #: perturbation kinds of a dose curve: silence the top channels, or keep only them
 KINDS = ("ablate", "preserve")
 #: windows per forward pass
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = FORWARD_BATCH
 #: the largest affine read-out (inputs x outputs) reduced to a matrix
 MAX_READOUT_ENTRIES = 1 << 24
 #: the largest per-channel cache of an affine segment (channels x windows x outputs)
-MAX_DECOMPOSED_ENTRIES = 1 << 27
+MAX_DECOMPOSED_ENTRIES = 1 << 25
 #: modules that are affine (in eval mode) and keep the sample axis first
 _AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Flatten, nn.Identity, nn.Dropout)
 

@@ -11,7 +11,7 @@ __all__ = ["insilico_unit_types"]
 
 
 def insilico_unit_types(recording: xr.Dataset, model: Any, layers: Sequence[str], device: str = "cpu",
-                        n_frames: int = 3000) -> xr.Dataset | None:
+                        n_frames: int = 1500) -> xr.Dataset | None:
     """Which true interneuron type each model channel resembles, when the recording names its circuit.
 
     Rebuilds the in-silico circuit described by the recording's ``truth_circuit`` attr and

@@ -34,7 +34,7 @@ import xarray as xr
 from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteError, RecordingError,
                              RecordingValueError, ShapeError, UnreadableFileError)
 from retcodec.io.provenance import provenance_attrs, to_attr
-from retcodec.io.recordings import (DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
+from retcodec.io.recordings import (smallest_exact, DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
                          open_h5, read_values, require_dataset,
                          check_history, check_numeric_dtype, windows)
 from retcodec.io.truth import truth_coordinates, write_truth
@@ -84,7 +84,7 @@ def _prepare_boxes(raw: np.ndarray) -> tuple[np.ndarray, str]:
         raise ShapeError(f"boxes must be (T, y, x), got shape {raw.shape}")
     values = np.unique(raw)
     if np.isin(values, (0, 1)).all():
-        return _pad_center(2.0 * raw - 1.0), "boxes {0,1} -> 2s-1 (+-1), zero-padded centrally"
+        return _pad_center(2 * raw.astype(np.float32) - 1), "boxes {0,1} -> 2s-1 (+-1), zero-padded centrally"
     if np.isin(values, (-1, 1)).all():
         return _pad_center(raw), "boxes already +-1 (kept), zero-padded centrally"
     raise RecordingError(f"boxes must hold 0/1 (or +-1) values, found {values[:6].tolist()}"
@@ -123,10 +123,10 @@ def check_interneuron_values(values: np.ndarray, what: str, per_cell: bool = Fal
     check_numeric_dtype(values, what)
     if values.size == 0:
         return
-    numbers = values.astype(np.float64)
-    if not np.isfinite(numbers).all():
+    numbers = values if values.dtype.kind in "iuf" else values.astype(np.float64)   # no copy of numbers
+    if numbers.dtype.kind == "f" and not np.isfinite(numbers).all():
         raise NonFiniteError(f"{what} holds NaN or Inf; every sample must be finite")
-    largest = float(np.abs(numbers).max())
+    largest = max(abs(float(numbers.min())), abs(float(numbers.max())))
     if largest > MAX_ABS_VALUE:
         raise RecordingValueError(
             f"{what} holds values up to {largest:.4g} in magnitude, beyond the plausible "
@@ -154,7 +154,7 @@ def prepare_interneuron_stimulus(stim_type: str, raw: np.ndarray) -> tuple[np.nd
 
 # --------------------------------------------------------------------------- loading
 def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
-               truth_coords: dict) -> xr.Dataset:
+               truth_coords: dict, compact: bool = False) -> xr.Dataset:
     raw = read_values(require_dataset(h5, f"{stim_type}/stimuli", source, LAYOUT))
     vm_dset = require_dataset(h5, f"{stim_type}/detrended_membrane_potential", source, LAYOUT)
     if vm_dset.ndim != 2:
@@ -173,6 +173,8 @@ def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
         raise NonFiniteError(f"{source}: '{vm_dset.name}' holds NaN or Inf")
     check_interneuron_values(vm, f"{source}: '{vm_dset.name}'", per_cell=True)
     check_interneuron_values(raw, f"{source}: '{stim_type}/stimuli'")
+    if compact:
+        stim = smallest_exact(stim)
     n_time, n_cells = stim.shape[0], vm.shape[0]
     coords = {"time": ("time", np.arange(n_time) * DT, {"units": "s"}),
               "cell": ("cell", np.arange(n_cells), {"long_name": "cell index in the file"}),
@@ -194,7 +196,7 @@ def _stim_node(h5: h5py.File, stim_type: str, source: Path, history: int,
 
 
 def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = None,
-                      history: int = DEFAULT_HISTORY) -> xr.DataTree:
+                      history: int = DEFAULT_HISTORY, *, compact: bool = False) -> xr.DataTree:
     """Load a published interneuron file as a DataTree, one node per stimulus type.
 
     Parameters
@@ -205,13 +207,16 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
         ``notes`` attr).
     history : frames per model window, stored in each node's attrs for
         :func:`interneuron_windows`.
+    compact : hold each prepared stimulus in the smallest type that keeps every value
+        exactly (int8 for -1/0/1 boxes: a quarter of float32's memory); windows
+        read from it are float32 all the same.
 
     Returns
     -------
     DataTree; root attrs ``cell_class``, ``source_file``, ``stim_types``,
     ``notes`` (and ``truth_circuit`` for in-silico files). Node
     ``<stim_type>`` holds ``stimulus (time, y, x)`` float32 (50x50, prepared,
-    not z-scored), ``membrane_potential (cell, time)``; coords ``time`` (s),
+    not z-scored; see ``compact``), ``membrane_potential (cell, time)``; coords ``time`` (s),
     ``cell`` (index in the file), ``y``, ``x`` and per-cell truth such as
     ``cell_type``. Everything is read into memory and the file is closed.
     """
@@ -230,7 +235,7 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
         rows = np.arange(n_cells)
         truth_coords, truth_attrs, truth_notes = (
             truth_coordinates(h5, n_cells, rows, path) if n_cells is not None else ({}, {}, []))
-        nodes = {s: _stim_node(h5, s, path, history, truth_coords) for s in chosen}
+        nodes = {s: _stim_node(h5, s, path, history, truth_coords, compact) for s in chosen}
     root_attrs = {"cell_class": cell_class_from_name(path), "source_file": str(path),
                   "stim_types": ",".join(chosen), "history": history,
                   "notes": "; ".join(notes + truth_notes), **truth_attrs}

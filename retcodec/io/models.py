@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retcodec.defaults import FORWARD_BATCH
 from retcodec._version import __version__
 from retcodec.devices import resolve_device
 from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN, build_model,
@@ -438,7 +439,7 @@ def _norm_stats_for_saving(norm_stats: Any) -> dict[str, np.floating] | None:
 
 
 # --------------------------------------------------------------------------- prediction
-def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = 256,
+def predict(model: RetinaCNN, windows_or_recording: Any, batch_size: int = FORWARD_BATCH,
             device: str | torch.device | None = None, progress: bool = False):
     """Model firing rates for stimulus windows: ``xr.DataArray (time, cell)`` in Hz.
 
@@ -566,6 +567,15 @@ def _select_model_cells(model: RetinaCNN, recording: Any) -> Any:
     return recording.sel(cell=list(cells))
 
 
+def _batch(windows: Any, sl: slice) -> torch.Tensor:
+    """Windows ``sl`` as a tensor; channels-last from a ``Windows`` (faster convolutions on CPU)."""
+    if isinstance(windows, torch.Tensor):
+        return windows[sl]
+    if hasattr(windows, "channels_last"):
+        return torch.from_numpy(windows.channels_last(sl)).permute(0, 3, 1, 2)
+    return torch.as_tensor(np.asarray(windows[sl]))
+
+
 def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
                  device: str | torch.device | None, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
@@ -579,10 +589,7 @@ def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
         with torch.inference_mode():
             starts = range(0, len(windows), batch_size)
             for start in tqdm(starts, disable=not progress, desc="predict", unit="batch"):
-                batch = torch.as_tensor(np.asarray(windows[start:start + batch_size])
-                                        if not isinstance(windows, torch.Tensor)
-                                        else windows[start:start + batch_size])
-                batch = batch.to(device=target, dtype=torch.float32)
+                batch = _batch(windows, slice(start, start + batch_size)).to(device=target, dtype=torch.float32)
                 if not torch.isfinite(batch).all():
                     raise NonFiniteError(f"windows {start}..{start + len(batch) - 1} hold NaN or Inf")
                 out = model(batch)

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 import xarray as xr
 from xarray.backends import CachingFileManager
 from xarray.core import indexing
@@ -51,7 +52,7 @@ from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS
                                     check_history, check_numeric_dtype, check_rates, check_written,
                                     parse_norm_stats)
 
-__all__ = ["load_recording", "windows", "Windows", "write_recording", "model_windows",
+__all__ = ["smallest_exact", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
            "h5_open_error", "check_numeric_dtype", "check_rates", "check_history", "MAX_STORAGE_RATIO"]
@@ -386,6 +387,23 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
 
 
 # --------------------------------------------------------------------------- windows
+def smallest_exact(values: np.ndarray) -> np.ndarray:
+    """``values`` as int8 or float16 when that type holds every value exactly, else unchanged.
+
+    Windows convert frames to float32 as they read them, so a stimulus of a few
+    levels (e.g. -1/0/1 boxes) can be held in a quarter of the memory.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        return values
+    for dtype in (np.int8, np.float16):
+        with np.errstate(invalid="ignore", over="ignore"):
+            candidate = values.astype(dtype)
+        if np.array_equal(candidate.astype(values.dtype), values):
+            return candidate
+    return values
+
+
 class Windows:
     """The model input as a lazy sequence of z-scored stimulus windows.
 
@@ -454,6 +472,12 @@ class Windows:
             sl = slice(start, min(start + batch_size, len(self)))
             yield sl, self[sl]
 
+    def channels_last(self, key: slice | np.ndarray) -> np.ndarray:
+        """Windows ``key`` (a slice or 1-D ints) as ``(n, H, W, history)``: the memory order of a
+        channels-last ``(n, history, H, W)`` tensor (``torch.from_numpy(a).permute(0, 3, 1, 2)``)."""
+        idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
+        return self._gather(idx, channels_last=True)
+
     def rate(self) -> xr.DataArray:
         """The recording's rate ``(time, cell)`` at :attr:`time`: row k pairs with window k."""
         if self.recording is None or "rate" not in self.recording:
@@ -467,11 +491,12 @@ class Windows:
         block = self._stimulus[start:stop]
         return np.asarray(block.values if isinstance(block, xr.Variable) else block)
 
-    def _gather(self, starts: np.ndarray) -> np.ndarray:
+    def _gather(self, starts: np.ndarray, channels_last: bool = False) -> np.ndarray:
         """Windows starting at ``starts``: read merged frame runs once, then index."""
         h = self.history
         if starts.size == 0:
-            return np.empty((0, *self.shape[1:]), dtype=np.float32)
+            shape = self.shape[1:]
+            return np.empty((0, *(shape[1:] + shape[:1] if channels_last else shape)), dtype=np.float32)
         first = np.unique(starts)
         # runs of frames [a, b) covering every window, overlapping windows merged
         breaks = np.flatnonzero(first[1:] > first[:-1] + h) + 1
@@ -482,6 +507,10 @@ class Windows:
         frames = self._normalize(frames, run_a, run_b)
         run = np.searchsorted(run_a, starts, side="right") - 1
         pos = offsets[run] + starts - run_a[run]
+        if channels_last:
+            by_pixel = np.ascontiguousarray(frames.transpose(1, 2, 0))          # (H, W, frames)
+            runs = sliding_window_view(by_pixel, h, axis=2).transpose(2, 0, 1, 3)  # (start, H, W, h)
+            return np.ascontiguousarray(runs[pos])
         return frames[pos[:, None] + np.arange(h)]
 
     def _normalize(self, frames: np.ndarray, run_a: np.ndarray, run_b: np.ndarray) -> np.ndarray:

@@ -63,20 +63,23 @@ def hals_loadings(X: np.ndarray, D: np.ndarray, Z: np.ndarray | None = None,
     ``X`` (n, d), ``D`` (k, d), optional start ``Z`` (n, k); stops when a sweep
     changes ``Z`` by less than ``tol`` times the first sweep's change.
     """
-    G, B = D @ D.T, X @ D.T
-    Z = np.zeros((len(X), len(D))) if Z is None else Z.copy()
+    G = D @ D.T
+    B_t = D @ X.T                                          # (k, n): rows contiguous
+    Z_t = np.zeros((len(D), len(X))) if Z is None else np.ascontiguousarray(Z.T)
     diagonal = np.maximum(np.diag(G), 1e-300)
     first = None
     for _ in range(sweeps):
         change = 0.0
         for j in range(len(D)):
-            old = Z[:, j].copy()
-            Z[:, j] = np.maximum(0.0, old + (B[:, j] - Z @ G[:, j]) / diagonal[j])
-            change += float(((Z[:, j] - old) ** 2).sum())
+            new = Z_t[j] + (B_t[j] - G[j] @ Z_t) / diagonal[j]
+            np.maximum(new, 0.0, out=new)
+            step = new - Z_t[j]
+            change += float(step @ step)
+            Z_t[j] = new
         first = change if first is None else first
         if change <= tol * max(first, 1e-300):
             break
-    return Z
+    return Z_t.T
 
 
 def _update_dictionary(X: np.ndarray, Z: np.ndarray, D: np.ndarray, nonneg: bool) -> np.ndarray:
@@ -173,7 +176,9 @@ def choose_count(X: np.ndarray, atoms: np.ndarray, weights: np.ndarray, max_mode
     for ``k = 1, 2, ...`` the atoms are merged into ``k`` modes on the other
     samples (best of ``n_init`` groupings) and scored by the held-out R² of
     their non-negative loadings. The scan stops at ``max_modes`` or when two
-    more modes gain less than ``tolerance / 4``. Returns ``k`` and the R² per ``k``.
+    more modes gain less than ``tolerance / 4``, or as soon as the current
+    choice scores at least ``1 − tolerance`` (held-out R² cannot exceed 1, so
+    scanning further could not change it). Returns ``k`` and the R² per ``k``.
     """
     held_out = np.arange(len(X)) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
     if held_out.all() or not held_out.any():
@@ -186,8 +191,16 @@ def choose_count(X: np.ndarray, atoms: np.ndarray, weights: np.ndarray, max_mode
         path.append(explained_r2(X_out, hals_loadings(X_out, D) @ D))
         if k >= 3 and path[-1] - path[-3] < tolerance / 4:
             break
+        if path[_smallest_within(path, tolerance)] >= 1.0 - tolerance:
+            break           # R² <= 1: no larger count can change the choice
     scores = np.array(path)
-    return int(np.flatnonzero(scores >= scores.max() - tolerance)[0]) + 1, scores
+    return _smallest_within(path, tolerance) + 1, scores
+
+
+def _smallest_within(path: list[float], tolerance: float) -> int:
+    """Index of the first score within ``tolerance`` of the best."""
+    scores = np.asarray(path)
+    return int(np.flatnonzero(scores >= scores.max() - tolerance)[0])
 
 
 def mode_energy(X: np.ndarray, Z: np.ndarray, D: np.ndarray) -> np.ndarray:

@@ -42,9 +42,13 @@ def fit_layer(estimator: ModesBase, contribution: xr.DataArray, sign: str | None
     if estimator.get_params(deep=False).get("sign", sign) != sign:
         estimator.set_params(sign=sign)
     X, feature_channel, feature_sign = layer_matrix(contribution, sign)
-    stability = (mode_stability(estimator, X, seeds=stability_seeds)
-                 if stability_seeds is not None else None)
     loadings = estimator.fit_transform(X)
+    stability = None
+    if stability_seeds is not None:
+        seed = estimator.get_params(deep=False).get("random_state")
+        # the fit just made is the one its own seed would give: not fitted twice
+        same = {int(seed): estimator} if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else {}
+        stability = mode_stability(estimator, X, seeds=stability_seeds, fitted=same)
     layer = layer if layer is not None else contribution.name
     ds = modes_dataset(estimator, loadings, feature_channel, feature_sign,
                        contribution["channel"].values, contribution["time"],

@@ -1,7 +1,7 @@
 """Seed stability of modes: Hungarian matching of modes by cosine similarity."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -46,14 +46,16 @@ def stability_score(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def mode_stability(estimator: ModesBase, X: Any, seeds: Sequence[int] = (0, 1, 2),
-                   n_top: int | None = None) -> xr.Dataset:
+                   n_top: int | None = None, fitted: Mapping[int, ModesBase] | None = None) -> xr.Dataset:
     """How much the modes depend on the seed: matched cosine similarity between fits.
 
     ``estimator`` is cloned and fitted once per seed (``random_state=seed``) on
     ``X`` (samples, features), or on a ``(time, channel, sign)`` DataArray
     (through :func:`layer_matrix` with the estimator's ``sign``). For each pair
     of seeds the modes (the first ``n_top`` of each, in mode order, if given)
-    are paired by :func:`match_modes`. Returns a Dataset over ``pair`` with
+    are paired by :func:`match_modes`. ``fitted`` maps seeds to estimators
+    already fitted on ``X`` with those seeds (and otherwise the same
+    parameters), which are used instead of refitting. Returns a Dataset over ``pair`` with
     ``seed_a``, ``seed_b``, ``stability`` (:func:`stability_score`: matched
     cosine summed / the larger count), ``mean_cosine`` and ``min_cosine`` (over
     the matched pairs only), ``n_matched``, and over ``seed`` with ``r2``,
@@ -66,7 +68,9 @@ def mode_stability(estimator: ModesBase, X: Any, seeds: Sequence[int] = (0, 1, 2
         check_positive_int(n_top, "n_top")
     if isinstance(X, xr.DataArray):
         X = layer_matrix(X, getattr(estimator, "sign", "pos"))[0]
-    fits = [clone(estimator).set_params(random_state=seed).fit(X) for seed in seeds]
+    fitted = dict(fitted or {})
+    fits = [fitted[seed] if seed in fitted else clone(estimator).set_params(random_state=seed).fit(X)
+            for seed in seeds]
     tops = [fit.components_[:n_top] for fit in fits]
     pairs = [(a, b) for a in range(len(seeds)) for b in range(a + 1, len(seeds))]
     cosines = [match_modes(tops[a], tops[b])[2] for a, b in pairs]

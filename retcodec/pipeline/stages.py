@@ -17,6 +17,7 @@ import xarray as xr
 
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
+from retcodec.memory import release_memory
 from retcodec.pipeline.cache import StageCache
 from retcodec.pipeline.config import STAGE_FILES, Inputs, RunConfig
 
@@ -64,11 +65,21 @@ class Run:
             self.log.append(f"  {dependant} will be recomputed too")
         t0 = time.perf_counter()
         files = compute()
+        release_memory(collect=True)          # one stage's temporaries are not the next one's
         seconds = time.perf_counter() - t0
         self.cache.record(stage, files, seconds)
         self.timings[stage] = seconds
         self.say(f"[{stage}] done in {seconds:.1f} s")
         return load()
+
+
+def _has_node(tree: xr.DataTree, path: str) -> bool:
+    """Whether ``tree`` holds the node at ``path`` (``in`` sees direct children only)."""
+    try:
+        tree[path]
+    except KeyError:
+        return False
+    return True
 
 
 def _open_tree(path: Path) -> Callable[[], xr.DataTree]:
@@ -259,6 +270,7 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
 
     def compute() -> list[Path]:
         unit_types = insilico_unit_types(run.inputs.recording, run.inputs.model, cfg.layers, device=cfg.device)
+        release_memory(collect=True)      # the circuit's maps are not needed any more
         match = match_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths],
                                    layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
@@ -277,13 +289,16 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
 def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
     """Sparsity, E/I correlation, dimensionality, fit quality and completeness."""
     from retcodec.analysis.evaluation import evaluate
+    from retcodec.analysis.rates import model_rates
     from retcodec.analysis.statistics import layer_statistics
 
     path = run.path("statistics")
 
     def compute() -> list[Path]:
         stats = layer_statistics(contrib)
-        ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device)
+        # contributions over every window hold the model's rates: no second forward pass
+        rates = model_rates(contrib) if run.cfg.max_windows is None else None
+        ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device, prediction=rates)
         ev = ev.rename({k: f"fit_{k}" for k in ev.data_vars})
         ds = xr.merge([stats, ev], combine_attrs="drop")
         ds.attrs.update(run.attrs("statistics"))
@@ -333,7 +348,7 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy")),
                  f"modes_{layer}")
             control = f"controls/surprisal_modes/{layer}"
-            if control in types:
+            if _has_node(types, control):
                 tnode = types[control].to_dataset()
                 save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], primary, tnode.get("linkage"),
                                                       cell_types, layer=layer), f"cell_types_{layer}")
