@@ -226,3 +226,14 @@ def test_bad_history_and_node(bipolar_file):
         load_interneurons(bipolar_file, history="40")
     with pytest.raises(RecordingError, match="membrane_potential"):
         interneuron_windows(np.zeros(3))
+
+
+def test_compact_loading_keeps_every_value_and_window(bipolar_file):
+    full = load_interneurons(bipolar_file, history=40)
+    small = load_interneurons(bipolar_file, history=40, compact=True)
+    stim, stim_small = full["boxes"]["stimulus"], small["boxes"]["stimulus"]
+    assert stim.dtype == np.float32 and stim_small.dtype == np.int8
+    np.testing.assert_array_equal(stim_small.values.astype(np.float32), stim.values)
+    w, _ = interneuron_windows(full["boxes"])
+    w_small, _ = interneuron_windows(small["boxes"])
+    np.testing.assert_array_equal(w[:7], w_small[:7])

@@ -316,3 +316,27 @@ def test_rank1_of_a_constant_irf_and_bad_input():
     assert (flat["spatial"].values == 0).all() and (flat["singular_value"].values == 0).all()
     with pytest.raises(ShapeError, match=r"dims lag, y, x; \['lag'\] missing"):
         rank1(xr.DataArray(np.zeros((3, 4, 4)), dims=("time", "y", "x")))
+
+
+# --------------------------------------------------------------------------- one cell per window
+def test_paired_irf_equals_the_full_irf_of_each_pair(model, windows, full):
+    from retcodec.analysis.irf import iter_paired_irf
+
+    ids = full["cell"].values
+    times = np.array([0, 3, 3, 5, 1])
+    cells = ids[[4, 0, 2, 1, 4]]
+    blocks = list(iter_paired_irf(model, windows, times, cells, batch_size=2))
+    assert [b.shape for _, b in blocks] == [(2, 40, 50, 50), (2, 40, 50, 50), (1, 40, 50, 50)]
+    got = np.concatenate([b for _, b in blocks])
+    want = np.stack([full.sel(cell=c).isel(time=t).values for t, c in zip(times, cells)])
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=F32 * scale, rtol=0)
+
+
+def test_paired_irf_refuses_mismatched_pairs(model, windows):
+    from retcodec.analysis.irf import iter_paired_irf
+
+    with pytest.raises(ShapeError, match="one length"):
+        next(iter_paired_irf(model, windows, [0, 1], [0]))
+    with pytest.raises(CellMismatchError):
+        next(iter_paired_irf(model, windows, [0], [99]))
