@@ -296,9 +296,9 @@ def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
 
     def compute() -> list[Path]:
         stats = layer_statistics(contrib)
-        # contributions over every window hold the model's rates: no second forward pass
-        rates = model_rates(contrib) if run.cfg.max_windows is None else None
-        ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device, prediction=rates)
+        # the contributions hold the model's rates on the analysed windows: no second forward pass
+        ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device,
+                      prediction=model_rates(contrib))
         ev = ev.rename({k: f"fit_{k}" for k in ev.data_vars})
         ds = xr.merge([stats, ev], combine_attrs="drop")
         ds.attrs.update(run.attrs("statistics"))
