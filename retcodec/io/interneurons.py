@@ -84,7 +84,10 @@ def _prepare_boxes(raw: np.ndarray) -> tuple[np.ndarray, str]:
         raise ShapeError(f"boxes must be (T, y, x), got shape {raw.shape}")
     values = np.unique(raw)
     if np.isin(values, (0, 1)).all():
-        return _pad_center(2 * raw.astype(np.float32) - 1), "boxes {0,1} -> 2s-1 (+-1), zero-padded centrally"
+        signed = raw.astype(np.float32)
+        signed *= 2
+        signed -= 1
+        return _pad_center(signed), "boxes {0,1} -> 2s-1 (+-1), zero-padded centrally"
     if np.isin(values, (-1, 1)).all():
         return _pad_center(raw), "boxes already +-1 (kept), zero-padded centrally"
     raise RecordingError(f"boxes must hold 0/1 (or +-1) values, found {values[:6].tolist()}"

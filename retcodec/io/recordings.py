@@ -396,11 +396,20 @@ def smallest_exact(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if values.dtype.kind != "f":
         return values
+    flat = values.reshape(-1)
+    block = 1 << 20                                   # compare a block at a time: no full-size temporaries
     for dtype in (np.int8, np.float16):
+        candidate = np.empty(flat.shape, dtype)
+        exact = True
         with np.errstate(invalid="ignore", over="ignore"):
-            candidate = values.astype(dtype)
-        if np.array_equal(candidate.astype(values.dtype), values):
-            return candidate
+            for start in range(0, flat.size, block):
+                part = flat[start:start + block]
+                candidate[start:start + block] = part
+                if not np.array_equal(candidate[start:start + block].astype(values.dtype), part):
+                    exact = False
+                    break
+        if exact:
+            return candidate.reshape(values.shape)
     return values
 
 
