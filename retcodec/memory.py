@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["resident_bytes", "release_memory", "RELEASE_ABOVE"]
 
 #: loops release memory when the process grew by more than this many bytes since the last release
-RELEASE_ABOVE = 256 << 20
+RELEASE_ABOVE = 128 << 20
 
 
 _state = {"after_trim": 0}

@@ -46,7 +46,7 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
 QUICK = {"max_windows": 400, "stability_seeds": (0, 1), "irf_sets": 3, "irf_times_per_set": 4,
          "interneuron_shifts": 10, "interneuron_windows": 2000, "experiment_windows": 200,
-         "typing_windows": 100}
+         "typing_windows": 50}
 
 
 @dataclass

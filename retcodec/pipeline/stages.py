@@ -327,10 +327,12 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         rates = model_rates(contrib)
         written: list[Path] = []
 
+        formats = ("png",) if run.cfg.quick else ("png", "svg")      # quick: no vector copies
+
         def save(make: Callable[[], Any], name: str) -> None:
             run.say(f"  {name}")
             fig = make()
-            written.extend(fg.save_figure(fig, folder / name))
+            written.extend(fg.save_figure(fig, folder / name, formats=formats))
             plt.close(fig)
 
         layers = run.cfg.layers
