@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from retcodec.devices import resolve_device
-from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.io.recordings import Windows
+from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.io.recordings import Windows, window_batch
 from retcodec.memory import RELEASE_ABOVE, release_memory
 
 __all__ = ["SPLITS", "selection_mask", "circular_offsets", "check_layers", "evaluating",
@@ -143,19 +143,10 @@ def check_window_shape(model: Any, window_shape: Sequence[int], what: str) -> No
 
 def window_batches(windows: Windows | np.ndarray, batch_size: int,
                    device: torch.device) -> Iterator[tuple[slice, torch.Tensor]]:
-    """``(slice, float32 batch (B, T, H, W))``, channels-last for :class:`Windows` (faster on CPU).
-
-    NaN or Inf raise :class:`NonFiniteError` (a :class:`Windows` checks every frame it reads).
-    """
+    """``(slice, float32 batch (B, T, H, W))`` (see :func:`~retcodec.io.recordings.window_batch`)."""
     for start in range(0, len(windows), batch_size):
         sl = slice(start, min(start + batch_size, len(windows)))
-        if isinstance(windows, Windows):
-            batch = torch.from_numpy(windows.channels_last(sl)).permute(0, 3, 1, 2)
-        else:
-            batch = torch.as_tensor(np.asarray(windows[sl]), dtype=torch.float32)
-            if not torch.isfinite(batch).all():
-                raise NonFiniteError(f"stimulus windows {sl.start}..{sl.stop - 1} hold NaN or Inf")
-        yield sl, batch.to(device)
+        yield sl, window_batch(windows, sl).to(device)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from retcodec.io.model_checks import (cells_list, centers_array, check_blank_res
                                      checked_state_dict, describe_source, image_shape,
                                      n_units_from_state, normalize_norm_stats, take_grab_coords)
 from retcodec.io.provenance import provenance_attrs, sha256
+from retcodec.io.recordings import window_batch
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
 
@@ -567,15 +568,6 @@ def _select_model_cells(model: RetinaCNN, recording: Any) -> Any:
     return recording.sel(cell=list(cells))
 
 
-def _batch(windows: Any, sl: slice) -> torch.Tensor:
-    """Windows ``sl`` as a tensor; channels-last from a ``Windows`` (faster convolutions on CPU)."""
-    if isinstance(windows, torch.Tensor):
-        return windows[sl]
-    if hasattr(windows, "channels_last"):
-        return torch.from_numpy(windows.channels_last(sl)).permute(0, 3, 1, 2)
-    return torch.as_tensor(np.asarray(windows[sl]))
-
-
 def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
                  device: str | torch.device | None, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
@@ -589,9 +581,7 @@ def _run_batches(model: RetinaCNN, windows: Any, batch_size: int,
         with torch.inference_mode():
             starts = range(0, len(windows), batch_size)
             for start in tqdm(starts, disable=not progress, desc="predict", unit="batch"):
-                batch = _batch(windows, slice(start, start + batch_size)).to(device=target, dtype=torch.float32)
-                if not torch.isfinite(batch).all():
-                    raise NonFiniteError(f"windows {start}..{start + len(batch) - 1} hold NaN or Inf")
+                batch = window_batch(windows, slice(start, start + batch_size)).to(device=target)
                 out = model(batch)
                 if not torch.isfinite(out).all():
                     raise NonFiniteError(

@@ -52,7 +52,7 @@ from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS
                                     check_history, check_numeric_dtype, check_rates, check_written,
                                     parse_norm_stats)
 
-__all__ = ["smallest_exact", "load_recording", "windows", "Windows", "write_recording", "model_windows",
+__all__ = ["smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
            "h5_open_error", "check_numeric_dtype", "check_rates", "check_history", "MAX_STORAGE_RATIO"]
@@ -411,6 +411,24 @@ def smallest_exact(values: np.ndarray) -> np.ndarray:
         if exact:
             return candidate.reshape(values.shape)
     return values
+
+
+def window_batch(windows: Any, key: slice) -> Any:
+    """Windows ``key`` as a float32 torch tensor ``(n, T, H, W)``.
+
+    From a :class:`Windows` the tensor is channels-last (faster convolutions on
+    CPU) and already checked (the reader refuses NaN or Inf frames); from an
+    array or tensor, NaN or Inf raise :class:`NonFiniteError` here.
+    """
+    import torch
+
+    if isinstance(windows, Windows):
+        return torch.from_numpy(windows.channels_last(key)).permute(0, 3, 1, 2)
+    batch = windows[key] if isinstance(windows, torch.Tensor) else torch.as_tensor(np.asarray(windows[key]))
+    batch = batch.to(dtype=torch.float32)
+    if not torch.isfinite(batch).all():
+        raise NonFiniteError(f"stimulus windows {key.start}..{key.stop - 1} hold NaN or Inf")
+    return batch
 
 
 class Windows:
