@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment")
     p.add_argument("--stim-type")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (published layout)")
+    p.add_argument("--recipe", default="bundled", choices=("bundled", "family", "quick"),
+                   help="fitting recipe (retcodec.fitting.RECIPES; default: bundled, the bundled models' own)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -100,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="optional netCDF output")
 
     p = sub.add_parser("simulate", help="write the in-silico retina's recordings in the published layouts")
-    p.add_argument("--version", type=int, default=2, choices=(1, 2),
-                   help="circuit version (2: the bundled retina; 1: the 0.1 retina)")
+    p.add_argument("--version", type=int, default=2, choices=(1, 2, 3),
+                   help="circuit version (2: the bundled retina; 1: the 0.1 retina; 3: the benchmark "
+                        "family's retina of --seed)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--quiet", action="store_true")
@@ -112,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bundle", action="store_true", help="do not copy into datasets/ and models/")
     p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("benchmark", help="score every method against the truth of a family of in-silico "
+                                         "retinas (simulate, fit, run, score; resumable)")
+    p.add_argument("--out", type=Path, default=Path("benchmark"), help="benchmark folder (default: ./benchmark)")
+    p.add_argument("--split", default="test", choices=("tuning", "test"),
+                   help="retina seeds: 'tuning' (method choices) or 'test' (reported claims) (default: test)")
+    p.add_argument("--retinas", type=int, default=12, help="number of retinas: the first N seeds of the split")
+    p.add_argument("--seeds", type=int, nargs="+", help="explicit retina seeds (instead of --split/--retinas)")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick family: small retinas, short recordings, one-epoch fits (for CI)")
+    p.add_argument("--workers", type=int, default=0, help="dask worker processes, one retina each (0: serial)")
+    p.add_argument("--device", default=DEVICE)
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("classifier", help="CODEC on an image classifier: contributions, modes, "
                                           "class correlation, ablation controls, report")
     p.add_argument("--model", required=True,
@@ -168,12 +184,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from retcodec.fitting import fit
     from retcodec.io.recordings import load_recording
 
+    from retcodec.fitting import recipe
+
     kw = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
     loc = dict(experiment=args.experiment, stim_type=args.stim_type) if args.data.is_dir() else {}
     train = load_recording(args.data, split="train", **loc)
     test = load_recording(args.data, split="test", **loc)
     model, _ = fit(train, test=test, out=args.out, random_state=args.seed, device=args.device,
-                   progress=not args.quiet, **kw)
+                   progress=not args.quiet, config=recipe(args.recipe), **kw)
     print(format_evaluation(evaluate(model, test, device=args.device)))
     print(f"wrote {args.out}")
     return 0
@@ -411,7 +429,16 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "simulate": _cmd_simulate,
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from retcodec.benchmark import benchmark
+
+    written = benchmark(args.out, split=args.split, retinas=args.retinas, seeds=args.seeds, quick=args.quick,
+                        workers=args.workers, device=args.device, progress=not args.quiet)
+    print(f"wrote {written['benchmark']} and {written['summary']}")
+    return 0
+
+
+COMMANDS = {"fit": _cmd_fit, "benchmark": _cmd_benchmark, "evaluate": _cmd_evaluate, "simulate": _cmd_simulate,
             "regenerate": _cmd_regenerate, "run": _cmd_run, "contributions": _cmd_contributions,
             "modes": _cmd_modes, "types": _cmd_types, "irf": _cmd_irf,
             "classifier": _cmd_classifier}

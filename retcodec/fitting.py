@@ -31,7 +31,7 @@ from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.analysis.metrics import pearson
 from retcodec.devices import resolve_device
 
-__all__ = ["FitConfig", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
+__all__ = ["FitConfig", "RECIPES", "recipe", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
 
 
 @dataclass
@@ -67,6 +67,24 @@ class FitConfig:
                  batch_size=self.batch_size, seed=self.seed, centers=np.asarray(centers, np.int64))
         h.update(extra)
         return h
+
+
+#: the fitting recipes, in one place (``docs/benchmark.md`` states their costs and fits):
+#: ``bundled`` -- the bundled default's two models (``retcodec regenerate``; full train split);
+#: ``family`` -- each retina of the benchmark family (``retcodec benchmark``), budgeted;
+#: ``quick`` -- the quick benchmark family (tests, CI): one short epoch, a rough fit.
+RECIPES: dict[str, FitConfig] = {
+    "bundled": FitConfig(),
+    "family": FitConfig(epochs=3, patience=1),
+    "quick": FitConfig(epochs=1, recalibration_windows=1024),
+}
+
+
+def recipe(name: str, **overrides: Any) -> FitConfig:
+    """The :data:`RECIPES` entry ``name`` with some fields replaced."""
+    if name not in RECIPES:
+        raise ConfigurationError(f"unknown fitting recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return dataclasses.replace(RECIPES[name], **overrides)
 
 
 # --------------------------------------------------------------------------- centres

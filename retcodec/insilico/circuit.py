@@ -42,7 +42,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -87,10 +87,16 @@ AMACRINE_INPUTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class CircuitConfig:
-    """Every number that defines a v2 in-silico retina (stored with the files as JSON)."""
+    """Every number that defines a v2 in-silico retina (stored with the files as JSON).
 
+    ``cells_per_type`` is one count for every type, or a ``{type: count}`` mapping
+    (the v3 family, :mod:`retcodec.insilico.family`, draws one per type).
+    """
+
+    #: circuit version written to the files (subclasses of other versions override it)
+    version: ClassVar[int] = VERSION
     random_state: int = 0
-    cells_per_type: int = 4
+    cells_per_type: int | dict = 4
     ganglion_types: tuple[str, ...] = GANGLION_TYPES
     wiring: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_WIRING.items()})
     center_range: tuple[float, float] = (18.0, 33.0)      # px, both axes (the readout's unclipped range)
@@ -149,8 +155,18 @@ class CircuitConfig:
         """Frames of stimulus history any rate depends on."""
         return self.bipolar_taps + self.amacrine_taps + self.ganglion_taps - 2
 
+    def count_of(self, gtype: str) -> int:
+        """Number of cells of ganglion type ``gtype``."""
+        if isinstance(self.cells_per_type, Mapping):
+            return int(self.cells_per_type[gtype])
+        return int(self.cells_per_type)
+
+    def rf_sigma_of(self, gtype: str) -> float:
+        """Type value of the pooling radius (px) of ganglion type ``gtype``."""
+        return float(self.ganglion_rf_sigma)
+
     def to_json(self) -> str:
-        return json.dumps({"version": VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return json.dumps({"version": self.version, **dataclasses.asdict(self)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "CircuitConfig":
@@ -324,7 +340,7 @@ class InSilicoCircuit:
         self.cell_types, self.centers = self._place_cells(rng)
         n = self.n_cells
         jit = lambda sd: np.exp(rng.normal(0.0, sd, size=n))      # noqa: E731
-        self.rf_sigma = (cfg.ganglion_rf_sigma * jit(cfg.jitter)).astype(np.float32)
+        self.rf_sigma = (np.array([cfg.rf_sigma_of(t) for t in self.cell_types]) * jit(cfg.jitter)).astype(np.float32)
         self.tau = (np.array([cfg.ganglion_tau[t] for t in self.cell_types]) * jit(cfg.jitter)).astype(np.float32)
         self.threshold = (cfg.ganglion_threshold + rng.normal(0.0, cfg.jitter, size=n)).astype(np.float32)
         self.target_rate = (cfg.mean_rate * jit(cfg.jitter)).astype(np.float32)
@@ -349,11 +365,11 @@ class InSilicoCircuit:
         lo, hi = cfg.center_range
         for gtype in cfg.ganglion_types:
             placed: list[np.ndarray] = []
-            while len(placed) < cfg.cells_per_type:
+            while len(placed) < cfg.count_of(gtype):
                 c = rng.uniform(lo, hi, size=2)
                 if all(np.linalg.norm(c - q) >= cfg.min_cell_distance for q in placed):
                     placed.append(c)
-            types += [gtype] * cfg.cells_per_type
+            types += [gtype] * cfg.count_of(gtype)
             centers += placed
         return np.array(types), np.round(np.array(centers), 1).astype(np.float32)
 
@@ -561,8 +577,12 @@ def circuit_from_json(text: str, calibrate: bool = False):
     version 2, a v1 :class:`~retcodec.insilico.retina.InSilicoRetina` otherwise (see
     :func:`interneuron_maps` for what both give). Calibration is skipped unless asked."""
     data = json.loads(text)
-    if data.get("version") == VERSION:
-        cfg = CircuitConfig.from_json(text)
+    if data.get("version") in (VERSION, 3):
+        if data["version"] == 3:
+            from retcodec.insilico.family import FamilyConfig
+            cfg: CircuitConfig = FamilyConfig.from_json(text)
+        else:
+            cfg = CircuitConfig.from_json(text)
         return InSilicoCircuit(cfg.random_state, cfg, calibrate=calibrate)
     from retcodec.insilico.retina import CircuitParams, InSilicoRetina
     params = CircuitParams.from_json(text)
@@ -653,8 +673,9 @@ def simulate(out_root: str | Path, random_state: int = 0, plan: SimulationPlan |
         truth["silencing"] = {"effect": effects.values, "interneuron_type": np.array(INTERNEURON_TYPES),
                               "stimulus": f"{kind} test split, frames {circuit.history}.., noise-free rates"}
         attrs = {"experiment": EXPERIMENT, "stim_type": kind, "simulated": 1,
-                 "seed": circuit.config.random_state, "circuit_version": VERSION,
-                 "description": "in-silico retina v2 (retcodec.insilico.circuit), NOT a recording of a real retina",
+                 "seed": circuit.config.random_state, "circuit_version": circuit.config.version,
+                 "description": f"in-silico retina v{circuit.config.version} ({_module_of(circuit)}), "
+                                "NOT a recording of a real retina",
                  "binned_test": f"spike counts summed over the {plan.n_repeats} repeats",
                  "repeats_units": "Hz (single-trial 10 ms rate estimates)"}
         paths[kind] = write_recording(out_root / EXPERIMENT / f"{kind}.h5", train=train, test=test,
@@ -684,9 +705,14 @@ def simulate_interneurons(circuit: InSilicoCircuit, folder: str | Path, plan: Si
         out[cls] = write_interneurons(
             Path(folder) / f"{cls}_insilico.h5", {"boxes": (raw, vm.astype(np.float32))},
             truth={"cell_type": types, "center": pos.astype(np.float32), "circuit": circuit.config.to_json()},
-            attrs={"simulated": 1, "seed": circuit.config.random_state, "circuit_version": VERSION,
-                   "description": "in-silico retina v2 interneurons (retcodec.insilico.circuit)"})
+            attrs={"simulated": 1, "seed": circuit.config.random_state, "circuit_version": circuit.config.version,
+                   "description": f"in-silico retina v{circuit.config.version} interneurons ({_module_of(circuit)})"})
     return out
+
+
+def _module_of(circuit: InSilicoCircuit) -> str:
+    """The module that defines the circuit's version (written to the files' descriptions)."""
+    return "retcodec.insilico.circuit" if circuit.config.version == VERSION else "retcodec.insilico.family"
 
 
 def _bar(total: int, enabled: bool):

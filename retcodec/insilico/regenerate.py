@@ -72,7 +72,11 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
 
 def simulate_version(out: str | Path, seed: int = 0, version: int = 2, progress: bool = False) -> dict[str, Path]:
     """Full-length files of in-silico retina ``version`` (2: :mod:`~retcodec.insilico.circuit`,
-    1: :mod:`~retcodec.insilico.retina`) under ``out``, deterministic under ``seed``."""
+    1: :mod:`~retcodec.insilico.retina`; 3: the retina ``seed`` of the benchmark family,
+    :mod:`~retcodec.insilico.family`) under ``out``, deterministic under ``seed``."""
+    if version == 3:
+        from retcodec.insilico.family import simulate_family_retina
+        return simulate_family_retina(out, seed, progress=progress)
     if version == 2:
         from retcodec.insilico.circuit import simulate
         return simulate(out, random_state=seed, progress=progress)
@@ -80,7 +84,7 @@ def simulate_version(out: str | Path, seed: int = 0, version: int = 2, progress:
         from retcodec.insilico.retina import simulate as simulate_v1
         return simulate_v1(out, seed=seed, progress=progress)
     from retcodec.errors import ConfigurationError
-    raise ConfigurationError(f"unknown in-silico retina version {version!r}; use 2 (current) or 1")
+    raise ConfigurationError(f"unknown in-silico retina version {version!r}; use 2 (bundled), 1 or 3 (benchmark family)")
 
 
 def bundle_target(repo: str | Path | None = None) -> Path:
