@@ -140,8 +140,8 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
     torch.set_num_threads(1)
     ranges = replace_ranges(**QUICK_RANGES) if quick else FamilyRanges()
     options = {**(QUICK_RUN if quick else FAMILY_RUN), **(run_options or {})}
-    key = json.dumps({"seed": seed, "quick": quick, "ranges": asdict(ranges), "run": options}, sort_keys=True,
-                     default=str)
+    fit_recipe = "quick" if quick else "family"
+    keys = _step_keys(seed, asdict(ranges), asdict(recipe(fit_recipe)), options)
     name = f"retina {split_of(seed)}-{seed}"
     with hold_lock(folder / ".retcodec.lock", f"benchmark retina {folder}"):
         steps = _Steps(folder)
@@ -149,6 +149,7 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
         recording = data / "insilico" / "naturalscene.h5"
 
         def step(label: str, work: Callable[[], list[Path]]) -> None:
+            key = keys[label]
             if steps.current(label, key):
                 say(f"{name}: {label} skipped (up to date)")
                 return
@@ -172,7 +173,7 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
         def fit_model() -> list[Path]:
             train = load_recording(recording, split="train")
             test = load_recording(recording, split="test")
-            config = recipe("quick" if quick else "family", seed=seed, threads=1)
+            config = recipe(fit_recipe, seed=seed, threads=1)
             _, history = fit(train, test=test, config=config, out=model_path, device=device)
             write_netcdf_atomic(history, folder / "fit.nc")
             return [model_path, folder / "fit.nc"]
@@ -195,6 +196,17 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
         step("score", score)
         (folder / "timings.json").write_text(json.dumps(steps.seconds(), indent=1))
     return folder / "scores.nc"
+
+
+def _step_keys(seed: int, ranges: dict, fit_config: dict, run_options: dict) -> dict[str, str]:
+    """What each step's result depends on (its own inputs and every earlier step's)."""
+    parts = {"simulate": {"seed": seed, "ranges": ranges}, "fit": {"recipe": fit_config},
+             "analyse": {"run": run_options}, "score": {}}
+    keys, acc = {}, {}
+    for name in STEPS:
+        acc.update(parts[name])
+        keys[name] = json.dumps(acc, sort_keys=True, default=str)
+    return keys
 
 
 def _run_one(seed: int, out: str, quick: bool, device: str, run_options: dict[str, Any]) -> str:
