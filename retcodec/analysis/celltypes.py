@@ -511,22 +511,35 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
     root = cluster_cells(profile, standardize=False, **kw)
     root["drive_profile"] = profile
     nodes: dict[str, xr.Dataset] = {}
+    skipped: dict[str, str] = {}
+
+    def control(name: str, make: Any) -> None:
+        """A secondary clustering; one whose features cannot separate any cells is skipped, with the reason."""
+        try:
+            made = make()
+        except ConfigurationError as err:
+            skipped[name] = str(err)
+            return
+        nodes.update(made if isinstance(made, dict) else {name: made})
+
     for layer in layers:
-        nodes[f"drive/{layer}"] = cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw)
+        control(f"drive/{layer}",
+                lambda layer=layer: cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw))
     contribution_modes = {l: modes[l] for l in layers if l in modes}
     if contribution_modes and all("modes" in ds for ds in contribution_modes.values()):
-        nodes["drive/modes"] = cluster_cells(drive_over_modes(per_cell, contribution_modes, layers),
-                                             standardize=False, **kw)
+        control("drive/modes", lambda: cluster_cells(drive_over_modes(per_cell, contribution_modes, layers),
+                                                     standardize=False, **kw))
     tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
                    k_rule=k_rule)
     for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
         loadings = {l: source[l]["loadings"] for l in layers if l in source}
-        if loadings:
-            sub = cell_types(loadings, rates, **tree_kw)
-            for l in loadings:
-                nodes[f"controls/{family}/{l}"] = sub[l].to_dataset()
-    nodes["controls/rates"] = cluster_rates(rates, **tree_kw)
+        for l in loadings:
+            control(f"controls/{family}/{l}",
+                    lambda l=l, loadings=loadings: cell_types({l: loadings[l]}, rates, **tree_kw)[l].to_dataset())
+    control("controls/rates", lambda: cluster_rates(rates, **tree_kw))
     root = _primary_summary(root, nodes, layers, per_cell, n_init, kw)
+    if skipped:
+        root.attrs["skipped_clusterings"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     root.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range), "k_rule": k_rule,
                                         "random_state": random_state, "layers": list(layers),
                                         "n_windows": int(per_cell.sizes.get("time", 0)),

@@ -27,7 +27,7 @@ from retcodec.io.locking import hold_lock
 from retcodec.io.provenance import sha256
 from retcodec.io.storage import atomic_path, check_output_folder, write_netcdf_atomic
 
-__all__ = ["BenchmarkConfig", "STEPS", "QUICK_RANGES", "QUICK_RUN", "FAMILY_RUN", "run_retina", "benchmark",
+__all__ = ["BenchmarkConfig", "StepManifest", "STEPS", "SIMULATION_MARKER", "QUICK_RANGES", "QUICK_RUN", "FAMILY_RUN", "run_retina", "benchmark",
            "retina_folder"]
 
 #: the file that marks a retina's data folder as written by the benchmark (others are never deleted)
@@ -37,14 +37,16 @@ STEPS = ("simulate", "fit", "analyse", "score")
 #: ``retcodec run`` options of a family retina (IRFs are not scored: one small set)
 FAMILY_RUN: dict[str, Any] = {"irf_sets": 1, "irf_times_per_set": 2}
 #: ``retcodec run`` options of a quick-family retina
-QUICK_RUN: dict[str, Any] = {"quick": True, "max_windows": 200, "irf_sets": 1, "irf_times_per_set": 2,
-                             "interneuron_shifts": 10, "experiment_windows": 100, "typing_windows": 50,
-                             "interneuron_windows": 1000}
-#: the quick family: small retinas, short recordings (for tests and CI; scores are rough)
-QUICK_RANGES: dict[str, Any] = {"n_types": (3, 4), "cells_per_type": (2, 3), "train_seconds": (60.0, 60.0),
-                                "test_seconds": (20.0, 20.0), "n_repeats": (3, 3),
-                                "whitenoise_train_seconds": 30.0, "interneurons_per_type": (1, 1),
-                                "interneuron_seconds": 30.0}
+QUICK_RUN: dict[str, Any] = {"quick": True, "max_windows": 120, "irf_sets": 1, "irf_times_per_set": 2,
+                             "interneuron_shifts": 10, "experiment_windows": 60, "typing_windows": 40,
+                             "interneuron_windows": 600, "stability_seeds": (0, 1),
+                             "mode_options": {"max_epochs": 40, "patience": 10}}
+#: the quick family: small retinas, short recordings, for tests and CI. Its scores are rough
+#: (models fitted on 30 s): it checks the machinery, not the science.
+QUICK_RANGES: dict[str, Any] = {"n_types": (3, 4), "cells_per_type": (2, 3), "train_seconds": (30.0, 30.0),
+                                "test_seconds": (10.0, 10.0), "n_repeats": (3, 3),
+                                "whitenoise_train_seconds": 20.0, "interneurons_per_type": (1, 1),
+                                "interneuron_seconds": 20.0, "calibration_seconds": 20.0}
 
 
 @dataclass
@@ -81,8 +83,12 @@ def retina_folder(out: str | Path, seed: int) -> Path:
     return Path(out) / "retinas" / f"{split_of(seed)}-{seed}"
 
 
-class _Steps:
-    """The ``steps.json`` manifest of one retina: finished steps, their files' sha256, times."""
+class StepManifest:
+    """The ``steps.json`` manifest of one retina: finished steps, their files' sha256, times.
+
+    A manifest of the wrong shape, or one naming files outside the retina's folder, makes
+    its steps stale (they are redone), never trusted and never an error.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -98,9 +104,10 @@ class _Steps:
         entry = self.record.get(step)
         if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("files"), dict):
             return False
+        root = self.folder.resolve()
         for name, digest in entry["files"].items():
-            path = self.folder / name
-            if not path.is_file() or sha256(path) != digest:
+            path = (self.folder / str(name)).resolve()
+            if root not in path.parents or not path.is_file() or sha256(path) != digest:
                 return False
         return True
 
@@ -144,7 +151,7 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
     keys = _step_keys(seed, asdict(ranges), asdict(recipe(fit_recipe)), options)
     name = f"retina {split_of(seed)}-{seed}"
     with hold_lock(folder / ".retcodec.lock", f"benchmark retina {folder}"):
-        steps = _Steps(folder)
+        steps = StepManifest(folder)
         data, model_path = folder / "data", folder / "model.pt"
         recording = data / "insilico" / "naturalscene.h5"
 

@@ -84,6 +84,7 @@ class FamilyRanges:
     vm_noise: tuple[float, float] = (0.1, 0.4)  # interneuron recording noise (fraction of the Vm sd)
     interneurons_per_type: tuple[int, int] = (2, 3)
     interneuron_seconds: float = 120.0          # boxes stimulus of the interneuron recordings
+    calibration_seconds: float = 60.0           # movie each cell's operating point adapts to
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def draw_retina(seed: int, ranges: FamilyRanges | None = None) -> RetinaDraw:
         amacrine_sigma={"amacrine_widefield": _uniform(rng, r.widefield_sigma),
                         "amacrine_on_narrow": narrow, "amacrine_off_narrow": narrow},
         ganglion_tau=tau, ganglion_rf_sigma_by_type=rf, mean_rate=_uniform(rng, r.mean_rate),
-        type_draws=draws)
+        type_draws=draws, calibration_seconds=r.calibration_seconds)
     per_type = _integer(rng, r.interneurons_per_type)
     plan = SimulationPlan(naturalscene_train=round(_uniform(rng, r.train_seconds)),
                           naturalscene_test=round(_uniform(rng, r.test_seconds)),
