@@ -175,6 +175,9 @@ def collect_scores(paths: Sequence[str | Path]) -> tuple[xr.DataArray, dict[str,
             raise MissingDataError(f"{p} does not exist: that retina has not been scored")
         ds = xr.load_dataset(p, engine="h5netcdf")
         name = p.parent.name
+        if name in per:
+            raise MissingDataError(f"two scored retinas are both named {name!r} ({p}); summarise one benchmark "
+                                   f"folder at a time")
         per[name] = ds
         params[name] = json.loads(ds.attrs.get("parameters", "{}"))
     methods = list(dict.fromkeys(m for ds in per.values() for m in ds["method"].values.tolist()))
@@ -231,8 +234,9 @@ def draw_figures(score: xr.DataArray, per: dict[str, xr.Dataset], folder: Path) 
                                      squeeze=False, constrained_layout=True)
             for ax, metric in zip(axes[0], metrics):
                 _strip(ax, score, methods, metric, prefix, show_labels=ax is axes[0][0])
-        fig.suptitle(f"{title} on {score.sizes['retina']} retinas (dots: retinas; bar: median with "
-                     f"bootstrap 95 % interval)", fontsize=10)
+        how = ("dots: cells; red: median over the retina's cells; FEVE below -1 drawn at -1" if key == "model"
+               else "dots: retinas (grey: references); red: median; black: its bootstrap 95 % interval")
+        fig.suptitle(f"{title} on {score.sizes['retina']} retinas ({how})", fontsize=10)
         path = folder / f"benchmark_{key}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
@@ -254,6 +258,9 @@ def _strip(ax, score: xr.DataArray, methods: list[str], metric: str, prefix: str
         lo, hi = bootstrap_median_interval(v)
         ax.plot([lo, hi], [i, i], color="k", lw=2, zorder=3)
         ax.plot([np.median(v)], [i], marker="|", color="C3", ms=14, mew=2.5, zorder=4)
+    if metric in ("k_error", "n_modes"):
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_yticks(range(len(methods)))
     ax.set_yticklabels([m[len(prefix):] for m in methods] if show_labels else [])
     ax.invert_yaxis()
@@ -269,9 +276,10 @@ def _fit_figure(per: dict[str, xr.Dataset], score: xr.DataArray):
     for ax, metric in zip(axes[0], ("test_r", "feve")):
         for i, name in enumerate(names):
             ds = per[name]
-            ax.scatter(ds[metric].values, np.full(ds.sizes["cell"], i) + np.random.default_rng(i).uniform(
+            values = np.maximum(ds[metric].values, -1.0) if metric == "feve" else ds[metric].values
+            ax.scatter(values, np.full(ds.sizes["cell"], i) + np.random.default_rng(i).uniform(
                 -0.15, 0.15, ds.sizes["cell"]), s=8, color="C0", alpha=0.6)
-            ax.plot([np.nanmedian(ds[metric].values)], [i], marker="|", color="C3", ms=12, mew=2.5)
+            ax.plot([max(float(np.nanmedian(ds[metric].values)), -1.0)], [i], marker="|", color="C3", ms=12, mew=2.5)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names if metric == "test_r" else [])
         ax.invert_yaxis()
@@ -285,22 +293,26 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "–" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def summary_table(root: xr.Dataset, prefix: str, metrics: Sequence[str]) -> list[list[str]]:
-    """Rows ``[method, metric, median [CI], quartiles, min-max, n]`` for methods under ``prefix``."""
-    rows = []
+def summary_table(root: xr.Dataset, prefix: str, metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (one per method under ``prefix``): per metric the median with its bootstrap 95 %
+    interval and the range over retinas (worst to best)."""
     s = root["summary"]
+    shown = [k for k in metrics if any(int(s.sel({"method": m, "metric": k, "statistic": "n"})) > 0
+                                       for m in s["method"].values.tolist() if m.startswith(prefix))]
+    header = ["method"] + [h for k in shown for h in (f"{k}: median [95 % CI]", f"{k}: range")] + ["retinas"]
+    rows = []
     for m in s["method"].values.tolist():
         if not m.startswith(prefix):
             continue
-        for k in metrics:
+        cells, n = [m[len(prefix):]], 0
+        for k in shown:
             v = s.sel({"method": m, "metric": k})
-            if int(v.sel(statistic="n")) == 0:
-                continue
             g = lambda name: float(v.sel(statistic=name))   # noqa: E731
-            rows.append([m[len(prefix):], k, f"{_fmt(g('median'))} [{_fmt(g('ci_low'))}, {_fmt(g('ci_high'))}]",
-                         f"{_fmt(g('q25'))}–{_fmt(g('q75'))}", f"{_fmt(g('min'))}–{_fmt(g('max'))}",
-                         str(int(g("n")))])
-    return rows
+            n = max(n, int(g("n")))
+            cells += [f"{_fmt(g('median'))} [{_fmt(g('ci_low'))}, {_fmt(g('ci_high'))}]",
+                      f"{_fmt(g('min'))} to {_fmt(g('max'))}"]
+        rows.append(cells + [str(n)])
+    return header, rows
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -313,8 +325,8 @@ def write_page(root: xr.Dataset, figures: Sequence[Path], per: dict[str, xr.Data
     """The summary page: targets, one section per output (table and figure), the retinas."""
     figs = {p.stem.replace("benchmark_", ""): p for p in figures}
     parts = [f"<h1>retcodec benchmark: {int(root.attrs['n_retinas'])} in-silico retinas</h1>",
-             "<p>Every method scored against the circuit's truth. Medians over retinas with a bootstrap 95 % "
-             "interval, quartiles and the range (worst and best retina). Reference rows "
+             "<p>Every method scored against the circuit's truth: the median over retinas with a bootstrap 95 % "
+             "interval, and the range (worst and best retina; quartiles are in benchmark.nc). Reference rows "
              "(<code>truth_labels</code>, <code>shuffled_labels</code>, <code>silencing/truth</code>) check the "
              "scoring itself: they must read 1, about 0 and 1.</p>", "<h2>Targets</h2>"]
     rows = [[str(d), _fmt(float(v)), _fmt(float(t)), "met" if int(m) else "MISSED"]
@@ -322,11 +334,11 @@ def write_page(root: xr.Dataset, figures: Sequence[Path], per: dict[str, xr.Data
                                   root["target_threshold"].values, root["target_met"].values)]
     parts.append(_html_table(["target", "value", "threshold", ""], rows))
     for key, (title, prefix, metrics) in OUTPUTS.items():
-        rows = summary_table(root, prefix, metrics)
+        header, rows = summary_table(root, prefix, metrics)
         if not rows:
             continue
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_html_table(["method", "metric", "median [95 % CI]", "quartiles", "range", "retinas"], rows))
+        parts.append(_html_table(header, rows))
         if key in figs:
             data = base64.b64encode(figs[key].read_bytes()).decode()
             parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
