@@ -259,7 +259,8 @@ def match_interneurons(model: torch.nn.Module,
       differ in size. Coordinates are map pixels; the attr
       ``stimulus_pixel_offset`` converts them to stimulus pixels.
     * with ``unit_types``: ``best_unit_type`` and ``type_match``; the attrs
-      ``type_match_rate`` and ``type_match_count``.
+      ``type_match_rate``, ``type_match_count`` (interneurons whose best unit has their type) and
+      ``type_known_count`` (interneurons with a known type: the rate's denominator).
 
     The attrs record the procedure (``split``, ``n_blocks``, ``n_shifts``,
     ``min_shift``, ``seed``, ``layers``, stimulus types and time points per
@@ -393,7 +394,8 @@ def _add_type_match(ds: xr.Dataset, table: Mapping[tuple[str, int], str]) -> xr.
                    type_match=("interneuron", match,
                                {"long_name": "the best unit's type label equals the cell's true type"}))
     ds.attrs["type_match_rate"] = float(match[known].mean()) if known.any() else float("nan")
-    ds.attrs["type_match_count"] = int(known.sum())
+    ds.attrs["type_match_count"] = int(match.sum())
+    ds.attrs["type_known_count"] = int(known.sum())
     return ds
 
 

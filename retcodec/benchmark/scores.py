@@ -124,9 +124,8 @@ def _interneuron_rows(results: Path) -> dict[str, dict[str, float]]:
     ds = xr.open_dataset(results / "interneurons.nc", engine="h5netcdf")
     row = {"heldout_r": float(np.nanmedian(ds["heldout_correlation"].values)),
            "chance_p95": float(np.nanmedian(ds["chance_p95"].values))}
-    if "type_match" in ds:
-        match = ds["type_match"].values.astype(float)
-        row["type_match_rate"] = float(np.nanmean(match)) if np.isfinite(match).any() else np.nan
+    if "type_match_rate" in ds.attrs:          # over interneurons of known type
+        row["type_match_rate"] = float(ds.attrs["type_match_rate"])
     return {"interneurons/best_unit": row}
 
 

@@ -33,6 +33,8 @@ class Run:
         self.out = Path(cfg.out)
         self.inputs = inputs
         self.params = cfg.stage_parameters()
+        # the files actually analysed (the bundled default when none was given), not None
+        self.params.update(model=str(inputs.model_path), data=str(inputs.recording_path))
         self.cache = StageCache(self.out, self.params, inputs.checksums, str(inputs.recording_path),
                                 force=cfg.force)
         self.timings: dict[str, float] = {}
