@@ -12,8 +12,8 @@ from retcodec.benchmark.splits import SPLITS, retina_seeds, split_of
 from retcodec.benchmark.summary import (TARGETS, bootstrap_median_interval, evaluate_targets,
                                         summary_statistics)
 from retcodec.errors import ConfigurationError
-from retcodec.insilico.circuit import CircuitConfig, InSilicoCircuit, circuit_from_json
-from retcodec.insilico.family import FamilyConfig, FamilyRanges, draw_retina
+from retcodec.insilico.circuit import CircuitConfig, InSilicoCircuit
+from retcodec.insilico.family import FamilyConfig, FamilyRanges, circuit_from_json, draw_retina
 
 
 # --------------------------------------------------------------------------- family

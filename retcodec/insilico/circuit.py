@@ -577,13 +577,12 @@ def circuit_from_json(text: str, calibrate: bool = False):
     version 2, a v1 :class:`~retcodec.insilico.retina.InSilicoRetina` otherwise (see
     :func:`interneuron_maps` for what both give). Calibration is skipped unless asked."""
     data = json.loads(text)
-    if data.get("version") in (VERSION, 3):
-        if data["version"] == 3:
-            from retcodec.insilico.family import FamilyConfig
-            cfg: CircuitConfig = FamilyConfig.from_json(text)
-        else:
-            cfg = CircuitConfig.from_json(text)
+    if data.get("version") == VERSION:
+        cfg = CircuitConfig.from_json(text)
         return InSilicoCircuit(cfg.random_state, cfg, calibrate=calibrate)
+    if isinstance(data.get("version"), int) and data["version"] > VERSION:
+        raise ConfigurationError(f"a v{data['version']} circuit: read it with "
+                                 f"retcodec.insilico.family.circuit_from_json")
     from retcodec.insilico.retina import CircuitParams, InSilicoRetina
     params = CircuitParams.from_json(text)
     return InSilicoRetina(params.seed, params, calibrate=calibrate)

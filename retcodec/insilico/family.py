@@ -37,10 +37,11 @@ from typing import ClassVar
 import numpy as np
 
 from retcodec.errors import ConfigurationError
-from retcodec.insilico.circuit import (BIPOLAR_TYPES, CircuitConfig, SimulationPlan, simulate)
+from retcodec.insilico import circuit as v2
+from retcodec.insilico.circuit import (BIPOLAR_TYPES, CircuitConfig, InSilicoCircuit, SimulationPlan, simulate)
 
 __all__ = ["FAMILY_VERSION", "FamilyRanges", "FamilyConfig", "RetinaDraw", "draw_retina", "simulate_family_retina",
-           "EXCITATION_PATTERNS", "INHIBITIONS", "describe", "replace_ranges"]
+           "EXCITATION_PATTERNS", "INHIBITIONS", "describe", "replace_ranges", "circuit_from_json"]
 
 #: circuit version written to the files of the family
 FAMILY_VERSION = 3
@@ -240,6 +241,16 @@ def simulate_family_retina(out_root: str | Path, seed: int, ranges: FamilyRanges
     (``insilico/{naturalscene,whitenoise}.h5`` with the truth group, ``interneurons/*.h5``)."""
     draw = draw_retina(seed, ranges)
     return simulate(out_root, random_state=draw.seed, plan=draw.plan, config=draw.config, progress=progress)
+
+
+def circuit_from_json(text: str, calibrate: bool = False):
+    """The circuit a file's ``truth@circuit`` JSON describes, of any version: an
+    :class:`~retcodec.insilico.circuit.InSilicoCircuit` for versions 3 and 2, a v1
+    :class:`~retcodec.insilico.retina.InSilicoRetina` otherwise. Calibration is skipped unless asked."""
+    if json.loads(text).get("version") == FAMILY_VERSION:
+        cfg = FamilyConfig.from_json(text)
+        return InSilicoCircuit(cfg.random_state, cfg, calibrate=calibrate)
+    return v2.circuit_from_json(text, calibrate=calibrate)
 
 
 def describe(draw: RetinaDraw) -> str:

@@ -20,7 +20,8 @@ def insilico_unit_types(recording: xr.Dataset, model: Any, layers: Sequence[str]
     warning and skipped: returns None.
     """
     from retcodec.analysis.interneuron_match import label_units_by_truth
-    from retcodec.insilico.circuit import circuit_from_json, interneuron_maps
+    from retcodec.insilico.circuit import interneuron_maps
+    from retcodec.insilico.family import circuit_from_json
     from retcodec.insilico.retina import boxes, pad_to
     from retcodec.io.recordings import windows
 
