@@ -39,6 +39,7 @@ instead of spinning (4x faster with 2 threads on a loaded 2-core machine).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -53,7 +54,8 @@ from torch import nn
 
 from retcodec.errors import ConfigurationError
 from retcodec.io.provenance import provenance_attrs, to_attr
-from retcodec.io.storage import write_netcdf_atomic
+from retcodec.io.locking import hold_lock
+from retcodec.io.storage import check_output_file, write_netcdf_atomic
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
 from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
@@ -138,6 +140,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``activation (time, channel)`` (summed over space),
         ``completeness_residual (time)`` and, with ``maps``, ``contribution_map``.
     """
+    if out is not None:                   # checked before any work; never replaces a file retcodec did not write
+        out = check_output_file(out, "out", own_only=True)
     auto = is_auto(steps)                 # steps="auto": validated as the starting grid, then switched
     settings = _settings(model, layers, method, INITIAL_STEPS if auto else steps, quadrature, maps,
                          batch_size, n_samples, sigma, random_state, dtype)
@@ -152,27 +156,29 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     cells = _cell_ids(model, source)
 
     store: MemoryStore
-    if out is not None:
-        params = _run_params(model, source, chunks, settings, base, target, fast=engine.fast)
-        params["shrinkage"] = str(shrinkage)
-        store = PartialStore(Path(out), params, resume)
-    else:
-        store = MemoryStore()
-    try:
-        tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
-        _warn_if_ill_conditioned(tgt, settings)
-        engine.set_target(tgt)
-        todo = [i for i in range(len(chunks)) if i not in store.done()]
-        _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
-    except BaseException:
-        if not store.done():
-            store.discard()      # nothing to resume from: leave no empty partial folder behind
-        raise
-    tree = _assemble(store, chunks, source, cells, engine, tgt, settings, base, model, device)
-    if out is not None:
-        write_netcdf_atomic(tree, out)
-        store.discard()
-    return tree
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            params = _run_params(model, source, chunks, settings, base, target, fast=engine.fast)
+            params["shrinkage"] = str(shrinkage)
+            held.enter_context(hold_lock(out.with_name(f".{out.name}.lock"), f"output {out}"))
+            store = PartialStore(out, params, resume)
+        else:
+            store = MemoryStore()
+        try:
+            tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
+            _warn_if_ill_conditioned(tgt, settings)
+            engine.set_target(tgt)
+            todo = [i for i in range(len(chunks)) if i not in store.done()]
+            _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
+        except BaseException:
+            if not store.done():
+                store.discard()      # nothing to resume from: leave no empty partial folder behind
+            raise
+        tree = _assemble(store, chunks, source, cells, engine, tgt, settings, base, model, device)
+        if out is not None:
+            write_netcdf_atomic(tree, out)
+            store.discard()
+        return tree
 
 
 # --------------------------------------------------------------------------- validation
