@@ -126,7 +126,10 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     """
     images = as_image_set(images, normalization=getattr(model, "normalization", None))
     model = _checked(model, images)
-    final = Path(out) if out is not None else None
+    final = None
+    if out is not None:
+        from retcodec.io.storage import check_output_file
+        final = check_output_file(out, "out", own_only=True)
     if final is not None and final.exists() and resume:
         return _reopen_finished(final, method, steps, len(images), target)
     engine_out = final.with_name(final.name + ".engine.nc") if final is not None else None

@@ -46,6 +46,7 @@ from retcodec.io.h5access import (LAYOUT, H5LazyArray, h5_open_error, open_h5, r
                                   require_dataset)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
+from retcodec.io.paths import name_in_root, user_path
 from retcodec.io.storage import atomic_path
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
@@ -78,8 +79,12 @@ class RecordingShapeError(RecordingError, ShapeError):
 # --------------------------------------------------------------------------- paths and files
 def _resolve_path(path: str | os.PathLike, experiment: str | None,
                   stim_type: str | None) -> tuple[Path, str, str]:
-    """``(file, experiment, stim_type)`` for a file path or a root folder."""
-    path = Path(path).expanduser()
+    """``(file, experiment, stim_type)`` for a file path or a root folder.
+
+    Under a root folder, ``experiment`` and ``stim_type`` must be plain names whose file
+    lies inside the root (no ``..``, absolute paths or symbolic links out of it).
+    """
+    path = user_path(path, "recording path")
     if path.is_dir():
         if experiment is None:
             have = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -87,7 +92,11 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
                 f"{path} is a folder: pass experiment= (one of {have}) and stim_type= "
                 f"to pick <root>/<experiment>/<stim_type>.h5")
         stim_type = stim_type or "naturalscene"
-        file = path / experiment / f"{stim_type}.h5"
+        name_in_root(path, experiment, "experiment")
+        file = name_in_root(path / experiment, stim_type, "stim_type", ".h5")
+        if file.exists() and not file.resolve().is_relative_to(path.resolve()):
+            raise ConfigurationError(f"recording {file} resolves outside the data root {path.resolve()}; "
+                                     f"pass the file's path directly if you mean to read it")
         if not file.is_file():
             folder = path / experiment
             have = sorted(p.stem for p in folder.glob("*.h5")) if folder.is_dir() else []
@@ -201,7 +210,7 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     pixels (docs/formats.md), computed block by block (never the whole
     file at once) and cached per ``(path, mtime, size)``.
     """
-    path = Path(path).expanduser().resolve()
+    path = user_path(path, "recording file").resolve()
     if not path.exists():
         raise MissingDataError(f"recording file {path} does not exist")
     if not path.is_file():

@@ -105,6 +105,7 @@ def stamp_attrs(path: Path, attrs: dict[str, Any]) -> None:
 def stage_contributions(run: Run) -> xr.DataTree:
     """IG contributions to the surprisal target; streams chunks so an interrupted run resumes."""
     from retcodec.engine.contributions import contributions
+    from retcodec.engine.store import discard_partial, owns_partial
     from retcodec.errors import ConfigurationError
     from retcodec.io.recordings import model_windows
 
@@ -119,7 +120,7 @@ def stage_contributions(run: Run) -> xr.DataTree:
         if cfg.workers:
             kw.update(backend="dask", n_workers=cfg.workers)
         partial = path.with_name(path.name + ".partial")
-        if partial.exists():
+        if owns_partial(partial):
             n_done = len(list(partial.glob("chunk-*.npz")))
             run.say(f"  resuming from {n_done} finished chunk(s) in {partial.name}")
         try:
@@ -128,7 +129,7 @@ def stage_contributions(run: Run) -> xr.DataTree:
             if not partial.exists() or "partial run with different parameters" not in str(err):
                 raise
             run.say(f"  discarding {partial.name}: it was made with other parameters")
-            shutil.rmtree(partial)
+            discard_partial(partial)
             contributions(run.inputs.model, w, **kw)
         stamp_attrs(path, run.attrs("contributions"))
         return [path]
