@@ -61,6 +61,7 @@ from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
 from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
                                         auto_settings, is_auto)
 from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
+from retcodec.engine.probe import probe_model
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
 from retcodec.compat import accept_seed_alias
 
@@ -152,6 +153,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     chunk_size = _chunk_size(chunk_size, source.n, backend, n_workers, batch_size)
     chunks = [(s, min(s + chunk_size, source.n)) for s in range(0, source.n, chunk_size)]
     base = baseline_array(baseline, source.window_shape)
+    _probe(model, source, settings.layers)
     engine = Engine(model, settings, base, device=device, fast=fast)
     cells = _cell_ids(model, source)
 
@@ -221,6 +223,16 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     return Settings(layers=layers, method=method, steps=int(steps), quadrature=quadrature,
                     maps=bool(maps), batch_size=int(batch_size), n_samples=int(n_samples),
                     sigma=float(sigma), seed=int(seed), dtype=dtype)
+
+
+def _probe(model: nn.Module, source: StimulusSource, layers: Sequence[str]) -> None:
+    """One checked forward pass on the first window: input size, output and layer types."""
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.as_tensor(source.read(0, 1), dtype=dtype, device=device)
+    modules = layer_modules(model)
+    probe_model(model, x, {name: modules[name] for name in layers})
 
 
 def _chunk_size(chunk_size: int | None, n: int, backend: str, n_workers: int, batch_size: int) -> int:
