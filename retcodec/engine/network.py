@@ -356,7 +356,8 @@ class Engine:
         method = self.settings.method
         per_window: dict[str, np.ndarray] = {}
         if method == "ig" and self.settings.steps == AUTO:
-            contrib, per_window = adaptive_integrated_gradients(self, e_x)
+            still = (x == self.baseline).flatten(1).all(dim=1).cpu().numpy()    # nothing to integrate
+            contrib, per_window = adaptive_integrated_gradients(self, e_x, still)
         elif method == "ig":
             contrib = self._integrated_gradients(e_x)
         elif method == "actgrad":
