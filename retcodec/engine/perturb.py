@@ -42,6 +42,7 @@ from torch import nn
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.engine.probe import probe_model
+from retcodec.io.validation import check_model_input
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
@@ -360,6 +361,7 @@ class Silencer:
         x = x.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(x).all():
             raise NonFiniteError(f"windows {int(idx[0])}..{int(idx[-1])} hold NaN or Inf")
+        check_model_input(x.cpu().numpy(), f"windows {int(idx[0])}..{int(idx[-1])}")
         return x
 
     def _chunks(self) -> Iterator[np.ndarray]:

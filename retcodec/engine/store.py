@@ -14,6 +14,7 @@ from torch import nn
 
 from retcodec.errors import ConfigurationError, NonFiniteError, OutputPathError, ShapeError
 from retcodec.io.storage import atomic_path, write_error
+from retcodec.io.validation import check_model_input, warn_unscaled_input
 from retcodec.engine.targets import Surprisal
 
 __all__ = ["StimulusSource", "MemoryStore", "PartialStore", "partial_dir", "owns_partial", "discard_partial",
@@ -49,6 +50,8 @@ class StimulusSource:
             got = stimulus.shape if self.is_array else ("n",) + first.shape[1:]
             raise ShapeError(f"stimulus windows must have shape {want} for this model, got {tuple(got)}")
         self.window_shape = first.shape[1:]
+        if self.is_array:            # windows made by retcodec.windows were checked against their norm stats
+            warn_unscaled_input(first, "the first stimulus window")
         time = getattr(stimulus, "time", None)
         if time is not None and not self.is_array:
             self.time = np.asarray(time, dtype=np.float64)
@@ -69,6 +72,7 @@ class StimulusSource:
             first = start + int(np.flatnonzero(bad)[0])
             raise NonFiniteError(f"stimulus window {first} (and {int(bad.sum()) - 1} more in windows "
                                  f"{start}:{stop}) holds NaN or Inf; clean the stimulus first")
+        check_model_input(x, f"stimulus windows {start}..{stop - 1}")
         return x
 
     def fingerprint(self, chunks: Sequence[tuple[int, int]]) -> str:

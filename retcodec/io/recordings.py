@@ -50,8 +50,8 @@ from retcodec.io.paths import name_in_root, user_path
 from retcodec.io.storage import atomic_path
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
-                                    check_history, check_numeric_dtype, check_rates, check_written,
-                                    parse_norm_stats)
+                                    check_history, check_model_input, check_numeric_dtype, check_rates,
+                                    check_written, parse_norm_stats, warn_stimulus_scale)
 
 __all__ = ["smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
@@ -391,8 +391,15 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
              "norm_stats_source": "train split stimulus: global mean, population std + 1e-7",
              "n_cells_in_file": int(rate_dset.shape[0]), "cells_selection": how,
              "stimulus_dtype": str(stim.dtype), "trimmed_bins": trim,
+             "norm_stimulus_dtype": _train_dtype(h5, stim),
              "notes": "; ".join(notes), **truth_attrs}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _train_dtype(h5: h5py.File, fallback: h5py.Dataset) -> str:
+    """The dtype of the train split's stimulus (the one the norm stats come from)."""
+    train = h5.get("train/stimulus")
+    return str(train.dtype if isinstance(train, h5py.Dataset) else fallback.dtype)
 
 
 # --------------------------------------------------------------------------- windows
@@ -435,8 +442,7 @@ def window_batch(windows: Any, key: slice) -> Any:
         return torch.from_numpy(windows.channels_last(key)).permute(0, 3, 1, 2)
     batch = windows[key] if isinstance(windows, torch.Tensor) else torch.as_tensor(np.asarray(windows[key]))
     batch = batch.to(dtype=torch.float32)
-    if not torch.isfinite(batch).all():
-        raise NonFiniteError(f"stimulus windows {key.start}..{key.stop - 1} hold NaN or Inf")
+    check_model_input(batch.cpu().numpy(), f"stimulus windows {key.start}..{key.stop - 1}")
     return batch
 
 
@@ -550,12 +556,11 @@ class Windows:
         return frames[pos[:, None] + np.arange(h)]
 
     def _normalize(self, frames: np.ndarray, run_a: np.ndarray, run_b: np.ndarray) -> np.ndarray:
-        out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
-            / np.float32(self.norm_stats["std"])
-        if not np.isfinite(out).all():
-            runs = ", ".join(f"{a}..{b - 1}" for a, b in zip(run_a, run_b))
-            raise NonFiniteError(f"the stimulus holds NaN or Inf among frames {runs}; "
-                                 f"it cannot be fed to a model")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
+                / np.float32(self.norm_stats["std"])
+        runs = ", ".join(f"{a}..{b - 1}" for a, b in zip(run_a, run_b))
+        check_model_input(out, f"the stimulus among frames {runs}")
         return out
 
 
@@ -603,6 +608,7 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     ``k + history`` (``w.time``).
     """
     history = check_history(history)
+    given = norm_stats
     if isinstance(recording, xr.DataTree):
         recording = recording.to_dataset()
     stimulus, time, attrs = _stimulus_and_time(recording)
@@ -618,7 +624,26 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     if stimulus.shape[0] <= history:
         raise ShapeError(f"the stimulus has {stimulus.shape[0]} frames; windows of "
                          f"{history} frames need at least {history + 1}")
-    return Windows(stimulus, time, parse_norm_stats(norm_stats), history, source)
+    stats = parse_norm_stats(norm_stats)
+    attrs = source.attrs if source is not None else attrs
+    from_file = given is None and "norm_mean" in attrs
+    reference = ("the train split of " + str(attrs.get("source_file", "the recording"))) if from_file \
+        else "the norm_stats given (e.g. the checkpoint's)"
+    warn_stimulus_scale(_sample_frames(stimulus), stats, f"the {attrs.get('split', '')} stimulus".replace("  ", " "),
+                        reference, dtype=stimulus.dtype,
+                        reference_dtype=attrs.get("norm_stimulus_dtype") if from_file else None)
+    return Windows(stimulus, time, stats, history, source)
+
+
+def _sample_frames(stimulus: Any, block: int = 32) -> np.ndarray:
+    """Up to three blocks of frames (start, middle, end) of a (time, y, x) stimulus, as stored."""
+    n = stimulus.shape[0]
+    starts = sorted({0, max(0, n // 2 - block // 2), max(0, n - block)})
+    parts = []
+    for a in starts:
+        part = stimulus[a:min(n, a + block)]
+        parts.append(np.asarray(part.values if isinstance(part, xr.Variable) else part))
+    return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- writing

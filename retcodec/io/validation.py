@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     import h5py
 
 __all__ = ["MAX_RATE_HZ", "MIN_STIMULUS_STD", "MAX_STORAGE_RATIO", "check_numeric_dtype",
-           "check_rates", "check_counts", "check_history", "parse_norm_stats", "check_written"]
+           "check_rates", "check_counts", "check_history", "parse_norm_stats", "check_written",
+           "MAX_MODEL_INPUT", "check_model_input", "warn_stimulus_scale", "warn_unscaled_input",
+           "scale_mismatch"]
 
 #: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
 #: refractory period sets; larger values mean the file holds something other than rates in Hz
@@ -113,3 +115,83 @@ def parse_norm_stats(norm_stats: Any) -> dict[str, float]:
     if std <= 0:
         raise ConfigurationError(f"norm_stats std must be > 0, got {std}")
     return {"mean": mean, "std": std}
+
+
+# --------------------------------------------------------------------------- model-input scale
+#: largest magnitude of a model input (a z-scored stimulus is within a few tens): beyond it
+#: the values are not a stimulus in the model's units (1e30 fill values, ±3e38, raw counts of
+#: a wrong type) and float32 activations overflow
+MAX_MODEL_INPUT = 1e6
+#: a z-scored stimulus whose mean is further than this from 0, or whose std is more than
+#: :data:`SCALE_RATIO` times off 1, is on another scale than the statistics it was z-scored with
+MAX_Z_MEAN = 3.0
+SCALE_RATIO = 10.0
+
+
+def check_model_input(x: np.ndarray, what: str) -> None:
+    """Refuse NaN/Inf (:class:`NonFiniteError`) and magnitudes above :data:`MAX_MODEL_INPUT`
+    (:class:`RecordingValueError`) in model inputs ``x``."""
+    if x.size == 0:
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
+        peak = float(np.max(np.abs(x)))
+    if not np.isfinite(peak):
+        raise NonFiniteError(f"{what} holds NaN or Inf; it cannot be fed to a model")
+    if peak > MAX_MODEL_INPUT:
+        raise RecordingValueError(
+            f"{what} holds model inputs up to ±{peak:.3g}, beyond ±{MAX_MODEL_INPUT:g} (z-scored stimuli lie "
+            f"within a few tens): that is not a stimulus in the model's units (fill values? a wrong dtype "
+            f"or scale?). Clean or rescale the stimulus")
+
+
+def scale_mismatch(z_mean: float, z_std: float) -> bool:
+    """Whether z-scored values of this mean and std are implausible for a z-scored stimulus."""
+    return (abs(z_mean) > MAX_Z_MEAN or z_std > SCALE_RATIO
+            or (z_std > 0 and z_std < 1.0 / SCALE_RATIO and abs(z_mean) > 1.0))
+
+
+def warn_stimulus_scale(sample: np.ndarray, norm_stats: Mapping[str, float], what: str,
+                        reference: str, dtype: Any = None, reference_dtype: Any = None) -> None:
+    """Warn when a raw stimulus ``sample`` is on another scale than ``norm_stats`` (module doc).
+
+    ``reference`` says where the norm stats come from (``"the train split (uint8)"``,
+    ``"the checkpoint's norm_stats"``); ``dtype``/``reference_dtype`` are named when known.
+    Raises like :func:`check_model_input` when the z-scored sample is out of range.
+    """
+    import warnings
+
+    raw = np.asarray(sample, dtype=np.float64)
+    raw = raw[np.isfinite(raw)]          # NaN/Inf are refused where windows are read
+    if raw.size == 0:
+        return
+    z = (raw - norm_stats["mean"]) / norm_stats["std"]
+    check_model_input(z, what)
+    z_mean, z_std = float(z.mean()), float(z.std())
+    dtype_note = "" if dtype is None else f" ({np.dtype(dtype)}"
+    dtype_note += "" if not dtype_note else (f", the norm stats' stimulus {np.dtype(reference_dtype)})"
+                                             if reference_dtype is not None else ")")
+    if scale_mismatch(z_mean, z_std) or (reference_dtype is not None and dtype is not None
+                                         and np.dtype(dtype) != np.dtype(reference_dtype)
+                                         and (abs(z_mean) > 1.0 or not 0.5 <= z_std <= 2.0)):
+        warnings.warn(
+            f"{what}{dtype_note} spans {raw.min():.4g}..{raw.max():.4g} (mean {raw.mean():.4g}, std "
+            f"{raw.std():.4g}), but it is z-scored with mean {norm_stats['mean']:.4g} and std "
+            f"{norm_stats['std']:.4g} from {reference}: the model sees inputs of mean {z_mean:.3g} and std "
+            f"{z_std:.3g} where about 0 and 1 are expected. The published models were fitted on frames "
+            f"z-scored with their train split: give the stimulus in the train split's units (same dtype "
+            f"and range) or the norm stats that belong to it", RuntimeWarning, stacklevel=3)
+
+
+def warn_unscaled_input(x: np.ndarray, what: str) -> None:
+    """Warn when model inputs that should already be z-scored look raw (e.g. 0..255 frames)."""
+    import warnings
+
+    if x.size == 0:
+        return
+    values = np.asarray(x, dtype=np.float64)
+    mean, std = float(values.mean()), float(values.std())
+    if abs(mean) > MAX_Z_MEAN * 3 or std > SCALE_RATIO * 3:
+        warnings.warn(f"{what} has mean {mean:.4g} and std {std:.4g}, spanning {values.min():.4g}.."
+                      f"{values.max():.4g}: model inputs are z-scored stimuli (about 0 and 1). Make "
+                      f"windows with retcodec.windows(recording, norm_stats=model.meta['norm_stats'])",
+                      RuntimeWarning, stacklevel=3)
