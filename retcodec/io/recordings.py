@@ -474,6 +474,10 @@ class Windows:
         self.time = np.asarray(time)[self.history:]
         self.cells = (None if recording is None or "cell" not in recording.coords
                       else recording["cell"].values)
+        #: where the norm stats come from, and that stimulus's dtype (named in the scale warning)
+        self.scale_reference: tuple[str, Any] = ("the norm_stats given (e.g. the checkpoint's)", None)
+        self.scale_what = "the stimulus"
+        self._scale_checked = False
 
     # sequence protocol ---------------------------------------------------
     def __len__(self) -> int:
@@ -556,6 +560,11 @@ class Windows:
         return frames[pos[:, None] + np.arange(h)]
 
     def _normalize(self, frames: np.ndarray, run_a: np.ndarray, run_b: np.ndarray) -> np.ndarray:
+        if not self._scale_checked:        # once, on the first frames read: the units of the stimulus
+            self._scale_checked = True
+            reference, reference_dtype = self.scale_reference
+            warn_stimulus_scale(frames, self.norm_stats, self.scale_what, reference, dtype=frames.dtype,
+                                reference_dtype=reference_dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
                 / np.float32(self.norm_stats["std"])
@@ -624,26 +633,13 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     if stimulus.shape[0] <= history:
         raise ShapeError(f"the stimulus has {stimulus.shape[0]} frames; windows of "
                          f"{history} frames need at least {history + 1}")
-    stats = parse_norm_stats(norm_stats)
+    w = Windows(stimulus, time, parse_norm_stats(norm_stats), history, source)
     attrs = source.attrs if source is not None else attrs
-    from_file = given is None and "norm_mean" in attrs
-    reference = ("the train split of " + str(attrs.get("source_file", "the recording"))) if from_file \
-        else "the norm_stats given (e.g. the checkpoint's)"
-    warn_stimulus_scale(_sample_frames(stimulus), stats, f"the {attrs.get('split', '')} stimulus".replace("  ", " "),
-                        reference, dtype=stimulus.dtype,
-                        reference_dtype=attrs.get("norm_stimulus_dtype") if from_file else None)
-    return Windows(stimulus, time, stats, history, source)
-
-
-def _sample_frames(stimulus: Any, block: int = 32) -> np.ndarray:
-    """Up to three blocks of frames (start, middle, end) of a (time, y, x) stimulus, as stored."""
-    n = stimulus.shape[0]
-    starts = sorted({0, max(0, n // 2 - block // 2), max(0, n - block)})
-    parts = []
-    for a in starts:
-        part = stimulus[a:min(n, a + block)]
-        parts.append(np.asarray(part.values if isinstance(part, xr.Variable) else part))
-    return np.concatenate(parts)
+    if given is None and "norm_mean" in attrs:
+        w.scale_reference = (f"the train split of {attrs.get('source_file', 'the recording')}",
+                             attrs.get("norm_stimulus_dtype"))
+    w.scale_what = " ".join(["the", str(attrs.get("split", "")), "stimulus"]).replace("  ", " ")
+    return w
 
 
 # --------------------------------------------------------------------------- writing
