@@ -63,7 +63,7 @@ def test_files_a_user_adds_to_retcodecs_partial_folder_survive(model, x, tmp_pat
     (partial / "mine.txt").write_text("keep me")
     _run(model, x, out)                                         # resumes, finishes, cleans up its own files
     assert out.exists()
-    assert sorted(p.name for p in partial.iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in partial.iterdir()) == [PARTIAL_MARKER, "mine.txt"]   # only its own files went
 
 
 def test_partial_run_with_other_parameters_is_kept_and_reported(model, x, tmp_path, monkeypatch):

@@ -167,17 +167,16 @@ def warn_stimulus_scale(sample: np.ndarray, norm_stats: Mapping[str, float], wha
     z = (raw - norm_stats["mean"]) / norm_stats["std"]
     check_model_input(z, what)
     z_mean, z_std = float(z.mean()), float(z.std())
-    dtype_note = "" if dtype is None else f" ({np.dtype(dtype)}"
-    dtype_note += "" if not dtype_note else (f", the norm stats' stimulus {np.dtype(reference_dtype)})"
-                                             if reference_dtype is not None else ")")
+    dtype_note = "" if dtype is None else f" ({np.dtype(dtype)})"
+    ref_note = "" if reference_dtype is None else f" (a {np.dtype(reference_dtype)} stimulus)"
     if scale_mismatch(z_mean, z_std) or (reference_dtype is not None and dtype is not None
                                          and np.dtype(dtype) != np.dtype(reference_dtype)
                                          and (abs(z_mean) > 1.0 or not 0.5 <= z_std <= 2.0)):
         warnings.warn(
-            f"{what}{dtype_note} spans {raw.min():.4g}..{raw.max():.4g} (mean {raw.mean():.4g}, std "
-            f"{raw.std():.4g}), but it is z-scored with mean {norm_stats['mean']:.4g} and std "
-            f"{norm_stats['std']:.4g} from {reference}: the model sees inputs of mean {z_mean:.3g} and std "
-            f"{z_std:.3g} where about 0 and 1 are expected. The published models were fitted on frames "
+            f"{what}{dtype_note} spans {raw.min():.6g}..{raw.max():.6g} (mean {raw.mean():.6g}, std "
+            f"{raw.std():.6g}), but it is z-scored with mean {norm_stats['mean']:.6g} and std "
+            f"{norm_stats['std']:.6g} from {reference}{ref_note}: the model sees inputs of mean {z_mean:.3g} "
+            f"and std {z_std:.3g} where about 0 and 1 are expected. The published models were fitted on frames "
             f"z-scored with their train split: give the stimulus in the train split's units (same dtype "
             f"and range) or the norm stats that belong to it", RuntimeWarning, stacklevel=3)
 
