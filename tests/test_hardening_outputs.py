@@ -159,3 +159,30 @@ def test_malformed_manifest_entries_are_stale_not_errors(tmp_path, entry):
     fresh = _cache(out)
     assert not fresh.freshness("modes").current
     assert fresh.seconds("modes") is None
+
+
+def test_run_never_overwrites_files_it_did_not_write(tmp_path, capsys):
+    from retcodec.cli import main
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "contributions.nc").write_text("my own netCDF notes")
+    assert main(["run", "--out", str(out), "--quick", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "contributions.nc" in err[0] and "did not write" in err[0]
+    assert (out / "contributions.nc").read_text() == "my own netCDF notes"
+
+
+def test_foreign_report_is_detected_by_the_stage_cache(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    cache = _cache(out)
+    (out / "report.html").write_text("<html>mine</html>")
+    (out / "hypotheses.txt").write_text("mine")
+    assert cache.foreign("report") == ["report.html", "hypotheses.txt"]
+    (out / "report.html").write_text("<!DOCTYPE html><html><head><title>retcodec report</title>")
+    cache.record("report", [out / "report.html", out / "hypotheses.txt"], 1.0)
+    cache.invalidate("report", "test")
+    assert _cache(out).foreign("report") == []             # the ledger remembers what retcodec wrote
+    (out / "figures").write_text("a file where the figures folder goes")
+    assert cache.foreign("figures") == ["figures"]

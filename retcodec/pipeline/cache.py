@@ -24,9 +24,11 @@ from retcodec.io.provenance import sha256
 from retcodec.io.storage import atomic_path
 from retcodec.pipeline.config import DEPENDS, STAGE_FILES, STAGES, STAGE_PARAMETERS
 
-__all__ = ["MANIFEST", "StageCache", "Freshness", "bound_digest", "own_file"]
+__all__ = ["MANIFEST", "LEDGER", "StageCache", "Freshness", "bound_digest", "own_file"]
 
 MANIFEST = ".stages.json"
+#: manifest key listing every file retcodec ever wrote in the folder (kept when a stage is invalidated)
+LEDGER = "_written"
 #: files a stage writes besides ``STAGE_FILES[stage]`` (or the files under that folder)
 _EXTRA_FILES = {"report": ("hypotheses.txt",)}
 
@@ -34,6 +36,14 @@ _EXTRA_FILES = {"report": ("hypotheses.txt",)}
 def bound_digest(stage: str, name: str, path: Path) -> str:
     """The checksum recorded for ``name`` of ``stage``: the file's sha256 bound to both."""
     return hashlib.sha256(f"{stage}\0{name}\0{sha256(path)}".encode()).hexdigest()
+
+
+def _is_retcodec_report(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"<title>retcodec report</title>" in f.read(4096)
+    except OSError:
+        return False
 
 
 def own_file(stage: str, name: Any) -> bool:
@@ -123,6 +133,29 @@ class StageCache:
         files = self.entries.get(stage, {}).get("files")
         return [self.out / name for name in (files if isinstance(files, dict) else {}) if own_file(stage, name)]
 
+    def foreign(self, stage: str) -> list[str]:
+        """Existing files at ``stage``'s output names that retcodec did not provably write here
+        (not in the manifest's ledger, not a netCDF file with retcodec's provenance)."""
+        from retcodec.io.storage import is_retcodec_file
+
+        ledger = set(self.entries.get(LEDGER, {}) or {})
+        for entry in self.entries.values():           # manifests of earlier versions: no ledger
+            files = entry.get("files") if isinstance(entry, dict) else None
+            ledger |= set(files) if isinstance(files, dict) else set()
+        found = []
+        for name in (STAGE_FILES[stage], *_EXTRA_FILES.get(stage, ())):
+            path = self.out / name
+            if not (path.exists() or path.is_symlink()):
+                continue
+            if path.is_dir() and not path.is_symlink() and name == STAGE_FILES.get("figures"):
+                continue                                  # figures/: only retcodec's own names are written
+            if path.is_symlink() or not path.is_file():
+                found.append(name)
+            elif name not in ledger and not (name.endswith(".nc") and is_retcodec_file(path)) \
+                    and not (name == STAGE_FILES["report"] and _is_retcodec_report(path)):
+                found.append(name)
+        return found
+
     def seconds(self, stage: str) -> float | None:
         value = self.entries.get(stage, {}).get("seconds")
         try:
@@ -158,5 +191,8 @@ class StageCache:
                       for p in files for name in [Path(p).relative_to(self.out).as_posix()]},
             "seconds": round(float(seconds), 3),
             "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        ledger = self.entries.get(LEDGER)
+        self.entries[LEDGER] = {**(ledger if isinstance(ledger, dict) else {}),
+                                **{name: True for name in self.entries[stage]["files"]}}
         self.stale.pop(stage, None)
         self._write()

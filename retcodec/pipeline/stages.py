@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
+from retcodec.errors import OutputPathError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
 from retcodec.memory import release_memory
@@ -60,6 +61,11 @@ class Run:
             self.timings[stage] = seconds if seconds is not None else 0.0
             self.say(f"[{stage}] skipped (up to date; computed in {self.timings[stage]:.1f} s)")
             return load()
+        foreign = self.cache.foreign(stage)
+        if foreign:
+            raise OutputPathError(f"results folder {self.out} holds {', '.join(foreign)}, which retcodec did not "
+                                  f"write there; it never overwrites files it did not make. Move them, or "
+                                  f"choose another results folder (--out)")
         self.say(f"[{stage}] computing ({fresh.reason})")
         for dependant in self.cache.invalidate(stage, fresh.reason):
             self.log.append(f"  {dependant} will be recomputed too")
