@@ -78,3 +78,26 @@ def test_one_bad_frame_late_in_the_stimulus_is_caught_where_it_is_read():
     stimulus[150] = np.nan
     with pytest.raises(NonFiniteError):
         retcodec.windows(stimulus, norm_stats=NORM)[120:130]
+
+
+@pytest.mark.parametrize("fill", [3e38, 1e30, -1e20])
+def test_huge_values_in_the_train_split_are_refused_though_z_scoring_would_hide_them(tmp_path, fill):
+    import h5py
+
+    from retcodec.io import recordings
+
+    path = tmp_path / "expt" / "naturalscene.h5"
+    write_recording(path, train=_split(_frames()), test=_split(_frames()))
+    stimulus = _frames().astype(np.float32)
+    stimulus[::2] = np.float32(fill)                      # half the frames
+    with h5py.File(path, "a") as f:                       # as another exporter would write it
+        for split in ("train", "test"):
+            del f[f"{split}/stimulus"]
+            f[f"{split}/stimulus"] = stimulus
+    recordings._norm_stats_cached.cache_clear()
+    with pytest.raises(RecordingValueError, match="beyond"):
+        retcodec.load_recording(path)
+    with pytest.raises(RecordingValueError, match="beyond"):
+        write_recording(tmp_path / "w.h5", train=_split(stimulus), test=_split(_frames()))
+    with pytest.raises(RecordingValueError, match="beyond"):
+        retcodec.windows(stimulus, norm_stats={"mean": 0.0, "std": abs(float(fill))})[0:2]

@@ -207,7 +207,8 @@ def fit_modes(tree: xr.DataTree, layer: str, source: str = "contribution", multi
 # =========================================================================== mode-class correlation
 def load_superclasses(path: str | Path) -> dict[str, str]:
     """A JSON file ``{"class_name": "superclass", ...}`` as a dict."""
-    path = Path(path)
+    from retcodec.io.paths import user_path
+    path = user_path(path, "super-class mapping file")
     if not path.is_file():
         raise MissingDataError(f"no super-class mapping file at {path}")
     try:

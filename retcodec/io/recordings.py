@@ -51,7 +51,8 @@ from retcodec.io.storage import atomic_path
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
                                     check_history, check_model_input, check_numeric_dtype, check_rates,
-                                    check_written, parse_norm_stats, warn_stimulus_scale)
+                                    check_stimulus_values, check_written, parse_norm_stats,
+                                    warn_stimulus_scale)
 
 __all__ = ["smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
@@ -176,6 +177,8 @@ def _chunked_mean_std(dset: h5py.Dataset, what: str) -> tuple[float, float]:
             raise NonFiniteError(
                 f"{what} holds NaN or Inf in frames {start}..{start + len(block) - 1}; "
                 f"the stimulus must be finite")
+        if block.size:
+            check_stimulus_values(float(np.abs(block).max()), f"{what} (frames {start}..{start + len(block) - 1})")
         nb, mb = block.size, float(block.mean())
         m2b = float(np.square(block - mb).sum())
         delta, total = mb - mean, n + nb
@@ -565,6 +568,11 @@ class Windows:
             reference, reference_dtype = self.scale_reference
             warn_stimulus_scale(frames, self.norm_stats, self.scale_what, reference, dtype=frames.dtype,
                                 reference_dtype=reference_dtype)
+        if frames.dtype.kind == "f" and frames.size:
+            with np.errstate(invalid="ignore"):
+                peak = float(np.nanmax(np.abs(frames))) if not np.isnan(frames).all() else 0.0
+            if np.isfinite(peak):
+                check_stimulus_values(peak, f"{self.scale_what} (frames {', '.join(f'{a}..{b - 1}' for a, b in zip(run_a, run_b))})")
         with np.errstate(over="ignore", invalid="ignore"):
             out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
                 / np.float32(self.norm_stats["std"])
@@ -656,6 +664,8 @@ def _compact_stimulus(stimulus: Any, split: str) -> np.ndarray:
         return arr
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise NonFiniteError(f"{split} stimulus holds NaN or Inf")
+    if arr.size and arr.dtype.kind in "iuf":
+        check_stimulus_values(float(np.abs(arr).max()), f"{split} stimulus")
     if arr.size and arr.dtype.kind in "iuf" and arr.min() >= 0 and arr.max() <= 255 \
             and np.array_equal(arr, np.round(arr)):
         return arr.astype(np.uint8)

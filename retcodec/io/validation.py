@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_RATE_HZ", "MIN_STIMULUS_STD", "MAX_STORAGE_RATIO", "check_numeric_dtype",
            "check_rates", "check_counts", "check_history", "parse_norm_stats", "check_written",
            "MAX_MODEL_INPUT", "check_model_input", "warn_stimulus_scale", "warn_unscaled_input",
-           "scale_mismatch"]
+           "scale_mismatch", "MAX_STIMULUS_VALUE", "check_stimulus_values"]
 
 #: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
 #: refractory period sets; larger values mean the file holds something other than rates in Hz
@@ -122,6 +122,9 @@ def parse_norm_stats(norm_stats: Any) -> dict[str, float]:
 #: the values are not a stimulus in the model's units (1e30 fill values, ±3e38, raw counts of
 #: a wrong type) and float32 activations overflow
 MAX_MODEL_INPUT = 1e6
+#: largest magnitude of a stored stimulus value: beyond any unit of light intensity or contrast
+#: (fill values such as 1e30, float32 extremes such as 3e38); z-scoring would hide such values
+MAX_STIMULUS_VALUE = 1e12
 #: a z-scored stimulus whose mean is further than this from 0, or whose std is more than
 #: :data:`SCALE_RATIO` times off 1, is on another scale than the statistics it was z-scored with
 MAX_Z_MEAN = 3.0
@@ -142,6 +145,15 @@ def check_model_input(x: np.ndarray, what: str) -> None:
             f"{what} holds model inputs up to ±{peak:.3g}, beyond ±{MAX_MODEL_INPUT:g} (z-scored stimuli lie "
             f"within a few tens): that is not a stimulus in the model's units (fill values? a wrong dtype "
             f"or scale?). Clean or rescale the stimulus")
+
+
+def check_stimulus_values(peak: float, what: str) -> None:
+    """Refuse a stimulus whose largest magnitude ``peak`` is beyond :data:`MAX_STIMULUS_VALUE`."""
+    if peak > MAX_STIMULUS_VALUE:
+        raise RecordingValueError(
+            f"{what} holds values up to ±{peak:.3g}, beyond ±{MAX_STIMULUS_VALUE:g}: that is no light "
+            f"intensity or contrast (fill values? an export in the wrong dtype?). Clean the stimulus; "
+            f"z-scoring would hide such values")
 
 
 def scale_mismatch(z_mean: float, z_std: float) -> bool:
