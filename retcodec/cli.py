@@ -7,6 +7,7 @@ cluster. ``retcodec <command> --help`` lists every option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -447,6 +448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"retcodec {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:             # a bug in retcodec: still one line, and how to see the rest
+        if os.environ.get("RETCODEC_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"retcodec {args.command}: internal error ({type(err).__name__}: {first}); please report it "
+              f"(RETCODEC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, RetcodecError, ShapeError
+from retcodec.io.paths import user_path
+from retcodec.io.validation import as_int
 
 __all__ = ["ImageSet", "ArrayImages", "FolderImages", "as_image_set", "from_loader",
            "Normalization", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "preprocess_image",
@@ -172,9 +174,12 @@ class FolderImages(ImageSet):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  channels: int = 3, max_per_class: int | None = None,
                  normalization: Any = None) -> None:
-        self.root = Path(root)
+        self.root = user_path(root, "image folder")
         if not self.root.is_dir():
             raise MissingDataError(f"no image folder at {self.root}")
+        resize = None if resize is None else as_int(resize, "resize", low=1)
+        crop = None if crop is None else as_int(crop, "crop", low=1)
+        max_per_class = None if max_per_class is None else as_int(max_per_class, "max_per_class", low=1)
         if channels not in (1, 3):
             raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
         norm = Normalization.from_spec(normalization if normalization is not None else (mean, std))

@@ -56,6 +56,7 @@ from retcodec.errors import ConfigurationError
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.locking import hold_lock
 from retcodec.io.storage import check_output_file, write_netcdf_atomic
+from retcodec.io.validation import as_float, as_int
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
 from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
@@ -198,6 +199,10 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     dtype = _check_choice("dtype", str(dtype).replace("torch.", ""), ("float32", "float64"))
     if isinstance(layers, str):
         layers = (layers,)
+    if isinstance(layers, Mapping) or not isinstance(layers, (list, tuple, np.ndarray)) \
+            or not all(isinstance(name, str) for name in layers):
+        raise ConfigurationError(f"layers must be a layer name or a list of names, e.g. ['conv0', 'conv1'], "
+                                 f"got {type(layers).__name__} {layers!r:.60}")
     layers = tuple(layers)
     valid = list(layer_modules(model))
     unknown = [name for name in layers if name not in valid]
@@ -216,8 +221,8 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
         raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ConfigurationError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if not (np.isfinite(sigma) and sigma >= 0):
-        raise ConfigurationError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    sigma = as_float(sigma, "sigma", low=0.0)
+    seed = as_int(seed, "random_state")
     # ordered as the model orders them
     layers = tuple(sorted(layers, key=valid.index))
     return Settings(layers=layers, method=method, steps=int(steps), quadrature=quadrature,

@@ -42,7 +42,7 @@ from torch import nn
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.engine.probe import probe_model
-from retcodec.io.validation import check_model_input
+from retcodec.io.validation import as_flag, as_int, check_model_input
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
@@ -311,10 +311,9 @@ class Silencer:
     def __init__(self, model: nn.Module, windows: Any, layers: Sequence[str], index: Any = None,
                  how: str = "zero", batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str | torch.device = "cpu", progress: bool = False) -> None:
-        if how not in HOWS:
-            raise ConfigurationError(f"how must be one of {HOWS}, got {how!r}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(how, str) or how not in HOWS:
+            raise ConfigurationError(f"how must be one of {HOWS}, got {how!r:.40}")
+        batch_size = as_int(batch_size, "batch_size", low=1)
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         names = [layers] if isinstance(layers, str) else [str(n) for n in layers]
@@ -685,6 +684,7 @@ def silence(model: nn.Module, windows: Any, channels: Channels, how: str = "zero
 
     from retcodec.io.provenance import provenance_attrs
 
+    keep = as_flag(keep, "keep")
     if not isinstance(channels, Mapping) or not channels:
         raise ConfigurationError(f"channels must map layer names to channel lists, e.g. {{'conv1': [2, 4]}}, "
                                  f"got {type(channels).__name__} {channels!r:.60}")

@@ -34,6 +34,13 @@ class StimulusSource:
             stimulus = recordings.windows(stimulus, norm_stats=meta.get("norm_stats"), **history)
         if isinstance(stimulus, torch.Tensor):
             stimulus = stimulus.detach().cpu().numpy()
+        if isinstance(stimulus, (list, tuple)):
+            stimulus = np.asarray(stimulus)
+        if isinstance(stimulus, np.ndarray) and stimulus.dtype.kind not in "biuf":
+            raise ConfigurationError(f"stimulus must hold real numbers, got dtype {stimulus.dtype}")
+        if isinstance(stimulus, (Mapping, str, bytes)):
+            raise ConfigurationError(f"stimulus must be an array (n, T, H, W), a torch tensor, a recording "
+                                     f"Dataset or retcodec Windows, got {type(stimulus).__name__}")
         self.windows = stimulus
         self.is_array = isinstance(stimulus, np.ndarray)
         if not self.is_array and not (hasattr(stimulus, "__len__") and hasattr(stimulus, "__getitem__")):
@@ -89,7 +96,11 @@ def baseline_array(baseline: Any, window_shape: tuple[int, ...]) -> np.ndarray:
     """The baseline window as ``(1, T, H, W)`` float64 (a scalar fills the window)."""
     if isinstance(baseline, torch.Tensor):
         baseline = baseline.detach().cpu().numpy()
-    arr = np.asarray(baseline, dtype=np.float64)
+    try:
+        arr = np.asarray(baseline, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"baseline must be a number or an array of numbers, got "
+                                 f"{type(baseline).__name__} {baseline!r:.60}") from None
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     try:

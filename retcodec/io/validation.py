@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_RATE_HZ", "MIN_STIMULUS_STD", "MAX_STORAGE_RATIO", "check_numeric_dtype",
            "check_rates", "check_counts", "check_history", "parse_norm_stats", "check_written",
            "MAX_MODEL_INPUT", "check_model_input", "warn_stimulus_scale", "warn_unscaled_input",
-           "scale_mismatch", "MAX_STIMULUS_VALUE", "check_stimulus_values"]
+           "scale_mismatch", "MAX_STIMULUS_VALUE", "check_stimulus_values", "as_int", "as_float", "as_flag"]
 
 #: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
 #: refractory period sets; larger values mean the file holds something other than rates in Hz
@@ -206,3 +206,31 @@ def warn_unscaled_input(x: np.ndarray, what: str) -> None:
                       f"{values.max():.4g}: model inputs are z-scored stimuli (about 0 and 1). Make "
                       f"windows with retcodec.windows(recording, norm_stats=model.meta['norm_stats'])",
                       RuntimeWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------- scalar arguments
+def as_int(value: Any, name: str, low: int | None = None) -> int:
+    """``value`` as an int (Python or NumPy integer, not bool), at least ``low``; ConfigurationError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigurationError(f"{name} must be a whole number, got {type(value).__name__} {value!r:.40}")
+    if low is not None and value < low:
+        raise ConfigurationError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def as_float(value: Any, name: str, low: float | None = None) -> float:
+    """``value`` as a finite float, at least ``low``; ConfigurationError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"{name} must be a number, got {type(value).__name__} {value!r:.40}")
+    value = float(value)
+    if not np.isfinite(value) or (low is not None and value < low):
+        raise ConfigurationError(f"{name} must be a finite number" + (f" >= {low:g}" if low is not None else "")
+                                 + f", got {value}")
+    return value
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool (True/False, or the integers 0/1)."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise ConfigurationError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}")
