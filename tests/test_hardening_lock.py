@@ -67,15 +67,35 @@ def test_empty_or_half_written_record_of_a_live_holder_is_busy_not_stale(tmp_pat
                     pass
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '"hello"', "{}", '{"pid": "x", "host": 3, "epoch": "soon"}',
-                                  '{"pid": 1, "host": null, "epoch": [1]}', "null", "42", '{"pid": 12'])
-def test_malformed_records_left_behind_are_taken_over_with_a_warning(tmp_path, text):
+@pytest.mark.parametrize("text", ['{"pid": "x", "host": 3, "epoch": "soon"}', '{"pid": 1, "host": null, "epoch": [1]}',
+                                  '{"pid": 12', '{"started": {"a": 1}}', '{"epoch": NaN, "pid": true}'])
+def test_damaged_records_left_behind_are_taken_over_with_a_warning(tmp_path, text):
     lock = tmp_path / "x.lock"
     lock.write_text(text)
     with pytest.warns(UserWarning, match="stale lock"):
         with hold_lock(lock, "thing"):
             assert lock_holder(lock)["pid"] == os.getpid()
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"hello"', "{}", "null", "42", "hello", '{"my": "settings"}'])
+def test_json_of_another_shape_at_the_lock_path_is_refused_and_kept(tmp_path, text):
+    lock = tmp_path / "x.lock"
+    lock.write_text(text)
+    with pytest.raises(OutputPathError, match="not a retcodec lock record"):
+        with hold_lock(lock, "thing"):
+            pass
+    assert lock.read_text() == text
+
+
+def test_lock_path_that_is_a_symlink_is_refused(tmp_path):
+    target = tmp_path / "config.json"
+    target.write_text('{"pid": 1}')
+    (tmp_path / "x.lock").symlink_to(target)
+    with pytest.raises(OutputPathError, match="symbolic link"):
+        with hold_lock(tmp_path / "x.lock", "thing"):
+            pass
+    assert target.read_text() == '{"pid": 1}'
 
 
 def test_record_of_another_host_with_non_numeric_time_is_respected(tmp_path):

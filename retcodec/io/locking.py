@@ -13,8 +13,10 @@ which the kernel releases when the holder exits, however it exits:
 * a record left behind by a holder that died is taken over with a warning; one written
   on another host less than :data:`STALE_AFTER_S` (24 h) ago is respected (its OS lock
   may not be visible over a network file system);
-* a lock path holding something that is not a lock record (a user's file) is neither
-  overwritten nor deleted: :class:`~retcodec.errors.OutputPathError`.
+* a lock path holding something that is not a lock record (a user's file, JSON of another
+  shape such as ``[1, 2]`` or ``"hello"``) or a symbolic link is neither overwritten nor
+  deleted: :class:`~retcodec.errors.OutputPathError`; a record with fields of the wrong
+  type (a non-numeric time) is read as far as it goes, never a traceback.
 
 Nothing ever waits for a lock.
 """
@@ -135,10 +137,13 @@ def _acquire(lock: Path, what: str) -> int:
     """An open fd of ``lock`` holding its OS lock, or BusyError."""
     for _ in range(_ATTEMPTS):
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except IsADirectoryError:
             raise OutputPathError(f"the lock file {lock} of {what} is a folder; remove or rename it") from None
         except OSError as err:
+            if lock.is_symlink():
+                raise OutputPathError(f"the lock file {lock} of {what} is a symbolic link; retcodec does not "
+                                      f"write through it. Remove the link") from None
             raise OutputPathError(f"cannot create the lock file {lock} of {what} "
                                   f"({err.strerror or err}); choose a writable location") from None
         if not _try_os_lock(fd):
@@ -157,12 +162,15 @@ def _check_leftover(raw: bytes, lock: Path, what: str) -> str | None:
     if not raw.strip():
         return None
     text = raw.decode("utf-8", errors="replace")
-    if len(raw) > _MAX_RECORD_BYTES or not (text.lstrip().startswith(("{", "[", '"')) or _is_json(text)):
-        raise OutputPathError(f"{lock} (the lock file of {what}) holds something that is not a retcodec lock "
-                              f"record ({len(raw)} bytes); retcodec does not overwrite it. Move it away")
+    half_written = text.lstrip().startswith("{") and not _is_json(text)
     holder = _parse_record(text)
+    ours = holder is not None and bool({"pid", "host", "epoch", "started"} & set(json.loads(text)))
+    if len(raw) > _MAX_RECORD_BYTES or not (half_written or ours):
+        raise OutputPathError(f"{lock} (the lock file of {what}) holds something that is not a retcodec lock "
+                              f"record ({len(raw)} bytes: {text[:40]!r}); retcodec neither overwrites nor "
+                              f"deletes it. Move it away, or delete it if it is a damaged lock")
     if holder is None:
-        return "its record is not a lock record (damaged)"
+        return "its record was half written by a process that has ended"
     if holder["host"] not in (None, socket.gethostname()):
         epoch = holder["epoch"]
         age = time.time() - (epoch if epoch is not None else lock.stat().st_mtime)
