@@ -180,3 +180,13 @@ def test_ambiguous_renamed_keys_are_refused(checkpoint):
     opaque = OrderedDict((f"w{i}", v) for i, v in enumerate(checkpoint["model_state_dict"].values()))
     with pytest.raises(CheckpointError, match="could be any of"):
         model_from_checkpoint({**checkpoint, "model_state_dict": opaque})
+
+
+@pytest.mark.parametrize("steps", [4, "auto"])
+def test_windows_equal_to_the_baseline_contribute_exactly_zero(model, x, steps):
+    tree = retcodec.contributions(model, x[1:2], steps=steps, baseline=x[1], target="sum_of_rates")
+    assert float(tree["target"][0]) == float(tree["target_baseline"][0])
+    np.testing.assert_array_equal(tree["completeness_error"].values, 0.0)
+    for layer in ("conv0", "conv1"):
+        np.testing.assert_array_equal(tree[layer]["contribution"].values, 0.0)
+        np.testing.assert_array_equal(tree[layer]["completeness_residual"].values, 0.0)

@@ -384,6 +384,8 @@ def _completeness_summary(residuals: np.ndarray, delta: np.ndarray) -> np.ndarra
             out[i, :3] = np.median(rel), np.percentile(rel, 95), rel.max()
         if absd.sum() > 0:
             out[i, 3] = r.sum() / absd.sum()
+        elif not r.any():                      # every window at the baseline: nothing to miss
+            out[i] = 0.0
     return out
 
 
