@@ -94,6 +94,12 @@ def test_bad_out_is_refused_before_any_computation(model, x, tmp_path, monkeypat
     assert mine.read_bytes() == b"the user's own data"
 
 
+def test_out_in_a_folder_that_does_not_exist_yet(model, x, tmp_path):
+    out = tmp_path / "new" / "sub" / "c.nc"
+    _run(model, x, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["c.nc"]      # no lock, partial or temp left
+
+
 def test_an_earlier_retcodec_output_is_replaced(model, x, tmp_path):
     out = tmp_path / "c.nc"
     _run(model, x, out)

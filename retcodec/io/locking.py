@@ -135,6 +135,11 @@ def _read_fd(fd: int) -> bytes:
 
 def _acquire(lock: Path, what: str) -> int:
     """An open fd of ``lock`` holding its OS lock, or BusyError."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputPathError(f"cannot create the folder of the lock file {lock} of {what} "
+                              f"({err.strerror or err}); choose a writable location") from None
     for _ in range(_ATTEMPTS):
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
