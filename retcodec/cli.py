@@ -7,6 +7,7 @@ cluster. ``retcodec <command> --help`` lists every option.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -395,27 +396,38 @@ def _steps(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"steps must be an integer or 'auto', got {value!r}") from None
 
 
+def _classifier_target(spec: str) -> object:
+    """``--target``: a target name, ``topk:<k>`` (k >= 1) or ``class:<index>`` (index >= 0)."""
+    from retcodec.engine.targets import ClassLogit, TopKLogits
+
+    kind, sep, value = spec.strip().partition(":")
+    if not sep:
+        return spec.strip()
+    makers = {"topk": (TopKLogits, 1, "the number of top logits"), "class": (ClassLogit, 0, "a class index")}
+    if kind not in makers:
+        raise ConfigurationError(f"--target {spec!r}: unknown kind {kind!r}; use top_logit, top_margin, "
+                                 f"softmax_entropy, topk:<k> or class:<index>")
+    make, low, meaning = makers[kind]
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigurationError(f"--target {spec!r}: after '{kind}:' give {meaning} (a whole number "
+                                 f">= {low}), e.g. {kind}:{max(low, 5)}") from None
+    if number < low:
+        raise ConfigurationError(f"--target {spec!r}: {meaning} must be >= {low}")
+    return make(number)
+
+
 def _cmd_classifier(args: argparse.Namespace) -> int:
     import json
 
-    import torch
+    from retcodec.classifier import as_image_set, load_classifier, load_superclasses, load_weights, run_study
 
-    from retcodec.classifier import as_image_set, load_classifier, load_superclasses, run_study
-    from retcodec.errors import ConfigurationError, MissingDataError
-    from retcodec.engine.targets import ClassLogit, TopKLogits
-
-    kind, _, value = args.target.partition(":")
-    target = {"topk": lambda: TopKLogits(int(value)), "class": lambda: ClassLogit(int(value))}.get(
-        kind, lambda: args.target)()
+    target = _classifier_target(args.target)
     norm = {"normalization": args.normalization} if args.normalization else {}
     model = load_classifier(args.model, [s for s in args.layers.split(",") if s], device=args.device, **norm)
     if args.weights is not None:
-        if not args.weights.is_file():
-            raise MissingDataError(f"no weights file at {args.weights}")
-        try:
-            model.net.load_state_dict(torch.load(args.weights, map_location=args.device, weights_only=True))
-        except RuntimeError as err:
-            raise ConfigurationError(f"{args.weights} does not fit the model: {err}") from None
+        load_weights(model.net, args.weights)
     images = as_image_set(args.images, resize=args.resize, crop=args.crop,
                           max_per_class=args.max_per_class,
                           normalization=model.normalization) if args.images.is_dir() \
@@ -463,6 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"retcodec {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:             # a bug in retcodec: still one line, and how to see the rest
+        if os.environ.get("RETCODEC_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"retcodec {args.command}: internal error ({type(err).__name__}: {first}); please report it "
+              f"(RETCODEC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

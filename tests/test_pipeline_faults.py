@@ -64,7 +64,8 @@ def test_partial_from_other_parameters_is_discarded_inside_run(experiment, tmp_p
     out = tmp_path / "r"
     partial = out / "contributions.nc.partial"
     partial.mkdir(parents=True)
-    (partial / "params.json").write_text(json.dumps({"steps": 999}))
+    (partial / "params.json").write_text(json.dumps({"steps": 999, "model": "m", "stimulus": "s",
+                                                     "chunks": [[0, 10]]}))     # a 0.2.0 partial folder
     summary = run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
     assert any("discarding contributions.nc.partial" in line for line in summary["log"])
     assert (out / "contributions.nc").exists() and not partial.exists()

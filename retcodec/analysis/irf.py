@@ -56,7 +56,8 @@ from torch import nn
 from retcodec.io.architectures import LinearStackedConv2d
 from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
 from retcodec.io.provenance import provenance_attrs
-from retcodec.io.storage import atomic_path
+from retcodec._version import __version__
+from retcodec.io.storage import atomic_path, check_output_file
 from retcodec.devices import resolve_device
 
 __all__ = ["irf", "iter_irf", "iter_paired_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
@@ -570,6 +571,8 @@ def irf(model: nn.Module, stimulus: Any, cells: Sequence[int] | None = None,
     ConfigurationError : over ``max_bytes`` without ``out``; bad ``times``, ``batch_size``, ``dtype``.
     ShapeError, NonFiniteError : windows of the wrong shape or with NaN/Inf.
     """
+    if out is not None:             # before any work; never replaces a file retcodec did not write
+        out = check_output_file(out, "out", own_only=True)
     plan = _plan(model, stimulus, cells, times, batch_size, device, dtype, transpose)
     if out is not None:
         return _write_irf(plan, Path(out), progress)
@@ -594,6 +597,7 @@ def _write_irf(plan: _Plan, path: Path, progress: bool) -> xr.DataArray:
     coords = _coords(plan)
     with atomic_path(path) as tmp:
         with h5netcdf.File(tmp, "w") as nc:
+            nc.attrs["retcodec_version"] = __version__
             nc.dimensions = dict(zip(dims, plan.shape))
             for name, (dim, values, *attrs) in coords.items():
                 var = nc.create_variable(name, (dim,), data=np.asarray(values))

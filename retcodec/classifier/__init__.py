@@ -9,7 +9,7 @@ correlations, ablation/preservation controls, input maps and statistics;
 default); :mod:`.imagenet` loads EfficientNet-Lite0 with its ImageNet weights
 (optional extra ``retcodec[imagenet]``).
 """
-from .adapter import ClassifierAdapter, load_classifier, module_names
+from .adapter import ClassifierAdapter, load_classifier, load_weights, module_names
 from .analysis import (DEFAULT_FRACTIONS, channel_order, classifier_statistics, control_curves,
                        control_experiments, fit_modes, image_contributions, input_maps,
                        load_superclasses, mode_class_correlation, predict)
@@ -18,7 +18,7 @@ from .images import (DEFAULT_NORMALIZATION, NORMALIZATIONS, ArrayImages, FolderI
 from .imagenet import efficientnet_lite0, imagenet_class_names, offline_photographs
 from .study import run_study
 
-__all__ = ["ClassifierAdapter", "load_classifier", "module_names", "ImageSet", "ArrayImages",
+__all__ = ["ClassifierAdapter", "load_classifier", "load_weights", "module_names", "ImageSet", "ArrayImages",
            "FolderImages", "as_image_set", "from_loader", "image_contributions", "fit_modes",
            "mode_class_correlation", "load_superclasses", "channel_order", "predict",
            "control_curves", "control_experiments", "input_maps", "classifier_statistics",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -211,8 +211,8 @@ def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
     elif isinstance(spec, (str, Path)) and Path(spec).is_file():
         try:
             net = torch.jit.load(str(spec), map_location=device)
-        except RuntimeError as err:
-            raise ConfigurationError(f"{spec} is not a TorchScript file ({err}); give a "
+        except (RuntimeError, ValueError, OSError, EOFError) as err:
+            raise ConfigurationError(f"{spec} is not a TorchScript file ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__}); give a "
                                      f"'package.module:factory' entry point instead") from None
         for param in net.parameters():          # analyses never need parameter gradients
             param.requires_grad_(False)
@@ -226,3 +226,30 @@ def load_classifier(spec: nn.Module | str | Path, layers: Sequence[str] | str,
         raise ConfigurationError(f"model must be an nn.Module, a TorchScript file or an entry point, "
                                  f"got {type(spec).__name__}")
     return ClassifierAdapter(net, layers, token_layers, class_names, normalization).to(device).eval()
+
+
+def load_weights(net: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` file (``torch.save(model.state_dict())``) into ``net``, safely.
+
+    The file is read by :func:`retcodec.io.checkpoint.load_checkpoint` (allow-listed
+    ``torch.load(weights_only=True)``: nothing is executed, damaged zips refused); a file
+    that is not a mapping of names to tensors (a pickle of other objects, text, an ``.npz``)
+    or that does not fit ``net`` raises a :class:`~retcodec.errors.CheckpointError`.
+    """
+    from retcodec.errors import CheckpointError
+    from retcodec.io.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    file = resolve_checkpoint_path(path)
+    state = load_checkpoint(file)
+    if isinstance(state, Mapping) and "model_state_dict" in state and isinstance(state["model_state_dict"], Mapping):
+        state = state["model_state_dict"]
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"weights file {file} does not hold a state_dict (names -> tensors), but "
+                              f"{type(state).__name__}; save it with torch.save(model.state_dict(), path)")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"weights file {file} does not fit the model: "
+                              f"{str(err).splitlines()[0][:300]}") from None
+    return net

@@ -126,7 +126,10 @@ def image_contributions(model: ClassifierAdapter, images: Any, target: Any = "to
     """
     images = as_image_set(images, normalization=getattr(model, "normalization", None))
     model = _checked(model, images)
-    final = Path(out) if out is not None else None
+    final = None
+    if out is not None:
+        from retcodec.io.storage import check_output_file
+        final = check_output_file(out, "out", own_only=True)
     if final is not None and final.exists() and resume:
         return _reopen_finished(final, method, steps, len(images), target)
     engine_out = final.with_name(final.name + ".engine.nc") if final is not None else None
@@ -204,7 +207,8 @@ def fit_modes(tree: xr.DataTree, layer: str, source: str = "contribution", multi
 # =========================================================================== mode-class correlation
 def load_superclasses(path: str | Path) -> dict[str, str]:
     """A JSON file ``{"class_name": "superclass", ...}`` as a dict."""
-    path = Path(path)
+    from retcodec.io.paths import user_path
+    path = user_path(path, "super-class mapping file")
     if not path.is_file():
         raise MissingDataError(f"no super-class mapping file at {path}")
     try:

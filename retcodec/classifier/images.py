@@ -24,7 +24,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, ShapeError
+from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, RetcodecError, ShapeError
+from retcodec.io.paths import user_path
+from retcodec.io.validation import as_int
 
 __all__ = ["ImageSet", "ArrayImages", "FolderImages", "as_image_set", "from_loader",
            "Normalization", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "preprocess_image",
@@ -172,9 +174,12 @@ class FolderImages(ImageSet):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  channels: int = 3, max_per_class: int | None = None,
                  normalization: Any = None) -> None:
-        self.root = Path(root)
+        self.root = user_path(root, "image folder")
         if not self.root.is_dir():
             raise MissingDataError(f"no image folder at {self.root}")
+        resize = None if resize is None else as_int(resize, "resize", low=1)
+        crop = None if crop is None else as_int(crop, "crop", low=1)
+        max_per_class = None if max_per_class is None else as_int(max_per_class, "max_per_class", low=1)
         if channels not in (1, 3):
             raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
         norm = Normalization.from_spec(normalization if normalization is not None else (mean, std))
@@ -212,8 +217,61 @@ class FolderImages(ImageSet):
         try:
             with Image.open(path) as im:
                 return preprocess_image(im, self.resize, self.crop, self.normalization, self.channels)
-        except OSError as err:
-            raise MissingDataError(f"cannot read image {path}: {err}") from None
+        except Image.DecompressionBombError as err:
+            raise ConfigurationError(f"image {path} is too large to decode safely ({_first_line(err)}); "
+                                     f"downscale it first") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
+            if isinstance(err, RetcodecError):
+                raise
+            raise MissingDataError(f"cannot read image {path}: {_first_line(err)}") from None
+
+
+def _npz_images(path: Path, labels: Any, class_names: Any) -> "ArrayImages":
+    """Images from a ``.npz`` of plain arrays (object arrays, i.e. pickles, are refused)."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise ShapeError(f"{path} must hold an array 'x' (n, C, H, W) and optionally 'y'")
+            names = z["class_names"].tolist() if "class_names" in z.files else class_names
+            return ArrayImages(z["x"], z["y"] if "y" in z.files else labels, names)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        if isinstance(err, RetcodecError):
+            raise
+        raise ConfigurationError(f"{path} is not a .npz of plain numeric arrays ({_first_line(err)}); "
+                                 f"object arrays (pickles) are never loaded. Save x and y with "
+                                 f"numpy.savez") from None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+#: PIL modes of more than 8 bits per sample, and the full scale of each
+_DEEP_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def _to_unit_range(image: Any) -> Any:
+    """A 16-bit, 32-bit integer or float PIL image as a float ("F") image scaled to [0, 1];
+    other modes unchanged (their 8-bit conversion is exact)."""
+    from PIL import Image
+
+    if image.mode not in _DEEP_MODES and image.mode not in ("I", "F"):
+        return image
+    arr = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ShapeError("the image holds NaN or Inf pixels")
+    top = float(arr.max()) if arr.size else 0.0
+    if image.mode in _DEEP_MODES or (image.mode == "I" and 255 < top <= 65535):
+        scale = 65535.0
+    elif image.mode == "F" and top <= 1.0 and float(arr.min()) >= 0.0:
+        scale = 1.0
+    elif top <= 255 and float(arr.min()) >= 0:
+        scale = 255.0
+    else:
+        raise ShapeError(f"an image of mode {image.mode} holds values {arr.min():g}..{top:g}, outside 0..65535; "
+                         f"save it as 8- or 16-bit")
+    return Image.fromarray((arr / scale).astype(np.float32), mode="F")
 
 
 def preprocess_image(image: Any, resize: int | None = 256, crop: int | None = 224,
@@ -233,10 +291,16 @@ def preprocess_image(image: Any, resize: int | None = 256, crop: int | None = 22
         image = Image.fromarray(image)
     if channels not in (1, 3):
         raise ConfigurationError(f"channels must be 1 or 3, got {channels}")
-    im = image.convert("RGB" if channels == 3 else "L")
-    im = _centre_crop(_resize_shorter(im, resize), crop)
-    arr = np.asarray(im, dtype=np.float32) / 255.0
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    deep = _to_unit_range(image)
+    if deep.mode == "F":                  # 16-bit or float: scaled by its own range, never clipped at 255
+        im = _centre_crop(_resize_shorter(deep, resize), crop)
+        arr = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[None]
+        arr = np.repeat(arr, channels, axis=0)
+    else:
+        im = image.convert("RGB" if channels == 3 else "L")
+        im = _centre_crop(_resize_shorter(im, resize), crop)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     mean, std = Normalization.from_spec(normalization).per_channel(channels)
     return ((arr - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
@@ -340,11 +404,7 @@ def as_image_set(images: Any, labels: Any = None, class_names: Sequence[str] | N
         if path.is_dir():
             return FolderImages(path, **folder_options)
         if path.suffix == ".npz" and path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                if "x" not in z.files:
-                    raise ShapeError(f"{path} must hold an array 'x' (n, C, H, W) and optionally 'y'")
-                names = z["class_names"].tolist() if "class_names" in z.files else class_names
-                return ArrayImages(z["x"], z["y"] if "y" in z.files else labels, names)
+            return _npz_images(path, labels, class_names)
         raise MissingDataError(f"no image folder or .npz file at {path}")
     if isinstance(images, np.ndarray) or hasattr(images, "detach"):
         return ArrayImages(images, labels, class_names)

@@ -116,8 +116,20 @@ def run_study(model: ClassifierAdapter, images: Any, out: str | Path, target: An
     Returns the summary dict (also written to ``summary.json``):
     ``{layer: {source: headline(...)}}`` plus ``accuracy`` and ``completeness_error``.
     """
-    out = Path(out)
+    from retcodec.io.locking import hold_lock
+    from retcodec.io.storage import check_output_folder
+
+    out = check_output_folder(out, "out")
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    with hold_lock(out / ".retcodec.lock", f"results folder {out}"):
+        return _run_study(model, images, out, target, steps, superclasses, fractions, seed, max_epochs,
+                          n_map_images, batch_size, device, progress)
+
+
+def _run_study(model: ClassifierAdapter, images: Any, out: Path, target: Any, steps: int | str,
+               superclasses: Mapping[str, str] | None, fractions: Sequence[float], seed: int,
+               max_epochs: int, n_map_images: int, batch_size: int, device: str,
+               progress: bool) -> dict[str, Any]:
     images = as_image_set(images, normalization=model.normalization)
     # streamed to disk; an interrupted study resumes its contributions
     tree = image_contributions(model, images, target=target, steps=steps, batch_size=batch_size,

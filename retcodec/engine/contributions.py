@@ -39,6 +39,7 @@ instead of spinning (4x faster with 2 threads on a loaded 2-core machine).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -53,12 +54,15 @@ from torch import nn
 
 from retcodec.errors import ConfigurationError
 from retcodec.io.provenance import provenance_attrs, to_attr
-from retcodec.io.storage import write_netcdf_atomic
+from retcodec.io.locking import hold_lock
+from retcodec.io.storage import check_output_file, write_netcdf_atomic
+from retcodec.io.validation import as_float, as_int
 from retcodec.engine.targets import Surprisal, Target, make_target
 from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
 from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
                                         auto_settings, is_auto)
 from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
+from retcodec.engine.probe import probe_model
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
 from retcodec.compat import accept_seed_alias
 
@@ -138,6 +142,8 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``activation (time, channel)`` (summed over space),
         ``completeness_residual (time)`` and, with ``maps``, ``contribution_map``.
     """
+    if out is not None:                   # checked before any work; never replaces a file retcodec did not write
+        out = check_output_file(out, "out", own_only=True)
     auto = is_auto(steps)                 # steps="auto": validated as the starting grid, then switched
     settings = _settings(model, layers, method, INITIAL_STEPS if auto else steps, quadrature, maps,
                          batch_size, n_samples, sigma, random_state, dtype)
@@ -148,31 +154,34 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
     chunk_size = _chunk_size(chunk_size, source.n, backend, n_workers, batch_size)
     chunks = [(s, min(s + chunk_size, source.n)) for s in range(0, source.n, chunk_size)]
     base = baseline_array(baseline, source.window_shape)
+    _probe(model, source, settings.layers)
     engine = Engine(model, settings, base, device=device, fast=fast)
     cells = _cell_ids(model, source)
 
     store: MemoryStore
-    if out is not None:
-        params = _run_params(model, source, chunks, settings, base, target, fast=engine.fast)
-        params["shrinkage"] = str(shrinkage)
-        store = PartialStore(Path(out), params, resume)
-    else:
-        store = MemoryStore()
-    try:
-        tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
-        _warn_if_ill_conditioned(tgt, settings)
-        engine.set_target(tgt)
-        todo = [i for i in range(len(chunks)) if i not in store.done()]
-        _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
-    except BaseException:
-        if not store.done():
-            store.discard()      # nothing to resume from: leave no empty partial folder behind
-        raise
-    tree = _assemble(store, chunks, source, cells, engine, tgt, settings, base, model, device)
-    if out is not None:
-        write_netcdf_atomic(tree, out)
-        store.discard()
-    return tree
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            params = _run_params(model, source, chunks, settings, base, target, fast=engine.fast)
+            params["shrinkage"] = str(shrinkage)
+            held.enter_context(hold_lock(out.with_name(f".{out.name}.lock"), f"output {out}"))
+            store = PartialStore(out, params, resume)
+        else:
+            store = MemoryStore()
+        try:
+            tgt = _resolve_target(target, engine, source, chunks, store, cells, shrinkage, progress)
+            _warn_if_ill_conditioned(tgt, settings)
+            engine.set_target(tgt)
+            todo = [i for i in range(len(chunks)) if i not in store.done()]
+            _run_chunks(engine, source, chunks, todo, store, backend, scheduler, n_workers, progress, on_chunk)
+        except BaseException:
+            if not store.done():
+                store.discard()      # nothing to resume from: leave no empty partial folder behind
+            raise
+        tree = _assemble(store, chunks, source, cells, engine, tgt, settings, base, model, device)
+        if out is not None:
+            write_netcdf_atomic(tree, out)
+            store.discard()
+        return tree
 
 
 # --------------------------------------------------------------------------- validation
@@ -190,6 +199,10 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
     dtype = _check_choice("dtype", str(dtype).replace("torch.", ""), ("float32", "float64"))
     if isinstance(layers, str):
         layers = (layers,)
+    if isinstance(layers, Mapping) or not isinstance(layers, (list, tuple, np.ndarray)) \
+            or not all(isinstance(name, str) for name in layers):
+        raise ConfigurationError(f"layers must be a layer name or a list of names, e.g. ['conv0', 'conv1'], "
+                                 f"got {type(layers).__name__} {layers!r:.60}")
     layers = tuple(layers)
     valid = list(layer_modules(model))
     unknown = [name for name in layers if name not in valid]
@@ -208,13 +221,23 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
         raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ConfigurationError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if not (np.isfinite(sigma) and sigma >= 0):
-        raise ConfigurationError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    sigma = as_float(sigma, "sigma", low=0.0)
+    seed = as_int(seed, "random_state")
     # ordered as the model orders them
     layers = tuple(sorted(layers, key=valid.index))
     return Settings(layers=layers, method=method, steps=int(steps), quadrature=quadrature,
                     maps=bool(maps), batch_size=int(batch_size), n_samples=int(n_samples),
                     sigma=float(sigma), seed=int(seed), dtype=dtype)
+
+
+def _probe(model: nn.Module, source: StimulusSource, layers: Sequence[str]) -> None:
+    """One checked forward pass on the first window: input size, output and layer types."""
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.as_tensor(source.read(0, 1), dtype=dtype, device=device)
+    modules = layer_modules(model)
+    probe_model(model, x, {name: modules[name] for name in layers})
 
 
 def _chunk_size(chunk_size: int | None, n: int, backend: str, n_workers: int, batch_size: int) -> int:
@@ -361,6 +384,8 @@ def _completeness_summary(residuals: np.ndarray, delta: np.ndarray) -> np.ndarra
             out[i, :3] = np.median(rel), np.percentile(rel, 95), rel.max()
         if absd.sum() > 0:
             out[i, 3] = r.sum() / absd.sum()
+        elif not r.any():                      # every window at the baseline: nothing to miss
+            out[i] = 0.0
     return out
 
 

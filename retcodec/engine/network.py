@@ -355,8 +355,12 @@ class Engine:
             s_x = self.target(out_x)
         method = self.settings.method
         per_window: dict[str, np.ndarray] = {}
+        # windows equal to the baseline: a path of length zero, nothing to integrate
+        still = (x == self.baseline).flatten(1).all(dim=1) if method == "ig" else None
+        if still is not None and bool(still.any()):
+            s_x = torch.where(still, self.s0.to(s_x.dtype), s_x)       # S(F(x)) = S(F(x0)) exactly
         if method == "ig" and self.settings.steps == AUTO:
-            contrib, per_window = adaptive_integrated_gradients(self, e_x)
+            contrib, per_window = adaptive_integrated_gradients(self, e_x, still.cpu().numpy())
         elif method == "ig":
             contrib = self._integrated_gradients(e_x)
         elif method == "actgrad":
@@ -365,6 +369,8 @@ class Engine:
             contrib = self._inputgrad(e_x)
         else:
             contrib = self._smoothgrad(x, index0)
+        if still is not None and bool(still.any()):
+            contrib = {n: c.masked_fill(still.view(-1, *[1] * (c.ndim - 1)), 0) for n, c in contrib.items()}
         delta = (s_x - self.s0).double()
         res: dict[str, np.ndarray] = {
             "output": to_numpy(out_x), "target": to_numpy(s_x),

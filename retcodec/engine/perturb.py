@@ -41,6 +41,8 @@ from torch import nn
 
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
+from retcodec.engine.probe import probe_model
+from retcodec.io.validation import as_flag, as_int, check_model_input
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
@@ -150,20 +152,10 @@ def silence_points(model: nn.Module, names: Sequence[str], probe: torch.Tensor) 
     modules = [m for m, _ in found.values()]
     if len({id(m) for m in modules}) != len(modules):
         raise ConfigurationError(f"layers {list(names)} name the same module twice")
-    shapes: dict[str, torch.Size] = {}
-    handles = [m.register_forward_hook(_shape_hook(n, shapes)) for n, (m, _) in found.items()]
-    try:
-        with torch.inference_mode():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    shapes = probe_model(model, probe, {n: m for n, (m, _) in found.items()})
     layouts = getattr(model, "layer_layouts", {}) or {}
     points = {}
     for name, (module, index) in found.items():
-        if name not in shapes:
-            raise ConfigurationError(f"layer {name!r} ({type(module).__name__}) was not run by the "
-                                     f"model's forward pass")
         shape = shapes[name]
         layout = layouts.get(name, "channels")
         if len(shape) < 2:
@@ -172,14 +164,6 @@ def silence_points(model: nn.Module, names: Sequence[str], probe: torch.Tensor) 
         n = int(shape[-1] if layout == "tokens" else shape[1])
         points[name] = SilencePoint(str(name), module, index, n, layout)
     return points
-
-
-def _shape_hook(name: str, store: dict[str, torch.Size]):
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        if not isinstance(output, torch.Tensor):
-            raise ShapeError(f"layer {name!r} returns {type(output).__name__}, not one tensor")
-        store[name] = output.shape
-    return hook
 
 
 def check_channels(points: Mapping[str, SilencePoint], channels: Channels) -> dict[str, np.ndarray]:
@@ -192,7 +176,13 @@ def check_channels(points: Mapping[str, SilencePoint], channels: Channels) -> di
         if name not in points:
             raise ConfigurationError(f"unknown layer {name!r} in channels; silencing is set up for "
                                      f"{list(points)}")
-        values = np.atleast_1d(np.asarray(chans))
+        try:
+            values = np.atleast_1d(np.asarray(chans))
+        except (TypeError, ValueError):
+            values = np.asarray([repr(chans)])
+        if values.ndim != 1:
+            raise ConfigurationError(f"channels of layer {name!r} must be a flat list of channel indices, "
+                                     f"got an array of shape {values.shape}")
         if values.size and values.dtype.kind not in "iu":
             raise ConfigurationError(f"channels of layer {name!r} must be integers, got {values.tolist()}")
         arr = np.unique(values.astype(np.int64))
@@ -289,11 +279,9 @@ def specificity(auc_on: np.ndarray, auc_off: np.ndarray, kind: str = "ablate") -
 
 # =========================================================================== the engine
 def _as_device(device: str | torch.device) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigurationError(f"device {device!r} is not a torch device ('cpu', 'cuda', 'cuda:1'): "
-                                 f"{err}") from err
+    """The device, checked to exist here (:class:`~retcodec.errors.DeviceError` otherwise)."""
+    from retcodec.devices import resolve_device
+    return resolve_device(device)
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -323,10 +311,9 @@ class Silencer:
     def __init__(self, model: nn.Module, windows: Any, layers: Sequence[str], index: Any = None,
                  how: str = "zero", batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str | torch.device = "cpu", progress: bool = False) -> None:
-        if how not in HOWS:
-            raise ConfigurationError(f"how must be one of {HOWS}, got {how!r}")
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(how, str) or how not in HOWS:
+            raise ConfigurationError(f"how must be one of {HOWS}, got {how!r:.40}")
+        batch_size = as_int(batch_size, "batch_size", low=1)
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         names = [layers] if isinstance(layers, str) else [str(n) for n in layers]
@@ -373,6 +360,7 @@ class Silencer:
         x = x.to(device=self.device, dtype=self.dtype)
         if not torch.isfinite(x).all():
             raise NonFiniteError(f"windows {int(idx[0])}..{int(idx[-1])} hold NaN or Inf")
+        check_model_input(x.cpu().numpy(), f"windows {int(idx[0])}..{int(idx[-1])}")
         return x
 
     def _chunks(self) -> Iterator[np.ndarray]:
@@ -696,6 +684,10 @@ def silence(model: nn.Module, windows: Any, channels: Channels, how: str = "zero
 
     from retcodec.io.provenance import provenance_attrs
 
+    keep = as_flag(keep, "keep")
+    if not isinstance(channels, Mapping) or not channels:
+        raise ConfigurationError(f"channels must map layer names to channel lists, e.g. {{'conv1': [2, 4]}}, "
+                                 f"got {type(channels).__name__} {channels!r:.60}")
     source, time, units, cells = model_input(model, windows)
     engine = Silencer(model, source, list(channels), how=how, batch_size=batch_size, device=device,
                       progress=progress)

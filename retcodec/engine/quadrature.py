@@ -263,18 +263,22 @@ def _evaluate_points(evaluate: Evaluate, requests: Sequence[tuple[int, float]], 
     return points
 
 
-def adaptive_integrated_gradients(engine: Any, e_x: torch.Tensor
+def adaptive_integrated_gradients(engine: Any, e_x: torch.Tensor, still: np.ndarray | None = None
                                   ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """``steps="auto"`` for a batch of the contributions engine.
 
     ``engine`` provides ``net.run``, ``target``, ``e0`` (the baseline's entry
     value), ``settings`` (``layers``, ``tol``, ``max_steps``, ``batch_size``),
     ``dtype`` and ``device``; ``e_x (B, ...)`` are the windows' entry values.
+    ``still (B,)`` marks windows equal to the baseline: their path has length zero, so
+    they take 0 steps, get contributions 0 and a quadrature error of 0.
     Returns the contributions per layer ``(B, ...)`` and the per-window
     :data:`AUTO_VARIABLES` ``(B,)``.
     """
     s = engine.settings
-    diff = e_x - engine.e0
+    n = len(e_x)
+    moving = np.flatnonzero(~np.asarray(still, dtype=bool)) if still is not None else np.arange(n)
+    diff = (e_x - engine.e0)[torch.as_tensor(moving, device=e_x.device)]
     fmt = torch.channels_last if diff.ndim == 4 else torch.contiguous_format
 
     def evaluate(index: np.ndarray, alpha: np.ndarray):
@@ -287,6 +291,19 @@ def adaptive_integrated_gradients(engine: Any, e_x: torch.Tensor
             grads = torch.autograd.grad(values.sum(), [hidden[n] for n in s.layers])
         return values.detach(), {n: hidden[n].detach() for n in s.layers}, dict(zip(s.layers, grads))
 
-    result = adaptive_trapezoid(evaluate, len(e_x), s.layers, tol=s.tol, max_steps=s.max_steps,
-                                chunk=s.batch_size * (INITIAL_STEPS + 1))
-    return result.contributions, {"quadrature_steps": result.steps, "quadrature_error": result.error}
+    steps, error = np.zeros(n, dtype=np.int64), np.zeros(n)
+    if moving.size == n:
+        result = adaptive_trapezoid(evaluate, n, s.layers, tol=s.tol, max_steps=s.max_steps,
+                                    chunk=s.batch_size * (INITIAL_STEPS + 1))
+        return result.contributions, {"quadrature_steps": result.steps, "quadrature_error": result.error}
+    with torch.no_grad():
+        hidden = engine.net.run(engine.e0)[1]
+    contributions = {name: hidden[name].new_zeros((n, *hidden[name].shape[1:])) for name in s.layers}
+    if moving.size:
+        result = adaptive_trapezoid(evaluate, moving.size, s.layers, tol=s.tol, max_steps=s.max_steps,
+                                    chunk=s.batch_size * (INITIAL_STEPS + 1))
+        index = torch.as_tensor(moving, device=e_x.device)
+        for name in s.layers:
+            contributions[name][index] = result.contributions[name].to(contributions[name].dtype)
+        steps[moving], error[moving] = result.steps, result.error
+    return contributions, {"quadrature_steps": steps, "quadrature_error": error}

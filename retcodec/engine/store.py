@@ -1,9 +1,9 @@
 """Where contributions go while they are computed: the stimulus source, in-memory and resumable on-disk chunk stores."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,11 +12,13 @@ import torch
 import xarray as xr
 from torch import nn
 
-from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.io.storage import atomic_path
+from retcodec.errors import ConfigurationError, NonFiniteError, OutputPathError, ShapeError
+from retcodec.io.storage import atomic_path, write_error
+from retcodec.io.validation import check_model_input, warn_unscaled_input
 from retcodec.engine.targets import Surprisal
 
-__all__ = ["StimulusSource", "MemoryStore", "PartialStore", "baseline_array", "baseline_attr"]
+__all__ = ["StimulusSource", "MemoryStore", "PartialStore", "partial_dir", "owns_partial", "discard_partial",
+           "PARTIAL_MARKER", "baseline_array", "baseline_attr"]
 
 
 # =========================================================================== stimulus
@@ -32,6 +34,13 @@ class StimulusSource:
             stimulus = recordings.windows(stimulus, norm_stats=meta.get("norm_stats"), **history)
         if isinstance(stimulus, torch.Tensor):
             stimulus = stimulus.detach().cpu().numpy()
+        if isinstance(stimulus, (list, tuple)):
+            stimulus = np.asarray(stimulus)
+        if isinstance(stimulus, np.ndarray) and stimulus.dtype.kind not in "biuf":
+            raise ConfigurationError(f"stimulus must hold real numbers, got dtype {stimulus.dtype}")
+        if isinstance(stimulus, (Mapping, str, bytes)):
+            raise ConfigurationError(f"stimulus must be an array (n, T, H, W), a torch tensor, a recording "
+                                     f"Dataset or retcodec Windows, got {type(stimulus).__name__}")
         self.windows = stimulus
         self.is_array = isinstance(stimulus, np.ndarray)
         if not self.is_array and not (hasattr(stimulus, "__len__") and hasattr(stimulus, "__getitem__")):
@@ -48,6 +57,8 @@ class StimulusSource:
             got = stimulus.shape if self.is_array else ("n",) + first.shape[1:]
             raise ShapeError(f"stimulus windows must have shape {want} for this model, got {tuple(got)}")
         self.window_shape = first.shape[1:]
+        if self.is_array:            # windows made by retcodec.windows were checked against their norm stats
+            warn_unscaled_input(first, "the first stimulus window")
         time = getattr(stimulus, "time", None)
         if time is not None and not self.is_array:
             self.time = np.asarray(time, dtype=np.float64)
@@ -68,6 +79,7 @@ class StimulusSource:
             first = start + int(np.flatnonzero(bad)[0])
             raise NonFiniteError(f"stimulus window {first} (and {int(bad.sum()) - 1} more in windows "
                                  f"{start}:{stop}) holds NaN or Inf; clean the stimulus first")
+        check_model_input(x, f"stimulus windows {start}..{stop - 1}")
         return x
 
     def fingerprint(self, chunks: Sequence[tuple[int, int]]) -> str:
@@ -84,7 +96,11 @@ def baseline_array(baseline: Any, window_shape: tuple[int, ...]) -> np.ndarray:
     """The baseline window as ``(1, T, H, W)`` float64 (a scalar fills the window)."""
     if isinstance(baseline, torch.Tensor):
         baseline = baseline.detach().cpu().numpy()
-    arr = np.asarray(baseline, dtype=np.float64)
+    try:
+        arr = np.asarray(baseline, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"baseline must be a number or an array of numbers, got "
+                                 f"{type(baseline).__name__} {baseline!r:.60}") from None
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     try:
@@ -125,29 +141,90 @@ class MemoryStore:
         self.chunks.clear()
 
 
+#: the file that marks a partial folder as retcodec's own (nothing else in it is ever deleted)
+PARTIAL_MARKER = ".retcodec-partial"
+#: the names retcodec writes inside a partial folder
+_PARTIAL_PATTERNS = ("params.json", "target.npz", "chunk-*.npz", PARTIAL_MARKER, ".*.tmp")
+
+
+def partial_dir(out: Path) -> Path:
+    """Where the chunks of ``out`` go while they are computed: ``<out>.partial/``."""
+    return out.with_name(out.name + ".partial")
+
+
+def owns_partial(folder: Path) -> bool:
+    """Whether ``folder`` is provably a partial folder retcodec made: it holds retcodec's marker
+    file, or (older versions) only the files retcodec writes there with a readable ``params.json``."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if (folder / PARTIAL_MARKER).is_file():
+        return True
+    entries = list(folder.iterdir())
+    ours = all(e.is_file() and any(e.match(p) for p in _PARTIAL_PATTERNS) for e in entries)
+    try:
+        params = json.loads((folder / "params.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ours and isinstance(params, dict) and {"model", "stimulus", "chunks"} <= set(params)
+
+
+def discard_partial(folder: Path) -> None:
+    """Delete the files retcodec wrote in ``folder`` (a partial run), then the folder if empty.
+
+    A folder retcodec did not make is refused with :class:`OutputPathError`; files a user
+    put into a retcodec folder are left where they are.
+    """
+    if not folder.exists():
+        return
+    if not owns_partial(folder):
+        raise _not_ours(folder)
+    for pattern in _PARTIAL_PATTERNS:
+        for f in folder.glob(pattern):
+            if f.is_file() and not f.is_symlink() and f.name != PARTIAL_MARKER:
+                f.unlink(missing_ok=True)
+    if not any(e.name != PARTIAL_MARKER for e in folder.iterdir()):
+        (folder / PARTIAL_MARKER).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _not_ours(folder: Path) -> OutputPathError:
+    return OutputPathError(
+        f"{folder} exists but was not made by retcodec (no {PARTIAL_MARKER} marker), and retcodec streams "
+        f"the chunks of this output there; it deletes nothing it did not write. Rename or move that "
+        f"folder, or choose another output name")
+
+
 class PartialStore(MemoryStore):
     """Chunk results streamed to ``<out>.partial/`` (one ``.npz`` per chunk, each written atomically).
 
     ``params.json`` identifies the run; a rerun with the same parameters skips
     the chunks already there. ``target.npz`` holds a fitted surprisal so that a
-    resumed run reuses it.
+    resumed run reuses it. A marker file marks the folder as retcodec's: a folder of
+    that name without it is refused, never deleted.
     """
 
     def __init__(self, out: Path, params: Mapping[str, Any], resume: bool) -> None:
         super().__init__()
-        self.dir = out.with_name(out.name + ".partial")
+        self.dir = partial_dir(out)
         self.params = json.loads(json.dumps(dict(params), default=str))
-        if self.dir.exists():
+        if self.dir.exists() or self.dir.is_symlink():
+            if not owns_partial(self.dir):
+                raise _not_ours(self.dir)
             old = self._read_params()
             if not resume or old is None:
-                shutil.rmtree(self.dir)
+                discard_partial(self.dir)
             elif old != self.params:
                 diff = sorted(k for k in set(old) | set(self.params) if old.get(k) != self.params.get(k))
                 raise ConfigurationError(
                     f"{self.dir} holds a partial run with different parameters ({', '.join(diff)}); "
                     f"rerun with the same parameters to resume it, or pass resume=False "
                     f"(or delete the folder) to start afresh")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / PARTIAL_MARKER).write_text("made by retcodec: chunks of a contribution run\n")
+        except OSError as err:
+            raise write_error(self.dir, err) from err
         if not (self.dir / "params.json").exists():
             with atomic_path(self.dir / "params.json") as tmp:
                 tmp.write_text(json.dumps(self.params, indent=1, sort_keys=True))
@@ -162,7 +239,8 @@ class PartialStore(MemoryStore):
         return self.dir / f"chunk-{index:06d}.npz"
 
     def done(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.dir.glob("chunk-*.npz")}
+        found = (p.stem.split("-", 1)[1] for p in self.dir.glob("chunk-*.npz"))
+        return {int(i) for i in found if i.isdigit()}
 
     def save(self, index: int, result: Mapping[str, np.ndarray]) -> None:
         with atomic_path(self._chunk_path(index)) as tmp, open(tmp, "wb") as f:
@@ -187,4 +265,4 @@ class PartialStore(MemoryStore):
                      n_samples=target.n_samples or 0)
 
     def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        discard_partial(self.dir)

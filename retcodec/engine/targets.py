@@ -53,6 +53,9 @@ class Target:
             raise ShapeError(f"target {self.name!r} needs at least {self.min_outputs} outputs, "
                              f"the model gives {outputs.shape[1]}")
         value = self.forward(outputs)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ShapeError(f"target {self.name!r} must return a floating-point tensor (batch,), got "
+                             f"{getattr(value, 'dtype', type(value).__name__)}")
         if value.shape != outputs.shape[:1]:
             raise ShapeError(f"target {self.name!r} must return one value per sample, shape "
                              f"({outputs.shape[0]},), got {tuple(value.shape)}")

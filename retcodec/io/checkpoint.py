@@ -73,6 +73,7 @@ from typing import IO, Any, Iterator
 
 import torch
 
+from retcodec.io.paths import user_path
 from retcodec.errors import (CheckpointError, CorruptCheckpointError, MissingDataError,
                              RetcodecError, UnreadableFileError, UnsafeCheckpointError)
 from retcodec.io.safe_pickle import (ARRAY_BYTE_LIMIT, SIZE_SLACK, GuardedArray, PickledDtype,
@@ -106,7 +107,7 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise MissingDataError(f"a checkpoint path must be a string or a path, got "
                                f"{type(path).__name__} {path!r:.80}")
-    path = Path(path).expanduser()
+    path = user_path(path, "checkpoint path")
     try:
         info = path.stat()
     except FileNotFoundError:

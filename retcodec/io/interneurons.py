@@ -33,6 +33,7 @@ import xarray as xr
 
 from retcodec.errors import (ConfigurationError, MissingDataError, NonFiniteError, RecordingError,
                              RecordingValueError, ShapeError, UnreadableFileError)
+from retcodec.io.paths import user_path
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.recordings import (smallest_exact, DEFAULT_HISTORY, DT, FRAME_RATE, RecordingShapeError, Windows,
                          open_h5, read_values, require_dataset,
@@ -224,7 +225,7 @@ def load_interneurons(path: str | os.PathLike, stim_types: list[str] | None = No
     ``cell_type``. Everything is read into memory and the file is closed.
     """
     history = check_history(history)
-    path = Path(path).expanduser()
+    path = user_path(path, "interneuron file")
     if path.exists() and not path.is_file():
         raise UnreadableFileError(f"interneuron file {path} is not a regular file (a folder, FIFO, "
                                   f"device or socket); pass the .h5 file itself")

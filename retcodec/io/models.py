@@ -15,8 +15,8 @@ a list or an array; ``img_shape`` as tuple or list; ``norm_stats`` as
 ``{'mean', 'std'}`` or ``[mean, std]``; missing ``centers`` taken from
 :data:`PUBLISHED_CENTERS`; missing ``n_units`` counted from the last batch-norm;
 missing ``sigma`` (GaussianNoise) and ``num_batches_tracked`` keys filled with
-the model's values; state-dict keys renamed pairwise in order when names differ
-but shapes agree (the published loader's fallback); GrabUnits ``coords`` stored
+the model's values; state-dict keys renamed (a different prefix) mapped by structure
+and shape, whatever their stored order, and refused when ambiguous; GrabUnits ``coords`` stored
 in the state dict override the ones rebuilt from the centres.
 
 The checks of a checkpoint's contents live in :mod:`retcodec.io.model_checks`;
@@ -49,6 +49,7 @@ from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.recordings import window_batch
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
 from retcodec.io.storage import atomic_path
+from retcodec.io.validation import warn_unscaled_input
 
 __all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict", "CHECKPOINT_KEYS", "METRIC_KEYS"]
 
@@ -260,17 +261,50 @@ def _ordered_like(state: Mapping[str, torch.Tensor],
 
 def _rename_in_order(state: Mapping[str, torch.Tensor],
                      expected: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor] | None":
-    """The published fallback: pair entries in order, if counts and every shape agree."""
-    targets = list(expected)
-    if len(state) != len(targets):
-        targets = [k for k in expected if not k.endswith(_OPTIONAL_SUFFIXES)]
-    values = list(state.values())
-    if len(values) != len(targets) or any(v.shape != expected[k].shape for v, k in zip(values, targets)):
+    """Renamed keys mapped by structure and shape, never by position alone.
+
+    Each stored entry goes to the model entry of the same shape whose dotted name shares
+    the longest tail with it (``seq.1.running_mean`` -> ``sequential.1.running_mean``),
+    whatever order the file stores them in. The mapping is used only when it is one to
+    one and every entry has a single best match; otherwise (e.g. opaque names with several
+    entries of one shape) the checkpoint is refused as ambiguous. None when nothing maps.
+    """
+    required = [k for k in expected if not k.endswith(_OPTIONAL_SUFFIXES)]
+    if len(state) not in (len(expected), len(required)):
         return None
-    renamed = OrderedDict(zip(targets, values))
+    pool = list(expected) if len(state) == len(expected) else required
+    mapping: dict[str, str] = {}
+    for key, value in state.items():
+        candidates = [k for k in pool if expected[k].shape == value.shape]
+        if not candidates:
+            return None
+        scores = {k: _shared_tail(key, k) for k in candidates}
+        best = max(scores.values())
+        winners = [k for k, v in scores.items() if v == best]
+        if len(winners) != 1:
+            raise CheckpointError(
+                f"state-dict key {key!r} {tuple(value.shape)} could be any of {winners[:6]}: the checkpoint's "
+                f"keys are renamed so that their structure no longer tells which weight is which. Restore "
+                f"the original key names (e.g. {list(expected)[:3]}) before loading")
+        mapping[key] = winners[0]
+    if len(set(mapping.values())) != len(mapping):
+        taken = [k for k in mapping.values() if list(mapping.values()).count(k) > 1]
+        raise CheckpointError(f"renamed state-dict keys map twice onto {sorted(set(taken))[:6]}; the "
+                              f"checkpoint is ambiguous. Restore the original key names before loading")
+    renamed = OrderedDict((mapping[k], v) for k, v in state.items())
     for key in expected:
         renamed.setdefault(key, expected[key])
-    return renamed
+    return _ordered_like(renamed, expected)
+
+
+def _shared_tail(a: str, b: str) -> int:
+    """How many trailing dotted components ``a`` and ``b`` share (leaf name first)."""
+    n = 0
+    for x, y in zip(reversed(a.split(".")), reversed(b.split("."))):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _mismatch_message(model: nn.Module, state: Mapping[str, torch.Tensor],
@@ -529,6 +563,8 @@ def _check_windows_array(model: RetinaCNN, array: np.ndarray | torch.Tensor) -> 
     if array.ndim != 4 or tuple(array.shape[1:]) != model.img_shape:
         raise ShapeError(f"windows must be (n, {', '.join(map(str, model.img_shape))}) for this model, "
                          f"got {tuple(array.shape)}")
+    first = array[:1].detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array[:1])
+    warn_unscaled_input(first, "the first window")
     return array
 
 

@@ -46,11 +46,13 @@ from retcodec.io.h5access import (LAYOUT, H5LazyArray, h5_open_error, open_h5, r
                                   require_dataset)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
+from retcodec.io.paths import name_in_root, user_path
 from retcodec.io.storage import atomic_path
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
-                                    check_history, check_numeric_dtype, check_rates, check_written,
-                                    parse_norm_stats)
+                                    check_history, check_model_input, check_numeric_dtype, check_rates,
+                                    check_stimulus_values, check_written, parse_norm_stats,
+                                    warn_stimulus_scale)
 
 __all__ = ["smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
@@ -78,8 +80,12 @@ class RecordingShapeError(RecordingError, ShapeError):
 # --------------------------------------------------------------------------- paths and files
 def _resolve_path(path: str | os.PathLike, experiment: str | None,
                   stim_type: str | None) -> tuple[Path, str, str]:
-    """``(file, experiment, stim_type)`` for a file path or a root folder."""
-    path = Path(path).expanduser()
+    """``(file, experiment, stim_type)`` for a file path or a root folder.
+
+    Under a root folder, ``experiment`` and ``stim_type`` must be plain names whose file
+    lies inside the root (no ``..``, absolute paths or symbolic links out of it).
+    """
+    path = user_path(path, "recording path")
     if path.is_dir():
         if experiment is None:
             have = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -87,7 +93,11 @@ def _resolve_path(path: str | os.PathLike, experiment: str | None,
                 f"{path} is a folder: pass experiment= (one of {have}) and stim_type= "
                 f"to pick <root>/<experiment>/<stim_type>.h5")
         stim_type = stim_type or "naturalscene"
-        file = path / experiment / f"{stim_type}.h5"
+        name_in_root(path, experiment, "experiment")
+        file = name_in_root(path / experiment, stim_type, "stim_type", ".h5")
+        if file.exists() and not file.resolve().is_relative_to(path.resolve()):
+            raise ConfigurationError(f"recording {file} resolves outside the data root {path.resolve()}; "
+                                     f"pass the file's path directly if you mean to read it")
         if not file.is_file():
             folder = path / experiment
             have = sorted(p.stem for p in folder.glob("*.h5")) if folder.is_dir() else []
@@ -167,6 +177,8 @@ def _chunked_mean_std(dset: h5py.Dataset, what: str) -> tuple[float, float]:
             raise NonFiniteError(
                 f"{what} holds NaN or Inf in frames {start}..{start + len(block) - 1}; "
                 f"the stimulus must be finite")
+        if block.size:
+            check_stimulus_values(float(np.abs(block).max()), f"{what} (frames {start}..{start + len(block) - 1})")
         nb, mb = block.size, float(block.mean())
         m2b = float(np.square(block - mb).sum())
         delta, total = mb - mean, n + nb
@@ -201,7 +213,7 @@ def stimulus_norm_stats(path: str | os.PathLike, split: str = "train") -> dict[s
     pixels (docs/formats.md), computed block by block (never the whole
     file at once) and cached per ``(path, mtime, size)``.
     """
-    path = Path(path).expanduser().resolve()
+    path = user_path(path, "recording file").resolve()
     if not path.exists():
         raise MissingDataError(f"recording file {path} does not exist")
     if not path.is_file():
@@ -382,8 +394,15 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
              "norm_stats_source": "train split stimulus: global mean, population std + 1e-7",
              "n_cells_in_file": int(rate_dset.shape[0]), "cells_selection": how,
              "stimulus_dtype": str(stim.dtype), "trimmed_bins": trim,
+             "norm_stimulus_dtype": _train_dtype(h5, stim),
              "notes": "; ".join(notes), **truth_attrs}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _train_dtype(h5: h5py.File, fallback: h5py.Dataset) -> str:
+    """The dtype of the train split's stimulus (the one the norm stats come from)."""
+    train = h5.get("train/stimulus")
+    return str(train.dtype if isinstance(train, h5py.Dataset) else fallback.dtype)
 
 
 # --------------------------------------------------------------------------- windows
@@ -426,8 +445,7 @@ def window_batch(windows: Any, key: slice) -> Any:
         return torch.from_numpy(windows.channels_last(key)).permute(0, 3, 1, 2)
     batch = windows[key] if isinstance(windows, torch.Tensor) else torch.as_tensor(np.asarray(windows[key]))
     batch = batch.to(dtype=torch.float32)
-    if not torch.isfinite(batch).all():
-        raise NonFiniteError(f"stimulus windows {key.start}..{key.stop - 1} hold NaN or Inf")
+    check_model_input(batch.cpu().numpy(), f"stimulus windows {key.start}..{key.stop - 1}")
     return batch
 
 
@@ -459,6 +477,10 @@ class Windows:
         self.time = np.asarray(time)[self.history:]
         self.cells = (None if recording is None or "cell" not in recording.coords
                       else recording["cell"].values)
+        #: where the norm stats come from, and that stimulus's dtype (named in the scale warning)
+        self.scale_reference: tuple[str, Any] = ("the norm_stats given (e.g. the checkpoint's)", None)
+        self.scale_what = "the stimulus"
+        self._scale_checked = False
 
     # sequence protocol ---------------------------------------------------
     def __len__(self) -> int:
@@ -541,12 +563,21 @@ class Windows:
         return frames[pos[:, None] + np.arange(h)]
 
     def _normalize(self, frames: np.ndarray, run_a: np.ndarray, run_b: np.ndarray) -> np.ndarray:
-        out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
-            / np.float32(self.norm_stats["std"])
-        if not np.isfinite(out).all():
-            runs = ", ".join(f"{a}..{b - 1}" for a, b in zip(run_a, run_b))
-            raise NonFiniteError(f"the stimulus holds NaN or Inf among frames {runs}; "
-                                 f"it cannot be fed to a model")
+        if not self._scale_checked:        # once, on the first frames read: the units of the stimulus
+            self._scale_checked = True
+            reference, reference_dtype = self.scale_reference
+            warn_stimulus_scale(frames, self.norm_stats, self.scale_what, reference, dtype=frames.dtype,
+                                reference_dtype=reference_dtype)
+        if frames.dtype.kind == "f" and frames.size:
+            with np.errstate(invalid="ignore"):
+                peak = float(np.nanmax(np.abs(frames))) if not np.isnan(frames).all() else 0.0
+            if np.isfinite(peak):
+                check_stimulus_values(peak, f"{self.scale_what} (frames {', '.join(f'{a}..{b - 1}' for a, b in zip(run_a, run_b))})")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = (frames.astype(np.float32) - np.float32(self.norm_stats["mean"])) \
+                / np.float32(self.norm_stats["std"])
+        runs = ", ".join(f"{a}..{b - 1}" for a, b in zip(run_a, run_b))
+        check_model_input(out, f"the stimulus among frames {runs}")
         return out
 
 
@@ -594,6 +625,7 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     ``k + history`` (``w.time``).
     """
     history = check_history(history)
+    given = norm_stats
     if isinstance(recording, xr.DataTree):
         recording = recording.to_dataset()
     stimulus, time, attrs = _stimulus_and_time(recording)
@@ -609,7 +641,13 @@ def windows(recording: xr.Dataset | xr.DataArray | np.ndarray, norm_stats: Any =
     if stimulus.shape[0] <= history:
         raise ShapeError(f"the stimulus has {stimulus.shape[0]} frames; windows of "
                          f"{history} frames need at least {history + 1}")
-    return Windows(stimulus, time, parse_norm_stats(norm_stats), history, source)
+    w = Windows(stimulus, time, parse_norm_stats(norm_stats), history, source)
+    attrs = source.attrs if source is not None else attrs
+    if given is None and "norm_mean" in attrs:
+        w.scale_reference = (f"the train split of {attrs.get('source_file', 'the recording')}",
+                             attrs.get("norm_stimulus_dtype"))
+    w.scale_what = " ".join(["the", str(attrs.get("split", "")), "stimulus"]).replace("  ", " ")
+    return w
 
 
 # --------------------------------------------------------------------------- writing
@@ -626,6 +664,8 @@ def _compact_stimulus(stimulus: Any, split: str) -> np.ndarray:
         return arr
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise NonFiniteError(f"{split} stimulus holds NaN or Inf")
+    if arr.size and arr.dtype.kind in "iuf":
+        check_stimulus_values(float(np.abs(arr).max()), f"{split} stimulus")
     if arr.size and arr.dtype.kind in "iuf" and arr.min() >= 0 and arr.max() <= 255 \
             and np.array_equal(arr, np.round(arr)):
         return arr.astype(np.uint8)

@@ -10,6 +10,7 @@ import xarray as xr
 from sklearn.utils.validation import check_is_fitted
 
 from retcodec.errors import ConfigurationError, MissingDataError
+from retcodec.io.paths import user_path
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import write_netcdf_atomic
 from retcodec.modes.estimators import SIGNS, ModesBase, check_sign, estimator_from_dataset
@@ -132,7 +133,7 @@ def _check_dataset(ds: Any, layer: Any) -> xr.Dataset:
 
 def load_modes(path: str | Path) -> xr.Dataset | dict[str, xr.Dataset]:
     """Read what :func:`save_modes` wrote: a Dataset, or a dict layer -> Dataset."""
-    path = Path(path)
+    path = user_path(path, "modes file")
     if not path.is_file():
         raise MissingDataError(f"no modes file at {path}")
     with xr.open_datatree(path, engine="h5netcdf") as tree:

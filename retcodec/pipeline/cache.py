@@ -5,10 +5,16 @@ with (its parameters and the checksums of the run's inputs), the sha256 of every
 it wrote, how long it took and when it finished. A stage is trusted only when its
 signature matches *and* every file it wrote still has its recorded checksum; otherwise
 it is recomputed, with everything downstream of it, and the reason is said.
+
+Each recorded checksum is bound to its stage and file name (``sha256(stage, name, sha256
+of the file)``), and a stage may list only its own files (``STAGE_FILES``) inside the
+results folder: a hand-edited manifest that points one stage's entry at another
+stage's file, or at a file outside the folder, makes that stage stale, never trusted.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +22,39 @@ from typing import Any, Iterable, Mapping
 
 from retcodec.io.provenance import sha256
 from retcodec.io.storage import atomic_path
-from retcodec.pipeline.config import DEPENDS, STAGES, STAGE_PARAMETERS
+from retcodec.pipeline.config import DEPENDS, STAGE_FILES, STAGES, STAGE_PARAMETERS
 
-__all__ = ["MANIFEST", "StageCache", "Freshness"]
+__all__ = ["MANIFEST", "LEDGER", "StageCache", "Freshness", "bound_digest", "own_file"]
 
 MANIFEST = ".stages.json"
+#: manifest key listing every file retcodec ever wrote in the folder (kept when a stage is invalidated)
+LEDGER = "_written"
+#: files a stage writes besides ``STAGE_FILES[stage]`` (or the files under that folder)
+_EXTRA_FILES = {"report": ("hypotheses.txt",)}
+
+
+def bound_digest(stage: str, name: str, path: Path) -> str:
+    """The checksum recorded for ``name`` of ``stage``: the file's sha256 bound to both."""
+    return hashlib.sha256(f"{stage}\0{name}\0{sha256(path)}".encode()).hexdigest()
+
+
+def _is_retcodec_report(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"<title>retcodec report</title>" in f.read(4096)
+    except OSError:
+        return False
+
+
+def own_file(stage: str, name: Any) -> bool:
+    """Whether ``name`` (relative to the results folder) is one a stage may write."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or "\\" in name:
+        return False
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return False
+    own = STAGE_FILES.get(stage)
+    return name == own or name.startswith(f"{own}/") or name in _EXTRA_FILES.get(stage, ())
 
 
 @dataclass(frozen=True)
@@ -80,22 +114,55 @@ class StageCache:
             return Freshness(False, "not computed yet")
         if entry.get("signature") != self.signature(stage):
             return Freshness(False, "parameters or inputs changed")
-        for name, digest in (entry.get("files") or {}).items():
+        files = entry.get("files")
+        if not isinstance(files, dict) or not files:
+            return Freshness(False, "its manifest entry lists no files")
+        for name, digest in files.items():
+            if not own_file(stage, name):
+                return Freshness(False, f"the manifest lists {name!r}, which is not a file of this stage")
             path = self.out / name
-            if not path.is_file():
+            if not path.is_file() or path.is_symlink():
                 return Freshness(False, f"{name} is missing")
-            if sha256(path) != digest:
+            if bound_digest(stage, name, path) != digest:
                 return Freshness(False, f"{name} does not match the checksum recorded when it was written "
                                         f"(modified or corrupted)")
         return Freshness(True, "up to date")
 
     def files(self, stage: str) -> list[Path]:
         """The files a finished stage wrote (relative names resolved in the results folder)."""
-        return [self.out / name for name in (self.entries.get(stage, {}).get("files") or {})]
+        files = self.entries.get(stage, {}).get("files")
+        return [self.out / name for name in (files if isinstance(files, dict) else {}) if own_file(stage, name)]
+
+    def foreign(self, stage: str) -> list[str]:
+        """Existing files at ``stage``'s output names that retcodec did not provably write here
+        (not in the manifest's ledger, not a netCDF file with retcodec's provenance)."""
+        from retcodec.io.storage import is_retcodec_file
+
+        ledger = set(self.entries.get(LEDGER, {}) or {})
+        for entry in self.entries.values():           # manifests of earlier versions: no ledger
+            files = entry.get("files") if isinstance(entry, dict) else None
+            ledger |= set(files) if isinstance(files, dict) else set()
+        found = []
+        for name in (STAGE_FILES[stage], *_EXTRA_FILES.get(stage, ())):
+            path = self.out / name
+            if not (path.exists() or path.is_symlink()):
+                continue
+            if path.is_dir() and not path.is_symlink() and name == STAGE_FILES.get("figures"):
+                continue                                  # figures/: only retcodec's own names are written
+            if path.is_symlink() or not path.is_file():
+                found.append(name)
+            elif name not in ledger and not (name.endswith(".nc") and is_retcodec_file(path)) \
+                    and not (name == STAGE_FILES["report"] and _is_retcodec_report(path)):
+                found.append(name)
+        return found
 
     def seconds(self, stage: str) -> float | None:
         value = self.entries.get(stage, {}).get("seconds")
-        return float(value) if value is not None else None
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            return None
+        return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
 
     # ------------------------------------------------------------------ updates
     def invalidate(self, stage: str, reason: str) -> list[str]:
@@ -120,8 +187,12 @@ class StageCache:
         """``stage`` finished: remember its signature, the checksums of its files and its time."""
         self.entries[stage] = {
             "signature": self.signature(stage),
-            "files": {str(Path(p).relative_to(self.out)): sha256(p) for p in files},
+            "files": {name: bound_digest(stage, name, Path(p))
+                      for p in files for name in [Path(p).relative_to(self.out).as_posix()]},
             "seconds": round(float(seconds), 3),
             "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        ledger = self.entries.get(LEDGER)
+        self.entries[LEDGER] = {**(ledger if isinstance(ledger, dict) else {}),
+                                **{name: True for name in self.entries[stage]["files"]}}
         self.stale.pop(stage, None)
         self._write()

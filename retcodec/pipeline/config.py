@@ -12,6 +12,7 @@ import xarray as xr
 from retcodec.defaults import LAYERS, METHODS, RANDOM_STATE, STEPS
 from retcodec.devices import resolve_device
 from retcodec.errors import ConfigurationError, MissingDataError
+from retcodec.io.paths import name_in_root, user_path
 from retcodec.io.provenance import sha256
 
 __all__ = ["STAGES", "DEPENDS", "STAGE_FILES", "RunConfig", "Inputs", "make_config", "resolve_inputs",
@@ -108,14 +109,14 @@ def make_config(model: str | Path | None = None, data: str | Path | None = None,
         for k, v in QUICK.items():
             if options.get(k) is None or k not in options:
                 options[k] = v
-    options["out"] = os.path.expanduser(str(options.get("out", "results")))
+    options["out"] = str(user_path(options.get("out", "results"), "out"))
     cfg = RunConfig(model=_expand(model), data=_expand(data), **options)
     check_config(cfg)
     return cfg
 
 
 def _expand(path: str | Path | None) -> str | None:
-    return os.path.expanduser(str(path)) if path else None
+    return str(user_path(path, "path")) if path else None
 
 
 def _positive_int(value: Any, name: str, allow_none: bool = False) -> None:
@@ -180,10 +181,13 @@ def resolve_inputs(cfg: RunConfig) -> Inputs:
     data = Path(cfg.data) if cfg.data else default_data_root()
     if data.is_dir():
         experiment = cfg.experiment or model.meta.get("dataset")
-        stim_type = cfg.stim_type or model.meta.get("stim_type")
+        stim_type = cfg.stim_type or model.meta.get("stim_type") or "naturalscene"
         if not experiment or experiment == "unknown":
             raise ConfigurationError(f"{data} is a data root: give --experiment (the model does not name one)")
-        rec_path = data / experiment / f"{stim_type}.h5"
+        # names given on the command line or read from the checkpoint must stay inside the data root
+        name_in_root(data, experiment, "experiment" if cfg.experiment else "the checkpoint's dataset")
+        rec_path = name_in_root(data / experiment, stim_type,
+                                "stim_type" if cfg.stim_type else "the checkpoint's stim_type", ".h5")
     else:
         rec_path = data
     cells = model.meta.get("cells")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
+from retcodec.errors import OutputPathError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
 from retcodec.memory import release_memory
@@ -62,6 +63,11 @@ class Run:
             self.timings[stage] = seconds if seconds is not None else 0.0
             self.say(f"[{stage}] skipped (up to date; computed in {self.timings[stage]:.1f} s)")
             return load()
+        foreign = self.cache.foreign(stage)
+        if foreign:
+            raise OutputPathError(f"results folder {self.out} holds {', '.join(foreign)}, which retcodec did not "
+                                  f"write there; it never overwrites files it did not make. Move them, or "
+                                  f"choose another results folder (--out)")
         self.say(f"[{stage}] computing ({fresh.reason})")
         for dependant in self.cache.invalidate(stage, fresh.reason):
             self.log.append(f"  {dependant} will be recomputed too")
@@ -107,6 +113,7 @@ def stamp_attrs(path: Path, attrs: dict[str, Any]) -> None:
 def stage_contributions(run: Run) -> xr.DataTree:
     """IG contributions to the surprisal target; streams chunks so an interrupted run resumes."""
     from retcodec.engine.contributions import contributions
+    from retcodec.engine.store import discard_partial, owns_partial
     from retcodec.errors import ConfigurationError
     from retcodec.io.recordings import model_windows
 
@@ -121,7 +128,7 @@ def stage_contributions(run: Run) -> xr.DataTree:
         if cfg.workers:
             kw.update(backend="dask", n_workers=cfg.workers)
         partial = path.with_name(path.name + ".partial")
-        if partial.exists():
+        if owns_partial(partial):
             n_done = len(list(partial.glob("chunk-*.npz")))
             run.say(f"  resuming from {n_done} finished chunk(s) in {partial.name}")
         try:
@@ -130,7 +137,7 @@ def stage_contributions(run: Run) -> xr.DataTree:
             if not partial.exists() or "partial run with different parameters" not in str(err):
                 raise
             run.say(f"  discarding {partial.name}: it was made with other parameters")
-            shutil.rmtree(partial)
+            discard_partial(partial)
             contributions(run.inputs.model, w, **kw)
         stamp_attrs(path, run.attrs("contributions"))
         return [path]
