@@ -254,7 +254,8 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
             for i, seed in enumerate(seeds_):
                 say(f"[{i + 1}/{len(seeds_)}] retina {seed}")
                 paths.append(run_retina(seed, folder, quick=quick, device=device, run_options=run_options, say=say))
-        written = summarize(paths, folder, config=asdict(cfg))
+        defining = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress", "workers")}
+        written = summarize(paths, folder, config=defining)
     written["seconds"] = time.perf_counter() - t0
     say(f"benchmark done in {written['seconds']:.0f} s: {written['summary']}")
     return written

@@ -204,8 +204,10 @@ def summarize(paths: Sequence[str | Path], out: str | Path, config: dict[str, An
                       description="scores of every method against the truth of in-silico retinas")
     tree = xr.DataTree(root)
     for name, ds in per.items():
-        tree[f"retinas/{name}"] = xr.DataTree(ds[["test_r", "feve"]].drop_vars("method", errors="ignore")
-                                              .drop_vars("metric", errors="ignore"))
+        fit = ds[["test_r", "feve"]].drop_vars(["method", "metric"], errors="ignore")
+        # only what defines the retina, never where its files were (the same seeds give the same file)
+        fit.attrs = {k: v for k, v in ds.attrs.items() if k in ("seed", "split", "quick", "parameters")}
+        tree[f"retinas/{name}"] = xr.DataTree(fit)
     path = write_netcdf_atomic(tree, out / "benchmark.nc")
     figures = draw_figures(score, per, out / "figures")
     page = write_page(root, figures, per, out / "summary.html")
