@@ -16,7 +16,9 @@ hyper-parameters with openretina's own classes (``UnifiedCoreReadout``, or the l
   ``(n, channels, time', y, x)`` tensor. A hidden unit is a channel; CODEC sums its
   contributions over space and time (``retcodec.engine.network.space_sum``);
   silencing a channel zeroes it there, at every position and time step, so the next
-  core layer and the readout receive nothing from it.
+  core layer and the readout receive nothing from it;
+* ``layer_strides``: stimulus pixels per map pixel of each layer (input downsampling,
+  max-pooling), used to place units on the stimulus when matching interneurons.
 
 openretina is needed to rebuild the model (``pip install "retcodec[openretina]"``); only
 classes from the ``openretina`` package that are torch modules may be named by a
@@ -31,7 +33,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -89,6 +91,7 @@ class OpenRetinaModel(nn.Module):
                             for i, (name, _) in enumerate(features.named_children())}
         modules = dict(self.named_modules())
         self.layers = {name: modules[path] for name, path in self.layer_paths.items()}
+        self.layer_strides = _layer_strides(net.core, list(self.layer_paths))
         height, width = (int(s) for s in meta["img_shape"][1:])
         self.img_shape = (int(history), height, width)
         self.n_cells = int(meta["n_cells"])
@@ -100,30 +103,57 @@ class OpenRetinaModel(nn.Module):
         return out[:, -1, :]
 
 
+def _layer_strides(core: nn.Module, names: list[str]) -> dict[str, int]:
+    """Stimulus pixels per map pixel of each core layer: input downsampling, then 2 per max-pool."""
+    kernel = getattr(core, "_downsample_input_kernel_size", None)
+    stride = int(kernel[-1]) if kernel else 1
+    strides = {}
+    for name, layer in zip(names, core.features.children()):
+        strides[name] = stride               # the nonlinearity comes before the layer's pooling
+        pool = getattr(layer, "pool", None)
+        if pool is not None:
+            size = pool.kernel_size
+            stride *= int(size[-1] if isinstance(size, tuple) else size)
+    return strides
+
+
 # =========================================================================== building
-def _check_targets(config: Any, where: str) -> None:
-    """Every ``_target_`` in ``config`` must name a torch module class of the openretina package."""
+def _configs(config: Any, where: str) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """Every mapping in ``config`` (nested in mappings and lists), with where it sits."""
     if isinstance(config, Mapping):
+        yield config, where
         for key, value in config.items():
-            if isinstance(key, str) and key.startswith("_") and key.endswith("_") and key != _HYDRA_TARGET:
-                raise CheckpointError(f"{where} uses the hydra key {key!r}; retcodec rebuilds only plain "
-                                      f"'_target_' configurations of openretina modules")
-            if isinstance(value, str) and "${" in value:
-                raise CheckpointError(f"{where}.{key} holds the interpolation {value!r:.80}; retcodec does not "
-                                      f"resolve interpolations in a checkpoint")
-            _check_targets(value, f"{where}.{key}")
-        target = config.get(_HYDRA_TARGET)
-        if target is not None:
-            _target_class(target, where)
+            yield from _configs(value, f"{where}.{key}")
     elif isinstance(config, (list, tuple)):
         for i, value in enumerate(config):
-            _check_targets(value, f"{where}[{i}]")
+            yield from _configs(value, f"{where}[{i}]")
 
 
-def _target_class(target: Any, where: str) -> type:
-    if not isinstance(target, str) or not target.startswith("openretina.") or target.count(".") < 2:
-        raise CheckpointError(f"{where} names {target!r:.100} to build; retcodec only builds torch modules "
-                              f"of the openretina package (openretina.<module>.<Class>)")
+def _check_names(config: Any, where: str) -> None:
+    """No hydra key but ``_target_``, no interpolation, every target in the openretina package (by name)."""
+    for node, at in _configs(config, where):
+        for key, value in node.items():
+            if isinstance(key, str) and key.startswith("_") and key.endswith("_") and key != _HYDRA_TARGET:
+                raise CheckpointError(f"{at} uses the hydra key {key!r}; retcodec rebuilds only plain "
+                                      f"'_target_' configurations of openretina modules")
+            if isinstance(value, str) and "${" in value:
+                raise CheckpointError(f"{at}.{key} holds the interpolation {value!r:.80}; retcodec does not "
+                                      f"resolve interpolations in a checkpoint")
+        target = node.get(_HYDRA_TARGET)
+        if target is not None and (not isinstance(target, str) or not target.startswith("openretina.")
+                                   or target.count(".") < 2):
+            raise CheckpointError(f"{at} names {target!r:.100} to build; retcodec only builds torch modules "
+                                  f"of the openretina package (openretina.<module>.<Class>)")
+
+
+def _check_targets(config: Any, where: str) -> None:
+    """Every ``_target_`` in ``config`` must name a torch module class of the installed openretina."""
+    for node, at in _configs(config, where):
+        if node.get(_HYDRA_TARGET) is not None:
+            _target_class(node[_HYDRA_TARGET], at)
+
+
+def _target_class(target: str, where: str) -> type:
     module_name, _, attr = target.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
@@ -137,18 +167,25 @@ def _target_class(target: Any, where: str) -> type:
 
 
 def _build_network(hparams: Mapping[str, Any], source: str) -> nn.Module:
-    """The openretina model the hyper-parameters describe (weights not loaded yet)."""
+    """The openretina model the hyper-parameters describe (weights not loaded yet).
+
+    Every configuration is checked before openretina is imported or anything is built.
+    """
+    kwargs = {k: v for k, v in hparams.items() if k not in ("loss", "evaluation_loss", "optimizer",
+                                                               "lr_scheduler")}
+    unified = "core" in kwargs and "readout" in kwargs
+    if unified:
+        for part in ("core", "readout"):
+            if not isinstance(kwargs[part], Mapping) or not isinstance(kwargs[part].get(_HYDRA_TARGET), str):
+                raise CheckpointError(f"hyper_parameters[{part!r}] of {source} is not a '_target_' "
+                                      f"configuration")
+            _check_names(kwargs[part], f"hyper_parameters[{part!r}]")
     require_openretina()
     from omegaconf import OmegaConf
     from openretina.models.core_readout import ExampleCoreReadout, UnifiedCoreReadout
 
-    kwargs = {k: v for k, v in hparams.items() if k not in ("loss", "evaluation_loss", "optimizer",
-                                                               "lr_scheduler")}
-    if "core" in kwargs and "readout" in kwargs:
+    if unified:
         for part in ("core", "readout"):
-            if not isinstance(kwargs[part], Mapping) or _HYDRA_TARGET not in kwargs[part]:
-                raise CheckpointError(f"hyper_parameters[{part!r}] of {source} is not a '_target_' "
-                                      f"configuration")
             _check_targets(kwargs[part], f"hyper_parameters[{part!r}]")
             kwargs[part] = OmegaConf.create(dict(kwargs[part]))
         cls: type = UnifiedCoreReadout
@@ -273,6 +310,7 @@ def load_openretina_model(path: str | os.PathLike, session: str | None = None, d
     n_cells = int(net(torch.zeros(1, *in_shape[:1], max(history, in_shape[1]), *in_shape[2:]),
                       data_key=chosen).shape[-1])
     meta = {"dataset": chosen, "session": chosen, "stim_type": data_info.get("stim_type"),
+            "response": data_info.get("response_type"),
             "cells": list(range(n_cells)), "n_cells": n_cells, "img_shape": (int(history), *in_shape[2:]),
             "norm_stats": _norm_stats(data_info), "centers": None,
             "model_type": f"openretina.{type(net).__name__}", "hyps": _hyps_summary(hparams),
