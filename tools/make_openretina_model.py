@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("work/openretina_insilico"))
     parser.add_argument("--out", type=Path, default=REPO / "models/openretina_insilico.ckpt")
     parser.add_argument("--session", default="insilico")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batches-per-epoch", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batches-per-epoch", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
