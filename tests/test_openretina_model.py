@@ -152,3 +152,29 @@ def test_tree_is_what_openretina_reads(tmp_path):
     write_session(src, "cells", np.random.default_rng(4))
     root = published_tree({"insilico": [src]}, tmp_path / "root")
     assert set(load_all_responses(root, response_type="firing_rate_10ms")) == {"insilico"}
+
+
+def test_run_inputs_from_a_checkpoint_and_the_tree(saved, tmp_path):
+    """``retcodec run --model X.ckpt --data ROOT --session ID`` resolves the model, session and recording.
+
+    (The whole pipeline on the shipped model is ``benchmarks/bench_openretina.py``: minutes, not seconds.)
+    """
+    from retcodec.cli import build_parser
+    from retcodec.io.openretina.model import OpenRetinaModel
+    from retcodec.pipeline.config import make_config, resolve_inputs
+
+    write_session(tmp_path / "data" / "ganglion_cell_data" / "s1" / "naturalscene.h5", "cells",
+                  np.random.default_rng(5), n_train=120, n_test=90, n_cells=5, size=16)
+    args = build_parser().parse_args(["run", "--model", str(saved[1]), "--data", str(tmp_path / "data"),
+                                      "--session", "s1"])
+    assert args.session == "s1"
+    cfg = make_config(str(args.model), str(args.data), session=args.session, out=str(tmp_path / "out"))
+    inputs = resolve_inputs(cfg)
+    assert isinstance(inputs.model, OpenRetinaModel) and inputs.model.session == "s1"
+    assert inputs.recording_path == tmp_path / "data" / "ganglion_cell_data" / "s1" / "naturalscene.h5"
+    assert inputs.recording.sizes["cell"] == inputs.model.n_cells == 5
+    assert set(inputs.checksums) >= {str(saved[1]), str(inputs.recording_path)}
+    with pytest.raises(ConfigurationError, match="no session 'nope'"):
+        resolve_inputs(make_config(str(saved[1]), str(tmp_path / "data"), session="nope"))
+    with pytest.raises(ConfigurationError, match="unknown layer"):
+        resolve_inputs(make_config(str(saved[1]), str(tmp_path / "data"), layers="conv5"))
