@@ -126,3 +126,11 @@ def test_not_a_lightning_checkpoint(tmp_path):
     torch.save({"model_state_dict": {}, "hyps": {}}, file)
     with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
         read_lightning_checkpoint(file)
+
+
+def test_baccus_loader_points_to_the_openretina_loader(tmp_path):
+    from retcodec.io.models import load_model
+
+    file = _write(tmp_path / "m.ckpt", {"in_shape": (1, 10, 8, 8)})
+    with pytest.raises(CheckpointError, match="load_openretina_model"):
+        load_model(file)
