@@ -20,7 +20,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _add_model_data(p: argparse.ArgumentParser, data_required: bool = False) -> None:
-    p.add_argument("--model", type=Path, help="checkpoint in the published layout (default: bundled in-silico model)")
+    p.add_argument("--model", type=Path, help="checkpoint in the published layout, or an openretina Lightning .ckpt (default: bundled in-silico model)")
     p.add_argument("--data", type=Path, required=data_required,
                    help="recording file <root>/<expt>/<stim>.h5 or a data root (default: bundled in-silico data)")
     p.add_argument("--experiment", help="experiment folder under a data root (default: the model's dataset)")
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole analysis: contributions -> modes -> cell types -> IRFs -> "
                                    "interneurons -> statistics -> figures -> report")
     _add_model_data(p)
+    p.add_argument("--session", help="openretina checkpoints (.ckpt): the session (readout data_key) to analyse; "
+                                      "its recording is <data>/ganglion_cell_data/<session>/<stim>.h5")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--layers", default=",".join(LAYERS),
                    help=f"comma-separated hidden layers (default: {','.join(LAYERS)})")
@@ -236,7 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     inter = args.interneurons
     summary = run(args.model, args.data, experiment=args.experiment, stim_type=args.stim_type,
-                  out=str(args.out), layers=args.layers, steps=args.steps, method=args.method,
+                  session=args.session, out=str(args.out), layers=args.layers, steps=args.steps, method=args.method,
                   device=args.device, random_state=args.seed, workers=args.workers,
                   interneurons=None if inter is None else tuple(map(str, inter)),
                   max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet)

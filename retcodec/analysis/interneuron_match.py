@@ -329,7 +329,7 @@ def _file_dataset(infile: _File, sel: Selection, geometry: LayerGeometry,
     data = {**_best_unit_variables(sel, geometry), **_statistic_variables(sel)}
     offsets = dict(zip(geometry.names, geometry.offsets))
     for name, maps in geometry.split(sel.maps).items():
-        data[f"correlation_map_{name}"] = _map_variable(name, maps, offsets[name])
+        data[f"correlation_map_{name}"] = _map_variable(name, maps, offsets[name], geometry.stride(name))
     ds = xr.Dataset(data, coords=coords)
     for name, (n_chan, n_y, n_x) in zip(geometry.names, geometry.shapes):
         ds = ds.assign_coords({f"channel_{name}": np.arange(n_chan),
@@ -341,13 +341,14 @@ def _file_dataset(infile: _File, sel: Selection, geometry: LayerGeometry,
 def _best_unit_variables(sel: Selection, geometry: LayerGeometry) -> dict[str, tuple]:
     layer, channel, y, x = zip(*(geometry.locate(int(u)) for u in sel.best_unit))
     offset = np.array([dict(zip(geometry.names, geometry.offsets))[name] for name in layer])
+    stride = np.array([geometry.stride(name) for name in layer])
     map_px = {"units": "map pixel of best_layer"}
     return {"best_layer": ("interneuron", np.array(layer, dtype=str)),
             "best_channel": ("interneuron", np.array(channel)),
             "best_y": ("interneuron", np.array(y), map_px),
             "best_x": ("interneuron", np.array(x), map_px),
-            "best_center_y": ("interneuron", np.array(y) + offset, {"units": "stimulus pixel"}),
-            "best_center_x": ("interneuron", np.array(x) + offset, {"units": "stimulus pixel"})}
+            "best_center_y": ("interneuron", stride * np.array(y) + offset, {"units": "stimulus pixel"}),
+            "best_center_x": ("interneuron", stride * np.array(x) + offset, {"units": "stimulus pixel"})}
 
 
 def _statistic_variables(sel: Selection) -> dict[str, tuple]:
@@ -371,11 +372,12 @@ def _statistic_variables(sel: Selection) -> dict[str, tuple]:
     }
 
 
-def _map_variable(layer: str, maps: np.ndarray, offset: float) -> xr.Variable:
+def _map_variable(layer: str, maps: np.ndarray, offset: float, stride: int = 1) -> xr.Variable:
     dims = ("interneuron", f"channel_{layer}", f"y_{layer}", f"x_{layer}")
+    at = "" if stride == 1 else f"{stride} * "
     attrs = {"long_name": f"Pearson r of Vm with each {layer} unit on all time points",
-             "stimulus_pixel_offset": offset,
-             "description": f"map pixel (i, j) is centred on stimulus pixel (i + {offset:g}, j + {offset:g})"}
+             "stimulus_pixel_offset": offset, "stimulus_pixel_stride": stride,
+             "description": f"map pixel (i, j) is centred on stimulus pixel ({at}i + {offset:g}, {at}j + {offset:g})"}
     return xr.Variable(dims, maps.astype(np.float32), attrs)
 
 
@@ -456,8 +458,8 @@ def _pixelwise_correlation(model: torch.nn.Module, windows: Windows | np.ndarray
     for sl, batch in window_batches(windows, batch_size, device):
         acts = layer_activations(model, batch, geometry.names)
         for name, (_, n_y, n_x), offset in zip(geometry.names, geometry.shapes, geometry.offsets):
-            o = int(round(offset)) - first_pixel
-            t = torch.as_tensor(truth[:, sl, o:o + n_y, o:o + n_x], device=device,
+            o, k = int(round(offset)) - first_pixel, geometry.stride(name)
+            t = torch.as_tensor(truth[:, sl, o:o + k * (n_y - 1) + 1:k, o:o + k * (n_x - 1) + 1:k], device=device,
                                 dtype=torch.float64).transpose(0, 1)          # (B, K, y, x)
             a = acts[name].double()
             s = sums.setdefault(name, {"ref_a": a.mean(0), "ref_t": t.mean(0)})
@@ -543,7 +545,8 @@ def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.
                                                  disable=not progress, desc="label units") as bar:
         geometry = layer_geometry(model, layers, stimulus_windows[0], dev)
         first = min(int(round(o)) for o in geometry.offsets)       # the pixels any unit is centred on
-        last = max(int(round(o)) + shape[1] for o, shape in zip(geometry.offsets, geometry.shapes))
+        last = max(int(round(o)) + geometry.stride(n) * (shape[1] - 1) + 1
+                   for n, o, shape in zip(geometry.names, geometry.offsets, geometry.shapes))
         types, truth = _truth_stack(truth_maps, len(stimulus_windows), window_shape[0], window_shape[1:],
                                     crop=slice(first, last))
         per_layer = _pixelwise_correlation(model, stimulus_windows, truth, geometry, batch_size,

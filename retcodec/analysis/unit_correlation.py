@@ -102,7 +102,8 @@ def layer_activations(model: torch.nn.Module, batch: torch.Tensor,
                       layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs of ``model.layers[name]`` (pre batch-norm) for a batch: ``{name: (B, C, H, W)}``.
 
-    Runs the model under ``torch.inference_mode()`` with forward hooks and stops
+    A space-time layer ``(B, C, T, H, W)`` (openretina cores) gives its last time
+    step, the units' response at the time the window predicts. Runs the model under ``torch.inference_mode()`` with forward hooks and stops
     it once the last of ``layers`` (in model order) has run; call it with the
     model in eval mode.
     """
@@ -126,7 +127,9 @@ def layer_activations(model: torch.nn.Module, batch: torch.Tensor,
     finally:
         for handle in handles:
             handle.remove()
-    for name, out in captured.items():
+    for name, out in list(captured.items()):
+        if out.ndim == 5:
+            captured[name] = out = out[:, :, -1]
         if out.ndim != 4:
             raise ShapeError(f"layer {name!r} outputs shape {tuple(out.shape)}, not "
                              f"(batch, channel, y, x); compare only convolutional layers")
@@ -156,6 +159,11 @@ class LayerGeometry:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, int, int], ...]      # (channel, y, x) per layer
     offsets: tuple[float, ...]                    # stimulus pixel of map pixel 0
+    strides: tuple[int, ...] = ()                 # stimulus pixels per map pixel (default 1)
+
+    def stride(self, name: str) -> int:
+        """Stimulus pixels between neighbouring map pixels of layer ``name``."""
+        return dict(zip(self.names, self.strides)).get(name, 1)
 
     @property
     def sizes(self) -> list[int]:
@@ -187,7 +195,10 @@ def layer_geometry(model: torch.nn.Module, layers: tuple[str, ...], window: np.n
     acts = layer_activations(model, probe, layers)
     shapes = tuple(tuple(int(s) for s in acts[n].shape[1:]) for n in layers)
     in_y = window.shape[-2]
-    return LayerGeometry(layers, shapes, tuple((in_y - s[1]) / 2 for s in shapes))
+    given = dict(getattr(model, "layer_strides", None) or {})
+    strides = tuple(int(given.get(n, 1)) for n in layers)
+    return LayerGeometry(layers, shapes, tuple((in_y - k * (s[1] - 1) - 1) / 2 for s, k in zip(shapes, strides)),
+                         strides)
 
 
 def _flat_activations(model: torch.nn.Module, batch: torch.Tensor,

@@ -69,7 +69,7 @@ import stat
 import warnings
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 import torch
 
@@ -276,7 +276,7 @@ def _check_zip_storage(file: Path, records: dict[str, int], key: str, nbytes: in
 
 
 # --------------------------------------------------------------------------- loading
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, extra_globals: Mapping[str, Any] | None = None) -> dict:
     """Read a checkpoint dict safely (no code from the file runs).
 
     Parameters
@@ -284,6 +284,10 @@ def load_checkpoint(path: str | Path) -> dict:
     path
         A ``torch.save`` file (zip or legacy format), or a training folder, in
         which case the ``*_epoch_N`` file with the largest ``N`` is read.
+    extra_globals
+        Dotted names a caller's format needs on top of the allow-list, each mapped
+        to a stand-in that only records its pickled state (e.g. the omegaconf
+        containers of Lightning checkpoints, :mod:`retcodec.io.openretina`).
 
     Returns
     -------
@@ -308,7 +312,7 @@ def load_checkpoint(path: str | Path) -> dict:
     verify_checkpoint_file(file)
     token = ARRAY_BYTE_LIMIT.set(file.stat().st_size + SIZE_SLACK)
     try:
-        with safe_globals_context(), warnings.catch_warnings():
+        with safe_globals_context(extra_globals), warnings.catch_warnings():
             # torch warns before refusing protocol >= 3 pickles; the refusal explains it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             data = torch.load(file, map_location="cpu", weights_only=True)
@@ -316,7 +320,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except RetcodecError as err:
         raise type(err)(f"{err} [file: {str(file)!r}]") from None
     except pickle.UnpicklingError as err:
-        raise _unpickling_error(file, err) from None
+        raise _unpickling_error(file, err, extra_globals) from None
     except MemoryError:
         raise CorruptCheckpointError(
             f"checkpoint {str(file)!r} asks for more memory than this machine has; it is corrupt "
@@ -346,8 +350,9 @@ def _read_error(file: Path, err: Exception) -> CheckpointError:
         f"torch.save file ({type(err).__name__}: {text}); copy or download it again")
 
 
-def _unpickling_error(file: Path, err: pickle.UnpicklingError) -> CheckpointError:
-    offending = disallowed_globals(file)
+def _unpickling_error(file: Path, err: pickle.UnpicklingError,
+                      extra_globals: Mapping[str, Any] | None = None) -> CheckpointError:
+    offending = disallowed_globals(file, extra_globals)
     if not offending:
         match = _TORCH_REFUSAL_IN_MESSAGE.search(str(err))
         offending = [match.group(1) or match.group(2)] if match else []
@@ -390,9 +395,9 @@ def referenced_globals(path: str | Path) -> list[str]:
     return names
 
 
-def disallowed_globals(path: str | Path) -> list[str]:
-    """Globals the checkpoint refers to that neither torch nor retcodec allows."""
-    allowed = torch_default_globals() | set(allowed_globals())
+def disallowed_globals(path: str | Path, extra_globals: Mapping[str, Any] | None = None) -> list[str]:
+    """Globals the checkpoint refers to that neither torch nor retcodec (nor ``extra_globals``) allows."""
+    allowed = torch_default_globals() | set(allowed_globals()) | set(extra_globals or {})
     return [name for name in referenced_globals(path) if name not in allowed]
 
 

@@ -124,6 +124,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> RetinaCN
     """
     target = resolve_device(device)
     file = resolve_checkpoint_path(path)
+    if file.suffix.lower() == ".ckpt":
+        raise CheckpointError(f"{str(file)!r} is a Lightning checkpoint (an openretina model?), not a published "
+                              f"Baccus checkpoint; load it with retcodec.io.openretina.model.load_openretina_model("
+                              f"path, session=...) or run `retcodec run --model {file.name} --session <id>`")
     return model_from_checkpoint(load_checkpoint(file), device=target, source=file)
 
 

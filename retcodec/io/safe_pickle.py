@@ -11,7 +11,7 @@ back into plain numpy. See :mod:`retcodec.io.checkpoint` for the whole procedure
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -218,8 +218,10 @@ def torch_default_globals() -> set[str]:
     return set(wo._get_allowed_globals())
 
 
-def safe_globals_context() -> torch.serialization.safe_globals:
-    return torch.serialization.safe_globals([(obj, name) for name, obj in allowed_globals().items()])
+def safe_globals_context(extra: Mapping[str, Any] | None = None) -> torch.serialization.safe_globals:
+    """torch's ``safe_globals`` context with the allow-list, plus ``extra`` (dotted name -> stand-in)."""
+    names = {**allowed_globals(), **dict(extra or {})}
+    return torch.serialization.safe_globals([(obj, name) for name, obj in names.items()])
 
 
 # --------------------------------------------------------------------------- after loading

@@ -31,7 +31,7 @@ STAGE_FILES = {"contributions": "contributions.nc", "modes": "modes.nc", "types"
                "statistics": "statistics.nc", "figures": "figures", "report": "report.html"}
 #: the parameters each stage reads itself (None: all). Upstream changes reach a stage through
 #: the stage cache, which recomputes everything downstream of a recomputed stage.
-_DATA = ("model", "data", "experiment", "stim_type", "layers", "device", "random_state")
+_DATA = ("model", "data", "experiment", "stim_type", "session", "layers", "device", "random_state")
 STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "contributions": _DATA + ("steps", "method", "max_windows"),
     "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options"),
@@ -58,6 +58,7 @@ class RunConfig:
     data: str | None = None
     experiment: str | None = None
     stim_type: str | None = None
+    session: str | None = None                      # openretina models: the readout's data_key
     out: str = "results"
     layers: tuple[str, ...] = LAYERS
     steps: int = STEPS
@@ -170,9 +171,12 @@ def resolve_inputs(cfg: RunConfig) -> Inputs:
     """Load the model and the test split (bundled by default) and find interneuron files."""
     from retcodec.io.bundled import default_data_root, default_model_path
     from retcodec.io.models import load_model
+    from retcodec.io.openretina.model import is_lightning_checkpoint
     from retcodec.io.recordings import load_recording
 
     model_path = Path(cfg.model) if cfg.model else default_model_path()
+    if is_lightning_checkpoint(model_path):
+        return _openretina_inputs(cfg, model_path)
     model = load_model(model_path, device=cfg.device)
     unknown_layers = set(cfg.layers) - set(getattr(model, "layers", {}) or {})
     if unknown_layers:
@@ -192,6 +196,33 @@ def resolve_inputs(cfg: RunConfig) -> Inputs:
         rec_path = data
     cells = model.meta.get("cells")
     recording = load_recording(rec_path, split="test", cells=cells if isinstance(cells, list) else None)
+    inter = _interneuron_files(cfg.interneurons)
+    checksums = {str(model_path): sha256(model_path), str(rec_path): sha256(rec_path)}
+    checksums.update({str(p): sha256(p) for p in inter})
+    return Inputs(model, model_path, recording, Path(rec_path), inter, checksums)
+
+
+def _openretina_inputs(cfg: RunConfig, model_path: Path) -> Inputs:
+    """An openretina checkpoint, one session, and that session's recording (the distributed tree or a file)."""
+    from retcodec.io.bundled import default_data_root
+    from retcodec.io.openretina.model import load_openretina_model
+    from retcodec.io.openretina.recording import load_published_recording
+    from retcodec.io.openretina.tree import session_file, tree_root
+
+    model = load_openretina_model(model_path, session=cfg.session or cfg.experiment, device=cfg.device)
+    unknown_layers = set(cfg.layers) - set(model.layers)
+    if unknown_layers:
+        raise ConfigurationError(f"unknown layer(s) {sorted(unknown_layers)}; the model's core has {list(model.layers)}")
+    data = Path(cfg.data) if cfg.data else default_data_root()
+    stim_type = cfg.stim_type or model.meta.get("stim_type")
+    if tree_root(data) is not None:
+        rec_path = session_file(data, model.meta["session"], stim_type)
+    elif data.is_dir():
+        rec_path = data / (cfg.experiment or model.meta["session"]) / f"{stim_type}.h5"
+    else:
+        rec_path = data
+    response = model.meta.get("response") or "firing_rate_10ms"
+    recording = load_published_recording(rec_path, session=model.meta["session"], split="test", response=response)
     inter = _interneuron_files(cfg.interneurons)
     checksums = {str(model_path): sha256(model_path), str(rec_path): sha256(rec_path)}
     checksums.update({str(p): sha256(p) for p in inter})

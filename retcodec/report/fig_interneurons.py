@@ -164,14 +164,16 @@ def _draw_best_maps(fig: Figure, axes: list[Axes], cax: Axes, match: xr.Dataset,
             raise ConfigurationError(f"match has no {name!r} for best_layer {layer!r}")
         cmap = row[name].isel({f"channel_{layer}": channel})
         offset = float(match[name].attrs.get("stimulus_pixel_offset", 0.0))
-        maps.append((cmap.values, offset))
-        marks.append((int(row["best_y"]) + offset, int(row["best_x"]) + offset, layer, channel,
+        stride = int(match[name].attrs.get("stimulus_pixel_stride", 1))      # stimulus px per map px
+        maps.append((cmap.values, offset, stride))
+        marks.append((stride * int(row["best_y"]) + offset, stride * int(row["best_x"]) + offset, layer, channel,
                       float(row["heldout_correlation"])))
-    norm = symmetric_norm(*[m for m, _ in maps])
-    for ax, (values, offset), (y, x, layer, channel, r), i in zip(axes, maps, marks, cells):
+    norm = symmetric_norm(*[m for m, _, _ in maps])
+    for ax, (values, offset, stride), (y, x, layer, channel, r), i in zip(axes, maps, marks, cells):
         n_y, n_x = values.shape
+        lo = offset - stride / 2
         image = ax.imshow(values, cmap=DIVERGING, norm=norm, origin="upper", interpolation="nearest",
-                          extent=(offset - 0.5, offset + n_x - 0.5, offset + n_y - 0.5, offset - 0.5))
+                          extent=(lo, lo + stride * n_x, lo + stride * n_y, lo))
         ax.plot(x, y, marker="+", color="k", ms=8, mew=1.2)
         ident = match["interneuron"].values[i] if "interneuron" in match.coords else i
         ax.set_title(f"{ident}\n{layer} channel {channel}\nheld-out r = {r:.2f}", fontsize="x-small")
