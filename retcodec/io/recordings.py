@@ -54,7 +54,7 @@ from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS
                                     check_stimulus_values, check_written, parse_norm_stats,
                                     warn_stimulus_scale)
 
-__all__ = ["smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
+__all__ = ["train_stimulus_dtype", "smallest_exact", "window_batch", "load_recording", "windows", "Windows", "write_recording", "model_windows",
            "stimulus_norm_stats", "PUBLISHED_CELLS", "RecordingShapeError",
            "FRAME_RATE", "DT", "NORM_EPS", "DEFAULT_HISTORY", "MAX_RATE_HZ", "MIN_STIMULUS_STD",
            "h5_open_error", "check_numeric_dtype", "check_rates", "check_history", "MAX_STORAGE_RATIO"]
@@ -394,12 +394,12 @@ def _build_dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split
              "norm_stats_source": "train split stimulus: global mean, population std + 1e-7",
              "n_cells_in_file": int(rate_dset.shape[0]), "cells_selection": how,
              "stimulus_dtype": str(stim.dtype), "trimmed_bins": trim,
-             "norm_stimulus_dtype": _train_dtype(h5, stim),
+             "norm_stimulus_dtype": train_stimulus_dtype(h5, stim),
              "notes": "; ".join(notes), **truth_attrs}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def _train_dtype(h5: h5py.File, fallback: h5py.Dataset) -> str:
+def train_stimulus_dtype(h5: h5py.File, fallback: h5py.Dataset) -> str:
     """The dtype of the train split's stimulus (the one the norm stats come from)."""
     train = h5.get("train/stimulus")
     return str(train.dtype if isinstance(train, h5py.Dataset) else fallback.dtype)

@@ -38,7 +38,7 @@ from retcodec.defaults import DT
 from retcodec.errors import ConfigurationError, MissingDataError, NonFiniteError, RecordingError, ShapeError
 from retcodec.io.h5access import H5LazyArray, open_h5, read_values, require_dataset
 from retcodec.io.openretina.tree import session_file, tree_root
-from retcodec.io.recordings import stimulus_norm_stats
+from retcodec.io.recordings import stimulus_norm_stats, train_stimulus_dtype
 from retcodec.io.truth import truth_coordinates
 from retcodec.io.validation import check_counts, check_numeric_dtype, check_rates
 
@@ -211,7 +211,8 @@ def _dataset(h5: h5py.File, manager: CachingFileManager, file: Path, split: str,
              "frame_rate": 1.0 / DT, "dt": DT, "source_file": str(file), "norm_mean": norm["mean"],
              "norm_std": norm["std"], "norm_stats_source": "train split stimulus: global mean, population std + 1e-7",
              "n_cells_in_file": int(n_cells), "cells_selection": "all" if cells is None else "given",
-             "stimulus_dtype": str(stim.dtype), "trimmed_bins": trim, "response": response,
+             "stimulus_dtype": str(stim.dtype), "norm_stimulus_dtype": train_stimulus_dtype(h5, stim),
+             "trimmed_bins": trim, "response": response,
              "rate_width_s": width, "repeats_layout": layout, "file_time_step_s": dt,
              "notes": "; ".join(notes), **truth_attrs}
     return xr.Dataset(data, coords=coords, attrs=attrs)
