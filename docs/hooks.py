@@ -5,6 +5,9 @@
   names starting with ``_`` are private). The top-level page lists every name of
   ``retcodec.__all__`` with a link to its reference, so a renamed or undocumented
   public function fails ``mkdocs build --strict``.
+* With ``RETCODEC_EXECUTED_NOTEBOOKS=<folder>`` (CI sets it to the executed copies written by
+  ``tools/run_notebooks.py --out <folder>``) the tutorials are shown with their outputs; the
+  committed notebooks carry none.
 * The navigation lists the pages that exist: known pages in a fixed order, then
   any other page of ``docs/``, the tutorials (``tutorials/*.ipynb``, sorted) and
   the API reference. A page added later (for instance by another branch) shows up
@@ -15,6 +18,7 @@ Modules are found by reading the source (``ast``); nothing of retcodec is import
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,12 @@ def _sorted_sections(sections: dict[str, list[str]]) -> dict[str, list[str]]:
 def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
 
+    executed = os.environ.get("RETCODEC_EXECUTED_NOTEBOOKS")
+    if executed:                     # show the executed copies (outputs, figures) instead
+        for file in files:
+            copy = Path(executed) / Path(file.src_uri).name
+            if file.src_uri.startswith("tutorials/") and file.src_uri.endswith(".ipynb") and copy.is_file():
+                file.abs_src_path = str(copy)
     sections = _sorted_sections(public_modules())
     files.append(File.generated(config, "api/index.md", content=index_page(sections)))
     for section, modules in sections.items():
