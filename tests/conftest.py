@@ -24,7 +24,8 @@ def one_thread():
 
 #: run options small enough for a test
 QUICK = dict(steps=4, max_windows=40, stability_seeds=(0, 1), irf_sets=2, irf_times_per_set=2,
-             mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, progress=False)
+             mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, typing_windows=10,
+             progress=False)
 
 
 @pytest.fixture(scope="session")
