@@ -39,7 +39,7 @@ _API = {
     "PCAModes": "modes.estimators", "fit_layer": "modes.layer",
     "load_modes": "modes.layer",
     # analyses
-    "cell_types": "analysis.celltypes", "irf": "analysis.irf", "rank1": "analysis.irf",
+    "cell_types": "analysis.celltypes", "irf": "analysis.irf", "rank1": "analysis.rank1",
     "mode_combinations": "analysis.combinations",
     "match_interneurons": "analysis.interneuron_match",
     # one command

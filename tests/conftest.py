@@ -1,6 +1,8 @@
 """Fixtures shared by the pipeline tests: a tiny simulated experiment and a random model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,8 @@ def one_thread():
 
 #: run options small enough for a test
 QUICK = dict(steps=4, max_windows=40, stability_seeds=(0, 1), irf_sets=2, irf_times_per_set=2,
-             mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, progress=False)
+             mode_options={"max_epochs": 15, "patience": 5}, interneuron_shifts=10, typing_windows=10,
+             progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +48,42 @@ def experiment(tmp_path_factory):
     return {"root": root, "paths": paths, "model": model_path}
 
 
+
+
+#: contribution chunks of the shared run (several chunks, so a test can interrupt between them)
+RUN_CHUNK_SIZE = 10
+#: a foreign file placed in the shared run's figures folder before it runs
+FOREIGN_FIGURE = "holiday.png"
+
+
+@pytest.fixture(scope="session")
+def finished_run(experiment, tmp_path_factory):
+    """One complete `retcodec run` on the tiny experiment (QUICK, no interneurons, PNG figures only),
+    shared by the tests that need a finished results folder; they copy it (:func:`copy_run`) before
+    changing anything. Contributions are computed in chunks of ``RUN_CHUNK_SIZE`` windows, and a
+    foreign PNG sits in ``figures/`` from before the run (a user's file the run must ignore)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from retcodec.engine import contributions as engine_contributions
+    from retcodec.pipeline.run import run
+
+    out = tmp_path_factory.mktemp("finished") / "results"
+    (out / "figures").mkdir(parents=True)
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(out / "figures" / FOREIGN_FIGURE)
+    plt.close(fig)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine_contributions, "DEFAULT_CHUNK_SIZE", RUN_CHUNK_SIZE)
+        summary = run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
+    return {"out": out, "summary": summary}
+
+
+#: the run options of the shared run (and of runs compared with it)
+SMALL = {**QUICK, "interneurons": (), "quick": True}
+
+
+def copy_run(finished: dict, dest):
+    """A private copy of the shared results folder (timestamps kept)."""
+    import shutil
+    return Path(shutil.copytree(finished["out"], dest))

@@ -251,7 +251,7 @@ def test_study_and_cli(tmp_path, digits):
     b = image_contributions(load_classifier(net, ["3"]), ArrayImages(x[:20], y[:20]))
     np.testing.assert_allclose(a["3"]["contribution"].values, b["3"]["contribution"].values, rtol=1e-5, atol=1e-6)
     assert main(["classifier", "--model", str(script), "--images", str(tmp_path / "digits.npz"),
-                 "--layers", "3", "--out", str(tmp_path / "cli")]) == 0
+                 "--layers", "3", "--out", str(tmp_path / "cli"), "--max-epochs", "15", "--quiet"]) == 0
 
     class Custom(nn.Module):
         def __init__(self) -> None:

@@ -15,13 +15,11 @@ import xarray as xr
 
 import retcodec.engine.contributions as engine_contributions
 import retcodec.engine.store as engine_store
-from conftest import QUICK
+from conftest import FOREIGN_FIGURE, RUN_CHUNK_SIZE, SMALL, copy_run
 from retcodec.cli import main
 from retcodec.errors import BusyError, OutputPathError
 from retcodec.io.locking import hold_lock
 from retcodec.pipeline.run import LOCK_NAME, run
-
-SMALL = {**QUICK, "interneurons": ()}
 
 
 def _contribution_values(folder: Path, layer: str = "conv0") -> np.ndarray:
@@ -29,11 +27,11 @@ def _contribution_values(folder: Path, layer: str = "conv0") -> np.ndarray:
         return tree[layer]["contribution"].values.copy()
 
 
-def test_interrupted_contribution_stage_resumes_with_identical_results(experiment, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_contributions, "DEFAULT_CHUNK_SIZE", 10)
+def test_interrupted_contribution_stage_resumes_with_identical_results(experiment, finished_run, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setattr(engine_contributions, "DEFAULT_CHUNK_SIZE", RUN_CHUNK_SIZE)
     args = (experiment["model"], experiment["paths"]["naturalscene"])
-    reference = tmp_path / "reference"
-    run(*args, out=str(reference), **SMALL)
+    reference = finished_run["out"]               # the same run, uninterrupted
 
     saved = []
     original = engine_store.PartialStore.save
@@ -71,21 +69,33 @@ def test_partial_from_other_parameters_is_discarded_inside_run(experiment, tmp_p
     assert (out / "contributions.nc").exists() and not partial.exists()
 
 
-def test_busy_results_folder_is_refused_and_stale_lock_taken_over(experiment, tmp_path):
+def _listing(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_busy_results_folder_is_refused_and_stale_lock_taken_over(experiment, finished_run, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     with hold_lock(out / LOCK_NAME, "results folder"):
         with pytest.raises(BusyError, match=rf"process {os.getpid()} on host {socket.gethostname()}"):
             run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
     assert not (out / "contributions.nc").exists()
+    # a finished folder in use is refused too, and left exactly as it was
+    out = copy_run(finished_run, tmp_path / "busy_finished")
+    before = _listing(out)
+    with hold_lock(out / LOCK_NAME, "results folder"):
+        with pytest.raises(BusyError, match=rf"process {os.getpid()}"):
+            run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
+    assert _listing(out) == before
     # a lock left by a process that no longer exists on this host is taken over with a warning
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
                                              "started": "earlier", "epoch": 0}))
     with pytest.warns(UserWarning, match="stale lock"):
-        run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
+        summary = run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
     assert not (out / LOCK_NAME).exists()
+    assert any(line.startswith("[report] skipped (up to date") for line in summary["log"])
 
 
 def test_lock_from_another_host_is_respected_until_old(tmp_path):
@@ -101,10 +111,9 @@ def test_lock_from_another_host_is_respected_until_old(tmp_path):
             assert json.loads(lock.read_text())["pid"] == os.getpid()
 
 
-def test_modified_stage_file_is_recomputed_with_its_dependants(experiment, tmp_path):
-    out = tmp_path / "r"
+def test_modified_stage_file_is_recomputed_with_its_dependants(experiment, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "r")
     args = (experiment["model"], experiment["paths"]["naturalscene"])
-    run(*args, out=str(out), **SMALL)
     before = _contribution_values(out)
     # change one value inside the finished modes file (a valid netCDF file, so only the checksum tells)
     import h5py
@@ -121,19 +130,12 @@ def test_modified_stage_file_is_recomputed_with_its_dependants(experiment, tmp_p
     np.testing.assert_array_equal(_contribution_values(out), before)
 
 
-def test_report_embeds_only_this_runs_figures(experiment, tmp_path):
-    out = tmp_path / "r"
-    (out / "figures").mkdir(parents=True)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig = plt.figure(figsize=(1, 1))
-    fig.savefig(out / "figures" / "holiday.png")
-    plt.close(fig)
-    run(experiment["model"], experiment["paths"]["naturalscene"], out=str(out), **SMALL)
+def test_report_embeds_only_this_runs_figures(finished_run):
+    out = finished_run["out"]                 # its figures/ held FOREIGN_FIGURE before the run
     html = (out / "report.html").read_text()
-    assert "holiday" not in html
-    assert (out / "figures" / "holiday.png").exists()      # a user's file is never removed
+    assert "data:image/png;base64," in html
+    assert FOREIGN_FIGURE.split(".")[0] not in html
+    assert (out / "figures" / FOREIGN_FIGURE).exists()      # a user's file is never removed
 
 
 def test_output_paths_are_checked_before_computing(experiment, tmp_path, capsys):
@@ -154,10 +156,14 @@ def test_output_paths_are_checked_before_computing(experiment, tmp_path, capsys)
         assert "cannot write" in capsys.readouterr().err
 
 
-def test_tilde_is_expanded(experiment, tmp_path, monkeypatch):
+def test_tilde_is_expanded(experiment, finished_run, tmp_path, monkeypatch):
+    copy_run(finished_run, tmp_path / "res")
     monkeypatch.setenv("HOME", str(tmp_path))
-    out = run(experiment["model"], experiment["paths"]["naturalscene"], out="~/res", **SMALL)["out"]
-    assert Path(out) == tmp_path / "res" and (tmp_path / "res" / "report.html").exists()
+    summary = run(experiment["model"], experiment["paths"]["naturalscene"], out="~/res", **SMALL)
+    assert Path(summary["out"]) == tmp_path / "res" and (tmp_path / "res" / "report.html").exists()
+    # the finished run was found under the expanded path: every stage is up to date there
+    assert "[contributions] skipped (up to date" in summary["log"][0]
+    assert not any("computing" in line for line in summary["log"]), summary["log"]
     assert not Path("~").exists()
 
 

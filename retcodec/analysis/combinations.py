@@ -19,8 +19,9 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import ConfigurationError, ShapeError
-from retcodec.analysis.irf import (DEFAULT_PAIRED_BATCH_SIZE, IRF_UNITS, iter_paired_irf, model_cells,
-                                   rank1_matrices, resolve_stimulus, window_shape)
+from retcodec.analysis.irf import DEFAULT_PAIRED_BATCH_SIZE, IRF_UNITS, iter_paired_irf
+from retcodec.analysis.irf_inputs import model_cells, resolve_stimulus, window_shape
+from retcodec.analysis.rank1 import rank1_matrices
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, match_times
 from retcodec.compat import accept_seed_alias
@@ -253,22 +254,23 @@ def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, ra
 
     Returns
     -------
-    xarray.Dataset over ``combination``, ``cell``, ``lag``, ``y``, ``x``, ``draw``:
+    xarray.Dataset
+        Over ``combination``, ``cell``, ``lag``, ``y``, ``x``, ``draw``:
 
-    * ``spatial (combination, cell, y, x)``, ``temporal (combination, cell, lag)``:
-      averages of the per-window unit-norm rank-1 filters (sign convention of
-      :func:`~retcodec.irf.rank1`); ``singular_value_share (combination, cell)``;
-    * ``mean_irf (combination, cell, lag, y, x)`` (with ``mean_irf=True``);
-    * ``n_times (combination, cell)`` and ``selected_time (combination, cell,
-      draw)`` (NaN-padded) of the windows used;
-    * ``within_set_similarity (combination, cell)``: mean Pearson correlation of
-      the spatial filters over pairs of distinct windows of the combination
-      (NaN with fewer than two windows); ``across_set_similarity (combination,
-      cell)``: over pairs of one window of the combination and one of another
-      combination (same cell); ``*_cell (cell)``: pooled over all pairs of the
-      cell; ``*_pooled``: over all pairs of all cells;
-    * ``members (combination, mode)``, ``rate_threshold (cell)``.
-    All entries of a (combination, cell) without windows are NaN.
+        * ``spatial (combination, cell, y, x)``, ``temporal (combination, cell, lag)``:
+          averages of the per-window unit-norm rank-1 filters (sign convention of
+          :func:`~retcodec.analysis.rank1.rank1`); ``singular_value_share (combination, cell)``;
+        * ``mean_irf (combination, cell, lag, y, x)`` (with ``mean_irf=True``);
+        * ``n_times (combination, cell)`` and ``selected_time (combination, cell,
+          draw)`` (NaN-padded) of the windows used;
+        * ``within_set_similarity (combination, cell)``: mean Pearson correlation of
+          the spatial filters over pairs of distinct windows of the combination
+          (NaN with fewer than two windows); ``across_set_similarity (combination,
+          cell)``: over pairs of one window of the combination and one of another
+          combination (same cell); ``*_cell (cell)``: pooled over all pairs of the
+          cell; ``*_pooled``: over all pairs of all cells;
+        * ``members (combination, mode)``, ``rate_threshold (cell)``.
+        All entries of a (combination, cell) without windows are NaN.
     """
     if int(max_times_per_set) < 1:
         raise ConfigurationError(f"max_times_per_set must be >= 1, got {max_times_per_set}")

@@ -238,33 +238,34 @@ def match_interneurons(model: torch.nn.Module,
 
     Returns
     -------
-    xr.Dataset over ``interneuron`` (ids ``"<file stem>/<cell index>"``), with
-    coords ``file``, ``cell_index``, ``cell_class`` (from the file name) and
-    the files' truth (``cell_type``, ``center_y``, ``center_x``) when present.
-    Variables:
+    xarray.Dataset
+        Over ``interneuron`` (ids ``"<file stem>/<cell index>"``), with
+        coords ``file``, ``cell_index``, ``cell_class`` (from the file name) and
+        the files' truth (``cell_type``, ``center_y``, ``center_x``) when present.
+        Variables:
 
-    * ``best_layer``, ``best_channel``, ``best_y``, ``best_x``: the unit chosen
-      on the selection half (``y``/``x`` in map pixels of its layer).
-      ``best_center_y``/``best_center_x``: its centre in stimulus pixels.
-    * ``heldout_correlation``: its Pearson r on the held-out half.
-      ``insample_correlation``: its r on the selection half (the maximum).
-    * ``published_correlation``: the published statistic, the maximum r over
-      all units on all time points (no split).
-    * ``chance_mean``, ``chance_p95``, ``p_value`` and
-      ``null_heldout_correlation (interneuron, shift)``: the held-out r of the
-      same procedure applied to circularly shifted ``Vm``.
-    * ``correlation_map_<layer> (interneuron, channel_<layer>, y_<layer>,
-      x_<layer>)``: the all-data r of every unit of that layer, for maps like
-      the published Fig. 3B. There is one variable per layer because the maps
-      differ in size. Coordinates are map pixels; the attr
-      ``stimulus_pixel_offset`` converts them to stimulus pixels.
-    * with ``unit_types``: ``best_unit_type`` and ``type_match``; the attrs
-      ``type_match_rate``, ``type_match_count`` (interneurons whose best unit has their type) and
-      ``type_known_count`` (interneurons with a known type: the rate's denominator).
+        * ``best_layer``, ``best_channel``, ``best_y``, ``best_x``: the unit chosen
+          on the selection half (``y``/``x`` in map pixels of its layer).
+          ``best_center_y``/``best_center_x``: its centre in stimulus pixels.
+        * ``heldout_correlation``: its Pearson r on the held-out half.
+          ``insample_correlation``: its r on the selection half (the maximum).
+        * ``published_correlation``: the published statistic, the maximum r over
+          all units on all time points (no split).
+        * ``chance_mean``, ``chance_p95``, ``p_value`` and
+          ``null_heldout_correlation (interneuron, shift)``: the held-out r of the
+          same procedure applied to circularly shifted ``Vm``.
+        * ``correlation_map_<layer> (interneuron, channel_<layer>, y_<layer>,
+          x_<layer>)``: the all-data r of every unit of that layer, for maps like
+          the published Fig. 3B. There is one variable per layer because the maps
+          differ in size. Coordinates are map pixels; the attr
+          ``stimulus_pixel_offset`` converts them to stimulus pixels.
+        * with ``unit_types``: ``best_unit_type`` and ``type_match``; the attrs
+          ``type_match_rate``, ``type_match_count`` (interneurons whose best unit has their type) and
+          ``type_known_count`` (interneurons with a known type: the rate's denominator).
 
-    The attrs record the procedure (``split``, ``n_blocks``, ``n_shifts``,
-    ``min_shift``, ``seed``, ``layers``, stimulus types and time points per
-    file), the inputs with their checksums, and provenance.
+        The attrs record the procedure (``split``, ``n_blocks``, ``n_shifts``,
+        ``min_shift``, ``seed``, ``layers``, stimulus types and time points per
+        file), the inputs with their checksums, and provenance.
     """
     layers = check_layers(model, layers)
     history = int(getattr(model, "img_shape", (40,))[0])
@@ -517,20 +518,21 @@ def label_units_by_truth(model: torch.nn.Module, stimulus_windows: Windows | np.
 
     Returns
     -------
-    xr.Dataset over ``unit`` (ids ``"<layer>/<channel>"``, coords ``layer``,
-    ``channel``) and ``type``:
+    xarray.Dataset
+        Over ``unit`` (ids ``"<layer>/<channel>"``, coords ``layer``,
+        ``channel``) and ``type``:
 
-    * ``correlation (unit, type)``: the mean over the channel's map pixels of
-      the Pearson r (over time) between its activation at map pixel ``(i, j)``
-      and the truth map at the stimulus pixel that unit is centred on,
-      ``(i + o, j + o)`` with ``o = (H - map size) / 2`` (7 for a 15x15 conv0,
-      12 for conv1 after a further 11x11). Pixels where either has no variance
-      are left out.
-    * ``unit_type (unit)``: the type with the largest (signed) mean r, or
-      ``"none"`` for a channel without variance.
-    * ``unit_type_correlation (unit)``: that largest r.
+        * ``correlation (unit, type)``: the mean over the channel's map pixels of
+          the Pearson r (over time) between its activation at map pixel ``(i, j)``
+          and the truth map at the stimulus pixel that unit is centred on,
+          ``(i + o, j + o)`` with ``o = (H - map size) / 2`` (7 for a 15x15 conv0,
+          12 for conv1 after a further 11x11). Pixels where either has no variance
+          are left out.
+        * ``unit_type (unit)``: the type with the largest (signed) mean r, or
+          ``"none"`` for a channel without variance.
+        * ``unit_type_correlation (unit)``: that largest r.
 
-    Pass the Dataset as ``unit_types`` to :func:`match_interneurons`.
+        Pass the Dataset as ``unit_types`` to :func:`match_interneurons`.
     """
     layers = check_layers(model, layers)
     if batch_size < 1:

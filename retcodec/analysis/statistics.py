@@ -75,13 +75,13 @@ def _hoyer_last_axis(v: np.ndarray) -> np.ndarray:
 def dimensionality(x: Any, variance: float = 0.95, *, dim: str = "time") -> int:
     """Number of principal components whose cumulative explained variance reaches ``variance``.
 
+    Returns 0 when the data have no variance. Columns are centred, not scaled.
+
     Parameters
     ----------
     x : ``(samples, features)`` array, or a DataArray whose ``dim`` is the sample
         dimension (all other dims are flattened into features).
     variance : share of the total variance to reach, in (0, 1].
-
-    Returns 0 when the data have no variance. Columns are centred, not scaled.
     """
     if not 0 < variance <= 1:
         raise ConfigurationError(f"variance must be in (0, 1], got {variance}")
@@ -257,17 +257,18 @@ def layer_statistics(tree_or_node: xr.DataTree | xr.Dataset, variance: float = 0
 
     Returns
     -------
-    xarray.Dataset over ``layer`` (and ``time``, ``channel``):
+    xarray.Dataset
+        Over ``layer`` (and ``time``, ``channel``):
 
-    * ``contribution_sparsity``, ``positive_sparsity``, ``negative_sparsity``,
-      ``activation_sparsity`` ``(layer, time)`` and their ``*_mean (layer)``
-      (see :func:`layer_sparsity`);
-    * ``pos_neg_correlation (layer, channel)`` (NaN-padded when layers have
-      different channel counts) and ``pos_neg_correlation_mean (layer)``;
-    * ``contribution_dimensionality (layer)``: PCs reaching ``variance`` of the
-      contributions ``(time, channel × sign)``, and
-      ``activation_dimensionality (layer)`` of the activations ``(time, channel)``;
-    * ``n_channels (layer)``.
+        * ``contribution_sparsity``, ``positive_sparsity``, ``negative_sparsity``,
+          ``activation_sparsity`` ``(layer, time)`` and their ``*_mean (layer)``
+          (see :func:`layer_sparsity`);
+        * ``pos_neg_correlation (layer, channel)`` (NaN-padded when layers have
+          different channel counts) and ``pos_neg_correlation_mean (layer)``;
+        * ``contribution_dimensionality (layer)``: PCs reaching ``variance`` of the
+          contributions ``(time, channel × sign)``, and
+          ``activation_dimensionality (layer)`` of the activations ``(time, channel)``;
+        * ``n_channels (layer)``.
     """
     layers = _layer_nodes(tree_or_node)
     per_layer = [_one_layer(ds, variance).expand_dims(layer=[name]) for name, ds in layers.items()]

@@ -294,6 +294,9 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
 class Silencer:
     """Rates of ``model`` over fixed windows under many channel sets.
 
+    The model is used in eval mode on ``device`` and in its own dtype; its
+    device and train state are restored after each call.
+
     Parameters
     ----------
     model : a retina CNN or any ``nn.Module`` mapping ``(batch, ...)`` inputs to ``(batch, n_out)``.
@@ -303,9 +306,6 @@ class Silencer:
     index : optional 1-D window indices to use (a subsample); default all.
     how : ``"zero"`` or ``"mean"`` (mean map per channel and position over the used windows).
     batch_size, device, progress : windows per pass, where to compute, a tqdm bar.
-
-    The model is used in eval mode on ``device`` and in its own dtype; its
-    device and train state are restored after each call.
     """
 
     def __init__(self, model: nn.Module, windows: Any, layers: Sequence[str], index: Any = None,

@@ -213,6 +213,9 @@ def adaptive_trapezoid(evaluate: Evaluate, n_samples: int, layers: Sequence[str]
                        initial_steps: int = INITIAL_STEPS, chunk: int = 128) -> AdaptiveResult:
     """Integrated gradients by the trapezoid rule, refined per sample until complete (module doc).
 
+    Memory: every point's hidden values and gradients are kept until the end,
+    ``B × (steps + 1) × units × 2`` numbers.
+
     Parameters
     ----------
     evaluate : runs the network on path points given as (sample index ``(P,)``, ``α (P,)``)
@@ -223,9 +226,6 @@ def adaptive_trapezoid(evaluate: Evaluate, n_samples: int, layers: Sequence[str]
         or it has ``max_steps`` intervals.
     initial_steps : uniform intervals to start from (capped at ``max_steps``).
     chunk : most points per ``evaluate`` call.
-
-    Memory: every point's hidden values and gradients are kept until the end,
-    ``B × (steps + 1) × units × 2`` numbers.
     """
     initial = max(1, min(int(initial_steps), int(max_steps)))
     paths = [_SamplePath(layers) for _ in range(n_samples)]

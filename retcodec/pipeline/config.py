@@ -105,7 +105,9 @@ def make_config(model: str | Path | None = None, data: str | Path | None = None,
     elif options.get("layers") is not None:
         options["layers"] = tuple(options["layers"])
     if options.get("interneurons") is not None:
-        options["interneurons"] = tuple(str(p) for p in options["interneurons"])
+        given = options["interneurons"]                 # one folder or file, or several
+        given = [given] if isinstance(given, (str, os.PathLike)) else given
+        options["interneurons"] = tuple(str(p) for p in given)
     if options.get("quick"):
         for k, v in QUICK.items():
             if options.get(k) is None or k not in options:
