@@ -28,12 +28,18 @@ from retcodec.engine.threads import torch_threads
 from retcodec.errors import ConfigurationError
 from retcodec.modes.base import (ModesBase, check_matrix, check_n_modes, check_positive_int, check_sign,
                                  energy_order, global_scale, register_estimator)
-from retcodec.modes.compact import choose_count, explained_r2, merge_atoms, nnls_loadings, unit_rows
+from retcodec.modes.compact import (Frontier, activity_cut, copies_pool, explained_r2, refine, scan_frontier,
+                                    thresholded_loadings, unit_rows)
 
-__all__ = ["ContributionModes", "EMPTY_ATOM_RTOL", "MAX_COMPACT_MODES"]
+__all__ = ["ContributionModes", "EMPTY_ATOM_RTOL", "MAX_COMPACT_MODES", "ACTIVITY_THRESHOLD", "MERGE_COSINE"]
 
 EMPTY_ATOM_RTOL = 1e-6     # an atom whose norm is below this share of the largest is empty
-MAX_COMPACT_MODES = 32     # default cap on the number of compact modes
+MAX_COMPACT_MODES = 32     # default cap on the number of modes
+#: a mode is active in a sample when its part of the reconstruction is at least this share of the
+#: median sample norm (tuned on the planted tuning seeds 0-2 of benchmarks/bench_modes.py)
+ACTIVITY_THRESHOLD = 0.2
+#: atoms whose directions are at least this cosine apart-close are scaled copies of one direction
+MERGE_COSINE = 0.95
 _TRANSFORM_BATCH = 65536
 
 
@@ -245,7 +251,7 @@ class ContributionModes(ModesBase):
     also for new data.
     """
 
-    def __init__(self, n_modes: int | None = None, multiplier: int = 10,
+    def __init__(self, n_modes: int | None = None, multiplier: int = 3,
                  hidden: int | None = None, threshold: float = 0.9,
                  l1_dictionary: float = 1e-4, l1_loadings: float = 0.0, nonneg: bool = True,
                  init: str = "data", init_active: float | None = 0.1,
@@ -256,12 +262,15 @@ class ContributionModes(ModesBase):
                  random_state: int | np.random.RandomState | None = None,
                  verbose: bool = False, compact: bool = True, n_compact: int | None = None,
                  max_compact: int | None = None, compact_tolerance: float = 0.01,
-                 n_init: int = 4) -> None:
+                 l0_tolerance: float = 0.1, activity_threshold: float = ACTIVITY_THRESHOLD,
+                 merge_cosine: float = MERGE_COSINE) -> None:
         self.compact = compact
         self.n_compact = n_compact
         self.max_compact = max_compact
         self.compact_tolerance = compact_tolerance
-        self.n_init = n_init
+        self.l0_tolerance = l0_tolerance
+        self.activity_threshold = activity_threshold
+        self.merge_cosine = merge_cosine
         self.n_modes = n_modes
         self.multiplier = multiplier
         self.hidden = hidden
@@ -312,12 +321,15 @@ class ContributionModes(ModesBase):
     def transform(self, X: Any) -> np.ndarray:
         """Loadings of the modes: (n, n_features) -> (n, n_modes_), non-negative.
 
-        Compact modes: exact non-negative least squares on ``components_``;
+        Compact modes: thresholded non-negative least squares on ``components_``
+        (a mode's loading is 0 unless its part ``z_k ‖c_k‖`` reaches
+        ``activity_cut_``; :func:`~retcodec.modes.compact.thresholded_loadings`);
         atoms: thresholded pre-loadings (0 or in [θ, 1)).
         """
         X = self._validate_input(X)
-        if self.compact:
-            return nnls_loadings(X, self.components_)
+        if self.compact and len(self.atoms_):
+            Z = thresholded_loadings(X, self.components_, self.activity_cut_)
+            return Z
         return self._all_loadings(X)[:, self.atoms_]
 
     def transform_atoms(self, X: Any) -> np.ndarray:
@@ -351,10 +363,16 @@ class ContributionModes(ModesBase):
         for name in ("n_compact", "max_compact"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
-        check_positive_int(self.n_init, "n_init")
         if not 0 <= self.compact_tolerance < 1:
             raise ConfigurationError(f"compact_tolerance must lie in [0, 1), "
                                      f"got {self.compact_tolerance!r}")
+        if not self.l0_tolerance >= 0:
+            raise ConfigurationError(f"l0_tolerance must be >= 0, got {self.l0_tolerance!r}")
+        if not 0 <= self.activity_threshold < 1:
+            raise ConfigurationError(f"activity_threshold must lie in [0, 1) (share of the median "
+                                     f"sample norm), got {self.activity_threshold!r}")
+        if not 0 < self.merge_cosine <= 1:
+            raise ConfigurationError(f"merge_cosine must lie in (0, 1], got {self.merge_cosine!r}")
         if self.n_modes is not None:
             check_n_modes(self.n_modes)
         check_sign(self.sign)
@@ -496,6 +514,8 @@ class ContributionModes(ModesBase):
         self.atom_l0_ = float((Z_atoms != 0).sum(axis=1).mean())
         self.atom_mode_ = np.full(self.n_atoms_, -1, dtype=np.int64)
         self.count_r2_ = np.zeros(0)
+        self.frontier_ = None
+        self.activity_cut_ = 0.0       # atoms: a loading is active when it passes θ
         if len(alive) == 0:
             warnings.warn("no atom passed the threshold on any sample: no modes were found; "
                           "use init_active (default 0.1), a larger lr or more epochs",
@@ -512,26 +532,25 @@ class ContributionModes(ModesBase):
         self._set_summary(X, Z)
 
     def _fit_compact(self, X: np.ndarray, Z_atoms: np.ndarray) -> np.ndarray:
-        """Merge the alive atoms into compact modes; set their attributes; return loadings."""
-        rng = np.random.default_rng(self.seed_)
+        """Merge the alive atoms into sparse modes; set their attributes; return loadings."""
         Xs = X / self.scale_
         atoms = self.atom_components_ / self.scale_
         weights = Z_atoms.sum(axis=0) * np.linalg.norm(atoms, axis=1)
-        if self.n_compact is not None:
-            k = min(self.n_compact, len(atoms))
-            self.count_rule_ = f"fixed: n_compact={self.n_compact}"
-        else:
-            limit = self.max_compact if self.max_compact is not None \
-                else min(2 * X.shape[1], MAX_COMPACT_MODES)
-            k, self.count_r2_ = choose_count(Xs, atoms, weights, min(limit, len(atoms)),
-                                             self.compact_tolerance, rng, self.nonneg,
-                                             self.n_init)
-            self.count_rule_ = (f"smallest count with held-out R² within "
-                                f"{self.compact_tolerance:g} of the best over 1..{len(self.count_r2_)}"
-                                f" modes (held-out R² {self.count_r2_[k - 1]:.4f})")
-        D, _ = merge_atoms(Xs, atoms, weights, k, rng, self.nonneg, self.n_init)
-        Z = nnls_loadings(Xs, D)
-        used = Z.max(axis=0) > 0
+        cut = activity_cut(Xs, self.activity_threshold)
+        self.activity_cut_ = cut * self.scale_
+        pool = copies_pool(atoms, weights, self.merge_cosine)
+        limit = self.max_compact if self.max_compact is not None \
+            else min(4 * X.shape[1], MAX_COMPACT_MODES)
+        fixed = self.n_compact
+        self.frontier_ = scan_frontier(Xs, pool, limit, cut,
+                                       self.compact_tolerance, self.l0_tolerance, self.nonneg, fixed=fixed,
+                                       merge_cosine=self.merge_cosine)
+        self.count_r2_ = self.frontier_.r2
+        self.count_rule_ = (f"fixed: n_compact={self.n_compact}" if fixed is not None
+                            else self._rule_text(len(pool)))
+        D = refine(Xs, self.frontier_.pruned, cut, self.nonneg)
+        Z = thresholded_loadings(Xs, D, cut)
+        used = Z.max(axis=0) > 0 if len(D) else np.zeros(0, bool)
         D, Z = D[used], Z[:, used]
         typical = np.array([z[z > 0].mean() for z in Z.T]) if len(D) else np.zeros(0)
         D, Z = D * typical[:, None], Z / typical
@@ -542,6 +561,18 @@ class ContributionModes(ModesBase):
         self.atom_index_ = np.array([self._representative(mode) for mode in range(len(D))],
                                     dtype=np.int64)
         return Z
+
+    def _rule_text(self, copies: int) -> str:
+        """The count rule in words, with the numbers of this fit."""
+        f = self.frontier_
+        i = f.chosen
+        return (f"atoms that are scaled copies (cosine >= {self.merge_cosine:g}) merged into {copies} "
+                f"directions; modes grown from them one at a time (the direction that best explains the "
+                f"residual), 1..{len(f.r2)} scanned on held-out samples; chosen: the smallest count with "
+                f"held-out R² within {self.compact_tolerance:g} of the best ({f.r2.max():.4f}) and L0 "
+                f"within {self.l0_tolerance:g} of the lowest such L0: {f.n_modes[i]} modes, held-out "
+                f"R² {f.r2[i]:.4f}, L0 {f.l0[i]:.2f}; then modes dropped, weakest first, while both "
+                f"tolerances hold: {len(f.pruned)} modes")
 
     def _representative(self, mode: int) -> int:
         """The atom of ``mode`` with most energy (``atoms_`` is in energy order); -1 if none."""
@@ -554,6 +585,14 @@ class ContributionModes(ModesBase):
         state["sae_alive"] = (("sae_atom",), self.alive_)
         state["sae_atom_mode"] = (("sae_atom",), self.atom_mode_)
         state["count_r2"] = (("count",), self.count_r2_)
+        if self.frontier_ is not None:
+            f = self.frontier_
+            state["frontier_n_modes"] = (("count",), f.n_modes)
+            state["frontier_r2"] = (("count",), f.r2)
+            state["frontier_l0"] = (("count",), f.l0)
+            state["frontier_fraction_none"] = (("count",), f.none)
+            state["frontier_pareto"] = (("count",), f.pareto)
+            state["frontier_chosen"] = (("count",), np.arange(len(f.r2)) == f.chosen)
         state["sae_atoms"] = (("alive_atom",), self.atoms_)
         state["history_train_loss"] = (("epoch",), np.asarray(self.history_["train_loss"]))
         state["history_val_r2"] = (("epoch",), np.asarray(self.history_["val_r2"]))
@@ -561,6 +600,7 @@ class ContributionModes(ModesBase):
 
     def _state_attrs(self) -> dict[str, Any]:
         return {"seed": self.seed_, "hidden": self.hidden_, "val_r2": self.val_r2_,
+                "activity_cut": self.activity_cut_,
                 "atom_r2": self.atom_r2_, "atom_l0": self.atom_l0_,
                 "n_iter": self.n_iter_, "best_epoch": self.best_epoch_,
                 "fit_time_s": self.fit_time_}
@@ -570,6 +610,14 @@ class ContributionModes(ModesBase):
         self.alive_ = ds["sae_alive"].values.astype(bool)
         self.atom_mode_ = ds["sae_atom_mode"].values.astype(np.int64)
         self.count_r2_ = ds["count_r2"].values.astype(np.float64)
+        self.activity_cut_ = float(ds.attrs.get("activity_cut", 0.0))
+        self.frontier_ = None
+        if "frontier_r2" in ds:
+            self.frontier_ = Frontier(ds["frontier_n_modes"].values.astype(np.int64),
+                                      ds["frontier_r2"].values.astype(np.float64),
+                                      ds["frontier_l0"].values.astype(np.float64),
+                                      ds["frontier_fraction_none"].values.astype(np.float64),
+                                      int(np.flatnonzero(ds["frontier_chosen"].values)[0]))
         self.count_rule_ = str(ds.attrs["count_rule"])
         self.atom_r2_, self.atom_l0_ = float(ds.attrs["atom_r2"]), float(ds.attrs["atom_l0"])
         self.n_atoms_, self.hidden_ = len(self.alive_), int(ds.attrs["hidden"])
