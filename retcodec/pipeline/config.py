@@ -44,7 +44,7 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "report": None,
 }
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
-QUICK = {"max_windows": 400, "stability_seeds": (0, 1), "irf_sets": 3, "irf_times_per_set": 4,
+QUICK = {"max_windows": 400, "irf_sets": 3, "irf_times_per_set": 4,
          "interneuron_shifts": 10, "interneuron_windows": 2000, "experiment_windows": 200,
          "typing_windows": 50}
 
@@ -67,7 +67,7 @@ class RunConfig:
     interneurons: tuple[str, ...] | None = None     # None: bundled; () : skip
     max_windows: int | None = None
     mode_sign: str = "pos"
-    stability_seeds: tuple[int, ...] = (0, 1)
+    stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters

@@ -145,6 +145,7 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
 
     def compute() -> list[Path]:
         out: dict[str, xr.Dataset] = {}
+        cpu_start = time.process_time()
         for layer in cfg.layers:
             node = contrib[layer].to_dataset()
             run.say(f"  {layer}: fitting contribution modes, stability over seeds {list(cfg.stability_seeds)}")
@@ -160,9 +161,14 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
             act.attrs.update(run.attrs("modes"))
             out[f"{layer}_activation"] = act
             run.say(f"  {layer}: {ds.sizes['mode']} modes ({ds.attrs.get('count_rule', '')}), "
-                    f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f}, "
+                    f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f} "
+                    f"(no active mode in {100 * float(ds.attrs.get('fraction_none', np.nan)):.1f} % of bins), "
                     f"seed stability = {float(ds.attrs.get('stability', np.nan)):.3f}; "
                     f"activation modes: {act.sizes['mode']}, R2 = {float(act['r2']):.3f}")
+        cpu = time.process_time() - cpu_start
+        for ds in out.values():
+            ds.attrs["stage_cpu_seconds"] = cpu
+        run.say(f"  modes: {cpu:.1f} s of CPU time in this process")
         save_modes(out, path)
         stamp_attrs(path, run.attrs("modes"))
         return [path]
