@@ -33,7 +33,7 @@ STAGE_FILES = {"contributions": "contributions.nc", "modes": "modes.nc", "types"
 _DATA = ("model", "data", "experiment", "stim_type", "layers", "device", "random_state")
 STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "contributions": _DATA + ("steps", "method", "max_windows"),
-    "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options"),
+    "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options", "mode_sweep"),
     "types": _DATA + ("max_windows", "typing_windows"),
     "irfs": _DATA + ("max_windows", "irf_sets", "irf_times_per_set"),
     "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device",
@@ -68,6 +68,7 @@ class RunConfig:
     max_windows: int | None = None
     mode_sign: str = "pos"
     stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    mode_sweep: bool = False                             # robustness sweep of the modes (minutes)
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters

@@ -138,8 +138,9 @@ def stage_contributions(run: Run) -> xr.DataTree:
 
 def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
     """Compact contribution modes per layer with their seed stability, and the activation-mode control."""
-    from retcodec.modes import ContributionModes, fit_layer, load_modes, save_modes
+    from retcodec.modes import ContributionModes, fit_layer, layer_matrix, load_modes, save_modes
     from retcodec.modes.control import fit_activation_modes
+    from retcodec.modes.sweep import robustness_sweep
 
     cfg, path = run.cfg, run.path("modes")
 
@@ -160,6 +161,12 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
                                        **cfg.mode_options)
             act.attrs.update(run.attrs("modes"))
             out[f"{layer}_activation"] = act
+            if cfg.mode_sweep:
+                run.say(f"  {layer}: robustness sweep (threshold, dictionary size, L1, seed)")
+                sweep = robustness_sweep(est, layer_matrix(node["contribution"].load(), cfg.mode_sign)[0],
+                                         progress=lambda message: run.say(f"    {layer}: {message}"))
+                sweep.attrs.update(run.attrs("modes"), layer=layer)
+                out[f"{layer}_sweep"] = sweep
             run.say(f"  {layer}: {ds.sizes['mode']} modes ({ds.attrs.get('count_rule', '')}), "
                     f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f} "
                     f"(no active mode in {100 * float(ds.attrs.get('fraction_none', np.nan)):.1f} % of bins), "
@@ -324,6 +331,7 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
     import matplotlib.pyplot as plt
 
     from retcodec.analysis.rates import model_rates
+    from retcodec.modes.sweep import ROBUST_STABILITY
     from retcodec.report import figures as fg
 
     folder = run.path("figures")
@@ -353,8 +361,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
                                                       time_slice=(t[0], t[n - 1]), cell_types=cell_types,
                                                       target=str(contrib.attrs.get("target", "surprisal"))),
                  f"contributions_{layer}")
-            save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy")),
-                 f"modes_{layer}")
+            save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy"),
+                                       fitted=modes[layer].attrs.get("sign")), f"modes_{layer}")
             control = f"controls/surprisal_modes/{layer}"
             if _has_node(types, control):
                 tnode = types[control].to_dataset()
@@ -364,6 +372,9 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             if "spatial" in inode and inode.sizes.get("combination", 0):
                 save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"], modes=modes[layer]["modes"],
                                                  cell_types=cell_types, layer=layer), f"irfs_{layer}")
+        sweeps = {layer: modes[f"{layer}_sweep"] for layer in layers if f"{layer}_sweep" in modes}
+        if sweeps:
+            save(lambda: fg.plot_mode_sweep(sweeps, robust_stability=ROBUST_STABILITY), "modes_sweep")
         if inter is not None:
             save(lambda: fg.plot_interneuron_matches(inter), "interneurons")
         save(lambda: fg.plot_sparsity(stats), "sparsity")
