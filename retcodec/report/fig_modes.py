@@ -8,6 +8,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.report.figstyle import (DIVERGING, FULL_WIDTH, SIGN_GLYPHS, coord_values, mode_names,
@@ -226,13 +227,14 @@ def plot_mode_sweep(sweeps: Mapping[str, xr.Dataset], robust_stability: float | 
             if variable == "stability" and robust_stability is not None:
                 ax.axhline(robust_stability, color="0.5", ls="--", lw=0.8)
             if variable == "n_modes":
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_xticks(x, part["value"].values.tolist(), fontsize="small")
                 ax.set_xlabel(PARAMETER_NAMES.get(str(name), str(name)), fontsize="small")
             else:
                 ax.tick_params(labelbottom=False)
             if column == 0:
                 ax.set_ylabel(label, fontsize="small")
-    axes[0, 0].legend(fontsize="x-small", loc="lower right")
+    fig.legend(fontsize="small", loc="outside lower center", ncols=len(sweeps))
     fig.suptitle("Robustness of the modes to their settings (one changed at a time; circled: the default)",
                  fontsize="medium")
     return fig
