@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=RANDOM_STATE)
     p.add_argument("--sweep", action="store_true",
                    help="also refit with threshold 0.5/0.7/0.9, dictionary 1/3/5 x channels, dictionary L1 "
-                        "0/1e-4/1e-2 and seeds 0-4, and store how the modes change (group <layer>_sweep)")
+                        "0/1e-4/1e-2 and seeds 0-4, and store how the modes change in <out stem>_sweep.nc")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("types", help="stage 3: cluster cells by the modes that drive them")
@@ -310,7 +310,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
     if not layers:
         raise ConfigurationError(f"{args.contributions} holds no layer with a 'contribution' variable; give "
                                  f"the contributions.nc written by `retcodec contributions`")
-    result = {}
+    result, sweeps = {}, {}
     for layer in layers:
         contribution = tree[layer]["contribution"].load()
         estimator = ContributionModes(random_state=args.seed, sign=args.sign)
@@ -322,12 +322,16 @@ def _cmd_modes(args: argparse.Namespace) -> int:
             say = (lambda message: None) if args.quiet else (lambda message: print(f"  {layer}: {message}"))
             sweep = robustness_sweep(estimator, layer_matrix(contribution, args.sign)[0], progress=say)
             sweep.attrs["layer"] = layer
-            result[f"{layer}_sweep"] = sweep
+            sweeps[layer] = sweep
             for name, v in json.loads(sweep.attrs["verdict"]).items():
                 print(f"  {name}: {'robust' if v['robust'] else 'NOT robust'} (worst stability "
                       f"{v['worst_stability']:.3f} at {v['worst_value']}, lowest R2 {v['lowest_r2']:.3f})")
     save_modes(result, out)
     print(f"wrote {out}")
+    if sweeps:
+        sweep_out = out.with_name(out.stem + "_sweep" + out.suffix)
+        save_modes(sweeps, sweep_out)
+        print(f"wrote {sweep_out}")
     return 0
 
 

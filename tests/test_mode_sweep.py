@@ -48,6 +48,8 @@ def test_verdict_follows_the_stated_rule(sweep):
         assert v["robust"] == expected and v["worst_stability"] == pytest.approx(float(part["stability"].min()))
     assert json.loads(sweep.attrs["verdict"]) == verdict
     text = robustness_sentence(sweep)
+    ds = xr.Dataset(attrs={"stability": 1.0, "stability_seeds": "[0, 1]"})
+    assert robustness_sentence(sweep) in robustness_html({"c": ds}, {"c": sweep}, ["c"], ROBUST_STABILITY, 0.02)
     assert ("robust to" in text) and (("threshold" in text) or ("seed" in text))
 
 
@@ -74,5 +76,5 @@ def test_multi_channel_share_known_answer():
 
 def test_report_says_how_to_run_the_sweep_when_absent():
     ds = xr.Dataset(attrs={"stability": 0.99, "stability_seeds": "[0, 1, 2, 3, 4]"})
-    text = robustness_html({"conv0": ds}, ["conv0"], ROBUST_STABILITY, 0.02)
+    text = robustness_html({"conv0": ds}, {}, ["conv0"], ROBUST_STABILITY, 0.02)
     assert "0.990 over 5 seeds" in text and "--mode-sweep" in text

@@ -21,7 +21,10 @@ from retcodec.memory import release_memory
 from retcodec.pipeline.cache import StageCache
 from retcodec.pipeline.config import STAGE_FILES, Inputs, RunConfig
 
-__all__ = ["Run", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
+#: the robustness sweep of ``retcodec run --mode-sweep``, next to ``modes.nc``
+MODE_SWEEP_FILE = "modes_sweep.nc"
+
+__all__ = ["Run", "load_mode_sweeps", "MODE_SWEEP_FILE", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
            "stage_interneurons", "stage_experiments", "stage_statistics", "stage_figures", "stage_report"]
 
 
@@ -146,6 +149,7 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
 
     def compute() -> list[Path]:
         out: dict[str, xr.Dataset] = {}
+        sweeps: dict[str, xr.Dataset] = {}
         cpu_start = time.process_time()
         for layer in cfg.layers:
             node = contrib[layer].to_dataset()
@@ -166,7 +170,7 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
                 sweep = robustness_sweep(est, layer_matrix(node["contribution"].load(), cfg.mode_sign)[0],
                                          progress=lambda message: run.say(f"    {layer}: {message}"))
                 sweep.attrs.update(run.attrs("modes"), layer=layer)
-                out[f"{layer}_sweep"] = sweep
+                sweeps[layer] = sweep
             run.say(f"  {layer}: {ds.sizes['mode']} modes ({ds.attrs.get('count_rule', '')}), "
                     f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f} "
                     f"(no active mode in {100 * float(ds.attrs.get('fraction_none', np.nan)):.1f} % of bins), "
@@ -178,9 +182,25 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
         run.say(f"  modes: {cpu:.1f} s of CPU time in this process")
         save_modes(out, path)
         stamp_attrs(path, run.attrs("modes"))
-        return [path]
+        sweep_path = run.out / MODE_SWEEP_FILE
+        if not sweeps:
+            sweep_path.unlink(missing_ok=True)           # a sweep of earlier modes would mislead
+            return [path]
+        save_modes(sweeps, sweep_path)
+        return [path, sweep_path]
 
     return run.step("modes", compute, lambda: load_modes(path))
+
+
+def load_mode_sweeps(run: Run) -> dict[str, xr.Dataset]:
+    """The modes' robustness sweeps of this run (layer -> Dataset; empty when not asked for)."""
+    from retcodec.modes import load_modes
+
+    path = run.out / MODE_SWEEP_FILE
+    if not run.cfg.mode_sweep or not path.is_file():
+        return {}
+    sweeps = load_modes(path)
+    return sweeps if isinstance(sweeps, dict) else {str(sweeps.attrs.get("layer", "layer")): sweeps}
 
 
 def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
@@ -372,7 +392,7 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             if "spatial" in inode and inode.sizes.get("combination", 0):
                 save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"], modes=modes[layer]["modes"],
                                                  cell_types=cell_types, layer=layer), f"irfs_{layer}")
-        sweeps = {layer: modes[f"{layer}_sweep"] for layer in layers if f"{layer}_sweep" in modes}
+        sweeps = load_mode_sweeps(run)
         if sweeps:
             save(lambda: fg.plot_mode_sweep(sweeps, robust_stability=ROBUST_STABILITY), "modes_sweep")
         if inter is not None:
@@ -393,7 +413,7 @@ def stage_report(run: Run, results: dict[str, Any]) -> Path:
     path = run.path("report")
 
     def compute() -> list[Path]:
-        report = write_report(run, results)
+        report = write_report(run, {**results, "mode_sweeps": load_mode_sweeps(run)})
         return [report, run.out / "hypotheses.txt"]
 
     # the report shows every stage's time, so it is rebuilt whenever anything was recomputed

@@ -418,7 +418,7 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
         f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
         + " Activation modes: the same estimator on the activations (the control).</p>"
         + html_table(mode_rows, text_columns=("layer", "fitted on", "count rule")) + frontier_html(modes, layers)
-        + robustness_html(modes, layers, ROBUST_STABILITY, ROBUST_R2_LOSS) + _figures(figures, "modes"))
+        + robustness_html(modes, results.get("mode_sweeps") or {}, layers, ROBUST_STABILITY, ROBUST_R2_LOSS) + _figures(figures, "modes"))
     type_text = (f"<p>Primary answer: <b>{type_info['k']} cell types</b> from "
                  f"{html.escape(str(type_info.get('primary') or 'the drive profiles'))}"
                  + (f", ARI vs truth {fmt(type_info['ari'])}" if type_info.get("ari") is not None else "")

@@ -102,10 +102,10 @@ def robustness_sentence(sweep: xr.Dataset) -> str:
     return text
 
 
-def robustness_html(modes: Mapping[str, xr.Dataset], layers: Sequence[str], robust_stability: float,
-                    robust_r2_loss: float) -> str:
-    """The report's statement on robustness: the sweep's verdict, or how to run the sweep."""
-    sweeps = {layer: modes[f"{layer}_sweep"] for layer in layers if f"{layer}_sweep" in modes}
+def robustness_html(modes: Mapping[str, xr.Dataset], sweeps: Mapping[str, xr.Dataset], layers: Sequence[str],
+                    robust_stability: float, robust_r2_loss: float) -> str:
+    """The report's statement on robustness: the sweeps' verdicts (layer -> sweep), or how to run them."""
+    sweeps = {layer: sweeps[layer] for layer in layers if layer in sweeps}
     seeds = "; ".join(f"{layer}: {float(modes[layer].attrs.get('stability', np.nan)):.3f} over "
                       f"{len(json.loads(modes[layer].attrs.get('stability_seeds', '[]')))} seeds"
                       for layer in layers)
