@@ -137,8 +137,9 @@ def test_pruning_drops_a_copy_and_keeps_needed_modes():
     D = np.eye(4)[:3]
     X = rng.uniform(0.5, 1.5, (300, 3)) * (rng.random((300, 3)) < 0.5) @ D
     doubled = np.vstack([D, unit_rows((D[0] + 0.01 * D[1])[None])])       # a near copy of mode 0
-    kept = prune_modes(X, doubled, cut=0.1, r2_floor=0.99, l0_ceiling=10)
+    kept = prune_modes(X, doubled, cut=0.1, r2_loss=0.0025, l0_gain=0.1)
     assert len(kept) == 3 and stability_score(D, kept) > 0.999
+    assert len(prune_modes(X, D, cut=0.1, r2_loss=0.0025, l0_gain=0.1)) == 3     # every mode is needed
 
 
 def test_count_follows_the_documented_rule(fitted):

@@ -571,8 +571,9 @@ class ContributionModes(ModesBase):
                 f"residual), 1..{len(f.r2)} scanned on held-out samples; chosen: the smallest count with "
                 f"held-out R² within {self.compact_tolerance:g} of the best ({f.r2.max():.4f}) and L0 "
                 f"within {self.l0_tolerance:g} of the lowest such L0: {f.n_modes[i]} modes, held-out "
-                f"R² {f.r2[i]:.4f}, L0 {f.l0[i]:.2f}; then modes dropped, weakest first, while both "
-                f"tolerances hold: {len(f.pruned)} modes")
+                f"R² {f.r2[i]:.4f}, L0 {f.l0[i]:.2f}; then modes dropped, weakest first, that buy less "
+                f"than {self.compact_tolerance / 4:g} of held-out R² and save less than {self.l0_tolerance:g} "
+                f"of L0: {len(f.pruned)} modes")
 
     def _representative(self, mode: int) -> int:
         """The atom of ``mode`` with most energy (``atoms_`` is in energy order); -1 if none."""

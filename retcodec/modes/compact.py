@@ -21,7 +21,9 @@ dictionary of *modes* whose loadings are continuous and sparse by construction
    reconstruction-sparsity frontier: held-out R² and L0 (active modes per
    sample) of every candidate count; the operating point is the smallest count
    whose held-out R² is within ``tolerance`` of the best and whose L0 is within
-   ``l0_tolerance`` of the lowest L0 among those.
+   ``l0_tolerance`` of the lowest L0 among those; then :func:`prune_modes` drops
+   modes that buy less than ``tolerance / 4`` of held-out R² and save less than
+   ``l0_tolerance`` of L0.
 
 Dictionaries here are unit-norm rows ``D`` (k, d); loadings ``Z`` (n, k) are
 non-negative and ``X ≈ Z @ D``. With ``nonneg=False`` dictionary rows may have
@@ -320,30 +322,31 @@ def scan_frontier(X: np.ndarray, pool: np.ndarray, max_modes: int, cut: float, t
         return frontier
     frontier.chosen = choose_operating_point(frontier.r2, frontier.l0, tolerance, l0_tolerance)
     frontier.modes = dictionaries[frontier.chosen]
-    good = frontier.r2 >= frontier.r2.max() - tolerance
-    frontier.pruned = prune_modes(X_out, frontier.modes, cut, frontier.r2.max() - tolerance,
-                                  float(frontier.l0[good].min()) + l0_tolerance)
+    frontier.pruned = prune_modes(X_out, frontier.modes, cut, tolerance / 4, l0_tolerance)
     return frontier
 
 
-def prune_modes(X: np.ndarray, D: np.ndarray, cut: float, r2_floor: float, l0_ceiling: float
-                ) -> np.ndarray:
-    """Drop modes, weakest first, while ``X``'s R² stays ``>= r2_floor`` and L0 ``<= l0_ceiling``.
+def prune_modes(X: np.ndarray, D: np.ndarray, cut: float, r2_loss: float, l0_gain: float) -> np.ndarray:
+    """Drop modes, weakest first, that buy less than ``r2_loss`` of R² or save less than ``l0_gain`` of L0.
 
-    The tree cut at a count can leave a spurious mode (a rare mixture of two
-    others, or a second copy of one); dropping it keeps the operating point
-    inside the tolerances of :func:`choose_operating_point`. Modes are tried in
-    increasing order of their energy on ``X`` (n, d); returns the kept rows of ``D``.
+    The growth can leave a spurious mode (a rare mixture of two others, or
+    a second, partial copy of one). On ``X`` (n, d; the held-out samples) a
+    mode is dropped when, without it (and the modes dropped before), R² is
+    still at least the starting R² − ``r2_loss`` and L0 at most the starting
+    L0 + ``l0_gain``. Modes are tried in increasing order of their energy on
+    ``X``; returns the kept rows of ``D``.
     """
     keep = np.ones(len(D), dtype=bool)
     Z = thresholded_loadings(X, D, cut)
+    r2_start, l0_start = explained_r2(X, Z @ D), float((Z > 0).sum(axis=1).mean())
     for j in np.argsort(mode_energy(X, Z, D), kind="stable"):
         trial = keep.copy()
         trial[j] = False
         if not trial.any():
             break
         Zt = thresholded_loadings(X, D[trial], cut)
-        if explained_r2(X, Zt @ D[trial]) >= r2_floor and (Zt > 0).sum(axis=1).mean() <= l0_ceiling:
+        if explained_r2(X, Zt @ D[trial]) >= r2_start - r2_loss and \
+                (Zt > 0).sum(axis=1).mean() <= l0_start + l0_gain:
             keep = trial
     return D[keep]
 
