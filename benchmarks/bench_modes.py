@@ -28,8 +28,8 @@ seed stability (``stability_score``: matched cosine summed over pairs / the
 larger count, mean and worst over seed pairs) and fit time (wall clock and
 CPU; the two views of one autoencoder share its fit and its time). Methods:
 
-* ``default``: ``ContributionModes()`` - compact modes (atoms merged by
-  direction, NNLS loadings, count by held-out R²);
+* ``default``: ``ContributionModes()`` - sparse modes (scaled copies of atoms
+  merged, thresholded NNLS loadings, count on the held-out R²-L0 frontier);
 * ``atoms``: the same autoencoder, its alive atoms as modes (``compact=False``);
 * ``paper``: the retina script's settings (lr 1e-5, 800 epochs, batch 128,
   H = d, K = 10·d, θ = 0.9, λ_D = 1e-4, PyTorch's default initialisation),
@@ -39,9 +39,10 @@ CPU; the two views of one autoencoder share its fit and its time). Methods:
 
 Run (``--threads 1`` or ``2``; the paper settings take minutes per fit)::
 
-    python benchmarks/bench_modes.py                           # default, atoms, nmf on every config
-    python benchmarks/bench_modes.py --methods paper paper-compact --configs 6in16
-    python benchmarks/bench_modes.py --seeds 0 1 2 --json results.json
+    python benchmarks/bench_modes.py                           # combinatorial suite, tuning + test seeds
+    python benchmarks/bench_modes.py --split test --planted 10in8-EI
+    python benchmarks/bench_modes.py --suite sparse            # default, atoms, nmf on every config
+    python benchmarks/bench_modes.py --suite sparse --methods paper paper-compact --configs 6in16
 """
 from __future__ import annotations
 
