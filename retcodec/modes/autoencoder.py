@@ -1,9 +1,9 @@
-"""CODEC's thresholded sparse autoencoder (:class:`ContributionModes`) and its compact modes.
+"""CODEC's thresholded sparse autoencoder (:class:`ContributionModes`) and its sparse modes.
 
 An MLP encoder gives sigmoid pre-loadings ``a``, a hard threshold keeps
 ``z = a·1[a ≥ θ]``, and a (by default non-negative) dictionary of atoms
 reconstructs the sample (``docs/modes.md``); by default the atoms are merged
-into compact modes with continuous loadings (:mod:`retcodec.modes.compact`).
+into sparse modes with continuous, thresholded loadings (:mod:`retcodec.modes.compact`).
 It follows the interface of :class:`~retcodec.modes.base.ModesBase` and is
 re-exported by :mod:`retcodec.modes.estimators`.
 """
@@ -105,16 +105,16 @@ def _state_variable(key: str) -> str:
 
 @register_estimator
 class ContributionModes(ModesBase):
-    """CODEC's thresholded sparse autoencoder, and its compact modes (``docs/modes.md``).
+    """CODEC's thresholded sparse autoencoder, and its sparse modes (``docs/modes.md``).
 
     Two views of one fit. The *atoms* are the autoencoder's alive dictionary
     rows (the paper's modes; ``compact=False`` makes them the modes). The
-    *compact modes* (default) merge atoms that share a direction into one mode
-    whose loading is continuous and carries the magnitude: the atom directions
-    are grouped into ``k`` directions and refined by alternating non-negative
-    least squares on the data, ``k`` being the smallest count whose held-out R²
-    is within ``compact_tolerance`` of the best (``retcodec.modes.compact``);
-    loadings are the non-negative least-squares coefficients of each sample.
+    *sparse modes* (default) merge atoms that are scaled copies of one
+    direction (cosine >= ``merge_cosine``), grow modes from those directions
+    on the held-out reconstruction-sparsity frontier and pick the operating
+    point by ``compact_tolerance`` and ``l0_tolerance``
+    (:mod:`retcodec.modes.compact`); a mode's loading is 0 unless its part of
+    the reconstruction reaches ``activity_cut_`` (sparse by construction).
 
     ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
     ``d -> H -> H -> K`` (Linear, Dropout, ReLU, LayerNorm, twice; a bias-free
@@ -147,7 +147,7 @@ class ContributionModes(ModesBase):
     n_modes : int or None
         Dictionary size K; ``None``: ``multiplier * n_features``.
     multiplier : int
-        K per input feature when ``n_modes`` is None (paper, retina: 10).
+        K per input feature when ``n_modes`` is None (paper's baseline: 3; retina script: 10).
     hidden : int or None
         Encoder width H; ``None``: ``max(64, 4 * n_features)``.
     threshold : float in (0, 1)
@@ -185,15 +185,20 @@ class ContributionModes(ModesBase):
     verbose : bool
         Print one line per epoch.
     compact : bool
-        Modes are the compact modes (default) or the alive atoms (the paper's).
+        Modes are the sparse modes (default) or the alive atoms (the paper's).
     n_compact : int or None
-        Number of compact modes; None: chosen by held-out R² (at most
-        ``max_compact``, default ``min(2 * n_features, MAX_COMPACT_MODES)``).
+        Number of modes; None: chosen on the frontier (at most ``max_compact``,
+        default ``min(4 * n_features, MAX_COMPACT_MODES)``).
     compact_tolerance : float
-        R² a smaller count may lose against the best count on held-out samples.
-    n_init : int
-        Restarts of the atom grouping, for each candidate count and for the
-        final compact modes (the lowest loss is kept).
+        Held-out R² a smaller count may lose against the best count.
+    l0_tolerance : float
+        Held-out L0 the chosen count may exceed the lowest L0 of the counts
+        within ``compact_tolerance``; also the L0 a pruned mode must save.
+    activity_threshold : float in [0, 1)
+        A mode is active when its part ``z_k ‖c_k‖`` is at least this share
+        of the median training-sample norm (``activity_cut_``).
+    merge_cosine : float in (0, 1]
+        Atoms closer than this cosine are scaled copies of one direction.
 
     Attributes
     ----------
@@ -212,15 +217,21 @@ class ContributionModes(ModesBase):
         Alive atoms in decreasing explained energy; ``atom_components_`` their
         rows ``scale_ * D`` (n_alive, n_features); ``transform_atoms`` their loadings.
     atom_mode_ : ndarray of int (K,)
-        Mode each atom belongs to: for compact modes the mode whose direction
+        Mode each atom belongs to: for sparse modes the mode whose direction
         is closest (cosine) to the atom's; -1 for atoms that are not alive.
     atom_index_ : ndarray of int (n_modes_,)
         Representative atom of each mode: of the atoms in the mode, the one
         with most energy (-1 if the refinement left the mode with no atom);
         for ``compact=False``, the atom that is the mode.
     count_r2_ : ndarray (n_candidates,)
-        Held-out R² for 1, 2, ... compact modes (empty when the count is fixed
-        or ``compact=False``); ``count_rule_`` says in words how the count was chosen.
+        Held-out R² for 1, 2, ... modes (empty for ``compact=False``);
+        ``frontier_`` holds the whole frontier (counts, held-out R², L0, share
+        of samples with no active mode, the operating point);
+        ``count_rule_`` says in words how the count was chosen.
+    activity_cut_ : float
+        The cut on ``z_k ‖c_k‖`` in the units of ``X``.
+    fraction_none_ : float
+        Share of training samples with no active mode.
     atom_r2_, atom_l0_ : float
         R² and mean active atoms per sample of the raw atoms (paper's numbers).
     n_modes_, n_atoms_, n_features_in_ : int
@@ -244,8 +255,8 @@ class ContributionModes(ModesBase):
     -----
     Training runs in float32; the kept network is then stored in float64.
     ``transform`` computes in float64 sample by sample (independent of the
-    batch): for compact modes the exact non-negative least-squares loadings on
-    ``components_``; for atoms (and ``transform_atoms``) the thresholded
+    batch): for sparse modes the thresholded non-negative least-squares
+    loadings on ``components_``; for atoms (and ``transform_atoms``) the thresholded
     pre-loadings, every non-zero one ≥ ``threshold`` and < 1 (the global scale
     sits in ``atom_components_``). Atoms dead on the training data are dropped,
     also for new data.
