@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interneuron files or folders (default: the bundled ones; give none to skip)")
     p.add_argument("--max-windows", type=int, default=None, help="analyse only the first N test windows")
     p.add_argument("--quick", action="store_true",
-                   help="a complete but rougher report in about a minute (fewer windows, seeds and shifts)")
+                   help="a complete but rougher report in about a minute (fewer windows and shifts)")
+    p.add_argument("--mode-sweep", action="store_true",
+                   help="also run the modes' robustness sweep (threshold, dictionary size, L1, seed; a few "
+                        "minutes) and show it in the report")
     p.add_argument("--force", action="store_true", help="recompute finished stages")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -68,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("modes", help="stage 2: sparse contribution modes per layer")
     p.add_argument("contributions", type=Path, help="contributions.nc from `retcodec contributions`")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--sign", default="pos", choices=["pos", "both"])
+    p.add_argument("--sign", default="pos", choices=["pos", "both"],
+                   help="fit C+ only (the paper) or the magnitudes [|C-|, C+] (E and I)")
     p.add_argument("--seed", type=int, default=RANDOM_STATE)
+    p.add_argument("--sweep", action="store_true",
+                   help="also refit with threshold 0.5/0.7/0.9, dictionary 1/3/5 x channels, dictionary L1 "
+                        "0/1e-4/1e-2 and seeds 0-4, and store how the modes change in <out stem>_sweep.nc")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("types", help="stage 3: cluster cells by the modes that drive them")
@@ -241,7 +248,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   session=args.session, out=str(args.out), layers=args.layers, steps=args.steps, method=args.method,
                   device=args.device, random_state=args.seed, workers=args.workers,
                   interneurons=None if inter is None else tuple(map(str, inter)),
-                  max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet)
+                  max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet,
+                  mode_sweep=args.mode_sweep)
     print(f"results in {summary['out']}; open {summary['report']}")
     return 0
 
@@ -310,8 +318,11 @@ def _open_results(path: Path, what: str, needs: str):
 
 
 def _cmd_modes(args: argparse.Namespace) -> int:
+    import json
+
     from retcodec.io.storage import check_output_file
-    from retcodec.modes import ContributionModes, fit_layer, save_modes
+    from retcodec.modes import ContributionModes, fit_layer, layer_matrix, save_modes
+    from retcodec.modes.sweep import robustness_sweep
 
     out = check_output_file(args.out, "--out")
     tree = _open_results(args.contributions, "contributions file",
@@ -320,14 +331,28 @@ def _cmd_modes(args: argparse.Namespace) -> int:
     if not layers:
         raise ConfigurationError(f"{args.contributions} holds no layer with a 'contribution' variable; give "
                                  f"the contributions.nc written by `retcodec contributions`")
-    result = {}
+    result, sweeps = {}, {}
     for layer in layers:
-        ds = fit_layer(ContributionModes(random_state=args.seed, sign=args.sign),
-                       tree[layer]["contribution"].load(), sign=args.sign, layer=layer)
+        contribution = tree[layer]["contribution"].load()
+        estimator = ContributionModes(random_state=args.seed, sign=args.sign)
+        ds = fit_layer(estimator, contribution, sign=args.sign, layer=layer)
         result[layer] = ds
-        print(f"{layer}: {ds.sizes['mode']} modes, R2 = {float(ds['r2']):.3f}")
+        print(f"{layer}: {ds.sizes['mode']} modes, R2 = {float(ds['r2']):.3f}, L0 = {ds.attrs['l0']:.2f} "
+              f"(no active mode in {100 * ds.attrs['fraction_none']:.1f} % of bins)")
+        if args.sweep:
+            say = (lambda message: None) if args.quiet else (lambda message: print(f"  {layer}: {message}"))
+            sweep = robustness_sweep(estimator, layer_matrix(contribution, args.sign)[0], progress=say)
+            sweep.attrs["layer"] = layer
+            sweeps[layer] = sweep
+            for name, v in json.loads(sweep.attrs["verdict"]).items():
+                print(f"  {name}: {'robust' if v['robust'] else 'NOT robust'} (worst stability "
+                      f"{v['worst_stability']:.3f} at {v['worst_value']}, lowest R2 {v['lowest_r2']:.3f})")
     save_modes(result, out)
     print(f"wrote {out}")
+    if sweeps:
+        sweep_out = out.with_name(out.stem + "_sweep" + out.suffix)
+        save_modes(sweeps, sweep_out)
+        print(f"wrote {sweep_out}")
     return 0
 
 

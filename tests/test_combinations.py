@@ -65,13 +65,20 @@ def rates() -> xr.DataArray:
 
 @pytest.fixture(scope="module")
 def result(model, windows, loadings, rates) -> xr.Dataset:
-    return combination_irfs(model, windows, loadings, rates, mode_combinations(loadings),
+    return combination_irfs(model, windows, loadings, rates, mode_combinations(loadings, 0.05, relative=True),
                             rate_threshold=5.0, max_times_per_set=2, seed=0)
 
 
 # --------------------------------------------------------------------------- combinations
-def test_active_sets_labels_and_frequent_sets(loadings):
+def test_default_active_means_non_zero_loading(loadings):
+    """The default is the modes' own definition: a mode is active where its loading is non-zero."""
     combos = mode_combinations(loadings)
+    np.testing.assert_array_equal(combos["active"].values, LOADINGS > 0)
+    assert combos.attrs["threshold_rule"] == "loading > threshold" and float(combos["fraction_none"]) == 1 / 8
+
+
+def test_active_sets_labels_and_frequent_sets(loadings):
+    combos = mode_combinations(loadings, 0.05, relative=True)
     np.testing.assert_array_equal(combos["combination_label"].values, LABELS)
     np.testing.assert_array_equal(combos["n_active"].values, [2, 2, 1, 1, 1, 1, 0, 1])
     assert combos["active"].dims == ("time", "mode") and combos["active"].dtype == bool
@@ -87,13 +94,14 @@ def test_active_sets_labels_and_frequent_sets(loadings):
 
 def test_mode_labels_thresholds_and_limits(loadings):
     named = loadings.assign_coords(mode=[3, 7, 12])
-    combos = mode_combinations(named, min_count=3)
+    combos = mode_combinations(named, 0.05, relative=True, min_count=3)
     np.testing.assert_array_equal(combos["combination"].values, ["3"])
     assert combos["combination_label"].values[0] == "3+7"
     absolute = mode_combinations(loadings, threshold=0.5, relative=False)
     np.testing.assert_array_equal(absolute["combination_label"].values,
                                   ["0+1", "1", "2", "0", "none", "none", "none", "2"])
-    np.testing.assert_array_equal(mode_combinations(loadings, max_sets=1)["combination"].values, ["0"])
+    np.testing.assert_array_equal(mode_combinations(loadings, 0.05, relative=True, max_sets=1)["combination"].values,
+                                  ["0"])
     with pytest.raises(ShapeError, match=r"loadings must be a DataArray \(time, mode\)"):
         mode_combinations(loadings.rename(mode="unit"))
     with pytest.raises(ConfigurationError, match="NaN"):
@@ -162,9 +170,10 @@ def test_draws_are_seeded_and_rates_default_to_the_mean(model, windows, loadings
     b = combination_irfs(model, windows, loadings, rates, ["0"], random_state=5, rate_threshold=5.0, **kwargs)
     np.testing.assert_array_equal(a["selected_time"].values, b["selected_time"].values)
     varying = rates.copy(data=np.tile(np.arange(8.0)[:, None], (1, 5)))       # rate = window index
-    c = combination_irfs(model, windows, loadings, varying, ["0"], **kwargs)
+    relative = mode_combinations(loadings, 0.05, relative=True)                # label "0" at windows 3, 4, 5
+    c = combination_irfs(model, windows, loadings, varying, relative, **kwargs)
     assert float(c["rate_threshold"].sel(cell=0)) == 3.5                        # mean rate
-    assert c["selected_time"].item() in (4, 5)                                   # rate > 3.5
+    assert c["selected_time"].sel(combination="0").item() in (4, 5)             # rate > 3.5
 
 
 def test_times_must_match_the_stimulus(model, windows, loadings, rates):

@@ -10,7 +10,8 @@ from retcodec.engine.percell import _trapezoid_path_sum
 from retcodec.errors import ConfigurationError
 from retcodec.io.recordings import Windows, smallest_exact
 from retcodec.memory import release_memory, resident_bytes
-from retcodec.modes.compact import choose_count, hals_loadings, nnls_loadings
+from retcodec.modes.compact import (SCAN_PATIENCE, activity_cut, copies_pool, hals_loadings, nnls_loadings,
+                                    scan_frontier)
 from retcodec.modes.synthetic import make_sparse_modes
 
 
@@ -62,15 +63,16 @@ def test_hals_converges_to_the_exact_nnls_loadings():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_count_scan_stops_early_with_the_count_of_the_full_scan(seed):
+def test_frontier_scan_finds_the_count_and_stops_early(seed):
     X, modes, _ = make_sparse_modes(n_samples=1500, n_features=12, n_modes=4, random_state=seed,
                                     noise=0.0)
-    rng = np.random.default_rng(seed)
     atoms = np.concatenate([modes * s for s in (0.5, 1.0, 2.0)])      # scaled copies, as a codebook gives
-    k, path = choose_count(X, atoms, np.ones(len(atoms)), 10, 0.01, rng)
-    assert k == 4
-    assert len(path) == 4                 # R² of 4 modes is ~1: no larger count can change the choice
-    assert path[-1] >= 0.99
+    pool = copies_pool(atoms, np.ones(len(atoms)), 0.95)
+    assert len(pool) == 4                                             # one direction per mode
+    frontier = scan_frontier(X, pool, 10, activity_cut(X, 0.2), 0.01, 0.1)
+    assert frontier.n_modes[frontier.chosen] == 4 and len(frontier.pruned) == 4
+    assert frontier.r2[frontier.chosen] >= 0.99
+    assert len(frontier.r2) <= 4 + SCAN_PATIENCE                      # the scan stops once nothing improves
 
 
 # --------------------------------------------------------------------------- per-cell path sum

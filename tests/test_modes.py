@@ -13,8 +13,10 @@ from scipy.optimize import nnls
 
 from retcodec.modes import (ContributionModes, NMFModes, PCAModes, estimator_from_dataset,
                             explained_r2, fit_layer, layer_matrix, load_modes,
-                            make_sparse_modes, match_modes, mode_stability, save_modes,
+                            make_combinatorial_modes, make_sparse_modes, match_modes, mode_stability,
+                            save_modes,
                             stability_score)
+from retcodec.modes.compact import choose_operating_point, prune_modes, thresholded_loadings, unit_rows
 from retcodec.modes.synthetic import mode_overlap
 
 torch.set_num_threads(1)
@@ -93,37 +95,65 @@ def test_threshold_property_holds_for_another_threshold(data):
     assert Z[Z != 0].size and Z[Z != 0].min() >= 0.7
 
 
-def test_compact_loadings_are_continuous_nnls_coefficients(data, fitted):
-    """Compact loadings: exact NNLS per sample, mean active loading 1, not confined to [θ, 1)."""
+def test_compact_loadings_are_sparse_by_construction(data, fitted):
+    """A loading is 0 or its part z_k‖c_k‖ passes the activity cut; on its support it is the exact NNLS fit."""
     X = data[0]
     Z = fitted.transform(X[:200])
-    expected = np.array([nnls(fitted.components_.T, x)[0] for x in X[:200]])
-    np.testing.assert_allclose(Z, expected, atol=1e-10)
+    parts = Z * np.linalg.norm(fitted.components_, axis=1)
+    assert fitted.activity_cut_ > 0 and parts[Z > 0].min() >= fitted.activity_cut_ * (1 - 1e-12)
+    for x, z in zip(X[:200], Z):
+        support = np.flatnonzero(z)
+        if support.size:
+            np.testing.assert_allclose(z[support], nnls(fitted.components_[support].T, x)[0], atol=1e-10)
     np.testing.assert_allclose(Z[:50], fitted.transform(X[:50]))  # sample by sample
+    dense = np.array([nnls(fitted.components_.T, x)[0] for x in X[:200]])
+    assert (Z > 0).sum() < (dense > 0).sum()                      # thresholding removes tiny loadings
     Z = fitted.transform(X)
-    means = [z[z > 0].mean() for z in Z.T]
-    np.testing.assert_allclose(means, 1.0, rtol=1e-6)
-    assert Z.max() > 2 and ((Z > 0) & (Z < 0.5)).any()
+    np.testing.assert_allclose([z[z > 0].mean() for z in Z.T], 1.0, rtol=1e-6)
+    assert fitted.l0_ == pytest.approx((Z > 0).sum(axis=1).mean())
+    assert fitted.fraction_none_ == pytest.approx(((Z > 0).sum(axis=1) == 0).mean())
 
 
-def test_compact_modes_are_fewer_than_atoms_and_match_the_truth(data, fitted):
-    _, true_modes, _ = data
-    assert fitted.n_modes_ <= 2 * N_TRUE < len(fitted.atoms_)
-    assert stability_score(true_modes, fitted.components_) >= 0.95
+def test_thresholded_loadings_known_answer():
+    D = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    X = np.array([[1.0, 0.1], [0.05, 0.02], [0.6, 0.8]])
+    Z = thresholded_loadings(X, D, cut=0.2)
+    np.testing.assert_allclose(Z[0], [1.0, 0.0, 0.0])            # 0.1 < cut: dropped, the rest refitted
+    np.testing.assert_allclose(Z[1], 0.0)                         # nothing passes: no active mode
+    np.testing.assert_allclose(Z[2] @ D, X[2], atol=1e-12)
 
 
-def test_count_is_the_smallest_within_tolerance(fitted):
-    path = fitted.count_r2_
-    assert len(path) >= fitted.n_modes_
-    allowed = np.flatnonzero(path >= path.max() - fitted.compact_tolerance)
-    assert fitted.n_modes_ == allowed[0] + 1
-    assert "held-out R²" in fitted.count_rule_
+def test_operating_point_rule_known_answer():
+    r2 = np.array([0.5, 0.90, 0.985, 0.99, 0.992, 0.992])
+    l0 = np.array([1.0, 1.9, 2.5, 2.1, 2.05, 2.3])
+    # within 0.01 of 0.992: counts 3..6; lowest L0 among them 2.05; within 0.1: counts 4 and 5 -> 4
+    assert choose_operating_point(r2, l0, tolerance=0.01, l0_tolerance=0.1) == 3
+    assert choose_operating_point(r2, l0, tolerance=0.01, l0_tolerance=0.0) == 4
+    assert choose_operating_point(r2, l0, tolerance=0.1, l0_tolerance=10) == 1
+
+
+def test_pruning_drops_a_copy_and_keeps_needed_modes():
+    rng = np.random.default_rng(0)
+    D = np.eye(4)[:3]
+    X = rng.uniform(0.5, 1.5, (300, 3)) * (rng.random((300, 3)) < 0.5) @ D
+    doubled = np.vstack([D, unit_rows((D[0] + 0.01 * D[1])[None])])       # a near copy of mode 0
+    kept = prune_modes(X, doubled, cut=0.1, r2_loss=0.0025, l0_gain=0.1)
+    assert len(kept) == 3 and stability_score(D, kept) > 0.999
+    assert len(prune_modes(X, D, cut=0.1, r2_loss=0.0025, l0_gain=0.1)) == 3     # every mode is needed
+
+
+def test_count_follows_the_documented_rule(fitted):
+    f = fitted.frontier_
+    assert len(f.r2) == len(f.l0) == len(f.n_modes) == len(fitted.count_r2_) >= 1
+    assert f.chosen == choose_operating_point(f.r2, f.l0, fitted.compact_tolerance, fitted.l0_tolerance)
+    assert fitted.n_modes_ <= len(f.pruned) <= f.n_modes[f.chosen]
+    assert f.pareto[np.argmax(f.r2)] and "held-out R²" in fitted.count_rule_
 
 
 def test_fixed_count_and_paper_atoms(data):
     X = data[0]
     fixed = ContributionModes(n_compact=2, **QUICK).fit(X)
-    assert fixed.n_modes_ == 2 and fixed.count_r2_.size == 0 and "fixed" in fixed.count_rule_
+    assert fixed.n_modes_ <= 2 and "fixed" in fixed.count_rule_
     atoms = ContributionModes(compact=False, **QUICK).fit(X)
     np.testing.assert_array_equal(atoms.components_, atoms.atom_components_)
     np.testing.assert_array_equal(atoms.transform(X), atoms.transform_atoms(X))
@@ -157,7 +187,7 @@ def test_signed_dictionary_fits_signed_data(data):
 def test_alive_and_dead_atom_bookkeeping(data, fitted):
     X = data[0]
     loadings = fitted._all_loadings(X)  # every atom, dead ones included
-    assert fitted.alive_.shape == (fitted.n_atoms_,) == (10 * N_FEATURES,)
+    assert fitted.alive_.shape == (fitted.n_atoms_,) == (3 * N_FEATURES,)
     assert (~fitted.alive_).any(), "this fit should leave some atoms dead"
     norms = np.linalg.norm(fitted.dictionary_, axis=1)
     nonempty = norms > 1e-6 * norms.max()
@@ -211,7 +241,7 @@ def test_deterministic_under_random_state_without_touching_global_rng(data):
 
 def test_sklearn_get_params_set_params_clone(fitted):
     params = fitted.get_params()
-    assert params["threshold"] == 0.9 and params["multiplier"] == 10 and params["nonneg"]
+    assert params["threshold"] == 0.9 and params["multiplier"] == 3 and params["nonneg"]
     copy = clone(fitted)
     assert copy.get_params() == params
     with pytest.raises(NotFittedError):
@@ -481,3 +511,33 @@ def test_parameter_errors(data):
         mode_stability(PCAModes(2), X, seeds=(0,))
     with pytest.raises(ConfigurationError, match="exceeds"):
         PCAModes(20).fit(X)
+
+
+# --------------------------------------------------------------------------- planted combinatorial problem
+@pytest.fixture(scope="module")
+def combinatorial():
+    """6 channels (E and I), 6 multi-channel modes with overlapping supports, 1-3 active per sample."""
+    X, modes, loadings = make_combinatorial_modes(2000, n_channels=6, n_modes=6, random_state=3)
+    fits = [ContributionModes(max_epochs=50, random_state=seed).fit(X[:1500]) for seed in (0, 1)]
+    return X, modes, loadings, fits
+
+
+def test_planted_combinations_are_recovered_sparse_and_stable(combinatorial):
+    X, modes, loadings, fits = combinatorial
+    truth_l0 = (loadings[1500:] > 0).sum(axis=1).mean()
+    assert 1.8 < truth_l0 < 2.2 and (modes[:, :6] > 0).any(axis=1).all()   # every mode has an I part
+    for est in fits:
+        assert true_mode_recovery(modes, est.components_).min() >= 0.95
+        Z = est.transform(X[1500:])
+        assert abs((Z > 0).sum(axis=1).mean() - truth_l0) <= 0.3
+        assert explained_r2(X[1500:], Z @ est.components_) >= 0.95
+    assert stability_score(fits[0].components_, fits[1].components_) >= 0.95
+
+
+def test_planted_modes_through_fit_layer_keep_e_and_i_parts(combinatorial):
+    X, _, _, fits = combinatorial
+    ds = fit_layer(clone(fits[0]).set_params(max_epochs=30), as_contribution(X[:1000], 6), sign="both")
+    assert (ds["modes"].sel(sign="neg") < 0).any() and (ds["modes"].sel(sign="pos") > 0).any()
+    assert ds.attrs["sign"] == "both" and 0 <= ds.attrs["fraction_none"] < 0.05
+    assert ds.attrs["l0"] == pytest.approx(float((ds["loadings"] > 0).sum("mode").mean()))
+    assert "frontier_r2" in ds and int(ds["frontier_chosen"].sum()) == 1

@@ -1,6 +1,9 @@
 """Mode combinations and how instantaneous receptive fields change with them (``docs/method.md`` §7).
 
-At each window some modes are active (loading above a small threshold). The
+At each window some modes are active. By default a mode is active where its
+loading is non-zero: retcodec's modes are sparse by construction (their model
+zeroes every loading below its activity cut, ``docs/modes.md``), so the modes
+table, these combinations and the report count the same thing. The
 set of active modes is the window's *combination*, labelled by the active modes'
 coordinate values joined with ``"+"`` in mode order (``"0+3"``); a window with no
 active mode is labelled ``"none"``. :func:`mode_combinations` finds the
@@ -53,9 +56,10 @@ def combination_label(active: np.ndarray, modes: Sequence[Any]) -> str:
     return SEPARATOR.join(names) if names else NONE_LABEL
 
 
-def active_modes(loadings: xr.DataArray, threshold: float = 0.05, relative: bool = True) -> xr.DataArray:
-    """Boolean ``(time, mode)``: loading ``> threshold × max over time of that mode`` (relative)
-    or ``> threshold`` (absolute). A mode whose loadings never exceed 0 is never active."""
+def active_modes(loadings: xr.DataArray, threshold: float = 0.0, relative: bool = False) -> xr.DataArray:
+    """Boolean ``(time, mode)``: loading ``> threshold`` (absolute; default: non-zero, the modes'
+    own definition) or ``> threshold × max over time of that mode`` (``relative``, for dense
+    loadings such as NMF's). A mode whose loadings never exceed 0 is never active."""
     loadings = check_loadings(loadings)
     if not threshold >= 0:
         raise ConfigurationError(f"threshold must be >= 0, got {threshold}")
@@ -68,7 +72,7 @@ def active_modes(loadings: xr.DataArray, threshold: float = 0.05, relative: bool
     return xr.DataArray(values > cut, dims=("time", "mode"), coords=loadings.coords, name="active")
 
 
-def mode_combinations(loadings: xr.DataArray, threshold: float = 0.05, *, relative: bool = True,
+def mode_combinations(loadings: xr.DataArray, threshold: float = 0.0, *, relative: bool = False,
                       min_count: int = 1, max_sets: int | None = None) -> xr.Dataset:
     """The set of active modes at each window, and the frequent sets.
 
@@ -76,8 +80,9 @@ def mode_combinations(loadings: xr.DataArray, threshold: float = 0.05, *, relati
     ----------
     loadings : ``(time, mode)`` non-negative mode loadings.
     threshold : a mode is active at a window when its loading exceeds
-        ``threshold`` times that mode's largest loading (``relative=True``,
-        default 5%) or ``threshold`` itself (``relative=False``).
+        ``threshold`` (``relative=False``, default 0: the loading is non-zero,
+        as the sparse modes define it) or ``threshold`` times that mode's
+        largest loading (``relative=True``, for dense loadings).
     min_count : frequent sets occur at ``>= min_count`` windows.
     max_sets : keep at most this many frequent sets (the most frequent).
 
@@ -223,7 +228,7 @@ def _pairwise_similarity(filters: list[np.ndarray]) -> tuple[np.ndarray, np.ndar
 def combination_irfs(model: nn.Module, stimulus: Any, loadings: xr.DataArray, rates: xr.DataArray,
                      combinations: xr.Dataset | Sequence[str] | None = None,
                      cells: Sequence[int] | None = None, *, rate_threshold: float | None = None,
-                     max_times_per_set: int = 20, random_state: int = 0, threshold: float = 0.05,
+                     max_times_per_set: int = 20, random_state: int = 0, threshold: float = 0.0,
                      mean_irf: bool = True, batch_size: int = DEFAULT_PAIRED_BATCH_SIZE,
                      device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
     """IRFs at windows where a mode combination is active, per combination and cell.

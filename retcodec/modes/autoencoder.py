@@ -1,9 +1,9 @@
-"""CODEC's thresholded sparse autoencoder (:class:`ContributionModes`) and its compact modes.
+"""CODEC's thresholded sparse autoencoder (:class:`ContributionModes`) and its sparse modes.
 
 An MLP encoder gives sigmoid pre-loadings ``a``, a hard threshold keeps
 ``z = a·1[a ≥ θ]``, and a (by default non-negative) dictionary of atoms
 reconstructs the sample (``docs/modes.md``); by default the atoms are merged
-into compact modes with continuous loadings (:mod:`retcodec.modes.compact`).
+into sparse modes with continuous, thresholded loadings (:mod:`retcodec.modes.compact`).
 It follows the interface of :class:`~retcodec.modes.base.ModesBase` and is
 re-exported by :mod:`retcodec.modes.estimators`.
 """
@@ -28,12 +28,18 @@ from retcodec.engine.threads import torch_threads
 from retcodec.errors import ConfigurationError
 from retcodec.modes.base import (ModesBase, check_matrix, check_n_modes, check_positive_int, check_sign,
                                  energy_order, global_scale, register_estimator)
-from retcodec.modes.compact import choose_count, explained_r2, merge_atoms, nnls_loadings, unit_rows
+from retcodec.modes.compact import (Frontier, activity_cut, copies_pool, explained_r2, refine, scan_frontier,
+                                    thresholded_loadings, unit_rows)
 
-__all__ = ["ContributionModes", "EMPTY_ATOM_RTOL", "MAX_COMPACT_MODES"]
+__all__ = ["ContributionModes", "EMPTY_ATOM_RTOL", "MAX_COMPACT_MODES", "ACTIVITY_THRESHOLD", "MERGE_COSINE"]
 
 EMPTY_ATOM_RTOL = 1e-6     # an atom whose norm is below this share of the largest is empty
-MAX_COMPACT_MODES = 32     # default cap on the number of compact modes
+MAX_COMPACT_MODES = 32     # default cap on the number of modes
+#: a mode is active in a sample when its part of the reconstruction is at least this share of the
+#: median sample norm (tuned on the planted tuning seeds 0-2 of benchmarks/bench_modes.py)
+ACTIVITY_THRESHOLD = 0.2
+#: atoms whose directions are at least this cosine apart-close are scaled copies of one direction
+MERGE_COSINE = 0.95
 _TRANSFORM_BATCH = 65536
 
 
@@ -99,16 +105,16 @@ def _state_variable(key: str) -> str:
 
 @register_estimator
 class ContributionModes(ModesBase):
-    """CODEC's thresholded sparse autoencoder, and its compact modes (``docs/modes.md``).
+    """CODEC's thresholded sparse autoencoder, and its sparse modes (``docs/modes.md``).
 
     Two views of one fit. The *atoms* are the autoencoder's alive dictionary
     rows (the paper's modes; ``compact=False`` makes them the modes). The
-    *compact modes* (default) merge atoms that share a direction into one mode
-    whose loading is continuous and carries the magnitude: the atom directions
-    are grouped into ``k`` directions and refined by alternating non-negative
-    least squares on the data, ``k`` being the smallest count whose held-out R²
-    is within ``compact_tolerance`` of the best (``retcodec.modes.compact``);
-    loadings are the non-negative least-squares coefficients of each sample.
+    *sparse modes* (default) merge atoms that are scaled copies of one
+    direction (cosine >= ``merge_cosine``), grow modes from those directions
+    on the held-out reconstruction-sparsity frontier and pick the operating
+    point by ``compact_tolerance`` and ``l0_tolerance``
+    (:mod:`retcodec.modes.compact`); a mode's loading is 0 unless its part of
+    the reconstruction reaches ``activity_cut_`` (sparse by construction).
 
     ``X`` (samples, d) is divided by ``scale_`` (its global std); an encoder
     ``d -> H -> H -> K`` (Linear, Dropout, ReLU, LayerNorm, twice; a bias-free
@@ -141,7 +147,7 @@ class ContributionModes(ModesBase):
     n_modes : int or None
         Dictionary size K; ``None``: ``multiplier * n_features``.
     multiplier : int
-        K per input feature when ``n_modes`` is None (paper, retina: 10).
+        K per input feature when ``n_modes`` is None (paper's baseline: 3; retina script: 10).
     hidden : int or None
         Encoder width H; ``None``: ``max(64, 4 * n_features)``.
     threshold : float in (0, 1)
@@ -179,15 +185,20 @@ class ContributionModes(ModesBase):
     verbose : bool
         Print one line per epoch.
     compact : bool
-        Modes are the compact modes (default) or the alive atoms (the paper's).
+        Modes are the sparse modes (default) or the alive atoms (the paper's).
     n_compact : int or None
-        Number of compact modes; None: chosen by held-out R² (at most
-        ``max_compact``, default ``min(2 * n_features, MAX_COMPACT_MODES)``).
+        Number of modes; None: chosen on the frontier (at most ``max_compact``,
+        default ``min(4 * n_features, MAX_COMPACT_MODES)``).
     compact_tolerance : float
-        R² a smaller count may lose against the best count on held-out samples.
-    n_init : int
-        Restarts of the atom grouping, for each candidate count and for the
-        final compact modes (the lowest loss is kept).
+        Held-out R² a smaller count may lose against the best count.
+    l0_tolerance : float
+        Held-out L0 the chosen count may exceed the lowest L0 of the counts
+        within ``compact_tolerance``; also the L0 a pruned mode must save.
+    activity_threshold : float in [0, 1)
+        A mode is active when its part ``z_k ‖c_k‖`` is at least this share
+        of the median training-sample norm (``activity_cut_``).
+    merge_cosine : float in (0, 1]
+        Atoms closer than this cosine are scaled copies of one direction.
 
     Attributes
     ----------
@@ -206,15 +217,21 @@ class ContributionModes(ModesBase):
         Alive atoms in decreasing explained energy; ``atom_components_`` their
         rows ``scale_ * D`` (n_alive, n_features); ``transform_atoms`` their loadings.
     atom_mode_ : ndarray of int (K,)
-        Mode each atom belongs to: for compact modes the mode whose direction
+        Mode each atom belongs to: for sparse modes the mode whose direction
         is closest (cosine) to the atom's; -1 for atoms that are not alive.
     atom_index_ : ndarray of int (n_modes_,)
         Representative atom of each mode: of the atoms in the mode, the one
         with most energy (-1 if the refinement left the mode with no atom);
         for ``compact=False``, the atom that is the mode.
     count_r2_ : ndarray (n_candidates,)
-        Held-out R² for 1, 2, ... compact modes (empty when the count is fixed
-        or ``compact=False``); ``count_rule_`` says in words how the count was chosen.
+        Held-out R² for 1, 2, ... modes (empty for ``compact=False``);
+        ``frontier_`` holds the whole frontier (counts, held-out R², L0, share
+        of samples with no active mode, the operating point);
+        ``count_rule_`` says in words how the count was chosen.
+    activity_cut_ : float
+        The cut on ``z_k ‖c_k‖`` in the units of ``X``.
+    fraction_none_ : float
+        Share of training samples with no active mode.
     atom_r2_, atom_l0_ : float
         R² and mean active atoms per sample of the raw atoms (paper's numbers).
     n_modes_, n_atoms_, n_features_in_ : int
@@ -238,14 +255,14 @@ class ContributionModes(ModesBase):
     -----
     Training runs in float32; the kept network is then stored in float64.
     ``transform`` computes in float64 sample by sample (independent of the
-    batch): for compact modes the exact non-negative least-squares loadings on
-    ``components_``; for atoms (and ``transform_atoms``) the thresholded
+    batch): for sparse modes the thresholded non-negative least-squares
+    loadings on ``components_``; for atoms (and ``transform_atoms``) the thresholded
     pre-loadings, every non-zero one ≥ ``threshold`` and < 1 (the global scale
     sits in ``atom_components_``). Atoms dead on the training data are dropped,
     also for new data.
     """
 
-    def __init__(self, n_modes: int | None = None, multiplier: int = 10,
+    def __init__(self, n_modes: int | None = None, multiplier: int = 3,
                  hidden: int | None = None, threshold: float = 0.9,
                  l1_dictionary: float = 1e-4, l1_loadings: float = 0.0, nonneg: bool = True,
                  init: str = "data", init_active: float | None = 0.1,
@@ -256,12 +273,15 @@ class ContributionModes(ModesBase):
                  random_state: int | np.random.RandomState | None = None,
                  verbose: bool = False, compact: bool = True, n_compact: int | None = None,
                  max_compact: int | None = None, compact_tolerance: float = 0.01,
-                 n_init: int = 4) -> None:
+                 l0_tolerance: float = 0.1, activity_threshold: float = ACTIVITY_THRESHOLD,
+                 merge_cosine: float = MERGE_COSINE) -> None:
         self.compact = compact
         self.n_compact = n_compact
         self.max_compact = max_compact
         self.compact_tolerance = compact_tolerance
-        self.n_init = n_init
+        self.l0_tolerance = l0_tolerance
+        self.activity_threshold = activity_threshold
+        self.merge_cosine = merge_cosine
         self.n_modes = n_modes
         self.multiplier = multiplier
         self.hidden = hidden
@@ -312,12 +332,15 @@ class ContributionModes(ModesBase):
     def transform(self, X: Any) -> np.ndarray:
         """Loadings of the modes: (n, n_features) -> (n, n_modes_), non-negative.
 
-        Compact modes: exact non-negative least squares on ``components_``;
+        Compact modes: thresholded non-negative least squares on ``components_``
+        (a mode's loading is 0 unless its part ``z_k ‖c_k‖`` reaches
+        ``activity_cut_``; :func:`~retcodec.modes.compact.thresholded_loadings`);
         atoms: thresholded pre-loadings (0 or in [θ, 1)).
         """
         X = self._validate_input(X)
-        if self.compact:
-            return nnls_loadings(X, self.components_)
+        if self.compact and len(self.atoms_):
+            Z = thresholded_loadings(X, self.components_, self.activity_cut_)
+            return Z
         return self._all_loadings(X)[:, self.atoms_]
 
     def transform_atoms(self, X: Any) -> np.ndarray:
@@ -351,10 +374,16 @@ class ContributionModes(ModesBase):
         for name in ("n_compact", "max_compact"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)
-        check_positive_int(self.n_init, "n_init")
         if not 0 <= self.compact_tolerance < 1:
             raise ConfigurationError(f"compact_tolerance must lie in [0, 1), "
                                      f"got {self.compact_tolerance!r}")
+        if not self.l0_tolerance >= 0:
+            raise ConfigurationError(f"l0_tolerance must be >= 0, got {self.l0_tolerance!r}")
+        if not 0 <= self.activity_threshold < 1:
+            raise ConfigurationError(f"activity_threshold must lie in [0, 1) (share of the median "
+                                     f"sample norm), got {self.activity_threshold!r}")
+        if not 0 < self.merge_cosine <= 1:
+            raise ConfigurationError(f"merge_cosine must lie in (0, 1], got {self.merge_cosine!r}")
         if self.n_modes is not None:
             check_n_modes(self.n_modes)
         check_sign(self.sign)
@@ -496,6 +525,8 @@ class ContributionModes(ModesBase):
         self.atom_l0_ = float((Z_atoms != 0).sum(axis=1).mean())
         self.atom_mode_ = np.full(self.n_atoms_, -1, dtype=np.int64)
         self.count_r2_ = np.zeros(0)
+        self.frontier_ = None
+        self.activity_cut_ = 0.0       # atoms: a loading is active when it passes θ
         if len(alive) == 0:
             warnings.warn("no atom passed the threshold on any sample: no modes were found; "
                           "use init_active (default 0.1), a larger lr or more epochs",
@@ -512,26 +543,25 @@ class ContributionModes(ModesBase):
         self._set_summary(X, Z)
 
     def _fit_compact(self, X: np.ndarray, Z_atoms: np.ndarray) -> np.ndarray:
-        """Merge the alive atoms into compact modes; set their attributes; return loadings."""
-        rng = np.random.default_rng(self.seed_)
+        """Merge the alive atoms into sparse modes; set their attributes; return loadings."""
         Xs = X / self.scale_
         atoms = self.atom_components_ / self.scale_
         weights = Z_atoms.sum(axis=0) * np.linalg.norm(atoms, axis=1)
-        if self.n_compact is not None:
-            k = min(self.n_compact, len(atoms))
-            self.count_rule_ = f"fixed: n_compact={self.n_compact}"
-        else:
-            limit = self.max_compact if self.max_compact is not None \
-                else min(2 * X.shape[1], MAX_COMPACT_MODES)
-            k, self.count_r2_ = choose_count(Xs, atoms, weights, min(limit, len(atoms)),
-                                             self.compact_tolerance, rng, self.nonneg,
-                                             self.n_init)
-            self.count_rule_ = (f"smallest count with held-out R² within "
-                                f"{self.compact_tolerance:g} of the best over 1..{len(self.count_r2_)}"
-                                f" modes (held-out R² {self.count_r2_[k - 1]:.4f})")
-        D, _ = merge_atoms(Xs, atoms, weights, k, rng, self.nonneg, self.n_init)
-        Z = nnls_loadings(Xs, D)
-        used = Z.max(axis=0) > 0
+        cut = activity_cut(Xs, self.activity_threshold)
+        self.activity_cut_ = cut * self.scale_
+        pool = copies_pool(atoms, weights, self.merge_cosine)
+        limit = self.max_compact if self.max_compact is not None \
+            else min(4 * X.shape[1], MAX_COMPACT_MODES)
+        fixed = self.n_compact
+        self.frontier_ = scan_frontier(Xs, pool, limit, cut,
+                                       self.compact_tolerance, self.l0_tolerance, self.nonneg, fixed=fixed,
+                                       merge_cosine=self.merge_cosine)
+        self.count_r2_ = self.frontier_.r2
+        self.count_rule_ = (f"fixed: n_compact={self.n_compact}" if fixed is not None
+                            else self._rule_text(len(pool)))
+        D = refine(Xs, self.frontier_.pruned, cut, self.nonneg)
+        Z = thresholded_loadings(Xs, D, cut)
+        used = Z.max(axis=0) > 0 if len(D) else np.zeros(0, bool)
         D, Z = D[used], Z[:, used]
         typical = np.array([z[z > 0].mean() for z in Z.T]) if len(D) else np.zeros(0)
         D, Z = D * typical[:, None], Z / typical
@@ -542,6 +572,19 @@ class ContributionModes(ModesBase):
         self.atom_index_ = np.array([self._representative(mode) for mode in range(len(D))],
                                     dtype=np.int64)
         return Z
+
+    def _rule_text(self, copies: int) -> str:
+        """The count rule in words, with the numbers of this fit."""
+        f = self.frontier_
+        i = f.chosen
+        return (f"atoms that are scaled copies (cosine >= {self.merge_cosine:g}) merged into {copies} "
+                f"directions; modes grown from them one at a time (the direction that best explains the "
+                f"residual), 1..{len(f.r2)} scanned on held-out samples; chosen: the smallest count with "
+                f"held-out R² within {self.compact_tolerance:g} of the best ({f.r2.max():.4f}) and L0 "
+                f"within {self.l0_tolerance:g} of the lowest such L0: {f.n_modes[i]} modes, held-out "
+                f"R² {f.r2[i]:.4f}, L0 {f.l0[i]:.2f}; then modes dropped, weakest first, that buy less "
+                f"than {self.compact_tolerance / 4:g} of held-out R² and save less than {self.l0_tolerance:g} "
+                f"of L0: {len(f.pruned)} modes")
 
     def _representative(self, mode: int) -> int:
         """The atom of ``mode`` with most energy (``atoms_`` is in energy order); -1 if none."""
@@ -554,6 +597,14 @@ class ContributionModes(ModesBase):
         state["sae_alive"] = (("sae_atom",), self.alive_)
         state["sae_atom_mode"] = (("sae_atom",), self.atom_mode_)
         state["count_r2"] = (("count",), self.count_r2_)
+        if self.frontier_ is not None:
+            f = self.frontier_
+            state["frontier_n_modes"] = (("count",), f.n_modes)
+            state["frontier_r2"] = (("count",), f.r2)
+            state["frontier_l0"] = (("count",), f.l0)
+            state["frontier_fraction_none"] = (("count",), f.none)
+            state["frontier_pareto"] = (("count",), f.pareto)
+            state["frontier_chosen"] = (("count",), np.arange(len(f.r2)) == f.chosen)
         state["sae_atoms"] = (("alive_atom",), self.atoms_)
         state["history_train_loss"] = (("epoch",), np.asarray(self.history_["train_loss"]))
         state["history_val_r2"] = (("epoch",), np.asarray(self.history_["val_r2"]))
@@ -561,6 +612,7 @@ class ContributionModes(ModesBase):
 
     def _state_attrs(self) -> dict[str, Any]:
         return {"seed": self.seed_, "hidden": self.hidden_, "val_r2": self.val_r2_,
+                "activity_cut": self.activity_cut_,
                 "atom_r2": self.atom_r2_, "atom_l0": self.atom_l0_,
                 "n_iter": self.n_iter_, "best_epoch": self.best_epoch_,
                 "fit_time_s": self.fit_time_}
@@ -570,6 +622,14 @@ class ContributionModes(ModesBase):
         self.alive_ = ds["sae_alive"].values.astype(bool)
         self.atom_mode_ = ds["sae_atom_mode"].values.astype(np.int64)
         self.count_r2_ = ds["count_r2"].values.astype(np.float64)
+        self.activity_cut_ = float(ds.attrs.get("activity_cut", 0.0))
+        self.frontier_ = None
+        if "frontier_r2" in ds:
+            self.frontier_ = Frontier(ds["frontier_n_modes"].values.astype(np.int64),
+                                      ds["frontier_r2"].values.astype(np.float64),
+                                      ds["frontier_l0"].values.astype(np.float64),
+                                      ds["frontier_fraction_none"].values.astype(np.float64),
+                                      int(np.flatnonzero(ds["frontier_chosen"].values)[0]))
         self.count_rule_ = str(ds.attrs["count_rule"])
         self.atom_r2_, self.atom_l0_ = float(ds.attrs["atom_r2"]), float(ds.attrs["atom_l0"])
         self.n_atoms_, self.hidden_ = len(self.alive_), int(ds.attrs["hidden"])

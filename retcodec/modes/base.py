@@ -125,6 +125,7 @@ class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         """``r2_``, ``l0_`` and ``energy_`` of the fitted modes on the training data."""
         self.r2_ = explained_r2(X, Z @ self.components_ + self._offset())
         self.l0_ = float((Z != 0).sum(axis=1).mean()) if Z.size else 0.0
+        self.fraction_none_ = float(((Z != 0).sum(axis=1) == 0).mean()) if len(Z) else 0.0
         self.energy_ = mode_energy(X - self._offset(), Z, self.components_)
 
     def _set_all_alive(self, n_modes: int) -> None:
@@ -158,6 +159,7 @@ class ModesBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
         self.scale_ = float(ds.attrs["scale"])
         self.r2_ = float(ds["r2"].values)
         self.l0_ = float(ds.attrs["l0"])
+        self.fraction_none_ = float(ds.attrs.get("fraction_none", np.nan))
         self.energy_ = (ds["energy"].values.astype(np.float64) if "energy" in ds
                         else np.full(self.n_modes_, np.nan))  # files written before energy
 

@@ -17,7 +17,17 @@ from retcodec.modes.estimators import SIGNS, ModesBase, check_sign, estimator_fr
 from retcodec.modes.features import layer_matrix
 from retcodec.modes.stability import mode_stability
 
-__all__ = ['layer_matrix', 'fit_layer', 'modes_dataset', 'save_modes', 'load_modes', 'estimator_from_dataset']
+__all__ = ['layer_matrix', 'fit_layer', 'modes_dataset', 'save_modes', 'load_modes', 'estimator_from_dataset',
+           'ACTIVE_RULE', 'active_loadings']
+
+#: the one definition of an active mode, used by the modes table, the combinations and the report
+ACTIVE_RULE = ("a mode is active at a time bin when its loading is non-zero; the model zeroes every loading "
+               "whose part of the reconstruction is below its activity cut")
+
+
+def active_loadings(loadings: xr.DataArray) -> xr.DataArray:
+    """Boolean ``(time, mode)``: where a mode is active (:data:`ACTIVE_RULE`: its loading is non-zero)."""
+    return (loadings != 0).rename("active")
 
 
 def fit_layer(estimator: ModesBase, contribution: xr.DataArray, sign: str | None = None,
@@ -93,6 +103,8 @@ def modes_dataset(estimator: ModesBase, loadings: np.ndarray, feature_channel: n
         params, estimator=type(estimator).__name__, layer="" if layer is None else str(layer),
         sign=params.get("sign", "pos"), random_state=params.get("random_state"),
         r2=float(estimator.r2_), l0=float(estimator.l0_), n_modes=int(n_modes),
+        fraction_none=float(getattr(estimator, "fraction_none_", np.nan)),
+        active_rule=ACTIVE_RULE,
         n_alive=int(np.sum(estimator.alive_)), n_atoms=int(len(estimator.alive_)),
         scale=float(estimator.scale_),
         count_rule=getattr(estimator, "count_rule_", f"fixed: n_modes={n_modes}"),

@@ -6,7 +6,7 @@ from sklearn.utils import check_random_state
 
 from retcodec.errors import ConfigurationError
 
-__all__ = ["make_sparse_modes", "mode_overlap", "MAGNITUDES"]
+__all__ = ["make_sparse_modes", "make_combinatorial_modes", "mode_overlap", "MAGNITUDES"]
 
 
 MAGNITUDES = ("exponential", "lognormal", "uniform")
@@ -43,6 +43,53 @@ def make_sparse_modes(n_samples: int = 6000, n_features: int = 16, n_modes: int 
     modes /= np.linalg.norm(modes, axis=1, keepdims=True)
     active = rng.random_sample((n_samples, n_modes)) < active_probability
     loadings = active * _magnitudes(rng, magnitude, (n_samples, n_modes))
+    X = loadings @ modes
+    X = np.maximum(X + noise * X.std() * rng.standard_normal(X.shape), 0.0)
+    return X, modes, loadings
+
+
+def make_combinatorial_modes(n_samples: int = 4000, n_channels: int = 8, n_modes: int = 10,
+                             max_active: int = 3, channels_per_mode: tuple[int, int] = (2, 3),
+                             inhibitory: bool = True, amplitude: tuple[float, float] = (0.5, 2.0),
+                             noise: float = 0.05,
+                             random_state: int | np.random.RandomState | None = None
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A planted combinatorial problem: multi-channel modes, 1 to ``max_active`` active per sample.
+
+    Each mode drives ``channels_per_mode`` (inclusive range) channels
+    positively (weights in [0.4, 1]) and, with ``inhibitory``, 1-2 channels
+    negatively (magnitudes in [0.2, 0.6]); channels are drawn independently per
+    mode, so supports overlap. Features are the magnitudes ``[|C-|, C+]``
+    (``2 · n_channels`` columns, the layout of ``fit_layer(..., sign="both")``),
+    or ``C+`` alone (``n_channels`` columns) without ``inhibitory``. Modes have
+    unit norm. Each sample holds a uniform number in ``1..max_active`` of
+    distinct modes, each with a loading uniform in ``amplitude``; ``X = Z @
+    modes`` plus Gaussian noise of std ``noise * X.std()``, clipped at 0.
+
+    Returns ``X`` (n_samples, features), ``modes`` (n_modes, features) and
+    ``loadings`` (n_samples, n_modes); the true L0 is ``(loadings > 0).sum(1).mean()``.
+    """
+    low, high = channels_per_mode
+    if not 1 <= low <= high <= n_channels or not 1 <= max_active <= n_modes:
+        raise ConfigurationError("need 1 <= channels_per_mode[0] <= channels_per_mode[1] <= n_channels "
+                                 "and 1 <= max_active <= n_modes")
+    if not 0 < amplitude[0] <= amplitude[1] or noise < 0:
+        raise ConfigurationError("amplitude must be 0 < low <= high and noise >= 0")
+    rng = check_random_state(random_state)
+    offset = n_channels if inhibitory else 0
+    modes = np.zeros((n_modes, offset + n_channels))
+    for k in range(n_modes):
+        driven = rng.choice(n_channels, size=rng.randint(low, high + 1), replace=False)
+        modes[k, offset + driven] = rng.uniform(0.4, 1.0, size=len(driven))
+        if inhibitory:
+            suppressed = rng.choice(n_channels, size=rng.randint(1, 3), replace=False)
+            modes[k, suppressed] = rng.uniform(0.2, 0.6, size=len(suppressed))
+    modes /= np.linalg.norm(modes, axis=1, keepdims=True)
+    loadings = np.zeros((n_samples, n_modes))
+    counts = rng.randint(1, max_active + 1, size=n_samples)
+    for t, count in enumerate(counts):
+        chosen = rng.choice(n_modes, size=count, replace=False)
+        loadings[t, chosen] = rng.uniform(amplitude[0], amplitude[1], size=count)
     X = loadings @ modes
     X = np.maximum(X + noise * X.std() * rng.standard_normal(X.shape), 0.0)
     return X, modes, loadings

@@ -34,7 +34,7 @@ STAGE_FILES = {"contributions": "contributions.nc", "modes": "modes.nc", "types"
 _DATA = ("model", "data", "experiment", "stim_type", "session", "layers", "device", "random_state")
 STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "contributions": _DATA + ("steps", "method", "max_windows"),
-    "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options"),
+    "modes": _DATA + ("mode_sign", "stability_seeds", "mode_options", "mode_sweep"),
     "types": _DATA + ("max_windows", "typing_windows"),
     "irfs": _DATA + ("max_windows", "irf_sets", "irf_times_per_set"),
     "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device",
@@ -45,7 +45,7 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "report": None,
 }
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
-QUICK = {"max_windows": 400, "stability_seeds": (0, 1), "irf_sets": 3, "irf_times_per_set": 4,
+QUICK = {"max_windows": 400, "irf_sets": 3, "irf_times_per_set": 4,
          "interneuron_shifts": 10, "interneuron_windows": 2000, "experiment_windows": 200,
          "typing_windows": 50}
 
@@ -69,7 +69,8 @@ class RunConfig:
     interneurons: tuple[str, ...] | None = None     # None: bundled; () : skip
     max_windows: int | None = None
     mode_sign: str = "pos"
-    stability_seeds: tuple[int, ...] = (0, 1)
+    stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    mode_sweep: bool = False                             # robustness sweep of the modes (minutes)
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters

@@ -22,7 +22,10 @@ from retcodec.memory import release_memory
 from retcodec.pipeline.cache import StageCache
 from retcodec.pipeline.config import STAGE_FILES, Inputs, RunConfig
 
-__all__ = ["Run", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
+#: the robustness sweep of ``retcodec run --mode-sweep``, next to ``modes.nc``
+MODE_SWEEP_FILE = "modes_sweep.nc"
+
+__all__ = ["Run", "load_mode_sweeps", "MODE_SWEEP_FILE", "stage_contributions", "stage_modes", "stage_types", "stage_irfs",
            "stage_interneurons", "stage_experiments", "stage_statistics", "stage_figures", "stage_report"]
 
 
@@ -147,13 +150,16 @@ def stage_contributions(run: Run) -> xr.DataTree:
 
 def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
     """Compact contribution modes per layer with their seed stability, and the activation-mode control."""
-    from retcodec.modes import ContributionModes, fit_layer, load_modes, save_modes
+    from retcodec.modes import ContributionModes, fit_layer, layer_matrix, load_modes, save_modes
     from retcodec.modes.control import fit_activation_modes
+    from retcodec.modes.sweep import robustness_sweep
 
     cfg, path = run.cfg, run.path("modes")
 
     def compute() -> list[Path]:
         out: dict[str, xr.Dataset] = {}
+        sweeps: dict[str, xr.Dataset] = {}
+        cpu_start = time.process_time()
         for layer in cfg.layers:
             node = contrib[layer].to_dataset()
             run.say(f"  {layer}: fitting contribution modes, stability over seeds {list(cfg.stability_seeds)}")
@@ -168,15 +174,42 @@ def stage_modes(run: Run, contrib: xr.DataTree) -> dict[str, xr.Dataset]:
                                        **cfg.mode_options)
             act.attrs.update(run.attrs("modes"))
             out[f"{layer}_activation"] = act
+            if cfg.mode_sweep:
+                run.say(f"  {layer}: robustness sweep (threshold, dictionary size, L1, seed)")
+                sweep = robustness_sweep(est, layer_matrix(node["contribution"].load(), cfg.mode_sign)[0],
+                                         progress=lambda message: run.say(f"    {layer}: {message}"))
+                sweep.attrs.update(run.attrs("modes"), layer=layer)
+                sweeps[layer] = sweep
             run.say(f"  {layer}: {ds.sizes['mode']} modes ({ds.attrs.get('count_rule', '')}), "
-                    f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f}, "
+                    f"R2 = {float(ds['r2']):.3f}, L0 = {float(ds.attrs.get('l0', np.nan)):.2f} "
+                    f"(no active mode in {100 * float(ds.attrs.get('fraction_none', np.nan)):.1f} % of bins), "
                     f"seed stability = {float(ds.attrs.get('stability', np.nan)):.3f}; "
                     f"activation modes: {act.sizes['mode']}, R2 = {float(act['r2']):.3f}")
+        cpu = time.process_time() - cpu_start
+        for ds in out.values():
+            ds.attrs["stage_cpu_seconds"] = cpu
+        run.say(f"  modes: {cpu:.1f} s of CPU time in this process")
         save_modes(out, path)
         stamp_attrs(path, run.attrs("modes"))
-        return [path]
+        sweep_path = run.out / MODE_SWEEP_FILE
+        if not sweeps:
+            sweep_path.unlink(missing_ok=True)           # a sweep of earlier modes would mislead
+            return [path]
+        save_modes(sweeps, sweep_path)
+        return [path, sweep_path]
 
     return run.step("modes", compute, lambda: load_modes(path))
+
+
+def load_mode_sweeps(run: Run) -> dict[str, xr.Dataset]:
+    """The modes' robustness sweeps of this run (layer -> Dataset; empty when not asked for)."""
+    from retcodec.modes import load_modes
+
+    path = run.out / MODE_SWEEP_FILE
+    if not run.cfg.mode_sweep or not path.is_file():
+        return {}
+    sweeps = load_modes(path)
+    return sweeps if isinstance(sweeps, dict) else {str(sweeps.attrs.get("layer", "layer")): sweeps}
 
 
 def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
@@ -327,6 +360,7 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
     import matplotlib.pyplot as plt
 
     from retcodec.analysis.rates import model_rates
+    from retcodec.modes.sweep import ROBUST_STABILITY
     from retcodec.report import figures as fg
 
     folder = run.path("figures")
@@ -356,8 +390,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
                                                       time_slice=(t[0], t[n - 1]), cell_types=cell_types,
                                                       target=str(contrib.attrs.get("target", "surprisal"))),
                  f"contributions_{layer}")
-            save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy")),
-                 f"modes_{layer}")
+            save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy"),
+                                       fitted=modes[layer].attrs.get("sign")), f"modes_{layer}")
             control = f"controls/surprisal_modes/{layer}"
             if _has_node(types, control):
                 tnode = types[control].to_dataset()
@@ -367,6 +401,9 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             if "spatial" in inode and inode.sizes.get("combination", 0):
                 save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"], modes=modes[layer]["modes"],
                                                  cell_types=cell_types, layer=layer), f"irfs_{layer}")
+        sweeps = load_mode_sweeps(run)
+        if sweeps:
+            save(lambda: fg.plot_mode_sweep(sweeps, robust_stability=ROBUST_STABILITY), "modes_sweep")
         if inter is not None:
             save(lambda: fg.plot_interneuron_matches(inter), "interneurons")
         save(lambda: fg.plot_sparsity(stats), "sparsity")
@@ -385,7 +422,7 @@ def stage_report(run: Run, results: dict[str, Any]) -> Path:
     path = run.path("report")
 
     def compute() -> list[Path]:
-        report = write_report(run, results)
+        report = write_report(run, {**results, "mode_sweeps": load_mode_sweeps(run)})
         return [report, run.out / "hypotheses.txt"]
 
     # the report shows every stage's time, so it is rebuilt whenever anything was recomputed

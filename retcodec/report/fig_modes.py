@@ -1,19 +1,20 @@
 """The mode dictionary as one heat map (a row per mode, a column per channel and sign), with energy bars."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.report.figstyle import (DIVERGING, FULL_WIDTH, SIGN_GLYPHS, coord_values, mode_names,
                                       require_dims, symmetric_norm)
 
-__all__ = ["plot_modes"]
+__all__ = ["plot_modes", "plot_mode_sweep"]
 
 
 def _energy_coord(modes: xr.DataArray) -> xr.DataArray | None:
@@ -25,7 +26,8 @@ def _energy_coord(modes: xr.DataArray) -> xr.DataArray | None:
 
 
 def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | None = None, *,
-               energy: xr.DataArray | Sequence[float] | None = None, relative: bool = True) -> Figure:
+               energy: xr.DataArray | Sequence[float] | None = None, relative: bool = True,
+               fitted: str | None = None) -> Figure:
     """The mode dictionary as one heat map: a row per mode, a column per channel and sign.
 
     ``modes`` is ``(mode, channel, sign)`` (``sign`` in ``["neg", "pos"]``) or
@@ -39,7 +41,9 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     so that every row reads as "which channels, in which proportions". The share of energy per mode (``energy``, one value per mode, e.g. the
     ``energy`` variable of a modes file; or a per-mode coordinate whose name
     contains ``energy``) is drawn as bars at the right. ``max_modes`` keeps
-    the first modes only (the title says how many are shown).
+    the first modes only (the title says how many are shown). ``fitted`` (the
+    ``sign`` attr of a modes file: ``"pos"`` or ``"both"``) says in the title
+    what the modes were fitted on: C+ only (C− not modelled), or E and I.
     """
     modes = require_dims(modes, ("mode", "channel"), "modes", optional=("sign",))
     if max_modes is not None and max_modes < 1:
@@ -80,7 +84,8 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
         ax.axvline(start - 0.5, color="0.75", lw=0.6)
     xlabel = "channel and contribution sign (+: C+, \u2212: C\u2212)" if signed else "channel"
     if hidden.any():
-        xlabel += f"\n{_hidden_note(hidden, modes)} not shown: no weight in any mode"
+        reason = "not modelled" if fitted == "pos" else "no weight in any mode"
+        xlabel += f"\n{_hidden_note(hidden, modes)} not shown: {reason}"
     ax.set_xlabel(xlabel)
     label = ("C+ weight" if one_sided else "weight (red: C+, blue: C\u2212)") if signed \
         else "weight (red: positive, blue: negative)"
@@ -97,7 +102,9 @@ def plot_modes(modes: xr.DataArray, max_modes: int | None = None, layer: str | N
     shown = f"first {n_modes} of {n_total} modes" if n_modes < n_total else f"{n_modes} modes"
     layer = layer or modes.attrs.get("layer")
     what = "contribution modes" if signed else "modes"
-    fig.suptitle((f"{layer} " if layer else "") + f"{what} ({shown}): weight on each channel",
+    basis = {"pos": "\nfitted on the excitatory part C+ only, as the paper (C\u2212 not modelled)",
+             "both": "\nfitted on both parts: excitatory C+ (red) and inhibitory C\u2212 (blue)"}.get(str(fitted), "")
+    fig.suptitle((f"{layer} " if layer else "") + f"{what} ({shown}): weight on each channel" + basis,
                  fontsize="medium")
     return fig
 
@@ -181,3 +188,53 @@ def _short_number(value: float) -> str:
     if magnitude >= 1:
         return f"{value:.1f}" if magnitude < 10 else f"{value:.0f}"
     return f"{value:.2g}"
+
+
+#: what each row of the sweep figure shows: variable, axis label
+SWEEP_PANELS = (("stability", "stability to the\ndefault's modes"), ("r2", "R²"),
+                ("l0", "L0 (active modes\nper bin)"), ("n_modes", "modes"))
+PARAMETER_NAMES = {"threshold": "threshold θ", "multiplier": "dictionary size\n(× channels)",
+                   "l1_dictionary": "dictionary L1", "random_state": "seed"}
+
+
+def plot_mode_sweep(sweeps: Mapping[str, xr.Dataset], robust_stability: float | None = None) -> Figure:
+    """The robustness sweep: stability to the default, R², L0 and count per setting, one colour per layer.
+
+    ``sweeps`` maps layer names to :func:`~retcodec.modes.sweep.robustness_sweep`
+    Datasets. Settings are grouped by parameter along x; the default value is
+    drawn with a black edge; the dashed line is the stability a robust setting
+    must keep.
+    """
+    if not sweeps:
+        raise ConfigurationError("plot_mode_sweep needs at least one layer's sweep")
+    first = next(iter(sweeps.values()))
+    for layer, ds in sweeps.items():
+        require_dims(ds["stability"], ("setting",), f"sweep of {layer}")
+    parameters = list(dict.fromkeys(first["parameter"].values.tolist()))
+    fig = Figure(figsize=(FULL_WIDTH, 6.2), layout="constrained")
+    axes = fig.subplots(len(SWEEP_PANELS), len(parameters), sharey="row", squeeze=False)
+    colours = ["C0", "C3", "C2", "C1", "C4"]
+    for column, name in enumerate(parameters):
+        for row, (variable, label) in enumerate(SWEEP_PANELS):
+            ax = axes[row, column]
+            for (layer, ds), colour in zip(sweeps.items(), colours):
+                part = ds.where(ds["parameter"] == name, drop=True)
+                x = np.arange(part.sizes["setting"])
+                values = part[variable].values.astype(float)
+                ax.plot(x, values, "-o", color=colour, ms=4, lw=1, label=layer if (row, column) == (0, 0) else None)
+                default = part["is_default"].values.astype(bool)
+                ax.plot(x[default], values[default], "o", ms=6, mfc="none", mec="k", mew=1.0)
+            if variable == "stability" and robust_stability is not None:
+                ax.axhline(robust_stability, color="0.5", ls="--", lw=0.8)
+            if variable == "n_modes":
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_xticks(x, part["value"].values.tolist(), fontsize="small")
+                ax.set_xlabel(PARAMETER_NAMES.get(str(name), str(name)), fontsize="small")
+            else:
+                ax.tick_params(labelbottom=False)
+            if column == 0:
+                ax.set_ylabel(label, fontsize="small")
+    fig.legend(fontsize="small", loc="outside lower center", ncols=len(sweeps))
+    fig.suptitle("Robustness of the modes to their settings (one changed at a time; circled: the default)",
+                 fontsize="medium")
+    return fig

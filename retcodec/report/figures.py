@@ -31,12 +31,12 @@ from retcodec.report.fig_cells import plot_mode_cell_matrix
 from retcodec.report.fig_contributions import plot_contribution_heatmap
 from retcodec.report.fig_interneurons import plot_interneuron_matches
 from retcodec.report.fig_irfs import combination_labels, plot_irf_filters
-from retcodec.report.fig_modes import plot_modes
+from retcodec.report.fig_modes import plot_mode_sweep, plot_modes
 from retcodec.report.fig_stats import METRIC_LABELS, TYPE_MARKERS, plot_fit_quality, plot_sparsity
 from retcodec.report.figstyle import (DIVERGING, DT, FULL_WIDTH, SIGN_COLORS, SIGN_GLYPHS, mode_names,
                                       save_figure, type_colors)
 
-__all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes",
+__all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes", "plot_mode_sweep",
            "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality",
            "mode_names", "combination_labels", "type_colors",
            "DT", "SIGN_COLORS", "DIVERGING", "FULL_WIDTH", "SIGN_GLYPHS", "METRIC_LABELS", "TYPE_MARKERS"]

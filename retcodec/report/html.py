@@ -21,6 +21,8 @@ import xarray as xr
 from retcodec.analysis.evaluation import FIT_METRICS
 from retcodec.io.provenance import versions
 from retcodec.io.storage import atomic_path
+from retcodec.modes.sweep import ROBUST_R2_LOSS, ROBUST_STABILITY
+from retcodec.report.mode_summary import frontier_html, mode_table_rows, robustness_html
 
 __all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
 
@@ -44,15 +46,24 @@ CAPTIONS = {
                      "time (red: excitatory/positive, blue: inhibitory/negative; summed over space), with the "
                      "model's firing rates and the mode loadings below. Look for channels that act together at "
                      "the same moments.",
-    "modes": "The compact contribution modes of {layer}: each row is one mode's weight on every channel's "
-             "positive (E) and negative (I) contribution, ordered by the share of contribution energy they "
-             "explain (right). A mode is a group of model interneurons that act together.",
+    "modes": "The sparse contribution modes of {layer}: each row is one mode's weight on each channel's "
+             "contribution, relative to its largest weight, ordered by the share of contribution energy it "
+             "explains (right). The title says what the modes were fitted on: by default the excitatory part "
+             "C+ only, as the paper (C\u2212 is then not modelled and not shown); with sign='both' the "
+             "excitatory (red) and inhibitory (blue) parts of each mode. A mode is a group of model "
+             "interneurons that act together; it is active at a time bin when its loading is non-zero.",
+    "modes_sweep": "Robustness of the modes (fitted on the same contribution parts as above) to their settings, "
+                   "one changed at a time as in the paper's supplement: stability of the modes against the "
+                   "default fit (dashed: the level a robust setting keeps), R², L0 (active modes per bin) and "
+                   "the number of modes.",
     "cell_types": "Correlation of each cell's rate with each {layer} surprisal mode's loading (the paper's "
                   "cell-type features), cells grouped by the primary cell-type clusters (colour strip) and "
                   "labelled by their true type when known.",
     "irfs": "Instantaneous receptive fields in {layer}: rank-1 spatial maps (cropped around the cells) and "
             "temporal filters (s before the response) of representative cells, per combination of active "
-            "modes. Changes across rows show how the active modes reshape what a cell responds to.",
+            "modes (active: non-zero loading, the same definition as the modes table; modes fitted on the "
+            "contribution parts stated there). Changes across rows show how the active modes reshape what a "
+            "cell responds to.",
     "interneurons": "Model units vs recorded interneurons: held-out correlation of each interneuron's best "
                     "model unit against the chance level from circularly shifted recordings, and correlation "
                     "maps of example units.",
@@ -64,9 +75,12 @@ CAPTIONS = {
 COLUMN_HELP = {
     "completeness median / p95 / max": "|Σ contributions − ΔS| / |ΔS| per window: how far the contributions "
                                        "fall short of the change of the target they decompose (0 = exact).",
-    "modes": "number of compact modes (how it was chosen: 'count rule').",
-    "R²": "variance of the contributions explained by the modes.",
-    "L0": "mean number of active modes per time bin.",
+    "modes": "number of modes (how it was chosen: 'count rule'; the count may exceed the channels).",
+    "R²": "variance of the contributions explained by the modes (held-out: on bins left out of the fit).",
+    "L0": "mean number of active modes per time bin; a mode is active when its loading is non-zero (the "
+          "model zeroes every loading whose part of the reconstruction is below its activity cut); "
+          "'no active mode': share of bins where none is. Multi-channel: no channel carries more than 80 % "
+          "of the mode's weight.",
     "stability": "Hungarian-matched cosine of the modes across seeds, summed over matched pairs and divided "
                  "by the larger count (1 = the same modes every time).",
     "ARI": "adjusted Rand index against the true cell types (1 = identical partition, 0 = chance).",
@@ -126,7 +140,7 @@ def _png_width(raw: bytes) -> int | None:
 
 def _caption(path: Path) -> str:
     stem = path.stem
-    for prefix, text in CAPTIONS.items():
+    for prefix, text in sorted(CAPTIONS.items(), key=lambda item: -len(item[0])):   # longest prefix first
         if stem == prefix or stem.startswith(prefix + "_"):
             layer = stem[len(prefix) + 1:] if stem != prefix else ""
             return text.format(layer=layer or "the layer")
@@ -173,15 +187,7 @@ def _completeness(stats: xr.Dataset, layers: Sequence[str]) -> tuple[str, float]
 
 
 def _mode_rows(modes: Mapping[str, xr.Dataset], layers: Sequence[str]) -> list[dict[str, Any]]:
-    rows = []
-    for layer in layers:
-        ds, act = modes[layer], modes.get(f"{layer}_activation")
-        rows.append({"layer": layer, "modes": int(ds.sizes["mode"]), "R²": float(ds["r2"]),
-                     "L0": float(ds.attrs.get("l0", np.nan)), "stability": float(ds.attrs.get("stability", np.nan)),
-                     "count rule": str(ds.attrs.get("count_rule", "")),
-                     "activation modes": int(act.sizes["mode"]) if act is not None else None,
-                     "activation R²": float(act["r2"]) if act is not None else None})
-    return rows
+    return mode_table_rows(modes, layers)
 
 
 def _feature_name(name: Any) -> str | None:
@@ -321,7 +327,9 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
     if mode_rows:
         items.append("<b>Modes.</b> " + "; ".join(
             f"{r['layer']}: {r['modes']} modes explain {fmt(100 * r['R²'], 0)} % of the contribution "
-            f"variance (seed stability {fmt(r['stability'])})" for r in mode_rows) + ".")
+            f"variance with {fmt(r['L0'])} active per time bin on average "
+            f"({fmt(r['multi-channel modes (%)'], 0)} % of them multi-channel; seed stability "
+            f"{fmt(r['stability'], 3)})" for r in mode_rows) + ".")
     if type_info.get("k") is not None:
         text = f"<b>Cell types.</b> The drive profiles split the cells into {type_info['k']} types"
         if type_info.get("ari") is not None:
@@ -409,7 +417,8 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     s.append("<h2>Contribution modes</h2><p class='note'>" + " ".join(
         f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
         + " Activation modes: the same estimator on the activations (the control).</p>"
-        + html_table(mode_rows, text_columns=("layer", "count rule")) + _figures(figures, "modes"))
+        + html_table(mode_rows, text_columns=("layer", "fitted on", "count rule")) + frontier_html(modes, layers)
+        + robustness_html(modes, results.get("mode_sweeps") or {}, layers, ROBUST_STABILITY, ROBUST_R2_LOSS) + _figures(figures, "modes"))
     type_text = (f"<p>Primary answer: <b>{type_info['k']} cell types</b> from "
                  f"{html.escape(str(type_info.get('primary') or 'the drive profiles'))}"
                  + (f", ARI vs truth {fmt(type_info['ari'])}" if type_info.get("ari") is not None else "")
@@ -431,13 +440,18 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
             continue
         node = irfs[layer].to_dataset()
         if "within_set_similarity_pooled" in node:
+            combos = irfs[layer]["combinations"].to_dataset() if "combinations" in irfs[layer].children else None
             rows.append({"layer": layer, "combinations": int(node.sizes.get("combination", 0)),
+                         "mean active modes": float(combos["n_active"].mean()) if combos is not None else None,
+                         "no active mode (%)": 100 * float(combos["fraction_none"]) if combos is not None
+                         else None,
                          "within-combination similarity": float(node["within_set_similarity_pooled"]),
                          "across-combination similarity": float(node["across_set_similarity_pooled"])})
     s.append("<h2>Instantaneous receptive fields</h2><p class='note'>Pearson correlation of a cell's rank-1 "
              "spatial filters at moments with the same combination of active modes (within) vs different "
              "combinations (across): within > across means the modes predict how the receptive field "
-             "changes.</p>" + html_table(rows) + _figures(figures, "irfs"))
+             "changes. A mode is active where its loading is non-zero, as in the modes table, so the mean "
+             "number of active modes here is that table's L0.</p>" + html_table(rows) + _figures(figures, "irfs"))
     s.append("<h2>Model interneurons vs recordings</h2>" + inter_html + _figures(figures, "interneurons"))
     s.append("<h2 id='experiments'>Experiments and hypotheses</h2>" + exp_html)
     s.append("<h2>Sparsity</h2>" + _figures(figures, "sparsity"))
