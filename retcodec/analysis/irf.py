@@ -58,6 +58,8 @@ from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteErro
 from retcodec.io.provenance import provenance_attrs
 from retcodec._version import __version__
 from retcodec.io.storage import atomic_path, check_output_file
+from retcodec.io.validation import check_input_dtype
+from retcodec.engine.probe import check_module
 from retcodec.devices import resolve_device
 
 __all__ = ["irf", "iter_irf", "iter_paired_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
@@ -114,6 +116,7 @@ def resolve_stimulus(model: nn.Module, stimulus: Any) -> _Source:
 
 
 def _array_source(array: np.ndarray | torch.Tensor) -> _Source:
+    check_input_dtype(array, "windows")
     if array.ndim != 4:
         raise ShapeError(f"windows must be (n, frames, y, x), got shape {tuple(array.shape)}")
     return _Source(array, np.arange(array.shape[0]), "window index")
@@ -399,12 +402,15 @@ class _Plan:
 
 def _plan(model: nn.Module, stimulus: Any, cells: Any, times: Any, batch_size: int, device: Any,
           dtype: Any, transpose: str = "auto") -> _Plan:
-    if int(batch_size) < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    check_module(model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if transpose not in TRANSPOSE_METHODS:
         raise ConfigurationError(f"transpose must be one of {TRANSPOSE_METHODS}, got {transpose!r}")
     _torch_dtype(dtype)
     source = resolve_stimulus(model, stimulus)
+    if len(source) == 0:
+        raise ShapeError("the stimulus holds no windows")
     positions, ids = _resolve_cells(model, cells)
     return _Plan(source, _resolve_times(times, len(source)), positions, ids, int(batch_size),
                  device, np.dtype(dtype), transpose, model, window_shape(source))
