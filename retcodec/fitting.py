@@ -164,6 +164,15 @@ class WindowBatches:
         return self.rate[idx + self.history]
 
 
+def _check_not_diverged(model: torch.nn.Module, loss: float, epoch: int) -> None:
+    """Refuse to go on from a training epoch whose loss or weights are NaN or Inf."""
+    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    raise NonFiniteError(f"training diverged in epoch {epoch + 1} (loss {loss:.4g}, or weights NaN/Inf): the "
+                         f"recording's rates may be implausible for a firing-rate model or the learning rate too "
+                         f"high; check the rates (Hz) or lower lr")
+
+
 def _checked_config(cfg: FitConfig) -> FitConfig:
     """``cfg`` if every field has a usable type and range, else :class:`ConfigurationError`."""
     def whole(name: str, low: int) -> None:
@@ -278,6 +287,7 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
         t0 = time.perf_counter()
         loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device,
                             progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        _check_not_diverged(model, loss, epoch)
         sample = recalibrate_batchnorm(model, data, train_idx, cfg, rng, device)
         calibrate_output(model, data, sample, device)
         vloss, vcor = _validate(model, data, val_idx, cfg, device)
@@ -415,7 +425,10 @@ def calibrate_output(model: VaryModel, data: WindowBatches, sample: torch.Tensor
         return loss
 
     with torch.enable_grad():
-        opt.step(closure)
+        try:
+            opt.step(closure)
+        except RuntimeError:         # the line search overflowed (a loss of inf): keep the current scale and shift
+            return
     with torch.no_grad():
         if torch.isfinite(gamma).all() and torch.isfinite(beta).all():
             bn.scale.copy_(gamma.abs())

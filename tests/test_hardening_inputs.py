@@ -122,3 +122,15 @@ def test_family_ranges_are_checked():
         with pytest.raises(ConfigurationError, match=words):
             draw_retina(0, ranges)
     assert draw_retina(0).parameters == draw_retina(0, replace_ranges()).parameters
+
+
+def test_a_fit_that_diverges_is_an_error_not_a_nan_model(tmp_path):
+    """Ramp rates of up to 2300 Hz over random frames make the first epoch diverge: that was a
+    RuntimeError from torch's line search (or, past it, a model predicting NaN); now a NonFiniteError."""
+    from recording_fixtures import published_split, write_published_recording
+
+    path = write_published_recording(tmp_path / "e" / "naturalscene.h5",
+                                     {"train": published_split(3, 300, seed=1), "test": published_split(3, 60)})
+    rec = retcodec.load_recording(path, split="train")
+    with pytest.raises(NonFiniteError, match="diverged in epoch 1"):
+        retcodec.fit(rec, epochs=1, batch_size=16, recalibration_windows=64)
