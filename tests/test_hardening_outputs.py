@@ -300,3 +300,14 @@ def _split():
 def _boxes():
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (50, 50, 50)).astype(np.uint8), rng.standard_normal((2, 50)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["benchmark.nc", "summary.html"])
+def test_benchmark_refuses_a_user_file_at_its_summary_names_before_any_retina(tmp_path, monkeypatch, name):
+    from retcodec.benchmark import runner
+
+    monkeypatch.setattr(runner, "run_retina", lambda *a, **k: pytest.fail("a retina was started"))
+    (tmp_path / name).write_bytes(b"precious")
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        runner.benchmark(out=tmp_path, seeds=[0], quick=True, progress=False)
+    assert (tmp_path / name).read_bytes() == b"precious"

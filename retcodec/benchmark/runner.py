@@ -266,6 +266,7 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
         raise ConfigurationError(f"workers must be 0 (serial) or a positive number of dask workers, got {workers!r}")
     seeds_ = cfg.retina_seeds()
     folder = check_output_folder(cfg.out, "benchmark folder")
+    _check_summary_outputs(folder)
     folder.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda msg: None)
     t0 = time.perf_counter()
@@ -283,6 +284,21 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
     written["seconds"] = time.perf_counter() - t0
     say(f"benchmark done in {written['seconds']:.0f} s: {written['summary']}")
     return written
+
+
+def _check_summary_outputs(folder: Path) -> None:
+    """Before any retina: refuse when ``benchmark.nc`` or ``summary.html`` exists and retcodec did not write it."""
+    from retcodec.errors import OutputPathError
+    from retcodec.io.storage import check_output_file
+
+    check_output_file(folder / "benchmark.nc", "benchmark file", own_only=True)
+    page = folder / "summary.html"
+    if page.is_file():
+        with open(page, encoding="utf-8", errors="replace") as f:
+            ours = "<title>retcodec benchmark</title>" in f.read(4096)
+        if not ours:
+            raise OutputPathError(f"{page} exists and was not written by retcodec's benchmark; move it or choose "
+                                  f"another --out")
 
 
 def _run_on_dask(seeds: list[int], cfg: BenchmarkConfig, say: Callable[[str], None]) -> list[Path]:
