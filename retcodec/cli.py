@@ -209,8 +209,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from retcodec.analysis.evaluation import evaluate, format_evaluation
-    from retcodec.io.storage import write_netcdf_atomic
+    from retcodec.io.storage import check_output_file, write_netcdf_atomic
 
+    if args.out:                          # before any work; never over a file retcodec did not write
+        args.out = check_output_file(args.out, "--out", own_only=True)
     model, rec, _ = _resolve_inputs(args)
     ev = evaluate(model, rec, device=args.device)
     print(format_evaluation(ev))
@@ -278,7 +280,7 @@ def _cmd_contributions(args: argparse.Namespace) -> int:
     from retcodec.io.recordings import model_windows
     from retcodec.io.storage import check_output_file
 
-    out = check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out", own_only=True)
     if args.workers < 0:
         raise ConfigurationError(f"--workers must be 0 (serial) or a positive number, got {args.workers}")
     model, rec, _ = _resolve_inputs(args)
@@ -324,7 +326,7 @@ def _cmd_modes(args: argparse.Namespace) -> int:
     from retcodec.modes import ContributionModes, fit_layer, layer_matrix, save_modes
     from retcodec.modes.sweep import robustness_sweep
 
-    out = check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out", own_only=True)
     tree = _open_results(args.contributions, "contributions file",
                          "the contributions.nc written by `retcodec contributions` or `retcodec run`")
     layers = [name for name in tree.children if "contribution" in tree[name].to_dataset()]
@@ -362,7 +364,7 @@ def _cmd_types(args: argparse.Namespace) -> int:
     from retcodec.io.storage import check_output_file, write_netcdf_atomic
     from retcodec.modes import load_modes
 
-    out = check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out", own_only=True)
     tree = _open_results(args.contributions, "contributions file",
                          "the contributions.nc written by `retcodec contributions` or `retcodec run`")
     _open_results(args.modes, "modes file", "the modes.nc written by `retcodec modes` or `retcodec run`")
@@ -401,7 +403,7 @@ def _cmd_irf(args: argparse.Namespace) -> int:
     from retcodec.io.recordings import model_windows
     from retcodec.io.storage import check_output_file, write_netcdf_atomic
 
-    out = check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out", own_only=True)
     cells = _parse_cells(args.cells)
     model, rec, _ = _resolve_inputs(args)
     w = model_windows(rec, model)

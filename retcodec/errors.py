@@ -7,7 +7,7 @@ so that generic handlers keep working.
 """
 from __future__ import annotations
 
-__all__ = ["RetcodecError", "CheckpointError", "UnsafeCheckpointError", "UnknownModelTypeError",
+__all__ = ["RetcodecError", "WindowIndexError", "CheckpointError", "UnsafeCheckpointError", "UnknownModelTypeError",
            "RecordingError", "MissingDataError", "ShapeError", "NonFiniteError", "CellMismatchError",
            "ConfigurationError", "DeviceError", "CorruptCheckpointError", "InvalidModelError",
            "RecordingValueError", "FileInUseError", "UnreadableFileError", "BusyError", "OutputPathError"]
@@ -84,3 +84,7 @@ class FileInUseError(RetcodecError, OSError):
 
 class UnreadableFileError(RetcodecError, PermissionError):
     """A file exists but this process may not read it, or it is not a regular file."""
+
+
+class WindowIndexError(RetcodecError, IndexError):
+    """A window index out of range or of the wrong kind (an ``IndexError``, so iteration still ends)."""

@@ -164,6 +164,42 @@ class WindowBatches:
         return self.rate[idx + self.history]
 
 
+def _check_not_diverged(model: torch.nn.Module, loss: float, epoch: int) -> None:
+    """Refuse to go on from a training epoch whose loss or weights are NaN or Inf."""
+    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    raise NonFiniteError(f"training diverged in epoch {epoch + 1} (loss {loss:.4g}, or weights NaN/Inf): the "
+                         f"recording's rates may be implausible for a firing-rate model or the learning rate too "
+                         f"high; check the rates (Hz) or lower lr")
+
+
+def _checked_config(cfg: FitConfig) -> FitConfig:
+    """``cfg`` if every field has a usable type and range, else :class:`ConfigurationError`."""
+    def whole(name: str, low: int) -> None:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ConfigurationError(f"fit option {name} must be an integer >= {low}, got {v!r}")
+
+    def real(name: str, low: float, high: float, *, low_open: bool = False) -> None:
+        v = getattr(cfg, name)
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v)
+              and (v > low if low_open else v >= low) and v <= high)
+        if not ok:
+            raise ConfigurationError(f"fit option {name} must be a number in {'(' if low_open else '['}{low}, "
+                                     f"{high}], got {v!r}")
+
+    for name, low in (("history", 1), ("epochs", 1), ("batch_size", 1), ("patience", 1), ("lr_patience", 0),
+                      ("seed", 0), ("recalibration_windows", 1)):
+        whole(name, low)
+    for name, low, high, open_ in (("lr", 0.0, 10.0, True), ("l2", 0.0, 1e3, False), ("l1", 0.0, 1e3, False),
+                                   ("noise", 0.0, 1e3, False), ("drop_p", 0.0, 1.0, False),
+                                   ("val_fraction", 0.0, 0.9, True), ("lr_decay", 0.0, 1.0, True)):
+        real(name, low, high, low_open=open_)
+    if cfg.threads is not None:
+        whole("threads", 1)
+    return cfg
+
+
 def _zscore_train(recording: xr.Dataset) -> tuple[np.ndarray, dict[str, float]]:
     stim = np.asarray(recording["stimulus"].values, np.float32)
     if not np.isfinite(stim).all():
@@ -193,7 +229,15 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
     unknown = set(overrides) - {f for f in asdict(FitConfig())}
     if unknown:
         raise ConfigurationError(f"unknown fit option(s) {sorted(unknown)}; see retcodec.fitting.FitConfig")
-    cfg = dataclasses.replace(config or FitConfig(), **overrides)
+    if config is not None and not isinstance(config, FitConfig):
+        raise ConfigurationError(f"config must be a retcodec.fitting.FitConfig, got {type(config).__name__}")
+    cfg = _checked_config(dataclasses.replace(config or FitConfig(), **overrides))
+    if not isinstance(recording, xr.Dataset) or not {"stimulus", "rate"} <= set(recording.variables):
+        raise ConfigurationError(f"fit() needs a recording Dataset with 'stimulus' and 'rate' "
+                                 f"(retcodec.load_recording(..., split='train')), got {type(recording).__name__}")
+    if out is not None:                   # before any work; never replaces a file retcodec did not write
+        from retcodec.io.models import check_checkpoint_output
+        out = check_checkpoint_output(out, "out")
     if recording.attrs.get("split", "train") != "train":
         raise ConfigurationError("fit() needs the train split (load_recording(..., split='train'))")
     if cfg.threads:
@@ -216,6 +260,10 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
 
     n_windows = stim.shape[0] - cfg.history
     n_val = max(int(n_windows * cfg.val_fraction), 1)
+    if n_windows - n_val - cfg.history < 1:
+        raise ShapeError(f"the train split has {stim.shape[0]} frames: too short to fit windows of {cfg.history} "
+                         f"frames with a validation part ({cfg.val_fraction:.0%}); it needs well over "
+                         f"{2 * cfg.history + 2} frames (minutes of recording)")
     train_idx = np.arange(0, n_windows - n_val - cfg.history)
     val_idx = np.arange(n_windows - n_val, n_windows)
     data = WindowBatches(torch.from_numpy(stim), torch.from_numpy(rate), cfg.history)
@@ -239,6 +287,7 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
         t0 = time.perf_counter()
         loss = _train_epoch(model, data, train_idx, opt, cfg, rng, device,
                             progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        _check_not_diverged(model, loss, epoch)
         sample = recalibrate_batchnorm(model, data, train_idx, cfg, rng, device)
         calibrate_output(model, data, sample, device)
         vloss, vcor = _validate(model, data, val_idx, cfg, device)
@@ -376,7 +425,10 @@ def calibrate_output(model: VaryModel, data: WindowBatches, sample: torch.Tensor
         return loss
 
     with torch.enable_grad():
-        opt.step(closure)
+        try:
+            opt.step(closure)
+        except RuntimeError:         # the line search overflowed (a loss of inf): keep the current scale and shift
+            return
     with torch.no_grad():
         if torch.isfinite(gamma).all() and torch.isfinite(beta).all():
             bn.scale.copy_(gamma.abs())

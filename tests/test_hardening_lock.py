@@ -126,3 +126,22 @@ def test_dead_holder_on_this_host_is_taken_over(tmp_path):
     with pytest.warns(UserWarning, match="no longer holds it"):
         with hold_lock(lock, "thing"):
             pass
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_a_pipe_or_socket_at_the_lock_path_is_refused_and_left(tmp_path, kind):
+    lock = tmp_path / ".retcodec.lock"
+    sock = None
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(lock))
+    try:
+        with pytest.raises(OutputPathError, match="not a regular file"):
+            with hold_lock(lock, "thing"):
+                pass
+        assert lock.exists() and not lock.is_file()
+    finally:
+        if sock is not None:
+            sock.close()

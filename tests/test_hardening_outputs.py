@@ -192,3 +192,122 @@ def test_foreign_report_is_detected_by_the_stage_cache(tmp_path):
     assert _cache(out).foreign("report") == []             # the ledger remembers what retcodec wrote
     (out / "figures").write_text("a file where the figures folder goes")
     assert cache.foreign("figures") == ["figures"]
+
+
+# ------------------------------------------------------------------ writers that replaced user files (round 2b)
+def test_checkpoint_writers_never_replace_a_file_retcodec_did_not_write(model, tmp_path):
+    from published_fixtures import write_published_checkpoint
+
+    published = tmp_path / "published.pt"
+    write_published_checkpoint(published, n_cells=3, dataset=None)
+    text = tmp_path / "notes.txt"
+    text.write_text("precious")
+    for path in (published, text):
+        before = path.read_bytes()
+        with pytest.raises(OutputPathError, match="not written by retcodec"):
+            retcodec.save_model(model, path)
+        assert path.read_bytes() == before
+    ours = retcodec.save_model(model, tmp_path / "m.pt")
+    retcodec.save_model(model, ours)                             # its own checkpoint: replaced
+    assert retcodec.load_model(ours).meta["cells"] == model.meta["cells"]
+
+
+def test_fit_checks_out_before_fitting(tmp_path, monkeypatch):
+    from retcodec import fitting
+
+    monkeypatch.setattr(fitting, "_zscore_train", lambda *a: (_ for _ in ()).throw(AssertionError("fitted")))
+    user = tmp_path / "notes.txt"
+    user.write_text("precious")
+    rec = xr.Dataset({"stimulus": (("time", "y", "x"), np.zeros((3, 2, 2))), "rate": (("cell", "time"), np.zeros((1, 3)))})
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        retcodec.fit(rec, out=user)
+    assert user.read_text() == "precious"
+
+
+def test_recording_and_interneuron_writers_never_replace_a_user_file(tmp_path):
+    user = tmp_path / "mine.h5"
+    user.write_bytes(b"precious")
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        retcodec.write_recording(user, train=_split(), test=_split())
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        retcodec.write_interneurons(user, {"boxes": _boxes()})
+    assert user.read_bytes() == b"precious"
+    ours = retcodec.write_recording(tmp_path / "ours.h5", train=_split(), test=_split())
+    retcodec.write_recording(ours, train=_split(), test=_split())   # its own: replaced
+
+
+def test_simulate_refuses_before_simulating_over_a_user_recording(tmp_path, monkeypatch):
+    from retcodec.insilico import regenerate
+
+    (tmp_path / "insilico").mkdir()
+    (tmp_path / "insilico" / "naturalscene.h5").write_bytes(b"my recording")
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        regenerate.simulate_version(tmp_path, 0, version=3)      # refused at once, before the simulation
+    assert (tmp_path / "insilico" / "naturalscene.h5").read_bytes() == b"my recording"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "modes", "irf"])
+def test_cli_out_never_replaces_a_user_file(tmp_path, capsys, command):
+    from retcodec.cli import main
+
+    user = tmp_path / "mine.nc"
+    user.write_bytes(b"precious")
+    args = {"evaluate": ["evaluate", "--out", str(user)],
+            "modes": ["modes", str(tmp_path / "c.nc"), "--out", str(user)],
+            "irf": ["irf", "--out", str(user), "--times", "0"]}[command]
+    assert main(args) == 2
+    assert "not written by retcodec" in capsys.readouterr().err
+    assert user.read_bytes() == b"precious"
+
+
+def test_benchmark_keeps_user_files_in_its_simulation_folder(tmp_path, monkeypatch):
+    from retcodec.benchmark import runner
+    from retcodec.insilico import family
+
+    data = runner.retina_folder(tmp_path, 3) / "data"
+    (data / "insilico").mkdir(parents=True)
+    (data / runner.SIMULATION_MARKER).write_text("x")
+    (data / "my_notes.txt").write_text("precious")
+    ours = retcodec.write_recording(data / "insilico" / "naturalscene.h5", train=_split(), test=_split())
+    monkeypatch.setattr(family, "simulate_family_retina", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_retina(3, tmp_path, quick=True)
+    assert (data / "my_notes.txt").read_text() == "precious"       # the user's file stays
+    assert not ours.exists()                                         # the stale simulation went
+
+
+def test_benchmark_refuses_a_simulation_folder_that_is_a_symlink(tmp_path):
+    from retcodec.benchmark import runner
+    from retcodec.errors import RetcodecError
+
+    user = tmp_path / "userdata"
+    user.mkdir()
+    (user / runner.SIMULATION_MARKER).write_text("x")
+    (user / "a.h5").write_text("p")
+    folder = runner.retina_folder(tmp_path / "b", 3)
+    folder.mkdir(parents=True)
+    (folder / "data").symlink_to(user)
+    with pytest.raises(RetcodecError, match="symbolic link"):
+        runner.run_retina(3, tmp_path / "b", quick=True)
+    assert (user / "a.h5").read_text() == "p"
+
+
+def _split():
+    from recording_fixtures import published_split
+    return {k: v for k, v in published_split(2, 60).items() if k != "time"}
+
+
+def _boxes():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (50, 50, 50)).astype(np.uint8), rng.standard_normal((2, 50)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["benchmark.nc", "summary.html"])
+def test_benchmark_refuses_a_user_file_at_its_summary_names_before_any_retina(tmp_path, monkeypatch, name):
+    from retcodec.benchmark import runner
+
+    monkeypatch.setattr(runner, "run_retina", lambda *a, **k: pytest.fail("a retina was started"))
+    (tmp_path / name).write_bytes(b"precious")
+    with pytest.raises(OutputPathError, match="not written by retcodec"):
+        runner.benchmark(out=tmp_path, seeds=[0], quick=True, progress=False)
+    assert (tmp_path / name).read_bytes() == b"precious"

@@ -63,6 +63,7 @@ from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec._version import __version__
 from retcodec.io.storage import atomic_path, check_output_file
+from retcodec.engine.probe import check_module
 
 __all__ = ["irf", "iter_irf", "iter_paired_irf", "rank1", "first_layer_transpose", "IRF_UNITS", "DT",
            "DEFAULT_MAX_BYTES", "DEFAULT_BATCH_SIZE", "DEFAULT_PAIRED_BATCH_SIZE"]
@@ -103,12 +104,15 @@ class _Plan:
 
 def _plan(model: nn.Module, stimulus: Any, cells: Any, times: Any, batch_size: int, device: Any,
           dtype: Any, transpose: str = "auto") -> _Plan:
-    if int(batch_size) < 1:
-        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    check_module(model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if transpose not in TRANSPOSE_METHODS:
         raise ConfigurationError(f"transpose must be one of {TRANSPOSE_METHODS}, got {transpose!r}")
     torch_dtype(dtype)
     source = resolve_stimulus(model, stimulus)
+    if len(source) == 0:
+        raise ShapeError("the stimulus holds no windows")
     positions, ids = resolve_cells(model, cells)
     return _Plan(source, resolve_times(times, len(source)), positions, ids, int(batch_size),
                  device, np.dtype(dtype), transpose, model, window_shape(source))

@@ -13,6 +13,7 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import CellMismatchError, ConfigurationError, NonFiniteError, ShapeError
+from retcodec.io.validation import check_input_dtype
 
 __all__ = ["WindowSource", "resolve_stimulus", "model_cells", "resolve_cells", "resolve_times", "torch_dtype",
            "window_shape", "read_windows"]
@@ -54,6 +55,7 @@ def resolve_stimulus(model: nn.Module, stimulus: Any) -> WindowSource:
 
 
 def _array_source(array: np.ndarray | torch.Tensor) -> WindowSource:
+    check_input_dtype(array, "windows")
     if array.ndim != 4:
         raise ShapeError(f"windows must be (n, frames, y, x), got shape {tuple(array.shape)}")
     return WindowSource(array, np.arange(array.shape[0]), "window index")

@@ -15,11 +15,12 @@ Every retina runs on one thread, so its numbers do not depend on ``--workers``.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from retcodec.benchmark.splits import SPLITS, retina_seeds, split_of
 from retcodec.errors import ConfigurationError, RetcodecError
@@ -123,6 +124,20 @@ class StepManifest:
         return {s: float(self.record[s]["seconds"]) for s in STEPS if s in self.record}
 
 
+def _discard_simulation(data: Path) -> None:
+    """Delete what a benchmark simulation wrote in ``data`` (its marker, files with retcodec's
+    provenance, folders left empty); any other file, e.g. one a user added, is kept."""
+    from retcodec.io.storage import is_retcodec_file
+
+    for path in sorted(data.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_symlink():
+            continue
+        if path.is_file() and (path == data / SIMULATION_MARKER or is_retcodec_file(path)):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
@@ -167,12 +182,12 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
             say(f"{name}: {label} done in {time.perf_counter() - t0:.0f} s")
 
         def simulate() -> list[Path]:
-            if data.exists():
-                if not (data / SIMULATION_MARKER).is_file():
-                    raise RetcodecError(f"{data} exists but was not written by retcodec's benchmark; "
-                                        f"move it away (nothing was deleted)")
-                shutil.rmtree(data)           # our own (stale or partial) simulation
-            data.mkdir(parents=True)
+            if data.is_symlink() or data.exists():
+                if data.is_symlink() or not (data / SIMULATION_MARKER).is_file():
+                    raise RetcodecError(f"{data} exists but was not written by retcodec's benchmark (or is a "
+                                        f"symbolic link); move it away (nothing was deleted)")
+                _discard_simulation(data)     # our own (stale or partial) simulation; a user's files stay
+            data.mkdir(parents=True, exist_ok=True)
             (data / SIMULATION_MARKER).write_text(f"retcodec benchmark simulation of retina {seed}\n")
             simulate_family_retina(data, seed, ranges)
             return _files_under(data)
@@ -231,16 +246,27 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
     ``LocalCluster`` of that many single-threaded processes. Returns the written paths.
     """
     from retcodec.benchmark.summary import summarize
+    from retcodec.devices import resolve_device
+    from retcodec.io.validation import as_flag
+    from retcodec.pipeline.config import make_config
 
+    if seeds is not None:
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
+            raise ConfigurationError(f"seeds must be a list of non-negative integers, e.g. [0, 1], got {seeds!r:.60}")
+    quick, progress = as_flag(quick, "quick"), as_flag(progress, "progress")
+    device = str(resolve_device(device))
     cfg = BenchmarkConfig(out=str(out), split=split, retinas=retinas,
                           seeds=tuple(seeds) if seeds is not None else None, quick=quick, workers=workers,
                           device=device, progress=progress, run_options=dict(run_options))
+    make_config(None, None, **cfg.pipeline_options())      # unknown or bad run options: refused before any work
     if cfg.split not in SPLITS and cfg.seeds is None:
         raise ConfigurationError(f"unknown split {cfg.split!r}; use one of {', '.join(SPLITS)}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigurationError(f"workers must be 0 (serial) or a positive number of dask workers, got {workers!r}")
     seeds_ = cfg.retina_seeds()
     folder = check_output_folder(cfg.out, "benchmark folder")
+    _check_summary_outputs(folder)
     folder.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda msg: None)
     t0 = time.perf_counter()
@@ -259,6 +285,21 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
     written["seconds"] = time.perf_counter() - t0
     say(f"benchmark done in {written['seconds']:.0f} s: {written['summary']}")
     return written
+
+
+def _check_summary_outputs(folder: Path) -> None:
+    """Before any retina: refuse when ``benchmark.nc`` or ``summary.html`` exists and retcodec did not write it."""
+    from retcodec.errors import OutputPathError
+    from retcodec.io.storage import check_output_file
+
+    check_output_file(folder / "benchmark.nc", "benchmark file", own_only=True)
+    page = folder / "summary.html"
+    if page.is_file():
+        with open(page, encoding="utf-8", errors="replace") as f:
+            ours = "<title>retcodec benchmark</title>" in f.read(4096)
+        if not ours:
+            raise OutputPathError(f"{page} exists and was not written by retcodec's benchmark; move it or choose "
+                                  f"another --out")
 
 
 def _run_on_dask(seeds: list[int], cfg: BenchmarkConfig, say: Callable[[str], None]) -> list[Path]:

@@ -62,7 +62,7 @@ from retcodec.engine.quadrature import QUADRATURES, quadrature_rule
 from retcodec.engine.quadrature import (AUTO_VARIABLES, DEFAULT_MAX_STEPS, DEFAULT_TOL, INITIAL_STEPS,
                                         auto_settings, is_auto)
 from retcodec.engine.network import METHODS, SIGNS, Engine, Settings, layer_modules
-from retcodec.engine.probe import probe_model
+from retcodec.engine.probe import MAX_STEPS, check_module, probe_model
 from retcodec.engine.store import MemoryStore, PartialStore, StimulusSource, baseline_array, baseline_attr
 from retcodec.compat import accept_seed_alias
 
@@ -142,6 +142,7 @@ def contributions(model: nn.Module, stimulus: Any, layers: Sequence[str] | str =
         ``activation (time, channel)`` (summed over space),
         ``completeness_residual (time)`` and, with ``maps``, ``contribution_map``.
     """
+    check_module(model)
     if out is not None:                   # checked before any work; never replaces a file retcodec did not write
         out = check_output_file(out, "out", own_only=True)
     auto = is_auto(steps)                 # steps="auto": validated as the starting grid, then switched
@@ -213,8 +214,9 @@ def _settings(model: nn.Module, layers: Sequence[str] | str, method: str, steps:
         raise ConfigurationError(f"layers {list(layers)} are not valid: each must be one of "
                                  f"{named} (model.layers) or a dotted module path of the model "
                                  f"({shown}); at least one, no repeats")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ConfigurationError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+        raise ConfigurationError(f"steps must be an integer in 1..{MAX_STEPS} or 'auto' (error-controlled), "
+                                 f"got {steps!r}")
     if method == "ig":
         quadrature_rule(quadrature, int(steps))        # e.g. odd steps with simpson
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:

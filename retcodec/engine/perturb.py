@@ -41,8 +41,8 @@ from torch import nn
 
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
-from retcodec.engine.probe import probe_model
-from retcodec.io.validation import as_flag, as_int, check_model_input
+from retcodec.engine.probe import check_module, probe_model
+from retcodec.io.validation import as_flag, as_int, check_input_dtype, check_model_input
 
 __all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
@@ -637,6 +637,7 @@ def model_input(model: nn.Module, data: Any) -> tuple[Any, np.ndarray, str, np.n
             return data.values, data["time"].values, "s", cells
         return data.values, np.arange(data.shape[0]), "window index", cells
     if isinstance(data, (np.ndarray, torch.Tensor)):
+        check_input_dtype(data, "windows")
         return data, np.arange(data.shape[0]), "window index", cells
     if all(hasattr(data, a) for a in ("__len__", "__getitem__", "time")):
         got = getattr(data, "cells", None)
@@ -684,6 +685,7 @@ def silence(model: nn.Module, windows: Any, channels: Channels, how: str = "zero
 
     from retcodec.io.provenance import provenance_attrs
 
+    check_module(model)
     keep = as_flag(keep, "keep")
     if not isinstance(channels, Mapping) or not channels:
         raise ConfigurationError(f"channels must map layer names to channel lists, e.g. {{'conv1': [2, 4]}}, "

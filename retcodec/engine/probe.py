@@ -21,10 +21,21 @@ from torch import nn
 
 from retcodec.errors import ConfigurationError, RetcodecError, ShapeError
 
-__all__ = ["probe_model", "describe_output"]
+__all__ = ["probe_model", "describe_output", "check_module", "MAX_STEPS"]
+
+#: the most integration steps a fixed grid may have (each adds a forward and backward pass per window)
+MAX_STEPS = 10_000
 
 #: exceptions a forward pass raises for an input it cannot take
 _INPUT_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, AssertionError)
+
+
+def check_module(model: Any, what: str = "model") -> nn.Module:
+    """``model`` if it is a ``torch.nn.Module``, else :class:`ConfigurationError` saying what to pass."""
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"{what} must be a torch.nn.Module (e.g. retcodec.load_model('model.pt')), "
+                                 f"got {type(model).__name__} {model!r:.60}")
+    return model
 
 
 def describe_output(output: Any) -> str:

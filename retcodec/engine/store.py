@@ -14,7 +14,7 @@ from torch import nn
 
 from retcodec.errors import ConfigurationError, NonFiniteError, OutputPathError, ShapeError
 from retcodec.io.storage import atomic_path, write_error
-from retcodec.io.validation import check_model_input, warn_unscaled_input
+from retcodec.io.validation import check_input_dtype, check_model_input, warn_unscaled_input
 from retcodec.engine.targets import Surprisal
 
 __all__ = ["StimulusSource", "MemoryStore", "PartialStore", "partial_dir", "owns_partial", "discard_partial",
@@ -36,8 +36,7 @@ class StimulusSource:
             stimulus = stimulus.detach().cpu().numpy()
         if isinstance(stimulus, (list, tuple)):
             stimulus = np.asarray(stimulus)
-        if isinstance(stimulus, np.ndarray) and stimulus.dtype.kind not in "biuf":
-            raise ConfigurationError(f"stimulus must hold real numbers, got dtype {stimulus.dtype}")
+        check_input_dtype(stimulus, "stimulus windows")
         if isinstance(stimulus, (Mapping, str, bytes)):
             raise ConfigurationError(f"stimulus must be an array (n, T, H, W), a torch tensor, a recording "
                                      f"Dataset or retcodec Windows, got {type(stimulus).__name__}")
@@ -110,6 +109,7 @@ def baseline_array(baseline: Any, window_shape: tuple[int, ...]) -> np.ndarray:
                          f"got shape {arr.shape}") from None
     if not np.all(np.isfinite(arr)):
         raise NonFiniteError("the baseline holds NaN or Inf")
+    check_model_input(arr, "the baseline")            # a model input like any window: within ±MAX_MODEL_INPUT
     return np.array(arr, dtype=np.float64, copy=True)[None]
 
 

@@ -59,6 +59,11 @@ class Target:
         if value.shape != outputs.shape[:1]:
             raise ShapeError(f"target {self.name!r} must return one value per sample, shape "
                              f"({outputs.shape[0]},), got {tuple(value.shape)}")
+        if not bool(torch.isfinite(value.detach()).all()):
+            bad = "the model outputs hold NaN or Inf" if not bool(torch.isfinite(outputs.detach()).all()) else \
+                f"target {self.name!r} returns NaN or Inf for finite model outputs"
+            raise NonFiniteError(f"{bad}; contributions to a non-finite target are meaningless. Fix the target "
+                                 f"(e.g. clamp or add an epsilon) or the model")
         return value
 
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -40,7 +40,7 @@ from retcodec.errors import ConfigurationError
 from retcodec.insilico import circuit as v2
 from retcodec.insilico.circuit import (BIPOLAR_TYPES, CircuitConfig, InSilicoCircuit, SimulationPlan, simulate)
 
-__all__ = ["FAMILY_VERSION", "FamilyRanges", "FamilyConfig", "RetinaDraw", "draw_retina", "simulate_family_retina",
+__all__ = ["FAMILY_VERSION", "FamilyRanges", "check_ranges", "FamilyConfig", "RetinaDraw", "draw_retina", "simulate_family_retina",
            "EXCITATION_PATTERNS", "INHIBITIONS", "describe", "replace_ranges", "circuit_from_json"]
 
 #: circuit version written to the files of the family
@@ -122,6 +122,30 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
 
+#: ranges that count things (at least 1 of each); every other range is a positive quantity or a fraction
+_COUNT_RANGES = ("n_types", "cells_per_type", "n_repeats", "interneurons_per_type")
+
+
+def check_ranges(ranges: FamilyRanges) -> FamilyRanges:
+    """``ranges`` if every range is ``(low, high)`` with ``low <= high``, finite, non-negative, and
+    counts are integers >= 1; else :class:`ConfigurationError` naming the field."""
+    if not isinstance(ranges, FamilyRanges):
+        raise ConfigurationError(f"ranges must be a retcodec.insilico.family.FamilyRanges (see replace_ranges), "
+                                 f"got {type(ranges).__name__}")
+    for f in dataclasses.fields(ranges):
+        value = getattr(ranges, f.name)
+        pair = value if isinstance(value, (tuple, list)) else (value, value)
+        ok = len(pair) == 2 and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                                    and np.isfinite(v) and v >= 0 for v in pair) and pair[0] <= pair[1]
+        if ok and f.name in _COUNT_RANGES:
+            ok = all(float(v).is_integer() and v >= 1 for v in pair)
+        if not ok:
+            kind = "integers >= 1" if f.name in _COUNT_RANGES else "finite numbers >= 0"
+            raise ConfigurationError(f"family range {f.name}={value!r} must be (low, high) {kind} with "
+                                     f"low <= high")
+    return ranges
+
+
 def _integer(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
@@ -192,7 +216,7 @@ def draw_retina(seed: int, ranges: FamilyRanges | None = None) -> RetinaDraw:
     """Draw the v3 retina of ``seed``: circuit, simulation plan and a parameter summary."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigurationError(f"a retina seed must be a non-negative integer, got {seed!r}")
-    r = ranges or FamilyRanges()
+    r = check_ranges(FamilyRanges() if ranges is None else ranges)
     rng = np.random.default_rng([int(seed), 3003])
     n_types = _integer(rng, r.n_types)
     pairs = _draw_types(rng, r, n_types)

@@ -24,7 +24,7 @@ from typing import Any
 
 from retcodec.io.bundled import DEFAULT_EXPERIMENT, DEFAULT_INTERNEURONS
 
-__all__ = ["regenerate", "simulate_version", "bundle_files", "bundle_target"]
+__all__ = ["regenerate", "simulate_version", "check_simulation_outputs", "SIMULATION_FILES", "bundle_files", "bundle_target"]
 
 
 def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool = True,
@@ -70,10 +70,28 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
     return summary
 
 
+#: the files an in-silico simulation writes under its ``out`` folder
+SIMULATION_FILES = ("insilico/naturalscene.h5", "insilico/whitenoise.h5",
+                    "interneurons/bipolars_insilico.h5", "interneurons/amacrines_insilico.h5")
+
+
+def check_simulation_outputs(out: str | Path) -> None:
+    """Before simulating: refuse when a file the simulation writes exists and retcodec did not write it."""
+    from retcodec.errors import OutputPathError
+    from retcodec.io.storage import is_retcodec_file
+
+    for name in SIMULATION_FILES:
+        path = Path(out) / name
+        if path.exists() and not is_retcodec_file(path):
+            raise OutputPathError(f"{path} exists and was not written by retcodec; the simulation would replace "
+                                  f"it. Move it or simulate into another folder")
+
+
 def simulate_version(out: str | Path, seed: int = 0, version: int = 2, progress: bool = False) -> dict[str, Path]:
     """Full-length files of in-silico retina ``version`` (2: :mod:`~retcodec.insilico.circuit`,
     1: :mod:`~retcodec.insilico.retina`; 3: the retina ``seed`` of the benchmark family,
     :mod:`~retcodec.insilico.family`) under ``out``, deterministic under ``seed``."""
+    check_simulation_outputs(out)
     if version == 3:
         from retcodec.insilico.family import simulate_family_retina
         return simulate_family_retina(out, seed, progress=progress)

@@ -39,7 +39,7 @@ from retcodec.io.recordings import (smallest_exact, DEFAULT_HISTORY, DT, FRAME_R
                          open_h5, read_values, require_dataset,
                          check_history, check_numeric_dtype, windows)
 from retcodec.io.truth import truth_coordinates, write_truth
-from retcodec.io.storage import atomic_path
+from retcodec.io.storage import atomic_path, check_output_file
 
 __all__ = ["load_interneurons", "write_interneurons", "interneuron_windows",
            "prepare_interneuron_stimulus", "cell_class_from_name", "MODEL_FRAME",
@@ -350,7 +350,7 @@ def write_interneurons(path: str | os.PathLike, stimuli: Mapping[str, tuple[Any,
     counts = {s: vm.shape[0] for s, (_, vm) in checked.items()}
     if len(set(counts.values())) > 1:
         raise ShapeError(f"every stimulus type must hold the same cells, got counts {counts}")
-    path = Path(path)
+    path = check_output_file(path, "interneuron file", own_only=True)    # never over a file retcodec did not write
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in {**provenance_attrs(), **dict(attrs or {})}.items():
             h5.attrs[key] = to_attr(value)

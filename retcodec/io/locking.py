@@ -26,6 +26,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import stat
 import socket
 import sys
 import time
@@ -149,8 +150,15 @@ def _acquire(lock: Path, what: str) -> int:
             if lock.is_symlink():
                 raise OutputPathError(f"the lock file {lock} of {what} is a symbolic link; retcodec does not "
                                       f"write through it. Remove the link") from None
+            if lock.exists() and not lock.is_file():
+                raise OutputPathError(f"the lock file {lock} of {what} is not a regular file (a pipe, socket or "
+                                      f"device); retcodec leaves it as it is. Remove or rename it") from None
             raise OutputPathError(f"cannot create the lock file {lock} of {what} "
                                   f"({err.strerror or err}); choose a writable location") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OutputPathError(f"the lock file {lock} of {what} is not a regular file (a pipe, socket or "
+                                  f"device); retcodec leaves it as it is. Remove or rename it")
         if not _try_os_lock(fd):
             os.close(fd)
             raise BusyError(f"{what} is in use by {_describe(lock_holder(lock))}. Wait for it to finish, "

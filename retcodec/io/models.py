@@ -41,21 +41,22 @@ from retcodec.io.architectures import (GrabUnits, LinearStackedConv2d, RetinaCNN
                                        centers_to_coords, check_centers)
 from retcodec.io.checkpoint import disallowed_globals, load_checkpoint, resolve_checkpoint_path
 from retcodec.errors import (CellMismatchError, CheckpointError, ConfigurationError, InvalidModelError,
-                             NonFiniteError, ShapeError)
+                             NonFiniteError, OutputPathError, ShapeError)
 from retcodec.io.model_checks import (cells_list, centers_array, check_blank_response, check_weights,
                                      checked_state_dict, describe_source, image_shape,
                                      n_units_from_state, normalize_norm_stats, take_grab_coords)
 from retcodec.io.provenance import provenance_attrs, sha256
 from retcodec.io.recordings import window_batch
 from retcodec.io.published import PUBLISHED_CELLS, PUBLISHED_CENTERS
-from retcodec.io.storage import atomic_path
-from retcodec.io.validation import warn_unscaled_input
+from retcodec.io.storage import atomic_path, check_output_file
+from retcodec.io.validation import check_input_dtype, warn_unscaled_input
 
-__all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict", "CHECKPOINT_KEYS", "METRIC_KEYS"]
+__all__ = ["published_cells", "published_centers", "load_model", "model_from_checkpoint", "check_weights", "normalize_norm_stats", "save_model", "predict",
+           "is_retcodec_checkpoint", "check_checkpoint_output", "CHECKPOINT_KEYS", "METRIC_KEYS"]
 
 
 #: checkpoint keys that are not top-level copies of hyps
-CHECKPOINT_KEYS = ("model_type", "model_state_dict", "optim_state_dict", "hyps", "model_hyps",
+CHECKPOINT_KEYS = ("model_type", "model_state_dict", "retcodec_version", "optim_state_dict", "hyps", "model_hyps",
                    "norm_stats", "zero_dict", "y_stats", "cur_lr")
 #: training metrics recorded in ``meta['provenance']`` when present
 METRIC_KEYS = ("epoch", "loss", "val_loss", "val_acc", "test_pearson")
@@ -419,7 +420,8 @@ def save_model(model: RetinaCNN, path: str | Path, **extra: Any) -> Path:
         "norm_stats": _norm_stats_for_saving(meta.get("norm_stats")),
         "zero_dict": {str(k): set(int(c) for c in v) for k, v in getattr(model, "zero_dict", {}).items()},
     })
-    path = Path(path)
+    checkpoint["retcodec_version"] = __version__          # marks the file as retcodec's own (replaceable)
+    path = check_checkpoint_output(path)
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
         unreadable = disallowed_globals(tmp)
@@ -427,6 +429,30 @@ def save_model(model: RetinaCNN, path: str | Path, **extra: Any) -> Path:
             raise ConfigurationError(
                 f"the checkpoint would hold {', '.join(unreadable)}, which load_checkpoint refuses; "
                 f"pass plain numbers, strings, lists, dicts, numpy arrays or tensors as extra keys")
+    return path
+
+
+def is_retcodec_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint :func:`save_model` wrote (read with the safe reader)."""
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception:           # not a checkpoint, damaged, unsafe: not provably ours
+        return False
+    hyps = ckpt.get("hyps") if isinstance(ckpt.get("hyps"), Mapping) else {}
+    return "retcodec_version" in ckpt or "centers_source" in hyps      # 0.2.0's fits carry centers_source
+
+
+def check_checkpoint_output(path: str | Path, what: str = "checkpoint") -> Path:
+    """Check, before any work, that a checkpoint can be written at ``path``; returns it expanded.
+
+    Besides :func:`~retcodec.io.storage.check_output_file`'s checks, an existing file that
+    retcodec did not write (a published checkpoint, any other file) is never replaced:
+    :class:`~retcodec.errors.OutputPathError`.
+    """
+    path = check_output_file(path, what)
+    if path.exists() and not is_retcodec_checkpoint(path):
+        raise OutputPathError(f"{what} {path} exists and was not written by retcodec; retcodec replaces only "
+                              f"its own checkpoints. Move it or choose another name")
     return path
 
 
@@ -564,6 +590,7 @@ def _prediction_input(model: RetinaCNN, data: Any) -> tuple[Any, np.ndarray, str
 
 
 def _check_windows_array(model: RetinaCNN, array: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    check_input_dtype(array, "windows")
     if array.ndim != 4 or tuple(array.shape[1:]) != model.img_shape:
         raise ShapeError(f"windows must be (n, {', '.join(map(str, model.img_shape))}) for this model, "
                          f"got {tuple(array.shape)}")

@@ -41,16 +41,17 @@ from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
 from retcodec.errors import (CellMismatchError, ConfigurationError, MissingDataError, NonFiniteError,
-                             RecordingError, RecordingValueError, ShapeError, UnreadableFileError)
+                             RecordingError, RecordingValueError, ShapeError, UnreadableFileError,
+                             WindowIndexError)
 from retcodec.io.h5access import (LAYOUT, H5LazyArray, h5_open_error, open_h5, read_rows, read_values,
                                   require_dataset)
 from retcodec.io.provenance import provenance_attrs, to_attr
 from retcodec.io.published import PUBLISHED_CELLS
 from retcodec.io.paths import name_in_root, user_path
-from retcodec.io.storage import atomic_path
+from retcodec.io.storage import atomic_path, check_output_file
 from retcodec.io.truth import truth_coordinates, write_truth
 from retcodec.io.validation import (MAX_RATE_HZ, MAX_STORAGE_RATIO, MIN_STIMULUS_STD, check_counts,
-                                    check_history, check_model_input, check_numeric_dtype, check_rates,
+                                    check_history, check_input_dtype, check_model_input, check_numeric_dtype, check_rates,
                                     check_stimulus_values, check_written, parse_norm_stats,
                                     warn_stimulus_scale)
 
@@ -443,6 +444,7 @@ def window_batch(windows: Any, key: slice) -> Any:
 
     if isinstance(windows, Windows):
         return torch.from_numpy(windows.channels_last(key)).permute(0, 3, 1, 2)
+    check_input_dtype(windows, "stimulus windows")
     batch = windows[key] if isinstance(windows, torch.Tensor) else torch.as_tensor(np.asarray(windows[key]))
     batch = batch.to(dtype=torch.float32)
     check_model_input(batch.cpu().numpy(), f"stimulus windows {key.start}..{key.stop - 1}")
@@ -499,20 +501,20 @@ class Windows:
         if isinstance(key, (int, np.integer)):
             k = int(key) + len(self) if key < 0 else int(key)
             if not 0 <= k < len(self):
-                raise IndexError(f"window {key} out of range for {len(self)} windows")
+                raise WindowIndexError(f"window {key} out of range for {len(self)} windows")
             return self._gather(np.array([k]))[0]
         if isinstance(key, slice):
             return self._gather(np.arange(len(self))[key])
         idx = np.asarray(key)
         if idx.dtype == bool:
             if idx.shape != (len(self),):
-                raise IndexError(f"boolean mask has shape {idx.shape}, expected ({len(self)},)")
+                raise WindowIndexError(f"boolean mask has shape {idx.shape}, expected ({len(self)},)")
             idx = np.flatnonzero(idx)
         if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
-            raise IndexError(f"windows are indexed by an int, a slice or 1-D ints, not {key!r}")
+            raise WindowIndexError(f"windows are indexed by an int, a slice or 1-D ints, not {key!r}")
         idx = np.where(idx < 0, idx + len(self), idx).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"window indices out of range for {len(self)} windows")
+            raise WindowIndexError(f"window indices out of range for {len(self)} windows")
         return self._gather(idx)
 
     def batches(self, batch_size: int = 500) -> Iterator[tuple[slice, np.ndarray]]:
@@ -733,7 +735,7 @@ def write_recording(path: str | os.PathLike, *, train: Mapping[str, Any], test: 
     if n_cells["train"] != n_cells["test"]:
         raise ShapeError(f"train has {n_cells['train']} cells, test {n_cells['test']}")
     opts = {"compression": compression, "compression_opts": 4 if compression == "gzip" else None}
-    path = Path(path)
+    path = check_output_file(path, "recording", own_only=True)    # never over a file retcodec did not write
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in {**provenance_attrs(), **dict(attrs or {})}.items():
             h5.attrs[key] = to_attr(value)

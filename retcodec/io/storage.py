@@ -115,8 +115,9 @@ def is_retcodec_file(path: Path) -> bool:
     """Whether ``path`` is an HDF5/netCDF4 file whose root carries retcodec's provenance."""
     try:
         import h5py
-        with h5py.File(path, "r") as f:
-            return "retcodec_version" in f.attrs
+        with h5py.File(path, "r") as f:          # the root, or a group of a DataTree (one per layer)
+            return "retcodec_version" in f.attrs or any(
+                isinstance(g, h5py.Group) and "retcodec_version" in g.attrs for g in f.values())
     except Exception:          # not HDF5, unreadable, ...: not provably ours
         return False
 

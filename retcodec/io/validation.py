@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_RATE_HZ", "MIN_STIMULUS_STD", "MAX_STORAGE_RATIO", "check_numeric_dtype",
            "check_rates", "check_counts", "check_history", "parse_norm_stats", "check_written",
-           "MAX_MODEL_INPUT", "check_model_input", "warn_stimulus_scale", "warn_unscaled_input",
+           "MAX_MODEL_INPUT", "check_model_input", "check_input_dtype", "warn_stimulus_scale", "warn_unscaled_input",
            "scale_mismatch", "MAX_STIMULUS_VALUE", "check_stimulus_values", "as_int", "as_float", "as_flag"]
 
 #: largest plausible firing rate (Hz): ten times the ~1000 Hz ceiling that a neuron's ~1 ms
@@ -129,6 +129,24 @@ MAX_STIMULUS_VALUE = 1e12
 #: :data:`SCALE_RATIO` times off 1, is on another scale than the statistics it was z-scored with
 MAX_Z_MEAN = 3.0
 SCALE_RATIO = 10.0
+
+
+def check_input_dtype(x: Any, what: str = "stimulus windows") -> None:
+    """Refuse model inputs (numpy arrays, torch tensors) whose dtype is not real numbers:
+    booleans, complex numbers, Python objects, text (:class:`ConfigurationError`)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return
+    if not isinstance(dtype, np.dtype):                      # a torch dtype
+        kind = ("b" if str(dtype) == "torch.bool" else "c" if getattr(dtype, "is_complex", False) else
+                "f" if getattr(dtype, "is_floating_point", False) else "i")
+    else:
+        kind = dtype.kind
+    if kind not in "iuf":
+        name = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes"}
+        raise ConfigurationError(f"{what} have dtype {dtype} ({name.get(kind, kind)}); a model takes real-valued "
+                                 f"z-scored stimulus windows (float32). Convert them, e.g. x.astype('float32'), "
+                                 f"and z-score raw frames with retcodec.windows")
 
 
 def check_model_input(x: np.ndarray, what: str) -> None:
