@@ -89,6 +89,10 @@ def test_benchmark_writes_labelled_file_page_and_figures(tmp_path, fake_steps):
     page = Path(written["summary"]).read_text()
     assert "Targets" in page and "Cell types" in page and "data:image/png" in page
     assert all(Path(f).is_file() for f in written["figures"])
+    md = Path(written["markdown"]).read_text()
+    assert "| cell types | primary | ari | 0." in md or "| cell types | primary | ari | 1." in md
+    assert "\\|true effect\\|" in md or "true effect" not in md
+    assert "| target | value | met |" in md and "tuning-1000" in md
     tree = xr.open_datatree(written["benchmark"], engine="h5netcdf")
     assert tree["retinas/tuning-1000"].to_dataset().sizes["cell"] == 9
     assert fake_steps == {"simulate": 2, "fit": 2, "run": 2}

@@ -29,6 +29,7 @@ from retcodec.errors import MissingDataError
 from retcodec.io.storage import atomic_path, write_netcdf_atomic
 
 __all__ = ["STATISTICS", "TARGETS", "Target", "bootstrap_median_interval", "collect_scores", "summarize",
+           "markdown_summary",
            "summary_statistics", "evaluate_targets", "OUTPUTS"]
 
 STATISTICS = ("median", "q25", "q75", "min", "max", "ci_low", "ci_high", "n")
@@ -211,7 +212,48 @@ def summarize(paths: Sequence[str | Path], out: str | Path, config: dict[str, An
     path = write_netcdf_atomic(tree, out / "benchmark.nc")
     figures = draw_figures(score, per, out / "figures")
     page = write_page(root, figures, per, out / "summary.html")
-    return {"benchmark": str(path), "summary": str(page), "figures": [str(f) for f in figures]}
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(markdown_summary(root), encoding="utf-8")
+    return {"benchmark": str(path), "summary": str(page), "markdown": str(out / "summary.md"),
+            "figures": [str(f) for f in figures]}
+
+
+#: the rows of the markdown summary: (output, method, metrics)
+MARKDOWN_ROWS = (("cell types", "celltypes/primary", ("ari", "k_error")),
+                 ("cell types", "celltypes/drive_conv0", ("ari", "k_error")),
+                 ("cell types", "celltypes/drive_conv1", ("ari", "k_error")),
+                 ("cell types", "celltypes/surprisal_modes_conv1", ("ari", "k_error")),
+                 ("cell types", "celltypes/activation_modes_conv1", ("ari", "k_error")),
+                 ("cell types", "celltypes/rates", ("ari", "k_error")),
+                 ("silencing", "silencing/interneuron_prediction", ("spearman", "sign_accuracy")),
+                 ("silencing", "silencing/correlational_baseline", ("spearman", "sign_accuracy")),
+                 ("interneurons", "interneurons/best_unit", ("type_match_rate", "heldout_r", "chance_p95")),
+                 ("modes", "modes/conv0", ("stability", "l0")),
+                 ("modes", "modes/conv1", ("stability", "l0")),
+                 ("model fit", "model/fit", ("test_r", "feve")))
+
+
+def markdown_summary(root: xr.Dataset) -> str:
+    """The main scores (median [bootstrap 95 % interval], worst to best retina) and the targets as
+    markdown tables, e.g. for a README."""
+    s = root["summary"]
+    lines = [f"{int(root.attrs.get('n_retinas', root.sizes['retina']))} retinas "
+             f"({', '.join(str(r) for r in root['retina'].values)})", "",
+             "| output | method | metric | median [95 % CI] | range over retinas |", "|---|---|---|---|---|"]
+    for output, method, metrics in MARKDOWN_ROWS:
+        if method not in s["method"].values:
+            continue
+        for k in metrics:
+            v = s.sel({"method": method, "metric": k})
+            if int(v.sel(statistic="n")) == 0:
+                continue
+            g = lambda name: float(v.sel(statistic=name))   # noqa: E731
+            lines.append(f"| {output} | {method.split('/', 1)[1]} | {k} | {_fmt(g('median'))} "
+                         f"[{_fmt(g('ci_low'))}, {_fmt(g('ci_high'))}] | {_fmt(g('min'))} to {_fmt(g('max'))} |")
+    lines += ["", "| target | value | met |", "|---|---|---|"]
+    for d, v, m in zip(root["target_description"].values, root["target_value"].values, root["target_met"].values):
+        lines.append(f"| {str(d).replace('|', chr(92) + '|')} | {_fmt(float(v))} | {'yes' if int(m) else '**missed**'} |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- figures
