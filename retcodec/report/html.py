@@ -292,9 +292,12 @@ def _methods(cfg: Any, n_windows: int) -> str:
         "μ, Σ the mean and (Ledoit–Wolf shrunk) covariance of the model's outputs — decomposed at each hidden "
         "layer (the convolution outputs before batch norm), split into positive (excitatory) and negative "
         f"(inhibitory) parts and summed over space, for {fmt(n_windows)} test windows.</dd>"
-        "<dt>Modes</dt><dd>A thresholded sparse autoencoder fitted to each layer's contributions; its atoms "
-        "are merged into compact modes (one per direction, with a continuous loading), their number chosen by "
-        "held-out reconstruction; stability across seeds is reported.</dd>"
+        "<dt>Modes</dt><dd>A thresholded sparse autoencoder fitted to each layer's contributions supplies "
+        "candidate directions; atoms that are scaled copies are merged, and modes (patterns over channels) are "
+        "grown one at a time on held-out reconstruction. A mode is active in a time bin when its loading "
+        "passes the model's activity threshold (otherwise its loading is exactly 0); the number of modes is "
+        "chosen on the held-out R²–L0 frontier (rule in the Modes section); stability across seeds is "
+        "reported.</dd>"
         "<dt>Cell types</dt><dd>Each cell's own rate is decomposed into contributions of every channel "
         "(E and I apart) of both layers — its drive profile — and cells are clustered by k-means, k chosen "
         "by a fixed rule; controls (activation modes, surprisal-mode correlations, raw rates) are clustered "
@@ -417,7 +420,11 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     s.append("<h2>Contribution modes</h2><p class='note'>" + " ".join(
         f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
         + " Activation modes: the same estimator on the activations (the control).</p>"
-        + html_table(mode_rows, text_columns=("layer", "fitted on", "count rule")) + frontier_html(modes, layers)
+        + html_table([{k: v for k, v in r.items() if k != "count rule"} for r in mode_rows],
+                     text_columns=("layer", "fitted on"))
+        + "".join(f"<p class='note'><b>Count rule, {html.escape(str(r['layer']))}</b>: "
+                  f"{html.escape(str(r['count rule']))}</p>" for r in mode_rows if r.get("count rule"))
+        + frontier_html(modes, layers)
         + robustness_html(modes, results.get("mode_sweeps") or {}, layers, ROBUST_STABILITY, ROBUST_R2_LOSS) + _figures(figures, "modes"))
     type_text = (f"<p>Primary answer: <b>{type_info['k']} cell types</b> from "
                  f"{html.escape(str(type_info.get('primary') or 'the drive profiles'))}"
