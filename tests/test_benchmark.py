@@ -66,6 +66,12 @@ def test_v2_circuit_json_is_unchanged_by_the_family():
     assert circuit.n_cells == 24
 
 
+def test_family_rejects_a_probability_above_one():
+    from retcodec.insilico.family import replace_ranges
+    with pytest.raises(ConfigurationError, match="p_sibling"):
+        draw_retina(1000, replace_ranges(p_sibling=1.5))
+
+
 def test_family_rejects_bad_seeds():
     for bad in (-1, 1.5, "3", True):
         with pytest.raises(ConfigurationError):

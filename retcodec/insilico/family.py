@@ -126,6 +126,10 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 _COUNT_RANGES = ("n_types", "cells_per_type", "n_repeats", "interneurons_per_type")
 
 
+#: the family ranges that are probabilities
+_PROBABILITIES = ("p_sibling",)
+
+
 def check_ranges(ranges: FamilyRanges) -> FamilyRanges:
     """``ranges`` if every range is ``(low, high)`` with ``low <= high``, finite, non-negative, and
     counts are integers >= 1; else :class:`ConfigurationError` naming the field."""
@@ -139,8 +143,11 @@ def check_ranges(ranges: FamilyRanges) -> FamilyRanges:
                                     and np.isfinite(v) and v >= 0 for v in pair) and pair[0] <= pair[1]
         if ok and f.name in _COUNT_RANGES:
             ok = all(float(v).is_integer() and v >= 1 for v in pair)
+        if ok and f.name in _PROBABILITIES:
+            ok = all(v <= 1 for v in pair)
         if not ok:
-            kind = "integers >= 1" if f.name in _COUNT_RANGES else "finite numbers >= 0"
+            kind = ("integers >= 1" if f.name in _COUNT_RANGES
+                    else "probabilities in [0, 1]" if f.name in _PROBABILITIES else "finite numbers >= 0")
             raise ConfigurationError(f"family range {f.name}={value!r} must be (low, high) {kind} with "
                                      f"low <= high")
     return ranges
