@@ -11,17 +11,7 @@ import xarray as xr
 import retcodec
 from retcodec.errors import (ConfigurationError, NonFiniteError, RecordingValueError, RetcodecError,
                              ShapeError, WindowIndexError)
-from retcodec.io.bundled import default_model_path
-
-
-@pytest.fixture(scope="module")
-def model():
-    return retcodec.load_model(default_model_path())
-
-
-@pytest.fixture(scope="module")
-def x():
-    return np.random.default_rng(0).standard_normal((2, 40, 50, 50)).astype(np.float32)
+from hardening_fixtures import model, x  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("dtype", ["bool", "complex64", "object"])

@@ -16,11 +16,7 @@ from retcodec.errors import (CheckpointError, ConfigurationError, DeviceError, R
 from retcodec.io.bundled import default_model_path
 from retcodec.io.checkpoint import load_checkpoint
 from retcodec.io.models import model_from_checkpoint
-
-
-@pytest.fixture(scope="module")
-def model():
-    return retcodec.load_model(default_model_path())
+from hardening_fixtures import model  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")

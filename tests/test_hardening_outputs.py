@@ -13,18 +13,8 @@ import retcodec
 from retcodec.engine import contributions as engine_contributions
 from retcodec.engine.store import PARTIAL_MARKER, discard_partial
 from retcodec.errors import ConfigurationError, OutputPathError
-from retcodec.io.bundled import default_model_path
 from retcodec.pipeline.cache import StageCache, bound_digest
-
-
-@pytest.fixture(scope="module")
-def model():
-    return retcodec.load_model(default_model_path())
-
-
-@pytest.fixture(scope="module")
-def x():
-    return np.random.default_rng(0).standard_normal((2, 40, 50, 50)).astype(np.float32)
+from hardening_fixtures import model, x  # noqa: F401  (fixtures)
 
 
 def _run(model, x, out, **kw):
