@@ -44,7 +44,7 @@ from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_
                                      dose_sets, model_input, specificity)
 from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
-__all__ = ["experiments", "SilencingRuns", "mode_experiments", "interneuron_experiments",
+__all__ = ["experiments", "effect_scores", "SilencingRuns", "mode_experiments", "interneuron_experiments",
            "score_against_truth", "summary",
            "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
@@ -428,6 +428,19 @@ def truth_type(cell_type: str, cell_class: str | None, truth_types: Sequence[str
     return None
 
 
+def effect_scores(predicted: np.ndarray, true: np.ndarray, threshold: float = SIGN_THRESHOLD) -> dict[str, float]:
+    """``spearman`` of predicted vs true effects over pairs where both are finite, and
+    ``sign_accuracy`` over those with ``|true| >= threshold`` (NaN when too few pairs)."""
+    from scipy.stats import spearmanr
+
+    predicted, true = np.asarray(predicted, float), np.asarray(true, float)
+    use = np.isfinite(predicted) & np.isfinite(true)
+    clear = use & (np.abs(true) >= threshold)
+    rho = float(spearmanr(predicted[use], true[use]).statistic) if use.sum() > 2 else np.nan
+    sign = float(np.mean(np.sign(predicted[clear]) == np.sign(true[clear]))) if clear.any() else np.nan
+    return {"spearman": rho, "sign_accuracy": sign}
+
+
 def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
                         threshold: float = SIGN_THRESHOLD) -> xr.Dataset:
     """Score ``predicted_effect`` and ``baseline_prediction`` against true silencing effects.
@@ -439,8 +452,6 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
     ``baseline_spearman``, ``baseline_sign_accuracy``, ``n_scored_pairs``,
     ``n_sign_pairs``.
     """
-    from scipy.stats import spearmanr
-
     name = next((v for v in TRUTH_VARIABLES if v in truth), None)
     if name is None or set(truth[name].dims) != {"interneuron_type", "cell"}:
         raise ShapeError(f"the truth needs one of {list(TRUTH_VARIABLES)} with dims (interneuron_type, cell)")
@@ -465,12 +476,8 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
     ok = np.isfinite(true)
     scores: dict[str, float] = {}
     for prefix, name in (("", "predicted_effect"), ("baseline_", "baseline_prediction")):
-        p = result[name].values
-        use = ok & np.isfinite(p)
-        clear = use & (np.abs(true) >= threshold)
-        scores[f"{prefix}spearman"] = float(spearmanr(p[use], true[use]).statistic) if use.sum() > 2 else np.nan
-        scores[f"{prefix}sign_accuracy"] = (float(np.mean(np.sign(p[clear]) == np.sign(true[clear])))
-                                            if clear.any() else np.nan)
+        for key, value in effect_scores(result[name].values, true, threshold).items():
+            scores[f"{prefix}{key}"] = value
     scores["n_scored_pairs"] = int(ok.sum())
     scores["n_sign_pairs"] = int((ok & (np.abs(true) >= threshold)).sum())
     long = {"spearman": "Spearman r of predicted vs true effects over (interneuron, cell) pairs",

@@ -26,9 +26,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import xarray as xr
-from scipy.stats import spearmanr
 from sklearn.metrics import adjusted_rand_score
 
+from retcodec.analysis.experiments import SIGN_THRESHOLD, effect_scores as score_effects
 from retcodec.errors import MissingDataError
 
 __all__ = ["METRICS", "score_retina", "score_clusterings", "score_effects", "cell_type_methods",
@@ -53,8 +53,6 @@ METRICS: dict[str, str] = {
 #: seed and number of the shuffled reference clusterings (their mean ARI is reported)
 SHUFFLE_SEED = 12345
 N_SHUFFLES = 200
-#: |true effect| above which a pair's sign is scored
-SIGN_THRESHOLD = 0.2
 
 
 def cell_type_methods(tree: xr.DataTree) -> dict[str, xr.Dataset]:
@@ -88,17 +86,6 @@ def score_clusterings(clusterings: Mapping[str, Iterable[int]], true_types: Iter
     shuffled = [adjusted_rand_score(true, rng.permutation(true)) for _ in range(N_SHUFFLES)]
     rows["shuffled_labels"] = {"ari": float(np.mean(shuffled)), "k_error": 0.0}
     return rows
-
-
-def score_effects(predicted: np.ndarray, true: np.ndarray,
-                  threshold: float = SIGN_THRESHOLD) -> dict[str, float]:
-    """Spearman r over pairs where both are finite; sign accuracy where ``|true| >= threshold``."""
-    predicted, true = np.asarray(predicted, float), np.asarray(true, float)
-    use = np.isfinite(predicted) & np.isfinite(true)
-    clear = use & (np.abs(true) >= threshold)
-    rho = float(spearmanr(predicted[use], true[use]).statistic) if use.sum() > 2 else np.nan
-    sign = float(np.mean(np.sign(predicted[clear]) == np.sign(true[clear]))) if clear.any() else np.nan
-    return {"spearman": rho, "sign_accuracy": sign}
 
 
 def _cell_type_rows(results: Path, true_types: np.ndarray) -> dict[str, dict[str, float]]:
