@@ -220,7 +220,8 @@ def test_drive_over_modes_recovers_planted_mode_mixtures():
     modes = {"conv0": xr.Dataset({"modes": (("mode", "channel", "sign"), rows)},
                                  coords={"mode": [0, 1, 2], "channel": np.arange(N_CHANNELS),
                                          "sign": ["neg", "pos"]})}
-    d = drive_over_modes(tree, modes)
+    d, resampler = drive_over_modes(tree, modes)
+    assert np.allclose(resampler.make(np.arange(resampler.n_time)), d.values)
     np.testing.assert_allclose(d.values, mix / mix.sum(1, keepdims=True), atol=1e-8)
     with pytest.raises(ConfigurationError, match="no modes for layer 'conv0'"):
         drive_over_modes(tree, {})

@@ -28,6 +28,9 @@ from retcodec.errors import ConfigurationError, ShapeError
 from retcodec.io.provenance import provenance_attrs
 from retcodec.analysis.statistics import align_time, pearson
 from retcodec.analysis.kmeans import kmeans
+from retcodec.analysis.consensus import (N_CONSENSUS_RESAMPLES, N_CONTROL_RESAMPLES, PAC_THRESHOLD, Resampler, cell_confidence,
+                                         consensus_evidence, correlation_resampler)
+from retcodec.analysis.labels import canonical_labels, standardize_columns
 
 __all__ = ["cell_types", "cluster_rates", "cluster_cells", "mode_rate_correlation",
            "clustering_agreement", "canonical_labels", "standardize_columns", "kmeans_labels",
@@ -39,24 +42,6 @@ LINKAGE_COLUMNS = ["cluster_a", "cluster_b", "distance", "size"]
 
 
 # =========================================================================== helpers
-def canonical_labels(labels: Sequence[Any]) -> np.ndarray:
-    """Relabel ``0, 1, …`` in order of first appearance: ``[5, 5, 2, 7, 2] -> [0, 0, 1, 2, 1]``."""
-    labels = np.asarray(labels)
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[inverse.reshape(-1)].astype(np.int64)
-
-
-def standardize_columns(features: np.ndarray) -> np.ndarray:
-    """Each column minus its mean over rows, divided by its std (ddof 0); constant columns → 0."""
-    features = np.asarray(features, dtype=np.float64)
-    centred = features - features.mean(axis=0)
-    std = features.std(axis=0)
-    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
-
-
 def mode_rate_correlation(loadings: xr.DataArray, rates: xr.DataArray) -> xr.DataArray:
     """``M (cell, mode)``: Pearson correlation over windows of each mode's loadings and each cell's rate.
 
@@ -118,7 +103,7 @@ def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
 
 
 # =========================================================================== choosing k
-K_RULES = ("silhouette", "gap", "stability", "silhouette_gap")
+K_RULES = ("silhouette", "gap", "stability", "silhouette_gap", "consensus")
 DEFAULT_N_RESAMPLES = 20
 #: ``rule="stability"``: the largest k whose mean resampling ARI reaches this
 DEFAULT_STABILITY_THRESHOLD = 0.8
@@ -222,7 +207,9 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
                   random_state: int = 0, n_init: int = 10,
                   true_types: Sequence[Any] | None = None, k_rule: str = "silhouette",
                   standardize: bool = True, n_resamples: int = DEFAULT_N_RESAMPLES,
-                  stability_threshold: float = DEFAULT_STABILITY_THRESHOLD) -> xr.Dataset:
+                  stability_threshold: float = DEFAULT_STABILITY_THRESHOLD, resample: Resampler | None = None,
+                  pac_threshold: float = PAC_THRESHOLD,
+                  consensus_resamples: int = N_CONSENSUS_RESAMPLES) -> xr.Dataset:
     """Cluster cells described by ``features (cell, feature)`` (standardised per feature first).
 
     k-means for each ``k`` in ``k_range`` (``n_init`` starts, ``random_state``),
@@ -230,8 +217,15 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
     largest silhouette score; ``"gap"``, the gap statistic; ``"stability"``,
     agreement of clusterings of cell subsamples; ``"silhouette_gap"``, the
     larger of the silhouette and gap choices, ``k_score`` then holding the gap
-    curve); Ward linkage of the same
+    curve; ``"consensus"``, the largest k whose clusters reappear over resamples
+    of windows and cells, :mod:`retcodec.analysis.consensus`, which needs
+    ``resample``); Ward linkage of the same
     features; the Ward tree cut into the same number of clusters.
+    ``resample`` (how to rebuild the features on resampled windows) adds the
+    consensus evidence whatever the rule: ``consensus (k, cell, cell2)``,
+    ``pac (k)``, ``consensus_cluster (k, cell)`` (the types at every k, -1 where
+    k was not tried), ``smallest_type (k)``, and at the chosen k the per-cell
+    ``confidence``, ``alternative`` and ``alternative_consensus``.
     ``standardize=False`` clusters the features as given (for features that
     already share one scale, e.g. drive fractions).
 
@@ -295,10 +289,21 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         score[at], se[at] = gap[1:], gap_se[1:]
         chosen_k = max(choose_k(all_ks, silhouette, se, "silhouette"),
                        usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
-    else:
+    elif k_rule == "stability":
         stab, stab_se = subsample_stability(x, usable, random_state, n_init, n_resamples)
         score[at], se[at] = stab, stab_se
         chosen_k = choose_k(all_ks, score, se, "stability", stability_threshold)
+    evidence = None
+    if resample is not None:
+        cells = features["cell"].values if "cell" in features.coords else np.arange(n_cells)
+        evidence = consensus_evidence(resample.make, resample.n_time, cells, usable, pac_threshold,
+                                      consensus_resamples, random_state=random_state, standardize=standardize)
+    if k_rule == "consensus":
+        if evidence is None:
+            raise ConfigurationError("k_rule='consensus' needs resample= (how to rebuild the features on "
+                                     "resampled windows)")
+        score[at] = evidence["pac"].values
+        chosen_k = int(evidence["chosen_k"])
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")
     hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
@@ -324,6 +329,8 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         coords=coords,
         attrs={"n_init": n_init, "random_state": random_state, "k_rule": k_rule,
                "standardize": int(standardize)})
+    if evidence is not None:
+        ds = _with_consensus(ds, evidence, labels, chosen_k)
     if true_types is not None:
         truth = _check_truth(true_types, n_cells)
         ds = ds.assign_coords(true_type=("cell", truth))
@@ -334,6 +341,22 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         ds["ari_truth_by_k"] = ("k", [adjusted_rand_score(truth, fits[k]) if k in fits else np.nan
                                       for k in all_ks],
                                 {"long_name": "adjusted Rand index vs truth of k-means with k clusters"})
+    return ds
+
+
+def _with_consensus(ds: xr.Dataset, evidence: xr.Dataset, labels: np.ndarray, chosen_k: int) -> xr.Dataset:
+    """Add the consensus evidence (on ``ds``'s ``k`` axis) and the per-cell confidence at ``chosen_k``."""
+    ev = evidence.reindex(k=ds["k"].values)
+    ev["consensus_cluster"] = ev["consensus_cluster"].fillna(-1).astype(np.int64)
+    ev["smallest_type"] = ev["smallest_type"].fillna(0).astype(np.int64)
+    confidence, alternative, alt_value = cell_confidence(evidence["consensus"].sel(k=chosen_k).values, labels)
+    for name in ("consensus", "pac", "consensus_cluster", "smallest_type"):
+        ds[name] = ev[name]
+    ds["confidence"] = ("cell", confidence, evidence["confidence"].attrs)
+    ds["alternative"] = ("cell", alternative, evidence["alternative"].attrs)
+    ds["alternative_consensus"] = ("cell", alt_value, evidence["alternative_consensus"].attrs)
+    ds["consensus_k"] = ((), int(evidence["chosen_k"]), evidence["chosen_k"].attrs)
+    ds.attrs.update({f"consensus_{k}": v for k, v in evidence.attrs.items()})
     return ds
 
 
@@ -349,7 +372,7 @@ def _check_truth(true_types: Any, n_cells: int) -> np.ndarray:
 def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArray,
                k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0, n_init: int = 10,
                true_types: Sequence[Any] | xr.DataArray | None = None,
-               k_rule: str = "silhouette") -> xr.DataTree:
+               k_rule: str = "silhouette", consensus: bool = False) -> xr.DataTree:
     """Cluster cells by the correlation of their rates with each layer's modes.
 
     Parameters
@@ -363,6 +386,8 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
     true_types : one type per cell (e.g. the recording's ``cell_type``
         coordinate) to score each clustering against.
     k_rule : how k is chosen (:func:`choose_k`).
+    consensus : add the consensus evidence (correlations recomputed on resampled
+        windows; always with ``k_rule="consensus"``).
 
     Returns
     -------
@@ -380,7 +405,12 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
         if not isinstance(name, str) or not name or "/" in name:
             raise ConfigurationError(f"layer names must be non-empty strings without '/', got {name!r}")
         correlation = mode_rate_correlation(loadings, rates)
-        node = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
+        resample = None
+        if consensus or k_rule == "consensus":
+            z, y = _check_pair(loadings, rates)
+            resample = correlation_resampler(y.values, z.values)
+        node = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule,
+                             resample=resample, consensus_resamples=N_CONTROL_RESAMPLES)
         node["correlation"] = correlation
         node.attrs["layer"] = name
         children[name] = node
@@ -405,13 +435,13 @@ def _agreement_root(labels: Mapping[str, np.ndarray], cells: np.ndarray) -> xr.D
 
 def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0,
                   n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None,
-                  k_rule: str = "silhouette") -> xr.Dataset:
+                  k_rule: str = "silhouette", consensus: bool = False) -> xr.Dataset:
     """Control: cluster cells by their raw rates.
 
     Each cell is described by its row of the cell-by-cell Pearson correlation
     matrix of the rates over windows (NaN → 0), then clustered as in
     :func:`cluster_cells`. Compare with :func:`cell_types` through
-    :func:`clustering_agreement` or ``ari_truth``.
+    :func:`clustering_agreement` or ``ari_truth``. ``consensus``: as in :func:`cell_types`.
 
     Returns the :func:`cluster_cells` Dataset (feature dim ``cell2``) plus
     ``correlation (cell, cell2)``.
@@ -426,7 +456,9 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
     correlation = xr.DataArray(corr, dims=("cell", "cell2"), coords={"cell": cells, "cell2": cells},
                                name="correlation",
                                attrs={"long_name": "Pearson correlation of cell rates (NaN -> 0)"})
-    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule)
+    resample = correlation_resampler(y, y) if consensus or k_rule == "consensus" else None
+    ds = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule, resample=resample,
+                       consensus_resamples=N_CONTROL_RESAMPLES)
     ds["correlation"] = correlation
     ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
                                      method="cluster_rates", features="rows of the rate correlation matrix"))
@@ -494,7 +526,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
         ``drive/<layer>``, ``drive/modes`` and ``controls/surprisal_modes/<layer>``,
         ``controls/activation_modes/<layer>``, ``controls/rates``.
     """
-    from retcodec.analysis.drive import drive_over_modes, drive_profiles
+    from retcodec.analysis.drive import drive_over_modes, drive_profiles, drive_resampler
     from retcodec.engine.percell import DEFAULT_PER_CELL_STEPS, per_cell_contributions
 
     layers = _primary_layers(layers, contributions_tree, modes)
@@ -508,7 +540,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
     # the root's feature dim has its own name: DataTree children share the parent's dims
     profile = profile.rename(feature="primary_feature", layer="feature_layer", channel="feature_channel",
                              sign="feature_sign")
-    root = cluster_cells(profile, standardize=False, **kw)
+    root = cluster_cells(profile, standardize=False, resample=drive_resampler(per_cell, layers), **kw)
     root["drive_profile"] = profile
     nodes: dict[str, xr.Dataset] = {}
     skipped: dict[str, str] = {}
@@ -524,13 +556,19 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
 
     for layer in layers:
         control(f"drive/{layer}",
-                lambda layer=layer: cluster_cells(drive_profiles(per_cell, [layer]), standardize=False, **kw))
+                lambda layer=layer: cluster_cells(drive_profiles(per_cell, [layer]), standardize=False,
+                                                  resample=drive_resampler(per_cell, [layer]),
+                                                  consensus_resamples=N_CONTROL_RESAMPLES, **kw))
     contribution_modes = {l: modes[l] for l in layers if l in modes}
     if contribution_modes and all("modes" in ds for ds in contribution_modes.values()):
-        control("drive/modes", lambda: cluster_cells(drive_over_modes(per_cell, contribution_modes, layers),
-                                                     standardize=False, **kw))
+        def over_modes() -> xr.Dataset:
+            features, resample = drive_over_modes(per_cell, contribution_modes, layers)
+            return cluster_cells(features, standardize=False, resample=resample,
+                                 consensus_resamples=N_CONTROL_RESAMPLES, **kw)
+
+        control("drive/modes", over_modes)
     tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
-                   k_rule=k_rule)
+                   k_rule=k_rule, consensus=True)
     for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
         loadings = {l: source[l]["loadings"] for l in layers if l in source}
         for l in loadings:
@@ -538,6 +576,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                     lambda l=l, loadings=loadings: cell_types({l: loadings[l]}, rates, **tree_kw)[l].to_dataset())
     control("controls/rates", lambda: cluster_rates(rates, **tree_kw))
     root = _primary_summary(root, nodes, layers, per_cell, n_init, kw)
+    root = _diagnostics(root, profile)
     if skipped:
         root.attrs["skipped_clusterings"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     root.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range), "k_rule": k_rule,
@@ -546,6 +585,19 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                                         "per_cell": dict(per_cell.attrs).get("parameters", "")},
                                        method="cell_types_primary", primary=PRIMARY_FEATURES))
     return xr.DataTree.from_dict({"/": root, **nodes})
+
+
+def _diagnostics(root: xr.Dataset, profile: xr.DataArray) -> xr.Dataset:
+    """The features that separate every pair of primary types; the ARI's bootstrap interval when truth is known."""
+    from retcodec.analysis.consensus import ari_interval, separating_features
+
+    root = root.merge(separating_features(profile, root["cluster"].values))
+    if "true_type" in root.coords:
+        lo, hi = ari_interval(root["true_type"].values, root["cluster"].values)
+        root["ari_truth_interval"] = ("bound", [lo, hi], {
+            "long_name": "95% bootstrap interval (cells resampled) of the ARI vs the true types"})
+        root = root.assign_coords(bound=["low", "high"])
+    return root
 
 
 def _primary_layers(layers: Sequence[str] | None, tree: xr.DataTree | None,

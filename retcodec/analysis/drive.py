@@ -22,9 +22,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from retcodec.analysis.consensus import Resampler
 from retcodec.errors import ConfigurationError, ShapeError
 
-__all__ = ["drive_profiles", "drive_over_modes", "per_cell_layers", "layer_drive"]
+__all__ = ["drive_profiles", "drive_over_modes", "per_cell_layers", "layer_drive", "drive_resampler"]
 
 
 def per_cell_layers(per_cell: xr.DataTree, layers: Sequence[str] | None = None) -> list[str]:
@@ -88,18 +89,12 @@ def drive_profiles(per_cell: xr.DataTree, layers: Sequence[str] | None = None,
                                             "absolute drive in that layer"})
 
 
-def drive_over_modes(per_cell: xr.DataTree, modes: Mapping[str, xr.Dataset],
-                     layers: Sequence[str] | None = None) -> xr.DataArray:
-    """Each cell's pattern of modes ``(cell, feature)``: mean NNLS loadings on each layer's modes.
-
-    ``modes``: layer -> modes Dataset with ``modes (mode, channel, sign)``
-    (contribution units, as :func:`retcodec.modes.fit_layer` returns). Only the
-    (channel, sign) entries some mode uses are fitted. Each layer's block is
-    normalised to sum 1 per cell.
-    """
+def _mode_loads(per_cell: xr.DataTree, modes: Mapping[str, xr.Dataset], layers: Sequence[str] | None
+                ) -> tuple[list[np.ndarray], list[str], list[int], np.ndarray]:
+    """Per layer the NNLS loadings ``(time, cell, mode)`` of each window's per-cell contributions on the modes."""
     from scipy.optimize import nnls
 
-    blocks, layer_c, mode_c = [], [], []
+    loads, layer_c, mode_c = [], [], []
     cells = None
     for name in per_cell_layers(per_cell, layers):
         if name not in modes or "modes" not in modes[name]:
@@ -113,15 +108,48 @@ def drive_over_modes(per_cell: xr.DataTree, modes: Mapping[str, xr.Dataset],
             raise ConfigurationError(f"the modes of layer {name!r} are all zero")
         a = a[:, used].T                                               # (features, mode)
         v = c.values.astype(np.float64).reshape(c.sizes["time"], c.sizes["cell"], -1)[..., used]
-        load = np.array([[nnls(a, v[t, k])[0] for k in range(v.shape[1])] for t in range(v.shape[0])])
-        blocks.append(_normalised(load.mean(axis=0)))
+        loads.append(np.array([[nnls(a, v[t, k])[0] for k in range(v.shape[1])] for t in range(v.shape[0])]))
         layer_c += [name] * a.shape[1]
         mode_c += modes[name]["mode"].values.tolist()
         cells = c["cell"].values
+    return loads, layer_c, mode_c, cells
+
+
+def drive_over_modes(per_cell: xr.DataTree, modes: Mapping[str, xr.Dataset],
+                     layers: Sequence[str] | None = None) -> tuple[xr.DataArray, Resampler]:
+    """Each cell's pattern of modes ``(cell, feature)``: mean NNLS loadings on each layer's modes.
+
+    ``modes``: layer -> modes Dataset with ``modes (mode, channel, sign)``
+    (contribution units, as :func:`retcodec.modes.fit_layer` returns). Only the
+    (channel, sign) entries some mode uses are fitted. Each layer's block is
+    normalised to sum 1 per cell. Returns the features and their :class:`Resampler`
+    (the same features rebuilt on resampled windows, for consensus clustering).
+    """
+    loads, layer_c, mode_c, cells = _mode_loads(per_cell, modes, layers)
+    resampler = _block_means_resampler(loads)
     labels = [f"{l}:mode{m}" for l, m in zip(layer_c, mode_c)]
-    return xr.DataArray(np.concatenate(blocks, axis=1), dims=("cell", "feature"),
-                        coords={"cell": cells, "feature": labels, "layer": ("feature", layer_c),
-                                "mode": ("feature", np.asarray(mode_c))},
-                        name="drive_over_modes",
-                        attrs={"long_name": "mean NNLS loading of each mode in the cell's own-rate "
-                                            "contributions, as a fraction of the cell's total per layer"})
+    features = xr.DataArray(resampler.make(np.arange(resampler.n_time)), dims=("cell", "feature"),
+                            coords={"cell": cells, "feature": labels, "layer": ("feature", layer_c),
+                                    "mode": ("feature", np.asarray(mode_c))},
+                            name="drive_over_modes",
+                            attrs={"long_name": "mean NNLS loading of each mode in the cell's own-rate "
+                                                "contributions, as a fraction of the cell's total per layer"})
+    return features, resampler
+
+
+def _block_means_resampler(blocks: Sequence[np.ndarray]) -> Resampler:
+    """Features: per block ``(time, cell, f)``, the mean over the resampled windows as L1 fractions."""
+    def make(index: np.ndarray) -> np.ndarray:
+        return np.concatenate([_normalised(b[index].mean(axis=0)) for b in blocks], axis=1)
+
+    return Resampler(make, len(blocks[0]))
+
+
+def drive_resampler(per_cell: xr.DataTree, layers: Sequence[str] | None = None) -> Resampler:
+    """:func:`drive_profiles` rebuilt on resampled windows (for consensus clustering)."""
+    blocks = []
+    for name in per_cell_layers(per_cell, layers):
+        c = layer_drive(per_cell, name).values.astype(np.float64)
+        blocks.append(c.reshape(c.shape[0], c.shape[1], -1))
+    return _block_means_resampler(blocks)
+

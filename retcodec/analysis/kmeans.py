@@ -55,10 +55,9 @@ def _lloyd(x: np.ndarray, centres: np.ndarray, tolerance: float) -> tuple[np.nda
     k = len(centres)
     for _ in range(MAX_ITERATIONS):
         labels, distance = _assign(x, centres)
-        counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, x)
-        new = sums / np.maximum(counts, 1)[:, None]
+        members = labels[None, :] == np.arange(k)[:, None]                 # (k, n)
+        counts = members.sum(axis=1)
+        new = (members @ x) / np.maximum(counts, 1)[:, None]
         for j in np.flatnonzero(counts == 0):             # an empty cluster takes the farthest row
             far = int(np.argmax(distance))
             new[j], distance[far] = x[far], 0.0
