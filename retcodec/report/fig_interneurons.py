@@ -31,7 +31,7 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
     n_cells = match.sizes["interneuron"]
     order = _interneuron_order(match)
     groups, group_name = _interneuron_groups(match)
-    colors = type_colors(groups)
+    colors = type_colors(groups, kind="interneuron")
     n_maps = max(0, min(int(n_maps), n_cells)) if _has_maps(match) else 0
     fig = Figure(figsize=(FULL_WIDTH, 5.2 if n_maps else 3.2), layout="constrained")
     grid = fig.add_gridspec(2 if n_maps else 1, max(n_maps, 1) + (1 if n_maps else 0),
