@@ -118,3 +118,25 @@ def permutation_p(observed: float, null: Any) -> float:
     if not np.isfinite(observed) or not null.size:
         return np.nan
     return float((1 + np.sum(null >= observed)) / (1 + null.size))
+
+
+def median_intervals(ds: Any, variables: Any, where: Any = None, n_boot: int = N_BOOT, level: float = LEVEL,
+                     random_state: int = 0) -> Any:
+    """``(variable, statistic)`` DataArray: the median over ``cell`` of each variable with its interval.
+
+    ``ds`` holds ``(cell,)`` variables; ``where`` (a boolean per cell, e.g.
+    ``reliable``) restricts the cells. Statistics: ``median``, ``low``, ``high``
+    (bootstrap over cells).
+    """
+    import xarray as xr
+
+    names = [v for v in variables if v in ds]
+    keep = np.ones(ds.sizes["cell"], bool) if where is None else np.asarray(where, dtype=bool)
+    if not keep.any():
+        keep = np.ones_like(keep)
+    values = np.array([median_interval(np.asarray(ds[v].values, dtype=float)[keep], n_boot, level,
+                                       random_state=random_state) for v in names]).reshape(len(names), 3)
+    return xr.DataArray(values, dims=("variable", "statistic"),
+                        coords={"variable": names, "statistic": ["median", "low", "high"]},
+                        attrs={"long_name": f"median over cells with {level:.0%} bootstrap interval over cells",
+                               "n_cells": int(keep.sum())})
