@@ -302,6 +302,7 @@ def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> 
 def stage_interneurons(run: Run) -> xr.Dataset | None:
     """Model units vs interneuron recordings: held-out best unit, chance from circular shifts."""
     from retcodec.analysis.interneuron_match import match_interneurons
+    from retcodec.analysis.interneuron_null import exact_shift_null
     from retcodec.insilico.labels import insilico_unit_types
 
     path = run.path("interneurons")
@@ -317,6 +318,11 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
                                    layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
                                    max_windows=cfg.interneuron_windows, progress=cfg.progress)
+        run.say("  exact circular-shift null of each chosen unit (every shift of the recording)")
+        null = exact_shift_null(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths], match,
+                                device=cfg.device)
+        match = match.assign(null.data_vars)
+        match.attrs.update(null.attrs)
         match.attrs.update(run.attrs("interneurons"))
         write_netcdf_atomic(match, path)
         rate = match.attrs.get("type_match_rate")
