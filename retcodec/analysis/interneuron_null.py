@@ -154,7 +154,7 @@ def _unit_traces(model: Any, windows: Any, units: list[tuple[str, int, int, int,
 
 
 def exact_shift_null(model: torch.nn.Module, interneurons: Sequence[str | Path], match: xr.Dataset,
-                     device: str = "cpu", batch_size: int = 4 * FORWARD_BATCH) -> xr.Dataset:
+                     device: str = "cpu", batch_size: int = FORWARD_BATCH) -> xr.Dataset:
     """Held-out r of each interneuron's chosen unit under every circular shift of ``Vm``.
 
     Parameters

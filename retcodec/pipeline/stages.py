@@ -318,6 +318,7 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
                                    layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
                                    max_windows=cfg.interneuron_windows, progress=cfg.progress)
+        release_memory(collect=True)      # the match's correlation sums are not needed any more
         run.say("  exact circular-shift null of each chosen unit (every shift of the recording)")
         null = exact_shift_null(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths], match,
                                 device=cfg.device)

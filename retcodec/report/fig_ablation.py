@@ -81,7 +81,7 @@ def plot_ablation_curves(curves: xr.Dataset) -> Figure:
                            label="mode's own set (own cells)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small")
     fig.suptitle(f"ablation and preservation of modes ({counts} modes)\nbands: "
-                 f"{curves['curve_low'].attrs.get('long_name', 'interval').rsplit(',', 1)[0]}", fontsize="medium")
+                 f"{curves['curve_low'].attrs.get('long_name', '95% bootstrap interval over modes').rsplit(',', 1)[0]}", fontsize="medium")
     return fig
 
 

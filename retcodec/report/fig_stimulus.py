@@ -18,12 +18,22 @@ def _frames(view: xr.Dataset, n_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, view.sizes["time"] - 1, n_frames).round().astype(int))
 
 
-def _distinct_moments(view: xr.Dataset, max_maps: int) -> list[int]:
-    """The first moment of each distinct (layer, combination) in time order, at most ``max_maps``."""
+def _distinct_moments(view: xr.Dataset, max_maps: int, spacing: float = 0.06) -> list[int]:
+    """The first moment of each distinct (layer, combination) in time order, at most ``max_maps``.
+
+    A moment closer than ``spacing`` of the stretch to one already chosen in
+    the same layer is passed over, so that the numbers marking them never overlap.
+    """
     seen, chosen = set(), []
+    t = view["time"].values
+    gap = spacing * float(t[-1] - t[0]) if t.size > 1 else 0.0
     for m in range(view.sizes.get("moment", 0)):
-        key = (str(view["moment_layer"].values[m]), str(view["moment_combination"].values[m]))
-        if key not in seen:
+        layer = str(view["moment_layer"].values[m])
+        key = (layer, str(view["moment_combination"].values[m]))
+        at = float(view["moment_time"].values[m])
+        near = any(str(view["moment_layer"].values[c]) == layer
+                   and abs(float(view["moment_time"].values[c]) - at) < gap for c in chosen)
+        if key not in seen and not near:
             seen.add(key)
             chosen.append(m)
     return chosen[:max_maps]

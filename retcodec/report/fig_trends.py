@@ -60,6 +60,6 @@ def plot_layer_trends(trends: xr.Dataset) -> Figure:
     fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize="small")
     n = int(trends["n_windows"]) if "n_windows" in trends else None
     fig.suptitle("contributions vs activations per layer" + (f" ({n} windows)" if n else "")
-                 + "\nbars: " + str(trends["trend_low"].attrs.get("long_name", "interval")).split(",")[0]
+                 + "\nbars: " + str(trends["trend_low"].attrs.get("long_name", "95% block-bootstrap interval")).split(",")[0]
                  + " over windows", fontsize="medium")
     return fig

@@ -162,8 +162,8 @@ def _completeness(stats: xr.Dataset, layers: Sequence[str]) -> tuple[str, float]
             for st in comp["statistic"].values:
                 r[f"completeness {st}"] = float(comp.sel(layer=layer, statistic=st))
             worst = max(worst, float(comp.sel(layer=layer, statistic="p95")))
-        for var, label in (("contribution_sparsity_mean", "contribution sparsity"),
-                           ("activation_sparsity_mean", "activation sparsity"),
+        for var, label in (("contribution_sparsity_mean", "contribution sparsity (mean over windows)"),
+                           ("activation_sparsity_mean", "activation sparsity (mean over windows)"),
                            ("contribution_dimensionality", "contribution dimensionality"),
                            ("pos_neg_correlation_mean", "E/I correlation")):
             if var in stats and "layer" in stats[var].dims and layer in stats["layer"].values:

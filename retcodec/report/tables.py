@@ -43,6 +43,9 @@ def html_table(rows: Sequence[Mapping[str, Any]], text_columns: Iterable[str] = 
 
 def fmt_interval(value: Any, low: Any, high: Any, digits: int = 2) -> str:
     """``value [low, high]`` (the interval left out when it is missing)."""
+    numbers = [value, low, high]
+    if all(v is not None and np.isfinite(float(v)) and float(v).is_integer() for v in numbers):
+        value, low, high = (int(float(v)) for v in numbers)           # counts stay counts: 6 [6, 6]
     text = fmt(value, digits)
     if low is None or high is None or not np.isfinite([float(low), float(high)]).all():
         return text
