@@ -100,7 +100,8 @@ COLUMN_HELP = {
           "'no active mode': share of bins where none is. Multi-channel: no channel carries more than 80 % "
           "of the mode's weight.",
     "stability": "Hungarian-matched cosine of the modes across seeds, summed over matched pairs and divided "
-                 "by the larger count (1 = the same modes every time).",
+                 "by the larger count (1 = the same modes every time): the mean over seed pairs, with the "
+                 "lowest pair beside it (the spread over seeds).",
     "ARI": "adjusted Rand index against the true cell types (1 = identical partition, 0 = chance).",
 }
 
