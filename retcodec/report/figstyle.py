@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 
 from retcodec.errors import ConfigurationError, ShapeError
@@ -158,7 +158,9 @@ def pretty_label(label: Any) -> str:
 #: the known types of each kind, in palette order: a type keeps its colour whatever else a figure shows
 KNOWN_TYPES = {"cell": GANGLION_TYPES, "interneuron": INTERNEURON_TYPES + ("bipolar", "amacrine")}
 #: colour lists of each kind: cell types and interneuron types never share a palette
-PALETTES = {"cell": "tab10", "interneuron": "Set1"}
+PALETTES = {"cell": "tab10",
+            "interneuron": ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
+                            "#1f4e79", "#666666"]}       # Dark2 and navy: no colour of the cell palette
 #: colour of a missing or unknown type
 UNKNOWN_COLOR = (0.55, 0.55, 0.55, 1.0)
 
@@ -178,8 +180,12 @@ def type_colors(types: Sequence[Any] | np.ndarray, kind: str = "cell") -> dict[A
     known = list(KNOWN_TYPES[kind])
     extra = sorted(t for t in present if t not in known and t not in ("unknown", "none"))
     order = known + extra
-    cmap = colormaps[PALETTES[kind] if len(order) <= colormaps[PALETTES[kind]].N else "tab20"]
-    return {t: UNKNOWN_COLOR if t in ("unknown", "none") else cmap(order.index(t) % cmap.N) for t in present}
+    palette = PALETTES[kind]
+    colors = [to_rgba(c) for c in palette] if not isinstance(palette, str) else \
+        [colormaps[palette](i) for i in range(colormaps[palette].N)]
+    if len(order) > len(colors):
+        colors = [colormaps["tab20"](i) for i in range(20)]
+    return {t: UNKNOWN_COLOR if t in ("unknown", "none") else colors[order.index(t) % len(colors)] for t in present}
 
 
 def mode_names(modes: xr.DataArray, max_terms: int = 3, share: float = 0.8) -> list[str]:
