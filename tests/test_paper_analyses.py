@@ -267,3 +267,41 @@ def test_contribution_heatmap_says_what_stretch_it_shows_and_its_unit():
     assert "of 3.0 s analysed" in fig.get_suptitle()
     labels = [a.get_ylabel() for a in fig.axes] + [a.get_title() for a in fig.axes]
     assert any("dimensionless" in l for l in labels) and any("stimulus" in l for l in labels)
+
+
+# --------------------------------------------------------------------------- most-exciting input
+class _Planted(torch.nn.Module):
+    """One linear conv layer with planted filters; each output reads one channel at one position."""
+
+    def __init__(self, filters: np.ndarray) -> None:
+        super().__init__()
+        self.conv0 = torch.nn.Conv2d(filters.shape[1], filters.shape[0], filters.shape[-1], bias=False)
+        with torch.no_grad():
+            self.conv0.weight.copy_(torch.as_tensor(filters))
+        self.layers = {"conv0": self.conv0}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(torch.relu(self.conv0(x))[:, :, 4, 5])
+
+
+def test_most_exciting_input_of_a_planted_mode_recovers_its_filter():
+    from retcodec.analysis.mei import most_exciting_input
+    from retcodec.engine.targets import Surprisal
+
+    rng = np.random.default_rng(0)
+    filters = rng.normal(size=(2, 4, 7, 7)).astype(np.float32)
+    model = _Planted(filters)
+    with torch.no_grad():
+        target = Surprisal.from_outputs(model(torch.randn(200, 4, 16, 16)))
+    weights = xr.DataArray([[0.0, 1.0], [0.0, 0.0]], dims=("channel", "sign"), coords={"sign": ["neg", "pos"]})
+    mei = most_exciting_input(model, "conv0", weights, target, (4, 16, 16), n_steps=60)
+    frames = mei["mei"].values[::-1]                      # back to the model's frame order
+    patch = frames[:, 4:11, 5:12]                         # the receptive field the output reads
+    assert np.corrcoef(patch.ravel(), filters[0].ravel())[0, 1] > 0.99
+    assert abs(np.corrcoef(patch.ravel(), filters[1].ravel())[0, 1]) < 0.5
+    assert mei["loading"].values[-1] > mei["loading"].values[0]
+    np.testing.assert_allclose(np.sqrt(np.mean(frames ** 2)), 1.0, rtol=1e-4)     # the contrast budget
+    assert mei["temporal"].sizes["lag"] == 4
+    assert isinstance(fg.plot_meis({"mode 0 (ch0+)": mei}), Figure)
+    with pytest.raises(ShapeError):
+        most_exciting_input(model, "conv0", weights.isel(channel=[0]), target, (4, 16, 16))

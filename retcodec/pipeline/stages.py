@@ -435,12 +435,35 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         tables = _layer_tables(types, layers)
         if tables:
             save(lambda: fg.plot_layer_agreement(tables), "layer_agreement")
+        for layer in layers:
+            meis = _mode_meis(run, contrib, modes, layer)
+            if meis:
+                save(lambda: fg.plot_meis(meis, title=layer), f"meis_{layer}")
         ev = stats[[v for v in stats.data_vars if v.startswith("fit_")]]
         ev = ev.rename({v: v[4:] for v in ev.data_vars})
         save(lambda: fg.plot_fit_quality(ev), "fit_quality")
         return [Path(p) for p in written]
 
     return run.step("figures", compute, lambda: run.cache.files("figures"))
+
+
+def _mode_meis(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], layer: str) -> dict[str, xr.Dataset]:
+    """Each mode's most-exciting input for the run's surprisal target (empty without its parameters)."""
+    from retcodec.analysis.mei import most_exciting_input
+    from retcodec.engine.targets import Surprisal
+    from retcodec.report.figstyle import mode_names
+
+    root = contrib.to_dataset()
+    model = run.inputs.model
+    shape = tuple(int(v) for v in getattr(model, "img_shape", ()))
+    if "surprisal_mean" not in root or "surprisal_cov" not in root or len(shape) != 3:
+        return {}
+    target = Surprisal(root["surprisal_mean"].values, root["surprisal_cov"].values)
+    weights = modes[layer]["modes"]
+    names = mode_names(weights)
+    return {f"mode {m} ({name})": most_exciting_input(model, layer, weights.isel(mode=i), target, shape,
+                                                      random_state=run.cfg.random_state, device=run.cfg.device)
+            for i, (m, name) in enumerate(zip(weights["mode"].values, names))}
 
 
 def _stimulus_view(run: Run, rates: xr.DataArray, modes: dict[str, xr.Dataset], irfs: xr.DataTree) -> xr.Dataset:

@@ -84,6 +84,12 @@ CAPTIONS = {
     "stimulus_view": "A stretch of the stimulus with the cells' rates (model in colour, recorded trial average "
                      "in grey), each layer's mode loadings and the IRF moments (triangles); the numbered "
                      "moments' rank-1 spatial receptive fields are below (red centre = ON, blue = OFF).",
+    "meis": "Input-space view of the {layer} modes (the retina counterpart of the paper's Fig. 7): the "
+            "stimulus window that drives each mode's loading most, found by gradient ascent on the projection "
+            "of the window's contributions (activation × gradient of the surprisal) onto the mode's weights, at "
+            "a fixed RMS contrast of 1 (z-scored units; the ascent concentrates it on a few pixels, so local "
+            "contrast far exceeds the stimulus'). Shown as its rank-1 spatial map (red: brightening drives the "
+            "mode) and temporal profile.",
     "layer_agreement": "Cell-type clusterings from the first and second layer side by side (the paper's "
                        "Fig. 8C): the number of cells in each pair of clusters, matched clusters on the "
                        "diagonal, with the adjusted Rand index.",
@@ -440,6 +446,7 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
              "cell's moments. Sign convention of the maps: each temporal filter is positive at its peak lag, "
              "so the spatial map carries the polarity (red centre = ON, blue = OFF).</p>"
              + html_table(rows, text_columns=("layer",)) + _figures(figures, "irfs"))
+    s.append("<h2>What drives each mode, in stimulus space</h2>" + _figures(figures, "meis"))
     s.append(stimulus_view_html() + _figures(figures, "stimulus_view"))
     s.append("<h2>Model interneurons vs recordings</h2>" + inter_html + _figures(figures, "interneurons"))
     s.append("<h2 id='experiments'>Experiments and hypotheses</h2>" + exp_html)
