@@ -194,8 +194,9 @@ def paper_trend_notes(trends: xr.Dataset) -> list[tuple[str, bool | None]]:
             sign = _sign(float(c["contrast"]), float(c["contrast_low"]), float(c["contrast_high"]))
             text, agrees = _verdict(sign, "the same here", "here it is the other way round",
                                     "here the difference is not resolved (its interval holds 0)")
-            notes.append((f"{layer}: {quantity} of contributions {_value(trends, layer=layer, quantity=quantity, source='contributions')} "
-                          f"vs activations {_value(trends, layer=layer, quantity=quantity, source='activations')}; "
+            mine = _value(trends, layer=layer, quantity=quantity, source="contributions")
+            other = _value(trends, layer=layer, quantity=quantity, source="activations")
+            notes.append((f"{layer}: {quantity} of contributions {mine} vs activations {other}; "
                           f"the paper (ImageNet) finds {claim} at every layer: {text} (difference "
                           f"{float(c['contrast']):+.2f} [{float(c['contrast_low']):+.2f}, "
                           f"{float(c['contrast_high']):+.2f}]).", agrees))
@@ -209,7 +210,8 @@ def paper_trend_notes(trends: xr.Dataset) -> list[tuple[str, bool | None]]:
             text, agrees = _verdict(sign, "the same here", "here it goes the other way",
                                     "here the change is not resolved (its interval holds 0)")
             label = "E/I correlation" if quantity == "ei_correlation" else quantity
-            notes.append((f"{label} of contributions, {first} {_value(trends, layer=first, quantity=quantity, source='contributions')} "
-                          f"to {last} {_value(trends, layer=last, quantity=quantity, source='contributions')}; "
+            before = _value(trends, layer=first, quantity=quantity, source="contributions")
+            after = _value(trends, layer=last, quantity=quantity, source="contributions")
+            notes.append((f"{label} of contributions, {first} {before} to {last} {after}; "
                           f"the paper finds that it {word} with depth: {text}.", agrees))
     return notes

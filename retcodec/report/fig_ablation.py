@@ -80,8 +80,8 @@ def plot_ablation_curves(curves: xr.Dataset) -> Figure:
                     Line2D([], [], ls="", marker="o", color=_color("contribution"), mfc="none",
                            label="mode's own set (own cells)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small")
-    fig.suptitle(f"ablation and preservation of modes ({counts} modes)\nbands: "
-                 f"{curves['curve_low'].attrs.get('long_name', '95% bootstrap interval over modes').rsplit(',', 1)[0]}", fontsize="medium")
+    band = str(curves["curve_low"].attrs.get("long_name", "95% bootstrap interval over modes")).rsplit(",", 1)[0]
+    fig.suptitle(f"ablation and preservation of modes ({counts} modes)\nbands: {band}", fontsize="medium")
     return fig
 
 

@@ -59,7 +59,7 @@ def plot_layer_trends(trends: xr.Dataset) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize="small")
     n = int(trends["n_windows"]) if "n_windows" in trends else None
+    bars = str(trends["trend_low"].attrs.get("long_name", "95% block-bootstrap interval")).split(",")[0]
     fig.suptitle("contributions vs activations per layer" + (f" ({n} windows)" if n else "")
-                 + "\nbars: " + str(trends["trend_low"].attrs.get("long_name", "95% block-bootstrap interval")).split(",")[0]
-                 + " over windows", fontsize="medium")
+                 + f"\nbars: {bars} over windows", fontsize="medium")
     return fig
