@@ -161,9 +161,8 @@ def plot_contribution_heatmap(contrib_node: xr.Dataset | xr.DataTree,
         elif kind == "rates":
             _time_heatmap(fig, ax, da, "cell", cmap="viridis", norm=Normalize(0, float(da.max()) or 1),
                           ylabel="cell type (cells)" if groups is not None else "cell",
-                          cbar_label="rate (Hz)", title="model firing rates (right: cell index)", groups=groups,
-                          max_labels=rows)
-            _cell_indices(ax, coord_values(da, "cell"))
+                          cbar_label="rate (Hz)", title="model firing rates", groups=groups, max_labels=rows)
+            _cell_indices(ax, coord_values(da, "cell"), max_labels=int(height * 72 / 6))
         else:
             signed = float(da.min()) < 0
             _time_heatmap(fig, ax, da, "mode", cmap=DIVERGING if signed else "Purples",
@@ -196,8 +195,11 @@ def _stimulus_row(ax: Axes, frames: xr.Dataset) -> None:
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
-def _cell_indices(ax: Axes, cells: np.ndarray) -> None:
-    """Each row's cell index on the right edge (rows as drawn, top to bottom after inversion)."""
+def _cell_indices(ax: Axes, cells: np.ndarray, max_labels: int) -> None:
+    """The rows' cell indices on the right edge (every k-th when rows are too dense for 5 pt labels)."""
     right = ax.secondary_yaxis("right")
-    right.set_yticks(np.arange(len(cells)), [str(c) for c in cells], fontsize=5)
+    step = max(1, int(np.ceil(len(cells) / max(1, max_labels))))
+    ticks = np.arange(0, len(cells), step)
+    right.set_yticks(ticks, [str(cells[i]) for i in ticks], fontsize=5)
     right.tick_params(length=0, pad=1)
+    right.set_ylabel("cell", fontsize="x-small", labelpad=4)
