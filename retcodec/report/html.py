@@ -19,13 +19,14 @@ import numpy as np
 import xarray as xr
 
 from retcodec.analysis.evaluation import FIT_METRICS
+from retcodec.analysis.uncertainty import median_interval
 from retcodec.io.provenance import versions
 from retcodec.io.storage import atomic_path
 from retcodec.modes.sweep import ROBUST_R2_LOSS, ROBUST_STABILITY
 from retcodec.report.mode_summary import frontier_html, mode_table_rows, robustness_html
 from retcodec.report.paper_sections import (ablation_html, fit_interval_text, interneuron_note, interneuron_rows,
                                             irf_similarity_rows, stimulus_view_html, trends_html)
-from retcodec.report.tables import fmt, html_table
+from retcodec.report.tables import fmt, fmt_interval, html_table
 
 __all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
 
@@ -216,7 +217,8 @@ def _interneuron_section(inter: xr.Dataset | None) -> tuple[str, dict[str, Any]]
         return "<p class='note'>No interneuron files were given; this stage was skipped.</p>", {}
     n = inter.sizes["interneuron"]
     rows, note = interneuron_rows(inter), interneuron_note(inter)
-    info = {"median_r": float(np.nanmedian(inter["heldout_correlation"])),
+    median_r = median_interval(inter["heldout_correlation"].values)
+    info = {"median_r": median_r[0], "median_r_interval": median_r[1:],
             "chance": float(np.nanmedian(inter["chance_p95"])), "n": n,
             "type_match": inter.attrs.get("type_match_rate")}
     extra = (f"<p>The best unit's type matches the interneuron's true type for "
@@ -326,7 +328,8 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
         items.append(text + ".")
     if inter_info:
         items.append(f"<b>Interneurons.</b> The best model unit of each of {inter_info['n']} recorded "
-                     f"interneurons predicts it on held-out data at median r = {fmt(inter_info['median_r'])} "
+                     f"interneurons predicts it on held-out data at median r = "
+                     f"{fmt_interval(inter_info['median_r'], *inter_info.get('median_r_interval', (None, None)))} "
                      f"(chance 95th percentile {fmt(inter_info['chance'])})"
                      + (f"; {inter_info['n_significant']} of {inter_info['n']} are significant after Holm "
                         f"correction" if "n_significant" in inter_info else "") + ".")

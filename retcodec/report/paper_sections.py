@@ -73,12 +73,32 @@ def ablation_html(curves: xr.Dataset | None) -> str:
                 row[f"{kind} specificity"] = fmt_interval(*(float(v.sel(statistic=s))
                                                             for s in ("median", "low", "high")))
             rows.append(row)
-    return ("<h3>Ablation and preservation (the paper's Fig. 6)</h3><p class='note'>The top-weighted "
+    return ("<h3>Ablation and preservation (the paper's Fig. 6)</h3>" + _specificity_sentence(curves)
+            + "<p class='note'>The top-weighted "
             "channels of each mode were silenced (ablate) or kept alone (preserve) in growing shares. "
             "Specificity: ablate, AUC of the other cells' rate curve minus that of the mode's own cells; "
             "preserve, own minus others (higher: the mode's channels matter more for its own cells). Median "
             "over modes with a 95 % bootstrap interval over modes. Activation modes are the control; random "
             "channel sets of each mode's size are in the figure.</p>" + html_table(rows))
+
+
+def _specificity_sentence(curves: xr.Dataset) -> str:
+    """Per layer: are contribution modes more specific to their own cells than activation modes (ablation)?"""
+    if not {"contribution", "activation"} <= set(str(v) for v in curves["source"].values):
+        return ""
+    parts = []
+    for layer in curves["layer"].values:
+        spec = curves["specificity"].sel(layer=layer, kind="ablate")
+        c, a = spec.sel(source="contribution"), spec.sel(source="activation")
+        if not np.isfinite([float(c.sel(statistic="median")), float(a.sel(statistic="median"))]).all():
+            continue
+        apart = float(c.sel(statistic="low")) > float(a.sel(statistic="high"))
+        mine, other = (fmt_interval(*(float(v.sel(statistic=s)) for s in ("median", "low", "high"))) for v in (c, a))
+        parts.append(f"{layer}: contribution modes {mine} vs activation modes {other}"
+                     + (" (intervals apart: contribution modes are the more specific, as in the paper)" if apart
+                        else " (intervals overlap: no difference shown)"))
+    return ("<p>Ablation specificity (how much more silencing a mode's channels cuts its own cells' rate than "
+            "the others'): " + "; ".join(parts) + ".</p>") if parts else ""
 
 
 def irf_similarity_rows(irfs: xr.DataTree | None, layers: Sequence[str]) -> list[dict[str, Any]]:
