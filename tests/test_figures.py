@@ -126,7 +126,7 @@ def test_contribution_heatmap_groups_cells_by_type_and_never_overlaps_labels(con
     assert labels == ["off (13)", "on (14)", "on off (13)"]            # one label per type, with counts
     order = np.argsort(types, kind="stable")
     np.testing.assert_array_equal(_images(rate_ax)[0].get_array(), many.values[:, order].T)
-    assert "contribution to surprisal" in {ax.get_ylabel() for ax in fig.axes}
+    assert "contribution to surprisal (dimensionless)" in {ax.get_ylabel() for ax in fig.axes}
     mode_ax = next(ax for ax in fig.axes if ax.get_ylabel() == "mode")
     assert len(mode_ax.get_yticklabels()) == n_modes                   # 16 modes: every one named
     assert not _tick_overlaps(fig)

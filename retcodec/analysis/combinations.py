@@ -22,6 +22,7 @@ import xarray as xr
 from torch import nn
 
 from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.analysis.irf_similarity import similarity_statistics
 from retcodec.analysis.irf import DEFAULT_PAIRED_BATCH_SIZE, IRF_UNITS, iter_paired_irf
 from retcodec.analysis.irf_inputs import model_cells, resolve_stimulus, window_shape
 from retcodec.analysis.rank1 import rank1_matrices
@@ -362,6 +363,7 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
     across = np.full((n_sets, n_cells), np.nan)
     within_cell, across_cell = np.full(n_cells, np.nan), np.full(n_cells, np.nan)
     within_pairs, across_pairs = [], []
+    per_cell_corr: list[tuple[np.ndarray, np.ndarray]] = []
     time_values = loadings["time"].values.astype(np.float64)
     filters = result["filters"]
     for k in range(n_cells):
@@ -377,10 +379,12 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
                 temporal[s, k] = np.mean([g[1] for g in got], axis=0)
                 share[s, k] = np.mean([g[2] for g in got])
         within[:, k], across[:, k], w_pairs, a_pairs = _pairwise_similarity(per_set)
+        per_cell_corr.append(_correlations(per_set) if per_set else (np.zeros((0, 0)), np.zeros(0)))
         within_cell[k], across_cell[k] = _nanmean(w_pairs), _nanmean(a_pairs)
         within_pairs.append(w_pairs)
         across_pairs.append(a_pairs)
     pooled = (_nanmean(np.concatenate(within_pairs)), _nanmean(np.concatenate(across_pairs)))
+    spread = similarity_statistics(per_cell_corr, random_state=int(params.get("seed") or 0))
     coords = {"combination": ("combination", np.array(sets, dtype=str)), "cell": ("cell", cell_ids),
               "lag": ("lag", np.arange(1, n_lag + 1) * 0.01, {"units": "s"}),
               "y": ("y", np.arange(height), {"units": "stimulus pixels"}),
@@ -413,6 +417,9 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
                                         {"long_name": "across-combination pairs of the cell, pooled"}),
          "within_set_similarity_pooled": ((), pooled[0], {"long_name": "all within pairs, all cells"}),
          "across_set_similarity_pooled": ((), pooled[1], {"long_name": "all across pairs, all cells"}),
+         **_spread_variables(spread),
+         "n_moments": ("combination", n_times.sum(axis=1),
+                       {"long_name": "moments (windows) used, summed over cells"}),
          "members": (("combination", "mode"), members),
          "rate_threshold": ("cell", thresholds, {"units": "Hz"})},
         coords=coords,
@@ -425,3 +432,18 @@ def _combination_dataset(result: dict[str, Any], chosen: list[list[np.ndarray]],
         ds["mean_irf"] = (("combination", "cell", "lag", "y", "x"), irf.astype(np.float32),
                           {"long_name": "mean IRF over the windows used", "units": IRF_UNITS})
     return ds
+
+
+def _spread_variables(spread: dict[str, Any]) -> dict[str, tuple]:
+    """Bootstrap intervals (over cells) and the shuffled-label null of the pooled similarities."""
+    out: dict[str, tuple] = {}
+    for name in ("within", "across", "difference"):
+        for end in ("low", "high"):
+            out[f"{name}_similarity_{end}"] = ((), spread[f"{name}_{end}"], {
+                "long_name": f"pooled {name} similarity, 95% bootstrap interval over cells, {end}"})
+    out["similarity_difference"] = ((), spread["difference"], {"long_name": "pooled within - across similarity"})
+    out["similarity_difference_null"] = (("shuffle",), spread["null"], {
+        "long_name": "within - across with the combination labels of each cell's moments shuffled"})
+    out["similarity_difference_p"] = ((), spread["p_value"], {
+        "long_name": "(1 + #{null >= observed}) / (1 + shuffles)"})
+    return out

@@ -70,7 +70,8 @@ def run(model: str | Path | None = None, data: str | Path | None = None, **optio
                                                        results["interneurons"])
             results["statistics"] = stage_statistics(r, results["contributions"])
             results["figures"] = stage_figures(r, results["contributions"], results["modes"], results["types"],
-                                               results["irfs"], results["interneurons"], results["statistics"])
+                                               results["irfs"], results["interneurons"], results["statistics"],
+                                               results["experiments"])
             report = stage_report(r, results)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):

@@ -302,6 +302,7 @@ def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> 
 def stage_interneurons(run: Run) -> xr.Dataset | None:
     """Model units vs interneuron recordings: held-out best unit, chance from circular shifts."""
     from retcodec.analysis.interneuron_match import match_interneurons
+    from retcodec.analysis.interneuron_null import exact_shift_null
     from retcodec.insilico.labels import insilico_unit_types
 
     path = run.path("interneurons")
@@ -317,6 +318,12 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
                                    layers=cfg.layers, random_state=cfg.random_state, device=cfg.device,
                                    n_shifts=cfg.interneuron_shifts, unit_types=unit_types,
                                    max_windows=cfg.interneuron_windows, progress=cfg.progress)
+        release_memory(collect=True)      # the match's correlation sums are not needed any more
+        run.say("  exact circular-shift null of each chosen unit (every shift of the recording)")
+        null = exact_shift_null(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths], match,
+                                device=cfg.device)
+        match = match.assign(null.data_vars)
+        match.attrs.update(null.attrs)
         match.attrs.update(run.attrs("interneurons"))
         write_netcdf_atomic(match, path)
         rate = match.attrs.get("type_match_rate")
@@ -329,10 +336,12 @@ def stage_interneurons(run: Run) -> xr.Dataset | None:
 
 
 def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
-    """Sparsity, E/I correlation, dimensionality, fit quality and completeness."""
-    from retcodec.analysis.evaluation import evaluate
+    """Sparsity, E/I correlation, dimensionality (with intervals over windows), fit quality and completeness."""
+    from retcodec.analysis.evaluation import FIT_METRICS, evaluate
+    from retcodec.analysis.layer_trends import layer_trends
     from retcodec.analysis.rates import model_rates
     from retcodec.analysis.statistics import layer_statistics
+    from retcodec.analysis.uncertainty import median_intervals
 
     path = run.path("statistics")
 
@@ -342,7 +351,12 @@ def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
         ev = evaluate(run.inputs.model, run.inputs.recording, device=run.cfg.device,
                       prediction=model_rates(contrib))
         ev = ev.rename({k: f"fit_{k}" for k in ev.data_vars})
-        ds = xr.merge([stats, ev], combine_attrs="drop")
+        trends = layer_trends(contrib, random_state=run.cfg.random_state)
+        fit_intervals = median_intervals(ev, [f"fit_{k}" for k in FIT_METRICS],
+                                         where=ev["fit_reliable"] if "fit_reliable" in ev else None,
+                                         random_state=run.cfg.random_state).rename("fit_median_interval")
+        fit_intervals = fit_intervals.rename({"variable": "fit_metric", "statistic": "fit_statistic"})
+        ds = xr.merge([stats, ev, trends, fit_intervals], combine_attrs="drop")
         ds.attrs.update(run.attrs("statistics"))
         ds.attrs.update({f"fit_{k}": v for k, v in ev.attrs.items()})
         comp = contrib.to_dataset().get("completeness_error")
@@ -355,10 +369,12 @@ def stage_statistics(run: Run, contrib: xr.DataTree) -> xr.Dataset:
 
 
 def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], types: xr.DataTree,
-                  irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset) -> list[Path]:
+                  irfs: xr.DataTree, inter: xr.Dataset | None, stats: xr.Dataset,
+                  exp: xr.Dataset | None = None) -> list[Path]:
     """The figures of this run (PNG and SVG); only these are embedded in the report."""
     import matplotlib.pyplot as plt
 
+    from retcodec.analysis.ablation import ablation_curves
     from retcodec.analysis.rates import model_rates
     from retcodec.modes.sweep import ROBUST_STABILITY
     from retcodec.report import figures as fg
@@ -388,7 +404,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             node = contrib[layer].to_dataset()
             save(lambda: fg.plot_contribution_heatmap(node, rates, modes[layer]["loadings"],
                                                       time_slice=(t[0], t[n - 1]), cell_types=cell_types,
-                                                      target=str(contrib.attrs.get("target", "surprisal"))),
+                                                      target=str(contrib.attrs.get("target", "surprisal")),
+                                                      stimulus=rec["stimulus"]),
                  f"contributions_{layer}")
             save(lambda: fg.plot_modes(modes[layer]["modes"], layer=layer, energy=modes[layer].get("energy"),
                                        fitted=modes[layer].attrs.get("sign")), f"modes_{layer}")
@@ -407,12 +424,80 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         if inter is not None:
             save(lambda: fg.plot_interneuron_matches(inter), "interneurons")
         save(lambda: fg.plot_sparsity(stats), "sparsity")
+        if "trend" in stats:
+            save(lambda: fg.plot_layer_trends(stats), "layer_trends")
+        if exp is not None and "ratio" in exp:
+            save(lambda: fg.plot_ablation_curves(ablation_curves(exp, random_state=run.cfg.random_state)),
+                 "ablation")
+        view = _stimulus_view(run, rates, modes, irfs)
+        save(lambda: fg.plot_stimulus_view(view, irfs={l: irfs[l].to_dataset() for l in layers}),
+             "stimulus_view")
+        tables = _layer_tables(types, layers)
+        if tables:
+            save(lambda: fg.plot_layer_agreement(tables), "layer_agreement")
+        for layer in layers:
+            meis = _mode_meis(run, contrib, modes, layer)
+            if meis:
+                save(lambda: fg.plot_meis(meis, title=layer), f"meis_{layer}")
         ev = stats[[v for v in stats.data_vars if v.startswith("fit_")]]
         ev = ev.rename({v: v[4:] for v in ev.data_vars})
         save(lambda: fg.plot_fit_quality(ev), "fit_quality")
         return [Path(p) for p in written]
 
     return run.step("figures", compute, lambda: run.cache.files("figures"))
+
+
+def _mode_meis(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], layer: str) -> dict[str, xr.Dataset]:
+    """Each mode's most-exciting input for the run's surprisal target (empty without its parameters)."""
+    from retcodec.analysis.mei import most_exciting_input
+    from retcodec.engine.targets import Surprisal
+    from retcodec.report.figstyle import mode_names
+
+    root = contrib.to_dataset()
+    model = run.inputs.model
+    shape = tuple(int(v) for v in getattr(model, "img_shape", ()))
+    if "surprisal_mean" not in root or "surprisal_cov" not in root or len(shape) != 3:
+        return {}
+    target = Surprisal(root["surprisal_mean"].values, root["surprisal_cov"].values)
+    weights = modes[layer]["modes"]
+    names = mode_names(weights)
+    return {f"mode {m} ({name})": most_exciting_input(model, layer, weights.isel(mode=i), target, shape,
+                                                      random_state=run.cfg.random_state, device=run.cfg.device)
+            for i, (m, name) in enumerate(zip(weights["mode"].values, names))}
+
+
+def _stimulus_view(run: Run, rates: xr.DataArray, modes: dict[str, xr.Dataset], irfs: xr.DataTree) -> xr.Dataset:
+    """The stretch of the stimulus-aligned figure (the one with most IRF moments)."""
+    from retcodec.analysis.stimulus_view import stimulus_view
+
+    rec, layers = run.inputs.recording, run.cfg.layers
+    combos = {l: irfs[f"{l}/combinations"].to_dataset()["combination_label"] for l in layers
+              if _has_node(irfs, f"{l}/combinations")}
+    return stimulus_view(rec["stimulus"], rates, {l: modes[l]["loadings"] for l in layers},
+                         recorded_rate=rec["rate"] if "rate" in rec else None,
+                         irfs={l: irfs[l].to_dataset() for l in layers}, combinations=combos,
+                         cell_types=rec["cell_type"].values if "cell_type" in rec.coords else None)
+
+
+#: feature families whose per-layer clusterings the layer-agreement figure compares (node, title)
+LAYER_FAMILIES = (("drive", "drive profiles"), ("controls/surprisal_modes", "surprisal-mode correlations"))
+
+
+def _layer_tables(types: xr.DataTree, layers: tuple[str, ...] | list[str]) -> dict[str, xr.DataArray]:
+    """Contingency tables of the first two layers' clusterings, per feature family present."""
+    from retcodec.analysis.agreement import contingency
+
+    if len(layers) < 2:
+        return {}
+    first, second = layers[0], layers[1]
+    tables = {}
+    for node, title in LAYER_FAMILIES:
+        a, b = f"{node}/{first}", f"{node}/{second}"
+        if _has_node(types, a) and _has_node(types, b) and "cluster" in types[a].dataset \
+                and "cluster" in types[b].dataset:
+            tables[title] = contingency(types[a].dataset["cluster"].values, types[b].dataset["cluster"].values,
+                                        names=(first, second))
+    return tables
 
 
 def stage_report(run: Run, results: dict[str, Any]) -> Path:

@@ -22,7 +22,9 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
     Top: per interneuron, the held-out r (filled dot, coloured by true type
     when known, else by class), the in-sample r of the same unit (open
     diamond, biased upward) and the chance band (grey, from the shift mean to
-    its 95th percentile); ``*`` marks ``p_value < alpha``. Bottom: the
+    its 95th percentile); ``*`` marks ``significant`` (Holm-adjusted p <=
+    alpha, the same correction as the report's table), or ``p_value < alpha``
+    for a match without it. Bottom: the
     all-data correlation map of the best channel for the ``n_maps`` cells with
     the highest held-out r, in stimulus pixels, with the best unit marked.
     """
@@ -31,7 +33,7 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
     n_cells = match.sizes["interneuron"]
     order = _interneuron_order(match)
     groups, group_name = _interneuron_groups(match)
-    colors = type_colors(groups)
+    colors = type_colors(groups, kind="interneuron")
     n_maps = max(0, min(int(n_maps), n_cells)) if _has_maps(match) else 0
     fig = Figure(figsize=(FULL_WIDTH, 5.2 if n_maps else 3.2), layout="constrained")
     grid = fig.add_gridspec(2 if n_maps else 1, max(n_maps, 1) + (1 if n_maps else 0),
@@ -42,7 +44,7 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
     handles = [Line2D([], [], ls="", marker="o", color=c, label=pretty_label(g)) for g, c in colors.items()]
     handles += [Line2D([], [], ls="", marker="D", mfc="none", color="0.3", label="in-sample (biased)"),
                 Patch(color="0.85", label="chance (mean to 95th pct)")]
-    if "p_value" in match:
+    if "significant" in match or "p_value" in match:
         handles.append(Line2D([], [], ls="", marker="$*$", color="k", label=_p_value_note(match, alpha)))
     ax.legend(handles=handles, title=group_name, fontsize="small", loc="upper left",
               bbox_to_anchor=(1.0, 1.0))
@@ -54,7 +56,14 @@ def plot_interneuron_matches(match: xr.Dataset, n_maps: int = 4, alpha: float = 
 
 
 def _p_value_note(match: xr.Dataset, alpha: float) -> str:
-    """Legend text of the significance mark: the test's smallest possible p and no correction."""
+    """Legend text of the significance mark: which p, which correction (the report's table uses the same)."""
+    if "significant" in match:
+        shifts = match["exact_n_shifts"].values if "exact_n_shifts" in match else np.zeros(0)
+        shifts = shifts[shifts > 0]
+        text = f"Holm-adjusted p ≤ {alpha:g}\n(over {match.sizes['interneuron']} interneurons"
+        if shifts.size:
+            text += f";\nexact null, ≥ {int(shifts.min()):,} shifts"
+        return text + ")"
     note = f"p < {alpha:g}"
     n_shifts = match.attrs.get("n_shifts")
     if n_shifts:
@@ -91,10 +100,15 @@ def _draw_match_summary(ax: Axes, match: xr.Dataset, order: np.ndarray, groups: 
         ax.scatter(x, match["insample_correlation"].values[order], marker="D", facecolors="none",
                    edgecolors=point_colors, s=22, zorder=3)
     ax.scatter(x, heldout, c=point_colors, s=28, zorder=4)
-    if "p_value" in match:
-        for xi, r, p in zip(x, heldout, match["p_value"].values[order]):
-            if p < alpha:
-                ax.annotate("*", (xi, r), textcoords="offset points", xytext=(5, -4), ha="left")
+    if "significant" in match:
+        marks = match["significant"].values.astype(bool)[order]
+    elif "p_value" in match:
+        marks = match["p_value"].values[order] < alpha
+    else:
+        marks = np.zeros(order.size, bool)
+    for xi, r, mark in zip(x, heldout, marks):
+        if mark:
+            ax.annotate("*", (xi, r), textcoords="offset points", xytext=(5, -4), ha="left")
     ax.axhline(0, color="0.5", lw=0.6)
     ids = np.array([str(i) for i in (match["interneuron"].values if "interneuron" in match.coords
                                      else np.arange(order.size))])[order]

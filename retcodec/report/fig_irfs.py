@@ -85,10 +85,10 @@ def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: i
     lag = coord_values(temporal, "lag", DT)
     # the first row carries the cell titles, the last the lag label: taller, so all maps match
     ratios = [1.0] * n_rows
-    ratios[0] += 0.2
+    ratios[0] += 0.35
     ratios[-1] += 0.12
     fig = Figure(figsize=(FULL_WIDTH, 1.35 * sum(ratios) + 0.9), layout="constrained")
-    rows = fig.subfigures(n_rows + 1, 1, height_ratios=ratios + [0.5])
+    rows = fig.subfigures(n_rows + 1, 1, height_ratios=ratios + [0.7])
     image, scale_ax, first_line_ax = None, None, None
     for r, row in enumerate(rows[:-1]):
         axes = row.subplots(1, n_img + 1, width_ratios=[1] * n_img + [max(1.6, 0.5 * n_img)])
@@ -113,8 +113,8 @@ def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: i
             if r == 0:
                 title = f"cell {cells[c]}" if cells[c] is not None else "all cells"
                 if shown_types is not None:
-                    title = f"{pretty_label(shown_types[c])}\n{title}"
-                ax.set_title(title, fontsize="small", color=column_colors[c])
+                    title = f"{_wrapped(pretty_label(shown_types[c]))}\n{title}"
+                ax.set_title(title, fontsize="x-small", color=column_colors[c])
         scale_ax = axes[0]
         ax = axes[-1]
         if first_line_ax is not None:
@@ -131,19 +131,29 @@ def plot_irf_filters(spatial: xr.DataArray, temporal: xr.DataArray, max_cells: i
         ax.tick_params(labelsize="small")
         ax.set_ylabel("weight", fontsize="small")
         if r == 0:
-            ax.set_title("temporal filters (unit norm)", fontsize="small")
+            ax.set_title("temporal filters (unit norm;\npositive at the peak lag)", fontsize="x-small")
         if r == n_rows - 1:
             ax.set_xlabel("lag before the response (s)", fontsize="small")
     _scale_bar(scale_ax, side)
     if image is not None:
-        cax = rows[-1].add_axes((0.2, 0.62, 0.6, 0.14))
+        cax = rows[-1].add_axes((0.2, 0.72, 0.6, 0.1))
         cbar = rows[-1].colorbar(image, cax=cax, orientation="horizontal")
         cbar.ax.tick_params(labelsize="small")
-        cbar.set_label(f"spatial filter weight (unit-norm filters); each map shows {side:g} × {side:g} "
-                       "stimulus px around its cell's receptive field", fontsize="small")
+        cbar.set_label(f"spatial filter weight (unit norm; sign: temporal filter positive at its peak lag, so "
+                       f"red centre = ON, blue = OFF)\neach map shows {side:g} × {side:g} stimulus px around "
+                       "its cell's receptive field", fontsize="small")
     fig.suptitle((f"{layer}: " if layer else "") + "instantaneous receptive fields while a mode combination "
                  "is active", fontsize="medium")
     return fig
+
+
+def _wrapped(label: str, width: int = 10) -> str:
+    """A type name on two lines when longer than ``width`` (split at the space nearest the middle)."""
+    if len(label) <= width or " " not in label:
+        return label
+    spaces = [i for i, ch in enumerate(label) if ch == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(label) / 2))
+    return label[:cut] + "\n" + label[cut + 1:]
 
 
 def _representative_cells(maps: np.ndarray, types: np.ndarray | None, max_cells: int) -> np.ndarray:

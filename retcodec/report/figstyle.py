@@ -16,16 +16,17 @@ import numpy as np
 import xarray as xr
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 
 from retcodec.errors import ConfigurationError, ShapeError
+from retcodec.insilico.circuit import GANGLION_TYPES, INTERNEURON_TYPES
 from retcodec.io.storage import atomic_path
 
 __all__ = ["DT", "SIGN_COLORS", "DIVERGING", "FULL_WIDTH", "SIGN_GLYPHS", "save_figure",
            "as_dataset", "require_variable", "require_dims", "coord_values", "bin_edges",
            "symmetric_norm", "label_rows", "pretty_label", "type_colors", "per_cell",
-           "per_cell_types", "mode_names"]
+           "per_cell_types", "mode_names", "KNOWN_TYPES", "PALETTES"]
 
 #: seconds per bin when a time or lag axis has no coordinate (the recordings' 10 ms bins)
 DT = 0.01
@@ -154,16 +155,37 @@ def pretty_label(label: Any) -> str:
     return str(label).replace("_", " ")
 
 
-def _category_colors(values: Sequence[Any]) -> dict[Any, Any]:
-    """A distinct colour per category (tab10, or tab20 for more than 10)."""
-    categories = list(dict.fromkeys(values))
-    cmap = colormaps["tab10" if len(categories) <= 10 else "tab20"]
-    return {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+#: the known types of each kind, in palette order: a type keeps its colour whatever else a figure shows
+KNOWN_TYPES = {"cell": GANGLION_TYPES, "interneuron": INTERNEURON_TYPES + ("bipolar", "amacrine")}
+#: colour lists of each kind: cell types and interneuron types never share a palette
+PALETTES = {"cell": "tab10",
+            "interneuron": ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
+                            "#1f4e79", "#666666"]}       # Dark2 and navy: no colour of the cell palette
+#: colour of a missing or unknown type
+UNKNOWN_COLOR = (0.55, 0.55, 0.55, 1.0)
 
 
-def type_colors(types: Sequence[Any] | np.ndarray) -> dict[Any, Any]:
-    """One colour per cell type, the same in every figure (types in sorted order, tab10/tab20)."""
-    return _category_colors(sorted(set(np.asarray(types).tolist()), key=str))
+def type_colors(types: Sequence[Any] | np.ndarray, kind: str = "cell") -> dict[Any, Any]:
+    """One colour per type of ``kind`` (``"cell"`` or ``"interneuron"``), the same in every figure.
+
+    Known types (:data:`KNOWN_TYPES`) take fixed places in the kind's palette
+    (:data:`PALETTES`), so a figure that shows a subset of the types colours
+    each as every other figure does; other types follow in sorted order
+    (after the known ones). ``unknown``/``none`` types are grey. Returns the
+    types present, in sorted order.
+    """
+    if kind not in PALETTES:
+        raise ConfigurationError(f"kind must be one of {sorted(PALETTES)}, got {kind!r}")
+    present = sorted(set(np.asarray(types).astype(str).tolist()), key=str)
+    known = list(KNOWN_TYPES[kind])
+    extra = sorted(t for t in present if t not in known and t not in ("unknown", "none"))
+    order = known + extra
+    palette = PALETTES[kind]
+    colors = [to_rgba(c) for c in palette] if not isinstance(palette, str) else \
+        [colormaps[palette](i) for i in range(colormaps[palette].N)]
+    if len(order) > len(colors):
+        colors = [colormaps["tab20"](i) for i in range(20)]
+    return {t: UNKNOWN_COLOR if t in ("unknown", "none") else colors[order.index(t) % len(colors)] for t in present}
 
 
 def mode_names(modes: xr.DataArray, max_terms: int = 3, share: float = 0.8) -> list[str]:

@@ -21,22 +21,30 @@ missing.
 The figures are drawn in modules by group (:mod:`~retcodec.report.fig_contributions`,
 :mod:`~retcodec.report.fig_modes`, :mod:`~retcodec.report.fig_cells`,
 :mod:`~retcodec.report.fig_irfs`, :mod:`~retcodec.report.fig_interneurons`,
-:mod:`~retcodec.report.fig_stats`) on the shared style and helpers of
+:mod:`~retcodec.report.fig_stats`, :mod:`~retcodec.report.fig_trends`,
+:mod:`~retcodec.report.fig_ablation`, :mod:`~retcodec.report.fig_stimulus`,
+:mod:`~retcodec.report.fig_agreement`, :mod:`~retcodec.report.fig_mei`) on the shared style and helpers of
 :mod:`~retcodec.report.figstyle`; this module is their public face and
 re-exports every plotting function, helper and constant listed in ``__all__``.
 """
 from __future__ import annotations
 
+from retcodec.report.fig_ablation import plot_ablation_curves
+from retcodec.report.fig_agreement import plot_layer_agreement
 from retcodec.report.fig_cells import plot_mode_cell_matrix
 from retcodec.report.fig_contributions import plot_contribution_heatmap
 from retcodec.report.fig_interneurons import plot_interneuron_matches
+from retcodec.report.fig_mei import plot_meis
 from retcodec.report.fig_irfs import combination_labels, plot_irf_filters
 from retcodec.report.fig_modes import plot_mode_sweep, plot_modes
 from retcodec.report.fig_stats import METRIC_LABELS, TYPE_MARKERS, plot_fit_quality, plot_sparsity
+from retcodec.report.fig_stimulus import plot_stimulus_view
+from retcodec.report.fig_trends import plot_layer_trends
 from retcodec.report.figstyle import (DIVERGING, DT, FULL_WIDTH, SIGN_COLORS, SIGN_GLYPHS, mode_names,
                                       save_figure, type_colors)
 
 __all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes", "plot_mode_sweep",
            "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality",
+           "plot_layer_trends", "plot_ablation_curves", "plot_stimulus_view", "plot_layer_agreement", "plot_meis",
            "mode_names", "combination_labels", "type_colors",
            "DT", "SIGN_COLORS", "DIVERGING", "FULL_WIDTH", "SIGN_GLYPHS", "METRIC_LABELS", "TYPE_MARKERS"]

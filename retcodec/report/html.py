@@ -19,10 +19,14 @@ import numpy as np
 import xarray as xr
 
 from retcodec.analysis.evaluation import FIT_METRICS
+from retcodec.analysis.uncertainty import median_interval
 from retcodec.io.provenance import versions
 from retcodec.io.storage import atomic_path
 from retcodec.modes.sweep import ROBUST_R2_LOSS, ROBUST_STABILITY
 from retcodec.report.mode_summary import frontier_html, mode_table_rows, robustness_html
+from retcodec.report.paper_sections import (ablation_html, fit_interval_text, interneuron_note, interneuron_rows,
+                                            irf_similarity_rows, stimulus_view_html, trends_html)
+from retcodec.report.tables import fmt, fmt_interval, html_table
 
 __all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
 
@@ -69,6 +73,27 @@ CAPTIONS = {
                     "maps of example units.",
     "sparsity": "Hoyer sparsity of contributions and of activations across channels, per layer (1: one "
                 "channel carries everything; 0: all channels equal).",
+    "layer_trends": "Contributions (red) vs activations (grey) per layer, as in the paper's Fig. 3: sparsity, "
+                    "E/I correlation (contributions only) and dimensionality; bars are 95 % block-bootstrap "
+                    "intervals over windows.",
+    "ablation": "Ablation and preservation curves, as in the paper's Fig. 6: the mean rate of each mode's own "
+                "cells (solid) and of the other cells (dashed) when the mode's top-weighted channels are "
+                "silenced (left) or kept alone (middle), for contribution modes (red) and the activation-mode "
+                "control (grey); bands: 95 % bootstrap intervals over modes. Crosses: random channel sets of "
+                "each contribution mode's size (own cells, bars 2.5–97.5 % over sets); open circles: the "
+                "mode's own set. Right: specificity, median over modes.",
+    "stimulus_view": "A stretch of the stimulus with the cells' rates (model in colour, recorded trial average "
+                     "in grey), each layer's mode loadings and the IRF moments (triangles); the numbered "
+                     "moments' rank-1 spatial receptive fields are below (red centre = ON, blue = OFF).",
+    "meis": "Input-space view of the {layer} modes (the retina counterpart of the paper's Fig. 7): the "
+            "stimulus window that drives each mode's loading most, found by gradient ascent on the projection "
+            "of the window's contributions (activation × gradient of the surprisal) onto the mode's weights, at "
+            "a fixed RMS contrast of 1 (z-scored units; the ascent concentrates it on a few pixels, so local "
+            "contrast far exceeds the stimulus'). Shown as its rank-1 spatial map (red: brightening drives the "
+            "mode) and temporal profile.",
+    "layer_agreement": "Cell-type clusterings from the first and second layer side by side (the paper's "
+                       "Fig. 8C): the number of cells in each pair of clusters, matched clusters on the "
+                       "diagonal, with the adjusted Rand index.",
 }
 
 #: what each table column means, shown under the table
@@ -82,41 +107,10 @@ COLUMN_HELP = {
           "'no active mode': share of bins where none is. Multi-channel: no channel carries more than 80 % "
           "of the mode's weight.",
     "stability": "Hungarian-matched cosine of the modes across seeds, summed over matched pairs and divided "
-                 "by the larger count (1 = the same modes every time).",
+                 "by the larger count (1 = the same modes every time): the mean over seed pairs, with the "
+                 "lowest pair beside it (the spread over seeds).",
     "ARI": "adjusted Rand index against the true cell types (1 = identical partition, 0 = chance).",
 }
-
-
-# --------------------------------------------------------------------------- formatting
-def fmt(v: Any, digits: int = 2) -> str:
-    """A number as a reader wants it: integers without decimals, floats rounded, NaN as a dash."""
-    if v is None:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        if not np.isfinite(v):
-            return "–"
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        if abs(v) < 0.01:
-            return f"{v:.1e}" if v != 0 else "0"
-        return f"{v:.{digits}f}"
-    return html.escape(str(v))
-
-
-def html_table(rows: Sequence[Mapping[str, Any]], text_columns: Iterable[str] = ()) -> str:
-    """A table inside a scrolling box (never wider than the page)."""
-    if not rows:
-        return "<p class='note'>(none)</p>"
-    cols = list(rows[0])
-    text = set(text_columns) | {c for c in cols if all(isinstance(r.get(c), str) for r in rows)}
-    cls = {c: " class='t'" if c in text else "" for c in cols}
-    head = "".join(f"<th{cls[c]}>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td{cls[c]}>{fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<div class='wrap'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def embed_png(path: Path, caption: str | None = None) -> str:
@@ -162,8 +156,8 @@ def _scalar(ds: xr.Dataset | None, name: str) -> float | None:
 # --------------------------------------------------------------------------- sections
 def _fit_rows(stats: xr.Dataset) -> tuple[str, dict[str, float]]:
     medians = {k[len("fit_median_"):]: float(v) for k, v in stats.attrs.items() if k.startswith("fit_median_")}
-    rows = [{"metric": k.replace("_", " "), "median over reliable cells": v, "meaning": FIT_METRICS.get(k, "")}
-            for k, v in medians.items() if k in FIT_METRICS]
+    rows = [{"metric": k.replace("_", " "), "median over reliable cells [95 % interval]": fit_interval_text(stats, k),
+             "meaning": FIT_METRICS.get(k, "")} for k, v in medians.items() if k in FIT_METRICS]
     return html_table(rows, text_columns=("metric", "meaning")), medians
 
 
@@ -176,8 +170,8 @@ def _completeness(stats: xr.Dataset, layers: Sequence[str]) -> tuple[str, float]
             for st in comp["statistic"].values:
                 r[f"completeness {st}"] = float(comp.sel(layer=layer, statistic=st))
             worst = max(worst, float(comp.sel(layer=layer, statistic="p95")))
-        for var, label in (("contribution_sparsity_mean", "contribution sparsity"),
-                           ("activation_sparsity_mean", "activation sparsity"),
+        for var, label in (("contribution_sparsity_mean", "contribution sparsity (mean over windows)"),
+                           ("activation_sparsity_mean", "activation sparsity (mean over windows)"),
                            ("contribution_dimensionality", "contribution dimensionality"),
                            ("pos_neg_correlation_mean", "E/I correlation")):
             if var in stats and "layer" in stats[var].dims and layer in stats["layer"].values:
@@ -221,41 +215,28 @@ def _type_rows(types: xr.DataTree) -> tuple[list[dict[str, Any]], dict[str, Any]
 def _interneuron_section(inter: xr.Dataset | None) -> tuple[str, dict[str, Any]]:
     if inter is None:
         return "<p class='note'>No interneuron files were given; this stage was skipped.</p>", {}
-    n_shifts = int(inter.attrs.get("n_shifts", inter.sizes.get("shift", 0)) or 0)
     n = inter.sizes["interneuron"]
-    rows = []
-    for i in range(n):
-        r = {"interneuron": str(inter["interneuron"].values[i])}
-        if "cell_type" in inter.coords:
-            r["true type"] = str(inter["cell_type"].values[i]).replace("_", " ")
-        r.update({"best unit": f"{inter['best_layer'].values[i]} ch {int(inter['best_channel'].values[i])}",
-                  "held-out r": float(inter["heldout_correlation"].values[i]),
-                  "chance p95": float(inter["chance_p95"].values[i]), "p": float(inter["p_value"].values[i])})
-        if "best_unit_type" in inter:
-            r["unit's type"] = str(inter["best_unit_type"].values[i]).replace("_", " ")
-        rows.append(r)
-    floor = 1.0 / (n_shifts + 1) if n_shifts else float("nan")
-    significant = int(np.sum(inter["p_value"].values <= 0.05 / max(n, 1))) if n else 0
-    note = (f"<p class='note'>The best unit is chosen on alternate time blocks and scored on the others "
-            f"(held-out r); chance comes from {n_shifts} circular shifts of each recording, so the smallest "
-            f"possible p is 1/({n_shifts}+1) = {fmt(floor, 3)}: a p at that floor means 'better than every "
-            f"shift', not a precise probability. No correction for the {n} comparisons is applied to p; with "
-            f"Bonferroni (p ≤ 0.05/{n}) {significant} of {n} interneurons would remain significant"
-            + (" — none can, since the floor is above that threshold" if floor > 0.05 / max(n, 1) else "")
-            + ".</p>")
-    info = {"median_r": float(np.nanmedian(inter["heldout_correlation"])),
+    rows, note = interneuron_rows(inter), interneuron_note(inter)
+    median_r = median_interval(inter["heldout_correlation"].values)
+    info = {"median_r": median_r[0], "median_r_interval": median_r[1:],
             "chance": float(np.nanmedian(inter["chance_p95"])), "n": n,
             "type_match": inter.attrs.get("type_match_rate")}
     extra = (f"<p>The best unit's type matches the interneuron's true type for "
              f"{fmt(100 * info['type_match'], 0)} % of the interneurons.</p>"
              if info["type_match"] is not None else "")
+    if "significant" in inter:
+        info["n_significant"] = int(np.sum(inter["significant"].values))
     return html_table(rows) + note + extra, info
 
 
-def _experiment_section(exp: xr.Dataset | None, cell_types: Any) -> tuple[str, list[str], dict[str, Any]]:
+def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figures: str = "",
+                        random_state: int = 0) -> tuple[str, list[str], dict[str, Any]]:
     if exp is None:
         return "<p class='note'>No experiments were run.</p>", [], {}
+    from retcodec.analysis.ablation import ablation_curves
     from retcodec.analysis.experiments import hypotheses
+
+    curves = ablation_curves(exp, random_state=random_state) if "ratio" in exp else None
 
     hyps = hypotheses(exp, cell_types=cell_types)
     lines = [h.sentence for h in hyps]
@@ -277,6 +258,7 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any) -> tuple[str, l
             f"correlation with each cell's rate, {fmt(info['baseline_spearman'])}); sign correct on "
             f"<b>{fmt(100 * (info['sign_accuracy'] or np.nan), 0)} %</b> of the {fmt(int(info['n_sign_pairs'] or 0))} "
             f"pairs whose true effect is at least 20 % (baseline {fmt(100 * (info['baseline_sign_accuracy'] or np.nan), 0)} %).</p>")
+    parts.append(ablation_html(curves) + ablation_figures)
     parts.append("<h3>Hypotheses to take to the rig</h3>")
     parts.append("<ol>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ol>" if lines else
                  "<p class='note'>No silencing had a clear effect (|effect| ≥ 20 % with an interval "
@@ -315,7 +297,8 @@ def _methods(cfg: Any, n_windows: int) -> str:
 
 def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows: list[dict[str, Any]],
               type_info: Mapping[str, Any], inter_info: Mapping[str, Any], exp_info: Mapping[str, Any],
-              hyps: Sequence[str], worst_completeness: float, simulated: bool) -> str:
+              hyps: Sequence[str], worst_completeness: float, simulated: bool,
+              differences: Sequence[str] = ()) -> str:
     rec = run.inputs.recording
     items = [f"<b>Data.</b> {fmt(n_windows)} test windows of 10 ms ({fmt(n_windows * 0.01, 0)} s) of "
              f"{html.escape(str(rec.attrs.get('stim_type', 'stimulus')))} stimulation, {rec.sizes['cell']} ganglion "
@@ -333,6 +316,9 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
             f"variance with {fmt(r['L0'])} active per time bin on average "
             f"({fmt(r['multi-channel modes (%)'], 0)} % of them multi-channel; seed stability "
             f"{fmt(r['stability'], 3)})" for r in mode_rows) + ".")
+    if differences:
+        items.append("<b>Where this retina model departs from the paper's ImageNet trends.</b> "
+                     + " ".join(html.escape(d) for d in differences))
     if type_info.get("k") is not None:
         text = f"<b>Cell types.</b> The drive profiles split the cells into {type_info['k']} types"
         if type_info.get("ari") is not None:
@@ -342,8 +328,11 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
         items.append(text + ".")
     if inter_info:
         items.append(f"<b>Interneurons.</b> The best model unit of each of {inter_info['n']} recorded "
-                     f"interneurons predicts it on held-out data at median r = {fmt(inter_info['median_r'])} "
-                     f"(chance 95th percentile {fmt(inter_info['chance'])}).")
+                     f"interneurons predicts it on held-out data at median r = "
+                     f"{fmt_interval(inter_info['median_r'], *inter_info.get('median_r_interval', (None, None)))} "
+                     f"(chance 95th percentile {fmt(inter_info['chance'])})"
+                     + (f"; {inter_info['n_significant']} of {inter_info['n']} are significant after Holm "
+                        f"correction" if "n_significant" in inter_info else "") + ".")
     if exp_info.get("n_hypotheses") is not None:
         text = f"<b>Experiments.</b> {exp_info['n_hypotheses']} silencing predictions have a clear effect"
         if exp_info.get("spearman") is not None:
@@ -361,6 +350,15 @@ def _overview(run: Any, n_windows: int, medians: Mapping[str, float], mode_rows:
     return ("<h2>Overview</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
             + (f"<p><b>Top hypotheses</b> (all in <a href='#experiments'>Experiments</a>):</p><ol>{top}</ol>"
                if top else ""))
+
+
+def _trend_differences(stats: xr.Dataset) -> list[str]:
+    """The layer-trend sentences that go against the paper's ImageNet trends."""
+    from retcodec.analysis.layer_trends import paper_trend_notes
+
+    if "contrast" not in stats:
+        return []
+    return [text for text, agrees in paper_trend_notes(stats) if agrees is False]
 
 
 def _provenance(run: Any) -> str:
@@ -398,7 +396,8 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     mode_rows = _mode_rows(modes, layers)
     type_rows, type_info = _type_rows(types)
     inter_html, inter_info = _interneuron_section(results.get("interneurons"))
-    exp_html, hyps, exp_info = _experiment_section(results.get("experiments"), cell_types)
+    exp_html, hyps, exp_info = _experiment_section(results.get("experiments"), cell_types,
+                                                   _figures(figures, "ablation"), int(cfg.random_state or 0))
 
     s: list[str] = []
     s.append(f"<h1>retcodec report</h1><p>Model <code>{html.escape(str(run.inputs.model_path))}</code> on "
@@ -407,7 +406,7 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
         s.append("<p class='warn'>This is the bundled <b>in-silico retina</b>: simulated data whose cell "
                  "types, interneurons and wiring are known, not a recording of a real retina.</p>")
     s.append(_overview(run, n_windows, medians, mode_rows, type_info, inter_info, exp_info, hyps, worst,
-                       simulated))
+                       simulated, _trend_differences(stats)))
     s.append(_methods(cfg, n_windows))
     s.append("<h2>Model fit (test split)</h2>" + fit_table + _figures(figures, "fit_quality"))
     s.append(f"<h2>Contributions</h2><p class='note'>{COLUMN_HELP['completeness median / p95 / max']} "
@@ -416,7 +415,7 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
              + (f"<p class='warn'>In 5 % of the windows the completeness error exceeds {fmt(100 * worst, 1)} % "
                 "(relative errors blow up where the target barely changes): treat single-window "
                 "contributions there as approximate, or use steps='auto'.</p>" if worst > 0.05 else "")
-             + _figures(figures, "contributions"))
+             + _figures(figures, "contributions") + trends_html(stats) + _figures(figures, "layer_trends"))
     s.append("<h2>Contribution modes</h2><p class='note'>" + " ".join(
         f"<b>{k}</b>: {v}" for k, v in COLUMN_HELP.items() if k in ("modes", "R²", "L0", "stability"))
         + " Activation modes: the same estimator on the activations (the control).</p>"
@@ -439,26 +438,19 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
                              zip(la[la.dims[0]].values, la.values)) + ".</p>")
     s.append("<h2>Cell types</h2>" + type_text + "<p class='note'>Every row is one clustering of the cells, "
              f"k chosen by the same rule. {COLUMN_HELP['ARI']}</p>" + html_table(type_rows) + agree
-             + _figures(figures, "cell_types"))
-    rows = []
-    irfs = results.get("irfs")
-    for layer in layers:
-        if irfs is None or layer not in irfs.children:
-            continue
-        node = irfs[layer].to_dataset()
-        if "within_set_similarity_pooled" in node:
-            combos = irfs[layer]["combinations"].to_dataset() if "combinations" in irfs[layer].children else None
-            rows.append({"layer": layer, "combinations": int(node.sizes.get("combination", 0)),
-                         "mean active modes": float(combos["n_active"].mean()) if combos is not None else None,
-                         "no active mode (%)": 100 * float(combos["fraction_none"]) if combos is not None
-                         else None,
-                         "within-combination similarity": float(node["within_set_similarity_pooled"]),
-                         "across-combination similarity": float(node["across_set_similarity_pooled"])})
+             + _figures(figures, "layer_agreement") + _figures(figures, "cell_types"))
+    rows = irf_similarity_rows(results.get("irfs"), layers)
     s.append("<h2>Instantaneous receptive fields</h2><p class='note'>Pearson correlation of a cell's rank-1 "
              "spatial filters at moments with the same combination of active modes (within) vs different "
              "combinations (across): within > across means the modes predict how the receptive field "
              "changes. A mode is active where its loading is non-zero, as in the modes table, so the mean "
-             "number of active modes here is that table's L0.</p>" + html_table(rows) + _figures(figures, "irfs"))
+             "number of active modes here is that table's L0. Brackets: 95 % bootstrap intervals over cells; "
+             "p: the within − across difference against 1000 shuffles of the combination labels of each "
+             "cell's moments. Sign convention of the maps: each temporal filter is positive at its peak lag, "
+             "so the spatial map carries the polarity (red centre = ON, blue = OFF).</p>"
+             + html_table(rows, text_columns=("layer",)) + _figures(figures, "irfs"))
+    s.append("<h2>What drives each mode, in stimulus space</h2>" + _figures(figures, "meis"))
+    s.append(stimulus_view_html() + _figures(figures, "stimulus_view"))
     s.append("<h2>Model interneurons vs recordings</h2>" + inter_html + _figures(figures, "interneurons"))
     s.append("<h2 id='experiments'>Experiments and hypotheses</h2>" + exp_html)
     s.append("<h2>Sparsity</h2>" + _figures(figures, "sparsity"))

@@ -54,6 +54,7 @@ def mode_table_rows(modes: Mapping[str, xr.Dataset], layers: Sequence[str]) -> l
                      "no active mode (%)": 100 * float(ds.attrs.get("fraction_none", np.nan)),
                      "multi-channel modes (%)": 100 * multi_channel_share(ds["modes"]),
                      "stability": float(ds.attrs.get("stability", np.nan)),
+                     "lowest seed pair": float(ds.attrs.get("stability_min", np.nan)),
                      "seeds": len(seeds) if seeds else None,
                      "count rule": str(ds.attrs.get("count_rule", "")),
                      "activation modes": int(act.sizes["mode"]) if act is not None else None,
