@@ -470,8 +470,10 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
 DEFAULT_TYPING_WINDOWS = 400
 #: the k rule of the primary clustering and of every control (validated on simulated retinas)
 PRIMARY_K_RULE = "silhouette_gap"
-#: the primary features: both layers' drive profiles, concatenated, as fractions (not standardised)
-PRIMARY_FEATURES = "drive profiles of all layers combined"
+#: the primary features: each cell's drive decomposed over both layers' contribution modes (fractions per layer)
+PRIMARY_FEATURES = "drive over the contribution modes of all layers"
+#: the primary features when no contribution modes are given: the drive of every channel (E and I) of all layers
+FALLBACK_FEATURES = "drive profiles (channels) of all layers combined"
 
 
 def typing_windows(n_windows: int, max_windows: int | None = DEFAULT_TYPING_WINDOWS) -> np.ndarray:
@@ -536,12 +538,18 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                                           window_index=typing_windows(n, max_windows), device=device,
                                           progress=progress)
     kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule)
-    profile = drive_profiles(per_cell, layers)
+    contribution_modes = {l: modes[l] for l in layers if l in modes}
+    over_modes = len(contribution_modes) == len(layers) and all("modes" in ds for ds in contribution_modes.values())
+    if over_modes:
+        profile, resample = drive_over_modes(per_cell, contribution_modes, layers)
+        profile = profile.rename(layer="feature_layer", mode="feature_mode")
+    else:                                          # no contribution modes: the drive of the channels
+        profile, resample = drive_profiles(per_cell, layers), drive_resampler(per_cell, layers)
+        profile = profile.rename(layer="feature_layer", channel="feature_channel", sign="feature_sign")
     # the root's feature dim has its own name: DataTree children share the parent's dims
-    profile = profile.rename(feature="primary_feature", layer="feature_layer", channel="feature_channel",
-                             sign="feature_sign")
-    root = cluster_cells(profile, standardize=False, resample=drive_resampler(per_cell, layers), **kw)
-    root["drive_profile"] = profile
+    profile = profile.rename(feature="primary_feature")
+    root = cluster_cells(profile, standardize=False, resample=resample, **kw)
+    root["drive_profile"] = profile.assign_attrs(features=PRIMARY_FEATURES if over_modes else FALLBACK_FEATURES)
     nodes: dict[str, xr.Dataset] = {}
     skipped: dict[str, str] = {}
 
@@ -554,19 +562,15 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
             return
         nodes.update(made if isinstance(made, dict) else {name: made})
 
+    if over_modes:
+        control("drive/channels", lambda: cluster_cells(drive_profiles(per_cell, layers), standardize=False,
+                                                        resample=drive_resampler(per_cell, layers),
+                                                        consensus_resamples=N_CONTROL_RESAMPLES, **kw))
     for layer in layers:
         control(f"drive/{layer}",
                 lambda layer=layer: cluster_cells(drive_profiles(per_cell, [layer]), standardize=False,
                                                   resample=drive_resampler(per_cell, [layer]),
                                                   consensus_resamples=N_CONTROL_RESAMPLES, **kw))
-    contribution_modes = {l: modes[l] for l in layers if l in modes}
-    if contribution_modes and all("modes" in ds for ds in contribution_modes.values()):
-        def over_modes() -> xr.Dataset:
-            features, resample = drive_over_modes(per_cell, contribution_modes, layers)
-            return cluster_cells(features, standardize=False, resample=resample,
-                                 consensus_resamples=N_CONTROL_RESAMPLES, **kw)
-
-        control("drive/modes", over_modes)
     tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
                    k_rule=k_rule, consensus=True)
     for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
@@ -575,7 +579,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
             control(f"controls/{family}/{l}",
                     lambda l=l, loadings=loadings: cell_types({l: loadings[l]}, rates, **tree_kw)[l].to_dataset())
     control("controls/rates", lambda: cluster_rates(rates, **tree_kw))
-    root = _primary_summary(root, nodes, layers, per_cell, n_init, kw)
+    root = _primary_summary(root, nodes, layers, resample, n_init, kw)
     root = _diagnostics(root, profile)
     if skipped:
         root.attrs["skipped_clusterings"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
@@ -614,8 +618,7 @@ def _primary_layers(layers: Sequence[str] | None, tree: xr.DataTree | None,
 
 
 def _primary_summary(root: xr.Dataset, nodes: Mapping[str, xr.Dataset], layers: Sequence[str],
-                     per_cell: xr.DataTree, n_init: int, kw: Mapping[str, Any]) -> xr.Dataset:
-    from retcodec.analysis.drive import drive_profiles
+                     resample: Resampler, n_init: int, kw: Mapping[str, Any]) -> xr.Dataset:
     from sklearn.metrics import adjusted_rand_score
 
     names = ["primary"] + list(nodes)
@@ -638,10 +641,10 @@ def _primary_summary(root: xr.Dataset, nodes: Mapping[str, xr.Dataset], layers: 
                                    {"long_name": f"adjusted Rand index of the {layers[0]} and {layers[1]} "
                                                  f"clusterings of each feature family"})
         root = root.assign_coords(family=families)
-    n_time = per_cell[layers[0]].sizes["time"]
+    n_time = resample.n_time
     if n_time >= 6:
         k = int(root["chosen_k"])
-        halves = [drive_profiles(per_cell, layers, time_index=np.arange(i, n_time, 2)).values for i in (0, 1)]
+        halves = [resample.make(np.arange(i, n_time, 2)) for i in (0, 1)]
         labels = [kmeans_labels(h - h.mean(axis=0), k, kw["random_state"], n_init)[0] for h in halves]
         root["half_agreement"] = ((), adjusted_rand_score(*labels), {
             "long_name": "ARI of the primary clusterings (chosen k) of the even and odd windows"})
