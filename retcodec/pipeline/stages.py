@@ -398,6 +398,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         rec = run.inputs.recording
         cell_types = rec["cell_type"] if "cell_type" in rec.coords else None
         primary = types.to_dataset()["cluster"] if "cluster" in types.to_dataset() else None
+        if primary is not None and "drive_profile" in types.to_dataset():
+            save(lambda: fg.plot_cell_types(types), "types_primary")
         t = contrib[layers[0]]["time"].values
         n = min(len(t), 1000)
         for layer in layers:
@@ -412,8 +414,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
             control = f"controls/surprisal_modes/{layer}"
             if _has_node(types, control):
                 tnode = types[control].to_dataset()
-                save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], primary, tnode.get("linkage"),
-                                                      cell_types, layer=layer), f"cell_types_{layer}")
+                save(lambda: fg.plot_mode_cell_matrix(tnode["correlation"], primary, None, cell_types, layer=layer),
+                     f"cell_types_{layer}")
             inode = irfs[layer].to_dataset()
             if "spatial" in inode and inode.sizes.get("combination", 0):
                 save(lambda: fg.plot_irf_filters(inode["spatial"], inode["temporal"], modes=modes[layer]["modes"],

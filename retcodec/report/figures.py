@@ -40,11 +40,12 @@ from retcodec.report.fig_modes import plot_mode_sweep, plot_modes
 from retcodec.report.fig_stats import METRIC_LABELS, TYPE_MARKERS, plot_fit_quality, plot_sparsity
 from retcodec.report.fig_stimulus import plot_stimulus_view
 from retcodec.report.fig_trends import plot_layer_trends
+from retcodec.report.fig_types import plot_cell_types
 from retcodec.report.figstyle import (DIVERGING, DT, FULL_WIDTH, SIGN_COLORS, SIGN_GLYPHS, mode_names,
                                       save_figure, type_colors)
 
 __all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes", "plot_mode_sweep",
            "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality",
-           "plot_layer_trends", "plot_ablation_curves", "plot_stimulus_view", "plot_layer_agreement", "plot_meis",
+           "plot_layer_trends", "plot_ablation_curves", "plot_stimulus_view", "plot_layer_agreement", "plot_meis", "plot_cell_types",
            "mode_names", "combination_labels", "type_colors",
            "DT", "SIGN_COLORS", "DIVERGING", "FULL_WIDTH", "SIGN_GLYPHS", "METRIC_LABELS", "TYPE_MARKERS"]

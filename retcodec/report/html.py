@@ -26,6 +26,7 @@ from retcodec.modes.sweep import ROBUST_R2_LOSS, ROBUST_STABILITY
 from retcodec.report.mode_summary import frontier_html, mode_table_rows, robustness_html
 from retcodec.report.paper_sections import (ablation_html, fit_interval_text, interneuron_note, interneuron_rows,
                                             irf_similarity_rows, stimulus_view_html, trends_html)
+from retcodec.report.type_sections import type_uncertainty_html
 from retcodec.report.tables import fmt, fmt_interval, html_table
 
 __all__ = ["write_report", "embed_png", "html_table", "fmt", "CSS", "CAPTIONS"]
@@ -60,9 +61,15 @@ CAPTIONS = {
                    "one changed at a time as in the paper's supplement: stability of the modes against the "
                    "default fit (dashed: the level a robust setting keeps), R², L0 (active modes per bin) and "
                    "the number of modes.",
-    "cell_types": "Correlation of each cell's rate with each {layer} surprisal mode's loading (the paper's "
-                  "cell-type features), cells grouped by the primary cell-type clusters (colour strip) and "
+    "cell_types": "Control features: correlation of each cell's rate with each {layer} surprisal mode's loading "
+                  "(the paper's cell-type features), cells grouped by the primary types (grey strip) and "
                   "labelled by their true type when known.",
+    "types_primary": "The primary cell types. Left: the primary features of every cell (rows grouped by type; "
+                     "strips: the types found and the true types when known). Middle: the consensus, how often "
+                     "two cells fell in one type over resamples of windows (blocks) and cells, and each cell's "
+                     "confidence (its mean consensus with its type-mates; orange below 0.8, with the alternative "
+                     "type). Right: the evidence for each number of types (fraction of ambiguous cell pairs, "
+                     "silhouette), the chosen k and, when known, the true k.",
     "irfs": "Instantaneous receptive fields in {layer}: rank-1 spatial maps (cropped around the cells) and "
             "temporal filters (s before the response) of representative cells, per combination of active "
             "modes (active: non-zero loading, the same definition as the modes table; modes fitted on the "
@@ -188,7 +195,7 @@ def _feature_name(name: Any) -> str | None:
     if name is None:
         return None
     text = str(name)
-    return "the drive profiles (the primary answer)" if text == "primary" else \
+    return "the primary features" if text == "primary" else \
         text.replace("_", " ").replace("/", ": ")
 
 
@@ -200,7 +207,7 @@ def _type_rows(types: xr.DataTree) -> tuple[list[dict[str, Any]], dict[str, Any]
     rows = []
     if "clustering_k" in root:
         for i, name in enumerate(root["clustering"].values):
-            row = {"features": "primary: drive profiles, all layers" if str(name) == "primary"
+            row = {"features": f"primary: {root.attrs.get('primary', 'drive')}" if str(name) == "primary"
                    else str(name).replace("_", " ").replace("/", ": "),
                    "k": int(root["clustering_k"].values[i])}
             if "clustering_ari_truth" in root:
@@ -209,6 +216,7 @@ def _type_rows(types: xr.DataTree) -> tuple[list[dict[str, Any]], dict[str, Any]
     for var in ("layer_agreement", "half_agreement"):
         if var in root:
             info[var] = root[var]
+    info["uncertainty"] = type_uncertainty_html(root)
     return rows, info
 
 
@@ -437,7 +445,8 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
                  + ", ".join(f"{html.escape(str(f))} {fmt(float(v))}" for f, v in
                              zip(la[la.dims[0]].values, la.values)) + ".</p>")
     s.append("<h2>Cell types</h2>" + type_text + "<p class='note'>Every row is one clustering of the cells, "
-             f"k chosen by the same rule. {COLUMN_HELP['ARI']}</p>" + html_table(type_rows) + agree
+             f"k chosen by the same rule. {COLUMN_HELP['ARI']}</p>" + html_table(type_rows)
+             + type_info.get("uncertainty", "") + _figures(figures, "types_primary") + agree
              + _figures(figures, "layer_agreement") + _figures(figures, "cell_types"))
     rows = irf_similarity_rows(results.get("irfs"), layers)
     s.append("<h2>Instantaneous receptive fields</h2><p class='note'>Pearson correlation of a cell's rank-1 "
