@@ -37,8 +37,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, WEIGHT_MASS, Hypothesis,
-                                         hypotheses)
+from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, MIN_FEVE, WEIGHT_MASS,
+                                         Hypothesis, hypotheses)
+from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, direction_experiments,
+                                                 fractional_change, standard_error)
+from retcodec.analysis.interneuron_directions import MIN_MATCH_R, blind_spots
 from retcodec.analysis.statistics import pearson
 from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_fractions, curve_auc,
                                      dose_sets, model_input, specificity)
@@ -62,8 +65,6 @@ SIGN_THRESHOLD = 0.2
 MAX_WINDOWS = 1500
 #: random channel sets per mode (the null distribution)
 N_RANDOM = 20
-#: contiguous time blocks for the uncertainty of an effect
-N_BLOCKS = 10
 #: channels whose peak correlation with an interneuron is within this of the best are alternatives
 MATCH_MARGIN = 0.05
 #: a mode is active where its loading exceeds this quantile
@@ -82,27 +83,6 @@ def subsample_index(n: int, max_windows: int | None) -> np.ndarray:
     if max_windows < 2 * N_BLOCKS:
         raise ConfigurationError(f"max_windows must be at least {2 * N_BLOCKS}, got {max_windows}")
     return np.unique(np.linspace(0, n - 1, int(max_windows)).round().astype(np.int64))
-
-
-def fractional_change(silenced: np.ndarray, intact: np.ndarray, where: np.ndarray | None = None
-                      ) -> np.ndarray:
-    """``(mean silenced - mean intact) / mean intact`` over time (axis 0), per cell; rows ``where``."""
-    s, i = np.asarray(silenced, np.float64), np.asarray(intact, np.float64)
-    if where is not None:
-        s, i = s[where], i[where]
-    base = i.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(base > 0, (s.mean(axis=0) - base) / np.where(base > 0, base, 1.0), np.nan)
-
-
-def block_effects(silenced: np.ndarray, intact: np.ndarray, n_blocks: int = N_BLOCKS) -> np.ndarray:
-    """Fractional change in each of ``n_blocks`` contiguous time blocks: ``(block, cell)``."""
-    parts = np.array_split(np.arange(len(intact)), int(n_blocks))
-    return np.stack([fractional_change(silenced[p], intact[p]) for p in parts])
-
-
-def _standard_error(blocks: np.ndarray) -> np.ndarray:
-    return blocks.std(axis=0, ddof=1) / math.sqrt(blocks.shape[0])
 
 
 def mode_weights(modes: xr.Dataset, mode: Any) -> np.ndarray:
@@ -258,7 +238,7 @@ def _one_mode(runs: SilencingRuns, layer: str, mode: Any, source: str, w: np.nda
     return {"label": label, "layer": layer, "number": number, "ratio": ratio, "auc": groups,
             "spec": spec, "r": r, "cells": cells, "channels": in_layer,
             "effect": fractional_change(silenced, intact),
-            "effect_se": _standard_error(block_effects(silenced, intact, n_blocks)),
+            "effect_se": standard_error(block_effects(silenced, intact, n_blocks)),
             "effect_active": fractional_change(silenced, intact, active), "control": control,
             "weights": np.pad(w / max(w.max(), 1e-300), (0, n_channels - C), constant_values=np.nan)}
 
@@ -328,25 +308,33 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
 
 
 def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
-                            margin: float = MATCH_MARGIN) -> xr.Dataset:
-    """Silence each recorded interneuron's matched channel; predicted effect on every cell.
+                            margin: float = MATCH_MARGIN, directions: xr.Dataset | None = None,
+                            min_match_r: float = MIN_MATCH_R) -> xr.Dataset:
+    """Silence each recorded interneuron in the model; predicted effect on every cell.
 
-    Returns a Dataset over ``interneuron`` (ids as in ``match``) and ``cell``:
-    ``predicted_effect`` (best channel), ``effect_se`` (over ``n_blocks``
-    time blocks), ``effect_low``/``effect_high`` (95 % interval, widened to the
-    effects of the alternative channels: peak r within ``margin`` of the
-    best), ``block_effect (interneuron, block, cell)``, ``baseline_prediction``
-    (minus the Pearson r of the channel's summed activity with the cell's rate),
-    ``single_effect (unit, cell)`` (every channel silenced alone), and the
-    match (``matched_layer``, ``matched_channel``, ``heldout_correlation``,
-    ``alternatives``).
+    Two mappings (``mapping`` dim of ``mapping_effect``/``mapping_effect_se``):
+    ``"direction"`` projects the interneuron's fitted direction (``directions``,
+    from :func:`retcodec.analysis.interneuron_directions.map_interneurons`) out of
+    each hidden layer; ``"channel"`` (the control) silences its best-matching
+    channel. ``predicted_effect`` and its interval are those of the direction
+    (of the channel when no directions are given or an interneuron's direction is
+    empty; ``prediction_mapping`` says which), with ``effect_se`` over ``n_blocks``
+    time blocks and ``effect_low``/``effect_high`` (95 %; for the channel widened
+    to the alternative channels whose peak r is within ``margin`` of the best).
+    Also ``block_effect (interneuron, block, cell)``, ``baseline_prediction``
+    (minus the Pearson r of the matched channel's summed activity with the
+    rate), ``single_effect (unit, cell)``, the match (``matched_layer``,
+    ``matched_channel``, ``heldout_correlation``, ``alternatives``) and, with
+    directions, ``direction (interneuron, unit)``, ``direction_heldout_correlation``,
+    ``direction_chance_p95`` and ``blind_spot (interneuron)`` (no model
+    counterpart: :func:`~retcodec.analysis.interneuron_directions.blind_spots`).
     """
     points = runs.silencer.points
     intact = runs.intact
     layers = list(points)
     units = [(l, c) for l in layers for c in range(points[l].n_channels)]
     single = np.stack([runs.effect(l, [c]) for l, c in units])
-    se_single = np.stack([_standard_error(block_effects(runs.rates(l, [c]), intact, n_blocks))
+    se_single = np.stack([standard_error(block_effects(runs.rates(l, [c]), intact, n_blocks))
                           for l, c in units])
     peaks = _peak_correlations(match, layers)
     best_layer = [str(v) for v in match["best_layer"].values]
@@ -373,21 +361,39 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
         alternatives.append(",".join(f"{l}/{c}" for l, c in alts))
         if activity[layer] is not None:
             baseline[i] = -pearson(activity[layer][:, ch][:, None], intact, axis=0)
+    mappings, effects, ses = ["channel"], [pred.copy()], [se.copy()]
+    used = np.array(["channel"] * n, dtype=object)
+    extra: dict[str, Any] = {}
+    if directions is not None:
+        _check_same_interneurons(match, directions)
+        found = direction_experiments(runs.silencer, intact, directions, n_blocks)
+        mappings, effects, ses = ["direction", "channel"], [found["effect"], pred.copy()], [found["se"], se.copy()]
+        ok = ~found["empty"]
+        pred[ok], se[ok], blocks[ok] = found["effect"][ok], found["se"][ok], found["blocks"][ok]
+        low[ok] = pred[ok] - INTERVAL_Z * se[ok]
+        high[ok] = pred[ok] + INTERVAL_Z * se[ok]
+        used[ok] = "direction"
+        extra = _direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units])
     coords = {"interneuron": match["interneuron"].values, "block": np.arange(n_blocks),
               "unit": [f"{l}/{c}" for l, c in units], "unit_layer": ("unit", [l for l, _ in units]),
-              "unit_channel": ("unit", [c for _, c in units])}
+              "unit_channel": ("unit", [c for _, c in units]), "mapping": mappings}
     for name in ("file", "cell_index", "cell_class", "cell_type"):
         if name in match.coords:
             coords[name] = ("interneuron", match[name].values)
     return xr.Dataset(
         {"predicted_effect": (("interneuron", "cell"), pred, {
             "long_name": "(mean silenced rate - mean intact rate) / mean intact rate",
-            "description": "the interneuron's best-matching model channel silenced after its ReLU"}),
+            "description": "the interneuron silenced in the model: its direction projected out of the "
+                           "hidden layers' activity (prediction_mapping 'direction') or its best-matching "
+                           "channel set to 0 after its ReLU ('channel')"}),
+         "prediction_mapping": ("interneuron", used.astype(str)),
+         "mapping_effect": (("mapping", "interneuron", "cell"), np.stack(effects), {
+             "long_name": "predicted effect under each interneuron-to-model mapping"}),
+         "mapping_effect_se": (("mapping", "interneuron", "cell"), np.stack(ses), {
+             "long_name": "standard error over time blocks of each mapping's effect"}),
          "effect_se": (("interneuron", "cell"), se, {"long_name": "standard error over time blocks"}),
-         "effect_low": (("interneuron", "cell"), low, {
-             "long_name": "lower end of the 95 % interval over time blocks and alternative channels"}),
-         "effect_high": (("interneuron", "cell"), high, {
-             "long_name": "upper end of the 95 % interval over time blocks and alternative channels"}),
+         "effect_low": (("interneuron", "cell"), low, {"long_name": "lower end of the 95 % interval"}),
+         "effect_high": (("interneuron", "cell"), high, {"long_name": "upper end of the 95 % interval"}),
          "block_effect": (("interneuron", "block", "cell"), blocks,
                           {"long_name": "predicted effect within each contiguous time block"}),
          "baseline_prediction": (("interneuron", "cell"), baseline, {
@@ -398,8 +404,31 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
          "matched_channel": ("interneuron", np.array(best_channel)),
          "heldout_correlation": ("interneuron", np.asarray(match["heldout_correlation"].values, float)),
          "alternatives": ("interneuron", np.array(alternatives, dtype=str), {
-             "long_name": f"channels whose peak r is within {margin} of the best channel's"})},
+             "long_name": f"channels whose peak r is within {margin} of the best channel's"}),
+         **extra},
         coords=coords)
+
+
+def _check_same_interneurons(match: xr.Dataset, directions: xr.Dataset) -> None:
+    a, b = match["interneuron"].values.astype(str), directions["interneuron"].values.astype(str)
+    if a.shape != b.shape or (a != b).any():
+        raise ConfigurationError("the directions and the match cover different interneurons; map the "
+                                 "same interneuron files that were matched")
+
+
+def _direction_variables(directions: xr.Dataset, min_match_r: float, units: list[str]) -> dict[str, Any]:
+    weights = directions["direction"].reindex(unit=units, fill_value=0.0)
+    held = np.asarray(directions["heldout_correlation"].values, float)
+    chance = np.asarray(directions["chance_p95"].values, float)
+    blind = blind_spots(held, chance, min_match_r)
+    return {"direction": (("interneuron", "unit"), np.asarray(weights.values, float), {
+                "long_name": "non-negative weight of each channel in the interneuron's direction"}),
+            "direction_heldout_correlation": ("interneuron", held, {
+                "long_name": "Pearson r of the fitted direction with Vm on held-out time"}),
+            "direction_chance_p95": ("interneuron", chance, {
+                "long_name": "95th percentile of that r with Vm circularly shifted"}),
+            "blind_spot": ("interneuron", blind, {
+                "long_name": f"no model counterpart: held-out r <= its chance p95 or < {min_match_r}"})}
 
 
 def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
@@ -478,6 +507,12 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
     for prefix, name in (("", "predicted_effect"), ("baseline_", "baseline_prediction")):
         for key, value in effect_scores(result[name].values, true, threshold).items():
             scores[f"{prefix}{key}"] = value
+    if "mapping_effect" in result:
+        effects = result["mapping_effect"].transpose("mapping", "interneuron", "cell").values
+        per_method = [effect_scores(e, true, threshold) for e in effects]
+        for key in ("spearman", "sign_accuracy"):
+            out[f"mapping_{key}"] = ("mapping", [row[key] for row in per_method], {
+                "long_name": f"{key.replace('_', ' ')} of each interneuron-to-model mapping's predictions"})
     scores["n_scored_pairs"] = int(ok.sum())
     scores["n_sign_pairs"] = int((ok & (np.abs(true) >= threshold)).sum())
     long = {"spearman": "Spearman r of predicted vs true effects over (interneuron, cell) pairs",
@@ -523,7 +558,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 cell_threshold: float = CELL_THRESHOLD, n_blocks: int = N_BLOCKS,
                 margin: float = MATCH_MARGIN, sign_threshold: float = SIGN_THRESHOLD,
                 how: str = "zero", random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
-                device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
+                device: str | torch.device = "cpu", progress: bool = False,
+                directions: xr.Dataset | None = None, fit_quality: xr.Dataset | None = None,
+                min_match_r: float = MIN_MATCH_R, min_feve: float = MIN_FEVE) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
     Parameters
@@ -545,6 +582,12 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     sign_threshold : true |effect| from which signs are scored.
     how : ``"zero"`` (silence) or ``"mean"`` (clamp to the mean map), see :func:`retcodec.silence`.
     random_state, batch_size, device, progress : as elsewhere.
+    directions : the Dataset of :func:`retcodec.analysis.interneuron_directions.map_interneurons`:
+        each interneuron is then silenced as its direction (the single channel stays as the control).
+    fit_quality : per-cell ``correlation`` and ``feve (cell)`` of the model on held-out data
+        (:func:`retcodec.evaluate`); cells with ``feve < min_feve`` are marked ``poorly_fit``.
+    min_match_r : interneurons whose direction's held-out r is below this (or not above chance)
+        are marked ``blind_spot``.
 
     Returns
     -------
@@ -557,7 +600,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     source, _, _, cells = model_input(model, windows)
     contribution, activation = _split_modes(modes)
     layers = list(dict.fromkeys([*contribution, *activation] + (
-        [str(l) for l in interneurons["best_layer"].values] if interneurons is not None else [])))
+        [str(l) for l in interneurons["best_layer"].values] if interneurons is not None else []) + (
+        [str(l) for l in directions["unit_layer"].values] if directions is not None else [])))
     if not layers:
         raise ConfigurationError("nothing to do: give modes and/or interneurons")
     index = subsample_index(len(source), max_windows)
@@ -577,7 +621,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     result = xr.concat(parts, dim="mode", data_vars="all", coords="minimal", join="outer",
                        fill_value=np.nan) if len(parts) > 1 else (parts[0] if parts else xr.Dataset())
     if interneurons is not None:
-        result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin)],
+        result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin,
+                                                                    directions, min_match_r)],
                           compat="no_conflicts", join="outer", combine_attrs="drop")
     n_cells = runs.intact.shape[1]
     cells = np.asarray(cells) if len(cells) == n_cells else np.arange(n_cells)
@@ -586,6 +631,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                                                 "long_name": "mean intact model rate"})
     if cell_types is not None:
         result = result.assign_coords(ganglion_type=("cell", np.asarray(cell_types, dtype=str)))
+    if fit_quality is not None:
+        result = result.assign(_fit_variables(fit_quality, n_cells, min_feve))
     truth_ds = _read_truth(truth)
     scored = (truth_ds is not None and interneurons is not None and "cell_type" in result.coords
               and any(v in truth_ds for v in TRUTH_VARIABLES))
@@ -596,7 +643,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
               "n_random": n_random, "cell_threshold": cell_threshold, "n_blocks": n_blocks,
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
               "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
-              "how": how}
+              "how": how, "directions": directions is not None, "min_match_r": min_match_r,
+              "min_feve": min_feve}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,
                                          silenced_at="output of each layer's ReLU (after batch norm)",
@@ -604,6 +652,21 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                          cell_threshold=cell_threshold, sign_threshold=sign_threshold,
                                          truth_scored=int(scored)))
     return result
+
+
+def _fit_variables(fit: xr.Dataset, n_cells: int, min_feve: float) -> dict[str, Any]:
+    """``fit_correlation``, ``fit_feve`` and ``poorly_fit (cell)`` from an evaluation Dataset."""
+    missing = [v for v in ("correlation", "feve") if v not in fit]
+    if missing or fit["feve"].size != n_cells:
+        raise ShapeError(f"fit_quality needs 'correlation' and 'feve' over the model's {n_cells} cells "
+                         f"(retcodec.evaluate); missing {missing} or sized {fit['feve'].size}")
+    feve = np.asarray(fit["feve"].values, float)
+    return {"fit_correlation": ("cell", np.asarray(fit["correlation"].values, float),
+                                {"long_name": "correlation of model and recorded rate on held-out data"}),
+            "fit_feve": ("cell", feve, {"long_name": "fraction of explainable variance explained"}),
+            "poorly_fit": ("cell", ~(feve >= min_feve), {
+                "long_name": f"the model explains too little of this cell (FEVE < {min_feve} or unknown): "
+                             f"its predicted effects are not stated as hypotheses"})}
 
 
 def summary(result: xr.Dataset) -> dict[str, float | int]:

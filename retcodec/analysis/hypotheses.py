@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["hypotheses", "Hypothesis", "CELL_THRESHOLD", "WEIGHT_MASS", "CLEAR_EFFECT", "INTERVAL_Z"]
+__all__ = ["hypotheses", "Hypothesis", "CELL_THRESHOLD", "WEIGHT_MASS", "CLEAR_EFFECT", "INTERVAL_Z", "MIN_FEVE"]
 
 #: a mode's cells: Pearson r of rate with the mode's loadings at least this
 CELL_THRESHOLD = 0.3
@@ -23,6 +23,8 @@ CELL_THRESHOLD = 0.3
 WEIGHT_MASS = 0.8
 #: |effect| from which a cell's change counts as clear in a hypothesis
 CLEAR_EFFECT = 0.1
+#: cells whose model explains less of their explainable variance than this get no hypothesis
+MIN_FEVE = 0.4
 #: normal quantile of the reported intervals (95 %)
 INTERVAL_Z = 1.959964
 
