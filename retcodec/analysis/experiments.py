@@ -14,17 +14,21 @@ ReLU (:mod:`retcodec.engine.perturb`).
   where a mode's cells are those whose rate correlates with its loadings at
   ``r >= cell_threshold``. Activation modes go through the same analysis as
   the control.
-* :func:`interneuron_experiments`: each recorded interneuron's best-matching
-  model channel (held-out match of :func:`retcodec.match_interneurons`) is
-  silenced; ``predicted_effect (interneuron, cell)`` with an interval over
-  held-out time blocks and over the channels that match almost as well, and a
-  correlational baseline (minus the correlation of the channel's activity with
-  each cell's rate).
+* :func:`interneuron_experiments`: each recorded interneuron is silenced as its
+  direction in the hidden activity (:mod:`retcodec.analysis.interneuron_directions`,
+  projected out of each layer) and, as the control, as its best-matching model
+  channel (held-out match of :func:`retcodec.match_interneurons`);
+  ``predicted_effect (interneuron, cell)`` with an interval over held-out time
+  blocks, a correlational baseline (minus the correlation of the channel's
+  activity with each cell's rate), and the blind spots (``blind_spot``,
+  ``poorly_fit``).
 * :func:`score_against_truth`: Spearman correlation and sign accuracy of the
   predictions (and of the baseline) against true silencing effects.
 * :func:`experiments`: all of it in one Dataset (``experiments.nc``).
-* :func:`hypotheses`: ranked, structured, plain-English hypotheses
-  (:mod:`retcodec.analysis.hypotheses`, re-exported here with :class:`Hypothesis`).
+* :func:`hypotheses`: ranked, structured, plain-English hypotheses, one per
+  silenced interneuron type and per mode, and :func:`hypothesis_lines` (the text of
+  ``hypotheses.txt``, with what the model cannot predict and how it scores);
+  from :mod:`retcodec.analysis.lab_hypotheses`, re-exported here with :class:`Hypothesis`.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ import torch
 import xarray as xr
 
 from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, MIN_FEVE, WEIGHT_MASS,
-                                         Hypothesis, hypotheses)
+                                         Hypothesis)
+from retcodec.analysis.lab_hypotheses import hypotheses, hypothesis_lines
 from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, direction_experiments,
                                                  fractional_change, standard_error)
 from retcodec.analysis.interneuron_directions import MIN_MATCH_R, blind_spots
@@ -49,10 +54,10 @@ from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
 __all__ = ["experiments", "effect_scores", "SilencingRuns", "mode_experiments", "interneuron_experiments",
            "score_against_truth", "summary",
-           "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
+           "hypotheses", "hypothesis_lines", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
-           "ACTIVE_QUANTILE", "CLEAR_EFFECT"]
+           "ACTIVE_QUANTILE", "CLEAR_EFFECT", "MIN_FEVE", "MIN_MATCH_R"]
 
 # CELL_THRESHOLD, WEIGHT_MASS, CLEAR_EFFECT and INTERVAL_Z are declared in retcodec.analysis.hypotheses
 # (its sentences quote them) and imported from there.
@@ -650,6 +655,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                          silenced_at="output of each layer's ReLU (after batch norm)",
                                          effect="(mean silenced rate - mean intact rate) / mean intact rate",
                                          cell_threshold=cell_threshold, sign_threshold=sign_threshold,
+                                         min_match_r=min_match_r, min_feve=min_feve,
                                          truth_scored=int(scored)))
     return result
 

@@ -44,40 +44,55 @@ def check_direction(weights: np.ndarray, n_channels: int, layer: str) -> np.ndar
     return w
 
 
-def project_out(h: torch.Tensor, weights: torch.Tensor, axis: int = 1) -> torch.Tensor:
-    """``h`` minus its component along ``weights`` on the channel ``axis`` (at every other index)."""
+def project_out(h: torch.Tensor, weights: torch.Tensor, axis: int = 1,
+                loadings: torch.Tensor | None = None) -> torch.Tensor:
+    """``h - a (w . h)`` on the channel ``axis`` (at every other index), ``w = weights``.
+
+    ``a = loadings``, default ``w / |w|^2``: the orthogonal projection of ``w`` out of ``h``.
+    """
     norm = float((weights * weights).sum())
     if norm == 0:
         return h
     shape = [1] * h.ndim
     shape[axis] = -1
     w = weights.to(h.device, h.dtype).view(shape)
-    return h - w * (h * w).sum(dim=axis, keepdim=True) / norm
+    a = w / norm if loadings is None else loadings.to(h.device, h.dtype).view(shape)
+    return h - a * (h * w).sum(dim=axis, keepdim=True)
 
 
-def projection(weights: np.ndarray) -> Transform:
-    """A layer replacement (``f(output, channel_axis)``) that projects the direction ``weights`` out."""
+def projection(weights: np.ndarray, loadings: np.ndarray | None = None, clip: bool = False) -> Transform:
+    """A layer replacement (``f(output, channel_axis)``) removing the direction ``weights``.
+
+    ``loadings``: how much of the read-out ``w . h`` each channel carries (default: the
+    orthogonal projection); ``clip``: keep the result non-negative, like the ReLU before it.
+    """
     w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    a = None if loadings is None else torch.as_tensor(np.asarray(loadings, dtype=np.float64))
 
     def transform(h: torch.Tensor, axis: int) -> torch.Tensor:
         if h.shape[axis] != w.numel():
             raise ShapeError(f"a direction of {w.numel()} channels cannot be projected out of an output "
                              f"with {h.shape[axis]} channels")
-        return project_out(h, w, axis)
+        out = project_out(h, w, axis, a)
+        return out.clamp_min(0) if clip else out
     return transform
 
 
-def direction_rates(silencer: Silencer, directions: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Rates ``(time, out)`` of ``silencer``'s windows with each layer's direction projected out.
+def direction_rates(silencer: Silencer, directions: Mapping[str, np.ndarray],
+                    loadings: Mapping[str, np.ndarray] | None = None, clip: bool = False) -> np.ndarray:
+    """Rates ``(time, out)`` of ``silencer``'s windows with each layer's direction removed.
 
-    ``directions``: layer -> weights ``(channel,)``; layers with all-zero weights are left intact.
+    ``directions``: layer -> weights ``(channel,)``; layers with all-zero weights are left
+    intact. ``loadings``, ``clip``: as in :func:`projection`.
     """
     transforms = {}
     for layer, weights in directions.items():
         if layer not in silencer.points:
             raise ConfigurationError(f"a direction for layer {layer!r}, but silencing is set up for "
                                      f"{list(silencer.points)}")
-        w = check_direction(weights, silencer.points[layer].n_channels, layer)
+        n = silencer.points[layer].n_channels
+        w = check_direction(weights, n, layer)
+        a = None if loadings is None or layer not in loadings else check_direction(loadings[layer], n, layer)
         if np.any(w != 0):
-            transforms[layer] = projection(w)
+            transforms[layer] = projection(w, a, clip)
     return silencer.transformed_rates(transforms)

@@ -275,6 +275,8 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
                          max_windows=cfg.experiment_windows, random_state=cfg.random_state,
                          device=cfg.device, progress=cfg.progress, directions=directions, fit_quality=fit)
         ds.attrs.update(run.attrs("experiments"))
+        stim = str(rec.attrs.get("stim_type", "")).replace("naturalscene", "natural-scene movie")
+        ds.attrs["stimulus"] = f"the {stim} stimulus of the recording" if stim else "the recording's stimulus"
         write_netcdf_atomic(ds, path)
         numbers = summary(ds)
         run.say("  " + ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
