@@ -32,6 +32,10 @@ from retcodec.analysis.hypotheses import CLEAR_EFFECT, Hypothesis, cell_ranges, 
 __all__ = ["hypotheses", "hypothesis_lines", "manipulation_hypotheses", "blind_spot_statements",
            "score_statement", "UNKNOWN"]
 
+#: interneuron classes named after the type's other words
+CLASSES = ("bipolar", "amacrine")
+#: changes named in one hypothesis (the largest first; the rest are in experiments.nc)
+MAX_CHANGES = 3
 #: the cell_type of a recording whose type is not known
 UNKNOWN = "unknown"
 #: channels named in a direction's description: weight at least this share of its largest
@@ -39,7 +43,15 @@ MAIN_WEIGHT = 0.25
 
 
 def _label(name: str) -> str:
-    return str(name).replace("_", " ")
+    """A type name in biologists' words: ``"bipolar_on_transient"`` -> ``"ON-transient bipolar"``."""
+    words = [w for w in str(name).replace("-", "_").split("_") if w]
+    cls = [w for w in words if w in CLASSES]
+    rest = [{"on": "ON", "off": "OFF", "widefield": "wide-field"}.get(w, w) for w in words if w not in CLASSES]
+    polarity = "-".join(w for w in rest if w in ("ON", "OFF"))
+    others = " ".join(w for w in rest if w not in ("ON", "OFF"))
+    joint = "-" if polarity.count("-") == 0 else " "             # "OFF-sustained", "ON-OFF transient"
+    text = joint.join(x for x in (polarity, others) if x)
+    return " ".join(x for x in (text, *cls) if x) or str(name)
 
 
 def _groups(result: xr.Dataset) -> dict[str, list[int]]:
@@ -147,30 +159,31 @@ def manipulation_hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
         groups = _group_effects(result, used, keep_cells, clear, types)
         if not groups:
             continue
-        subject = _label(name) + (f" ({len(used)} recordings)" if len(used) > 1 else "")
+        subject = _label(name) + " cells" + (f" ({len(used)} recordings)" if len(used) > 1 else "")
         if len(used) < len(rows):
             subject += f"; {len(rows) - len(used)} more recording(s) without a model counterpart left out"
         desc = f"model counterpart: {_counterpart(result, used)}"
-        affected = sorted({c for g in groups for c in g["cells"]})
-        control = _control(result, used, affected)
-        changes = "; ".join(_change_text(g, typed, len(used)) for g in groups)
-        refute = "; ".join(f"{_cell_name(g['type'], 2, typed)} {cell_ranges(g['cells'])} do not "
-                           f"{'fall' if g['down'] else 'rise'} by at least {clear * 100:.0f} %" for g in groups)
+        shown = groups[:MAX_CHANGES]
+        control = _control(result, sorted({c for g in shown for c in g["cells"]}))
+        changes = "; ".join(_change_text(g, typed, len(used)) for g in shown)
+        if len(groups) > len(shown):
+            changes += f"; and {len(groups) - len(shown)} smaller change(s) (experiments.nc)"
         sentence = (f"Silencing {subject} [{desc}] on {stimulus}: {changes}. Control: the same stimulus "
                     f"without the silencing (in the model, a random single channel silenced changes these "
-                    f"cells by a median {_pct(control)}). Refuted if {refute}.")
+                    f"cells by a median {_pct(control)}). Refuted if any of these changes is absent (less than "
+                    f"{clear * 100:.0f} % in the predicted direction).")
         confidence = float(np.clip(np.nanmedian(r_all[used]), 0, 1))
         size = max(abs(g["size"]) for g in groups)
-        down = [g for g in groups if g["down"]]
-        up = [g for g in groups if not g["down"]]
+        down = [g for g in shown if g["down"]]
+        up = [g for g in shown if not g["down"]]
         out.append(Hypothesis(
             "interneuron", str(name), str(result["matched_layer"].values[used[0]]),
             tuple(int(result["matched_channel"].values[i]) for i in used[:1]), desc,
             tuple(c for g in down for c in g["cells"]), _span(down), tuple(c for g in up for c in g["cells"]),
             _span(up), control, confidence, size * confidence, sentence,
-            {f"{g['type']}|{'decrease' if g['down'] else 'increase'}": g for g in groups},
+            {f"{g['type']}|{'decrease' if g['down'] else 'increase'}": g for g in shown},
             recordings=tuple(str(result["interneuron"].values[i]) for i in used),
-            contradicted=any(g.get("contradicted", False) for g in groups)))
+            contradicted=any(g.get("contradicted", False) for g in shown)))
     return out
 
 
@@ -180,7 +193,8 @@ def _span(groups: list[Mapping[str, Any]]) -> tuple[float, float]:
     return min(g["interval"][0] for g in groups), max(g["interval"][1] for g in groups)
 
 
-def _control(result: xr.Dataset, rows: list[int], cells: list[int]) -> float:
+def _control(result: xr.Dataset, cells: list[int]) -> float:
+    """Median |effect| on ``cells`` of silencing any single channel (the random-channel control)."""
     if "single_effect" not in result or not cells:
         return float("nan")
     idx = [int(np.flatnonzero(result["cell"].values == c)[0]) for c in cells]
@@ -213,7 +227,7 @@ def blind_spot_statements(result: xr.Dataset, types: Mapping[int, str] | None = 
         by_type: dict[str, list[int]] = {}
         for c in cells:
             by_type.setdefault(types.get(int(c), "cells") if types else "cells", []).append(int(c))
-        what = "; ".join(f"{_label(t)} {cell_ranges(cs)}" if t != "cells" else f"cells {cell_ranges(cs)}"
+        what = "; ".join(f"{_label(t)} cells {cell_ranges(cs)}" if t != "cells" else f"cells {cell_ranges(cs)}"
                          for t, cs in by_type.items())
         lines.append(f"The model fits {what} poorly (FEVE {np.nanmin(feve):.2f}-{np.nanmax(feve):.2f}, below "
                      f"{float(result.attrs.get('min_feve', np.nan)):.2f}): no effect on them is stated.")
@@ -235,11 +249,13 @@ def score_statement(result: xr.Dataset, found: list[Hypothesis]) -> str | None:
              f"{int(result['n_sign_pairs'])} pairs with a true change of at least "
              f"{float(result.attrs.get('sign_threshold', 0.2)) * 100:.0f} % (baseline "
              f"{float(result['baseline_sign_accuracy']) * 100:.0f} %).")
-    judged = [h for h in found if h.kind == "interneuron" and any("true" in g for g in h.cell_groups.values())]
-    if judged:
-        bad = [h.subject for h in judged if h.contradicted]
-        text += (f" Of the {len(judged)} interneuron hypotheses, {len(judged) - len(bad)} agree with the truth"
-                 + (f" and {len(bad)} are contradicted ({', '.join(_label(b) for b in bad)})." if bad else "."))
+    claims = [g for h in found if h.kind == "interneuron" for g in h.cell_groups.values() if "true" in g]
+    if claims:
+        bad = [h for h in found if h.contradicted]
+        n_bad = sum(bool(g["contradicted"]) for g in claims)
+        text += (f" Of the {len(claims)} changes the interneuron hypotheses state, {len(claims) - n_bad} agree with "
+                 f"the truth and {n_bad} are contradicted"
+                 + (f" (in the hypotheses on {', '.join(_label(h.subject) for h in bad)})." if bad else "."))
     return text
 
 
