@@ -44,9 +44,10 @@ import xarray as xr
 from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, MIN_FEVE, WEIGHT_MASS,
                                          Hypothesis)
 from retcodec.analysis.lab_hypotheses import hypotheses, hypothesis_lines
-from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, direction_experiments,
-                                                 fractional_change, standard_error)
-from retcodec.analysis.interneuron_directions import MIN_MATCH_R, blind_spots
+from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, check_same_interneurons,
+                                                 consistent_directions, direction_experiments, direction_variables,
+                                                 fit_variables, fractional_change, standard_error)
+from retcodec.analysis.interneuron_directions import MIN_MATCH_R
 from retcodec.analysis.statistics import pearson
 from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_fractions, curve_auc,
                                      dose_sets, model_input, specificity)
@@ -72,6 +73,8 @@ MAX_WINDOWS = 1500
 N_RANDOM = 20
 #: channels whose peak correlation with an interneuron is within this of the best are alternatives
 MATCH_MARGIN = 0.05
+#: restrict each interneuron's direction to channels acting like its class (bipolar: excitation)
+CLASS_CONSISTENT = True
 #: a mode is active where its loading exceeds this quantile
 ACTIVE_QUANTILE = 0.9
 #: names of the true effect ``(interneuron_type, cell)`` in a truth Dataset
@@ -314,7 +317,8 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
 
 def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
                             margin: float = MATCH_MARGIN, directions: xr.Dataset | None = None,
-                            min_match_r: float = MIN_MATCH_R) -> xr.Dataset:
+                            min_match_r: float = MIN_MATCH_R, class_consistent: bool = CLASS_CONSISTENT
+                            ) -> xr.Dataset:
     """Silence each recorded interneuron in the model; predicted effect on every cell.
 
     Two mappings (``mapping`` dim of ``mapping_effect``/``mapping_effect_se``):
@@ -332,7 +336,10 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
     ``matched_channel``, ``heldout_correlation``, ``alternatives``) and, with
     directions, ``direction (interneuron, unit)``, ``direction_heldout_correlation``,
     ``direction_chance_p95`` and ``blind_spot (interneuron)`` (no model
-    counterpart: :func:`~retcodec.analysis.interneuron_directions.blind_spots`).
+    counterpart: :func:`~retcodec.analysis.interneuron_directions.blind_spots`). With
+    ``class_consistent``, a bipolar cell's direction keeps only channels that act as
+    excitation in the model and an amacrine cell's only inhibitory ones
+    (:func:`~retcodec.analysis.silencing_effects.consistent_directions`).
     """
     points = runs.silencer.points
     intact = runs.intact
@@ -370,7 +377,10 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
     used = np.array(["channel"] * n, dtype=object)
     extra: dict[str, Any] = {}
     if directions is not None:
-        _check_same_interneurons(match, directions)
+        check_same_interneurons(match, directions)
+        if class_consistent and "cell_class" in match.coords:
+            directions = consistent_directions(directions, single, [f"{l}/{c}" for l, c in units],
+                                               match["cell_class"].values)
         found = direction_experiments(runs.silencer, intact, directions, n_blocks)
         mappings, effects, ses = ["direction", "channel"], [found["effect"], pred.copy()], [found["se"], se.copy()]
         ok = ~found["empty"]
@@ -378,7 +388,7 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
         low[ok] = pred[ok] - INTERVAL_Z * se[ok]
         high[ok] = pred[ok] + INTERVAL_Z * se[ok]
         used[ok] = "direction"
-        extra = _direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units])
+        extra = direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units])
     coords = {"interneuron": match["interneuron"].values, "block": np.arange(n_blocks),
               "unit": [f"{l}/{c}" for l, c in units], "unit_layer": ("unit", [l for l, _ in units]),
               "unit_channel": ("unit", [c for _, c in units]), "mapping": mappings}
@@ -412,28 +422,6 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
              "long_name": f"channels whose peak r is within {margin} of the best channel's"}),
          **extra},
         coords=coords)
-
-
-def _check_same_interneurons(match: xr.Dataset, directions: xr.Dataset) -> None:
-    a, b = match["interneuron"].values.astype(str), directions["interneuron"].values.astype(str)
-    if a.shape != b.shape or (a != b).any():
-        raise ConfigurationError("the directions and the match cover different interneurons; map the "
-                                 "same interneuron files that were matched")
-
-
-def _direction_variables(directions: xr.Dataset, min_match_r: float, units: list[str]) -> dict[str, Any]:
-    weights = directions["direction"].reindex(unit=units, fill_value=0.0)
-    held = np.asarray(directions["heldout_correlation"].values, float)
-    chance = np.asarray(directions["chance_p95"].values, float)
-    blind = blind_spots(held, chance, min_match_r)
-    return {"direction": (("interneuron", "unit"), np.asarray(weights.values, float), {
-                "long_name": "non-negative weight of each channel in the interneuron's direction"}),
-            "direction_heldout_correlation": ("interneuron", held, {
-                "long_name": "Pearson r of the fitted direction with Vm on held-out time"}),
-            "direction_chance_p95": ("interneuron", chance, {
-                "long_name": "95th percentile of that r with Vm circularly shifted"}),
-            "blind_spot": ("interneuron", blind, {
-                "long_name": f"no model counterpart: held-out r <= its chance p95 or < {min_match_r}"})}
 
 
 def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
@@ -565,7 +553,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 how: str = "zero", random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
                 device: str | torch.device = "cpu", progress: bool = False,
                 directions: xr.Dataset | None = None, fit_quality: xr.Dataset | None = None,
-                min_match_r: float = MIN_MATCH_R, min_feve: float = MIN_FEVE) -> xr.Dataset:
+                min_match_r: float = MIN_MATCH_R, min_feve: float = MIN_FEVE,
+                class_consistent: bool = CLASS_CONSISTENT) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
     Parameters
@@ -593,6 +582,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
         (:func:`retcodec.evaluate`); cells with ``feve < min_feve`` are marked ``poorly_fit``.
     min_match_r : interneurons whose direction's held-out r is below this (or not above chance)
         are marked ``blind_spot``.
+    class_consistent : silence only the channels of a direction that act like the
+        interneuron's class in the model (bipolar: excitation, amacrine: inhibition).
 
     Returns
     -------
@@ -627,7 +618,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                        fill_value=np.nan) if len(parts) > 1 else (parts[0] if parts else xr.Dataset())
     if interneurons is not None:
         result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin,
-                                                                    directions, min_match_r)],
+                                                                    directions, min_match_r, class_consistent)],
                           compat="no_conflicts", join="outer", combine_attrs="drop")
     n_cells = runs.intact.shape[1]
     cells = np.asarray(cells) if len(cells) == n_cells else np.arange(n_cells)
@@ -637,7 +628,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     if cell_types is not None:
         result = result.assign_coords(ganglion_type=("cell", np.asarray(cell_types, dtype=str)))
     if fit_quality is not None:
-        result = result.assign(_fit_variables(fit_quality, n_cells, min_feve))
+        result = result.assign(fit_variables(fit_quality, n_cells, min_feve))
     truth_ds = _read_truth(truth)
     scored = (truth_ds is not None and interneurons is not None and "cell_type" in result.coords
               and any(v in truth_ds for v in TRUTH_VARIABLES))
@@ -649,6 +640,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
               "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
               "how": how, "directions": directions is not None, "min_match_r": min_match_r,
+              "class_consistent": class_consistent,
               "min_feve": min_feve}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,
@@ -658,21 +650,6 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                          min_match_r=min_match_r, min_feve=min_feve,
                                          truth_scored=int(scored)))
     return result
-
-
-def _fit_variables(fit: xr.Dataset, n_cells: int, min_feve: float) -> dict[str, Any]:
-    """``fit_correlation``, ``fit_feve`` and ``poorly_fit (cell)`` from an evaluation Dataset."""
-    missing = [v for v in ("correlation", "feve") if v not in fit]
-    if missing or fit["feve"].size != n_cells:
-        raise ShapeError(f"fit_quality needs 'correlation' and 'feve' over the model's {n_cells} cells "
-                         f"(retcodec.evaluate); missing {missing} or sized {fit['feve'].size}")
-    feve = np.asarray(fit["feve"].values, float)
-    return {"fit_correlation": ("cell", np.asarray(fit["correlation"].values, float),
-                                {"long_name": "correlation of model and recorded rate on held-out data"}),
-            "fit_feve": ("cell", feve, {"long_name": "fraction of explainable variance explained"}),
-            "poorly_fit": ("cell", ~(feve >= min_feve), {
-                "long_name": f"the model explains too little of this cell (FEVE < {min_feve} or unknown): "
-                             f"its predicted effects are not stated as hypotheses"})}
 
 
 def summary(result: xr.Dataset) -> dict[str, float | int]:

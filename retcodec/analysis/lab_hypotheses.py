@@ -215,9 +215,10 @@ def blind_spot_statements(result: xr.Dataset, types: Mapping[int, str] | None = 
             if not bad:
                 continue
             share = "all" if len(bad) == len(rows) else f"{len(bad)} of"
+            top = chance[bad][np.isfinite(chance[bad])]
             lines.append(f"No model counterpart for {_label(name)} ({share} {len(rows)} recording(s): held-out "
-                         f"r {np.nanmin(r[bad]):.2f}-{np.nanmax(r[bad]):.2f}, chance p95 up to "
-                         f"{np.nanmax(chance[bad]):.2f}"
+                         f"r {np.nanmin(r[bad]):.2f}-{np.nanmax(r[bad]):.2f}"
+                         + (f", chance p95 up to {top.max():.2f}" if top.size else "")
                          + (f", below the {float(threshold):.2f} needed" if threshold is not None else "")
                          + "): what silencing them does is not predicted.")
     if "poorly_fit" in result and np.asarray(result["poorly_fit"].values, bool).any():

@@ -16,14 +16,20 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from retcodec.analysis.interneuron_directions import blind_spots
 from retcodec.engine.directions import direction_rates
 from retcodec.engine.perturb import Silencer
-from retcodec.errors import ConfigurationError
+from retcodec.errors import ConfigurationError, ShapeError
 
-__all__ = ["fractional_change", "block_effects", "standard_error", "direction_experiments", "N_BLOCKS"]
+__all__ = ["fractional_change", "block_effects", "standard_error", "direction_experiments", "consistent_directions",
+           "layer_directions", "check_same_interneurons", "direction_variables", "fit_variables", "N_BLOCKS", "EXCITATORY", "INHIBITORY"]
 
 #: contiguous time blocks for the uncertainty of an effect
 N_BLOCKS = 10
+#: interneuron classes that excite their targets (silencing them should lower rates) ...
+EXCITATORY = ("bipolar",)
+#: ... and that inhibit them (silencing them should raise rates)
+INHIBITORY = ("amacrine", "horizontal")
 
 
 def fractional_change(silenced: np.ndarray, intact: np.ndarray, where: np.ndarray | None = None
@@ -86,3 +92,73 @@ def direction_experiments(silencer: Silencer, intact: np.ndarray, directions: xr
         blocks[i] = block_effects(rates, intact, n_blocks)
         se[i] = standard_error(blocks[i])
     return {"effect": effect, "se": se, "blocks": blocks, "empty": empty}
+
+
+def consistent_directions(directions: xr.Dataset, single_effect: np.ndarray, units: list[str],
+                          classes: np.ndarray) -> xr.Dataset:
+    """Directions restricted to channels that act like the interneuron's class.
+
+    A channel whose silencing alone lowers the cells' mean rate on average
+    (``single_effect (unit, cell)``, ``units`` its labels) acts as excitation in
+    the model; one that raises it, as inhibition. A bipolar cell's direction keeps
+    only excitatory channels, an amacrine cell's only inhibitory ones; a class
+    that is neither, or a direction left empty by the rule, is kept whole.
+    ``weights_rule`` (interneuron) says which was used.
+    """
+    net = dict(zip(units, np.nanmean(np.asarray(single_effect, float), axis=1)))
+    labels = directions["unit"].values.astype(str)
+    effect = np.array([net.get(u, np.nan) for u in labels])
+    w = np.asarray(directions["direction"].values, float).copy()
+    rule = []
+    for i, cls in enumerate(np.asarray(classes).astype(str)):
+        keep = effect < 0 if cls in EXCITATORY else effect > 0 if cls in INHIBITORY else None
+        if keep is None or not np.any(w[i] * keep > 0):
+            rule.append("all channels")
+            continue
+        w[i] = w[i] * keep
+        rule.append("excitatory channels" if cls in EXCITATORY else "inhibitory channels")
+    return directions.assign(direction=directions["direction"].copy(data=w),
+                             weights_rule=("interneuron", np.array(rule, dtype=str)))
+
+
+def check_same_interneurons(match: xr.Dataset, directions: xr.Dataset) -> None:
+    """ConfigurationError unless ``directions`` covers the interneurons of ``match``, in order."""
+    a, b = match["interneuron"].values.astype(str), directions["interneuron"].values.astype(str)
+    if a.shape != b.shape or (a != b).any():
+        raise ConfigurationError("the directions and the match cover different interneurons; map the "
+                                 "same interneuron files that were matched")
+
+
+def direction_variables(directions: xr.Dataset, min_match_r: float, units: list[str]) -> dict[str, Any]:
+    """The direction fits for ``experiments.nc``: weights on ``units``, held-out r, chance, ``blind_spot``."""
+    weights = directions["direction"].reindex(unit=units, fill_value=0.0)
+    held = np.asarray(directions["heldout_correlation"].values, float)
+    rule = (directions["weights_rule"].values.astype(str) if "weights_rule" in directions
+            else np.full(len(held), "all channels"))
+    chance = np.asarray(directions["chance_p95"].values, float)
+    blind = blind_spots(held, chance, min_match_r)
+    return {"direction": (("interneuron", "unit"), np.asarray(weights.values, float), {
+                "long_name": "non-negative weight of each channel in the interneuron's direction"}),
+            "direction_heldout_correlation": ("interneuron", held, {
+                "long_name": "Pearson r of the fitted direction with Vm on held-out time"}),
+            "direction_chance_p95": ("interneuron", chance, {
+                "long_name": "95th percentile of that r with Vm circularly shifted"}),
+            "direction_channels": ("interneuron", rule, {
+                "long_name": "which channels the silenced direction may use (class-consistent rule)"}),
+            "blind_spot": ("interneuron", blind, {
+                "long_name": f"no model counterpart: held-out r <= its chance p95 or < {min_match_r}"})}
+
+
+def fit_variables(fit: xr.Dataset, n_cells: int, min_feve: float) -> dict[str, Any]:
+    """``fit_correlation``, ``fit_feve`` and ``poorly_fit (cell)`` from an evaluation Dataset."""
+    missing = [v for v in ("correlation", "feve") if v not in fit]
+    if missing or fit["feve"].size != n_cells:
+        raise ShapeError(f"fit_quality needs 'correlation' and 'feve' over the model's {n_cells} cells "
+                         f"(retcodec.evaluate); missing {missing} or sized {fit['feve'].size}")
+    feve = np.asarray(fit["feve"].values, float)
+    return {"fit_correlation": ("cell", np.asarray(fit["correlation"].values, float),
+                                {"long_name": "correlation of model and recorded rate on held-out data"}),
+            "fit_feve": ("cell", feve, {"long_name": "fraction of explainable variance explained"}),
+            "poorly_fit": ("cell", ~(feve >= min_feve), {
+                "long_name": f"the model explains too little of this cell (FEVE < {min_feve} or unknown): "
+                             f"its predicted effects are not stated as hypotheses"})}
