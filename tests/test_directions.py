@@ -175,3 +175,18 @@ def test_experiments_with_directions_keep_the_channel_control(model, windows):
     with pytest.raises(ConfigurationError, match="different interneurons"):
         experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
                     directions=_directions(w, np.array([0.7, 0.1]), ["a/0", "b/1"]))
+
+
+def test_class_consistent_directions_keep_channels_acting_like_the_class():
+    from retcodec.analysis.silencing_effects import consistent_directions
+
+    w = np.array([[1.0, 1.0, 1.0, 0, 0, 0, 0], [1.0, 1.0, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0, 0]])
+    d = _directions(w, np.full(3, 0.6), ["bip/0", "ama/0", "ama/1"])
+    units = list(d["unit"].values)
+    single = np.zeros((7, 2))
+    single[0], single[1], single[2] = [-0.5, -0.1], [0.4, 0.2], [-0.3, 0.1]   # net: -, +, -
+    got = consistent_directions(d, single, units, np.array(["bipolar", "amacrine", "amacrine"]))
+    np.testing.assert_array_equal(got["direction"].values[0], [1, 0, 1, 0, 0, 0, 0])   # excitatory only
+    np.testing.assert_array_equal(got["direction"].values[1], [0, 1, 0, 0, 0, 0, 0])   # inhibitory only
+    np.testing.assert_array_equal(got["direction"].values[2], w[2])          # nothing left: kept whole
+    assert list(got["weights_rule"].values) == ["excitatory channels", "inhibitory channels", "all channels"]

@@ -191,7 +191,9 @@ def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float
     row = result.isel(mode=j)
     if str(row["mode_source"].values) != "contribution":
         return None
-    eff, se = row["mode_effect"].values, row["mode_effect_se"].values
+    eff, se = row["mode_effect"].values.astype(float), row["mode_effect_se"].values
+    if "poorly_fit" in result:                 # cells the model fits poorly get no claim
+        eff = np.where(np.asarray(result["poorly_fit"].values, bool), np.nan, eff)
     lo, hi = eff - INTERVAL_Z * se, eff + INTERVAL_Z * se
     groups, dec, inc = _changes(eff, lo, hi, cells, clear, types)
     if not groups:
