@@ -153,14 +153,16 @@ def _directions(weights: np.ndarray, heldout: np.ndarray, ids: list[str]) -> xr.
 def test_experiments_with_directions_keep_the_channel_control(model, windows):
     match = xr.Dataset({"best_layer": ("interneuron", np.array(["conv0", "conv1"])),
                         "best_channel": ("interneuron", np.array([2, 1])),
-                        "heldout_correlation": ("interneuron", np.array([0.8, 0.6]))},
+                        "heldout_correlation": ("interneuron", np.array([0.8, 0.6])),
+                        "chance_p95": ("interneuron", np.array([0.1, 0.1]))},
                        coords={"interneuron": ["a/0", "a/1"], "cell_type": ("interneuron", ["on", "off"])})
     w = np.zeros((2, 7))
     w[0, 2] = 1.0                                       # interneuron 0: exactly its best channel
     w[1, [0, 4]] = [0.5, 1.0]                           # interneuron 1: a direction over both layers
     fit = xr.Dataset({"correlation": ("cell", np.full(5, 0.8)), "feve": ("cell", [0.9, 0.1, 0.8, 0.7, 0.5])})
+    directions = _directions(w, np.array([0.7, 0.1]), ["a/0", "a/1"])
     ds = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
-                     directions=_directions(w, np.array([0.7, 0.1]), ["a/0", "a/1"]), fit_quality=fit)
+                     directions=directions, fit_quality=fit, mapping="direction")
     effect = ds["mapping_effect"].transpose("mapping", "interneuron", "cell")
     assert list(ds["mapping"].values) == ["direction", "channel"]
     np.testing.assert_allclose(effect.values[0, 0], effect.values[1, 0], atol=1e-5)   # same silencing
@@ -172,6 +174,15 @@ def test_experiments_with_directions_keep_the_channel_control(model, windows):
     np.testing.assert_array_equal(ds["blind_spot"].values, [False, True])
     np.testing.assert_array_equal(ds["poorly_fit"].values, [False, True, False, False, False])
     assert list(ds["prediction_mapping"].values) == ["direction", "direction"]
+    # "heldout": each interneuron by the mapping that predicts its recording better on held-out data
+    chosen = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
+                         directions=directions.assign(heldout_correlation=("interneuron", [0.7, 0.65])))
+    assert list(chosen["prediction_mapping"].values) == ["channel", "direction"]   # 0.7 < 0.8; 0.65 > 0.6
+    np.testing.assert_allclose(chosen["predicted_effect"].values[0], effect.values[1, 0])
+    np.testing.assert_allclose(chosen["match_correlation"].values, [0.8, 0.65])
+    with pytest.raises(ConfigurationError, match="mapping must be one of"):
+        experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
+                    directions=directions, mapping="best")
     with pytest.raises(ConfigurationError, match="different interneurons"):
         experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
                     directions=_directions(w, np.array([0.7, 0.1]), ["a/0", "b/1"]))

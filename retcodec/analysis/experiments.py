@@ -73,6 +73,12 @@ MAX_WINDOWS = 1500
 N_RANDOM = 20
 #: channels whose peak correlation with an interneuron is within this of the best are alternatives
 MATCH_MARGIN = 0.05
+#: how each interneuron is silenced: "heldout" (its direction where that predicts the recording
+#: better on held-out data than the best single unit, else that unit's channel), "direction", "channel"
+MAPPINGS = ("heldout", "direction", "channel")
+MAPPING = "heldout"
+#: held-out r by which a direction must beat the best single unit to be preferred
+MAPPING_MARGIN = 0.0
 #: restrict each interneuron's direction to channels acting like its class (bipolar: excitation)
 CLASS_CONSISTENT = True
 #: a mode is active where its loading exceeds this quantile
@@ -317,11 +323,12 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
 
 def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
                             margin: float = MATCH_MARGIN, directions: xr.Dataset | None = None,
-                            min_match_r: float = MIN_MATCH_R, class_consistent: bool = CLASS_CONSISTENT
-                            ) -> xr.Dataset:
+                            min_match_r: float = MIN_MATCH_R, class_consistent: bool = CLASS_CONSISTENT,
+                            mapping: str = MAPPING) -> xr.Dataset:
     """Silence each recorded interneuron in the model; predicted effect on every cell.
 
-    Two mappings (``mapping`` dim of ``mapping_effect``/``mapping_effect_se``):
+    ``mapping`` chooses per interneuron (see :func:`experiments`); both are kept
+    (``mapping`` dim of ``mapping_effect``/``mapping_effect_se``):
     ``"direction"`` projects the interneuron's fitted direction (``directions``,
     from :func:`retcodec.analysis.interneuron_directions.map_interneurons`) out of
     each hidden layer; ``"channel"`` (the control) silences its best-matching
@@ -383,12 +390,12 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
                                                match["cell_class"].values)
         found = direction_experiments(runs.silencer, intact, directions, n_blocks)
         mappings, effects, ses = ["direction", "channel"], [found["effect"], pred.copy()], [found["se"], se.copy()]
-        ok = ~found["empty"]
+        ok = ~found["empty"] & _prefer_direction(match, directions, mapping)
         pred[ok], se[ok], blocks[ok] = found["effect"][ok], found["se"][ok], found["blocks"][ok]
         low[ok] = pred[ok] - INTERVAL_Z * se[ok]
         high[ok] = pred[ok] + INTERVAL_Z * se[ok]
         used[ok] = "direction"
-        extra = direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units])
+        extra = direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units], match, ok)
     coords = {"interneuron": match["interneuron"].values, "block": np.arange(n_blocks),
               "unit": [f"{l}/{c}" for l, c in units], "unit_layer": ("unit", [l for l, _ in units]),
               "unit_channel": ("unit", [c for _, c in units]), "mapping": mappings}
@@ -422,6 +429,18 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
              "long_name": f"channels whose peak r is within {margin} of the best channel's"}),
          **extra},
         coords=coords)
+
+
+def _prefer_direction(match: xr.Dataset, directions: xr.Dataset, mapping: str) -> np.ndarray:
+    """Which interneurons are silenced as their direction (bool ``(interneuron,)``), by ``mapping``."""
+    if mapping not in MAPPINGS:
+        raise ConfigurationError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    n = directions.sizes["interneuron"]
+    if mapping != "heldout":
+        return np.full(n, mapping == "direction")
+    direction_r = np.nan_to_num(np.asarray(directions["heldout_correlation"].values, float), nan=-np.inf)
+    channel_r = np.nan_to_num(np.asarray(match["heldout_correlation"].values, float), nan=-np.inf)
+    return direction_r > channel_r + MAPPING_MARGIN
 
 
 def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
@@ -554,7 +573,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 device: str | torch.device = "cpu", progress: bool = False,
                 directions: xr.Dataset | None = None, fit_quality: xr.Dataset | None = None,
                 min_match_r: float = MIN_MATCH_R, min_feve: float = MIN_FEVE,
-                class_consistent: bool = CLASS_CONSISTENT) -> xr.Dataset:
+                class_consistent: bool = CLASS_CONSISTENT, mapping: str = MAPPING) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
     Parameters
@@ -584,6 +603,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
         are marked ``blind_spot``.
     class_consistent : silence only the channels of a direction that act like the
         interneuron's class in the model (bipolar: excitation, amacrine: inhibition).
+    mapping : ``"heldout"`` (each interneuron's direction where it predicts the recording
+        better on held-out data than its best single unit, else that unit's channel),
+        ``"direction"`` or ``"channel"``.
 
     Returns
     -------
@@ -618,7 +640,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                        fill_value=np.nan) if len(parts) > 1 else (parts[0] if parts else xr.Dataset())
     if interneurons is not None:
         result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin,
-                                                                    directions, min_match_r, class_consistent)],
+                                                                    directions, min_match_r, class_consistent,
+                                                                    mapping)],
                           compat="no_conflicts", join="outer", combine_attrs="drop")
     n_cells = runs.intact.shape[1]
     cells = np.asarray(cells) if len(cells) == n_cells else np.arange(n_cells)
@@ -640,7 +663,7 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
               "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
               "how": how, "directions": directions is not None, "min_match_r": min_match_r,
-              "class_consistent": class_consistent,
+              "class_consistent": class_consistent, "mapping": mapping,
               "min_feve": min_feve}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,

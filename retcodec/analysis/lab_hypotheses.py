@@ -69,7 +69,7 @@ def _flag(result: xr.Dataset, name: str, size: int) -> np.ndarray:
 
 
 def _match_r(result: xr.Dataset) -> np.ndarray:
-    name = "direction_heldout_correlation" if "direction_heldout_correlation" in result else "heldout_correlation"
+    name = "match_correlation" if "match_correlation" in result else "heldout_correlation"
     return np.asarray(result[name].values, float)
 
 
@@ -207,7 +207,7 @@ def blind_spot_statements(result: xr.Dataset, types: Mapping[int, str] | None = 
     if "blind_spot" in result:
         blind = np.asarray(result["blind_spot"].values, bool)
         r = _match_r(result)
-        chance = (np.asarray(result["direction_chance_p95"].values, float) if "direction_chance_p95" in result
+        chance = (np.asarray(result["match_chance_p95"].values, float) if "match_chance_p95" in result
                   else np.full(len(r), np.nan))
         threshold = result.attrs.get("min_match_r", None)
         for name, rows in _groups(result).items():

@@ -129,14 +129,19 @@ def check_same_interneurons(match: xr.Dataset, directions: xr.Dataset) -> None:
                                  "same interneuron files that were matched")
 
 
-def direction_variables(directions: xr.Dataset, min_match_r: float, units: list[str]) -> dict[str, Any]:
-    """The direction fits for ``experiments.nc``: weights on ``units``, held-out r, chance, ``blind_spot``."""
+def direction_variables(directions: xr.Dataset, min_match_r: float, units: list[str], match: xr.Dataset,
+                        used: np.ndarray) -> dict[str, Any]:
+    """The direction fits for ``experiments.nc``: weights on ``units``, held-out r, chance, and
+    ``match_correlation``/``blind_spot`` of the mapping ``used`` (True: the direction; False: the
+    best unit of ``match``)."""
     weights = directions["direction"].reindex(unit=units, fill_value=0.0)
     held = np.asarray(directions["heldout_correlation"].values, float)
+    chance = np.asarray(directions["chance_p95"].values, float)
     rule = (directions["weights_rule"].values.astype(str) if "weights_rule" in directions
             else np.full(len(held), "all channels"))
-    chance = np.asarray(directions["chance_p95"].values, float)
-    blind = blind_spots(held, chance, min_match_r)
+    r = np.where(used, held, np.asarray(match["heldout_correlation"].values, float))
+    r_chance = np.where(used, chance, np.asarray(match["chance_p95"].values, float) if "chance_p95" in match
+                        else np.nan)
     return {"direction": (("interneuron", "unit"), np.asarray(weights.values, float), {
                 "long_name": "non-negative weight of each channel in the interneuron's direction"}),
             "direction_heldout_correlation": ("interneuron", held, {
@@ -145,8 +150,12 @@ def direction_variables(directions: xr.Dataset, min_match_r: float, units: list[
                 "long_name": "95th percentile of that r with Vm circularly shifted"}),
             "direction_channels": ("interneuron", rule, {
                 "long_name": "which channels the silenced direction may use (class-consistent rule)"}),
-            "blind_spot": ("interneuron", blind, {
-                "long_name": f"no model counterpart: held-out r <= its chance p95 or < {min_match_r}"})}
+            "match_correlation": ("interneuron", r, {
+                "long_name": "held-out r of the mapping used for predicted_effect"}),
+            "match_chance_p95": ("interneuron", r_chance, {"long_name": "its chance p95"}),
+            "blind_spot": ("interneuron", blind_spots(r, r_chance, min_match_r), {
+                "long_name": f"no model counterpart: held-out r of the mapping used <= its chance p95 "
+                             f"or < {min_match_r}"})}
 
 
 def fit_variables(fit: xr.Dataset, n_cells: int, min_feve: float) -> dict[str, Any]:
