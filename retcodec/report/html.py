@@ -267,8 +267,10 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any) -> tuple[str, l
     info["notes"] = notes
     parts = ["<p>Each recorded interneuron was silenced in the model by removing its <i>direction</i> — the "
              "non-negative combination of channels of both hidden layers (after batch norm and ReLU) that "
-             "best predicts its held-out membrane potential — from each layer's activity; silencing its single "
-             "best-matching channel is kept as the control. Each mode's top channels were set to zero. Every "
+             "best predicts its membrane potential — from each layer's activity where that direction predicts "
+             "the held-out recording better than the best single model unit, and by silencing that unit's "
+             "channel otherwise (both predictions are kept in experiments.nc). Each mode's top channels were "
+             "set to zero. Every "
              "ganglion cell's mean rate over the analysed stimulus was compared with the intact model. "
              "Effect = (silenced − intact) / intact; intervals are 95 % ranges over time blocks and over the "
              "recordings of one interneuron type, which make one hypothesis. Interneurons without a model "
