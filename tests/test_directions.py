@@ -175,11 +175,14 @@ def test_experiments_with_directions_keep_the_channel_control(model, windows):
     np.testing.assert_array_equal(ds["poorly_fit"].values, [False, True, False, False, False])
     assert list(ds["prediction_mapping"].values) == ["direction", "direction"]
     # "heldout": each interneuron by the mapping that predicts its recording better on held-out data
-    chosen = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
+    chosen = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4, mapping="heldout",
                          directions=directions.assign(heldout_correlation=("interneuron", [0.7, 0.65])))
     assert list(chosen["prediction_mapping"].values) == ["channel", "direction"]   # 0.7 < 0.8; 0.65 > 0.6
     np.testing.assert_allclose(chosen["predicted_effect"].values[0], effect.values[1, 0])
     np.testing.assert_allclose(chosen["match_correlation"].values, [0.8, 0.65])
+    default = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4, directions=directions)
+    assert list(default["prediction_mapping"].values) == ["channel", "channel"]
+    np.testing.assert_allclose(default["predicted_effect"].values, effect.values[1])
     with pytest.raises(ConfigurationError, match="mapping must be one of"):
         experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
                     directions=directions, mapping="best")
