@@ -14,17 +14,21 @@ ReLU (:mod:`retcodec.engine.perturb`).
   where a mode's cells are those whose rate correlates with its loadings at
   ``r >= cell_threshold``. Activation modes go through the same analysis as
   the control.
-* :func:`interneuron_experiments`: each recorded interneuron's best-matching
-  model channel (held-out match of :func:`retcodec.match_interneurons`) is
-  silenced; ``predicted_effect (interneuron, cell)`` with an interval over
-  held-out time blocks and over the channels that match almost as well, and a
-  correlational baseline (minus the correlation of the channel's activity with
-  each cell's rate).
+* :func:`interneuron_experiments`: each recorded interneuron is silenced as its
+  direction in the hidden activity (:mod:`retcodec.analysis.interneuron_directions`,
+  projected out of each layer) and, as the control, as its best-matching model
+  channel (held-out match of :func:`retcodec.match_interneurons`);
+  ``predicted_effect (interneuron, cell)`` with an interval over held-out time
+  blocks, a correlational baseline (minus the correlation of the channel's
+  activity with each cell's rate), and the blind spots (``blind_spot``,
+  ``poorly_fit``).
 * :func:`score_against_truth`: Spearman correlation and sign accuracy of the
   predictions (and of the baseline) against true silencing effects.
 * :func:`experiments`: all of it in one Dataset (``experiments.nc``).
-* :func:`hypotheses`: ranked, structured, plain-English hypotheses
-  (:mod:`retcodec.analysis.hypotheses`, re-exported here with :class:`Hypothesis`).
+* :func:`hypotheses`: ranked, structured, plain-English hypotheses, one per
+  silenced interneuron type and per mode, and :func:`hypothesis_lines` (the text of
+  ``hypotheses.txt``, with what the model cannot predict and how it scores);
+  from :mod:`retcodec.analysis.lab_hypotheses`, re-exported here with :class:`Hypothesis`.
 """
 from __future__ import annotations
 
@@ -37,8 +41,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, WEIGHT_MASS, Hypothesis,
-                                         hypotheses)
+from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, MIN_FEVE, WEIGHT_MASS,
+                                         Hypothesis)
+from retcodec.analysis.lab_hypotheses import hypotheses, hypothesis_lines
+from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, check_same_interneurons,
+                                                 consistent_directions, direction_experiments, direction_variables,
+                                                 fit_variables, fractional_change, standard_error)
+from retcodec.analysis.interneuron_directions import MIN_MATCH_R
 from retcodec.analysis.statistics import pearson
 from retcodec.engine.perturb import (DEFAULT_BATCH_SIZE, KINDS, Silencer, check_fractions, curve_auc,
                                      dose_sets, model_input, specificity)
@@ -46,10 +55,10 @@ from retcodec.errors import ConfigurationError, MissingDataError, ShapeError
 
 __all__ = ["experiments", "effect_scores", "SilencingRuns", "mode_experiments", "interneuron_experiments",
            "score_against_truth", "summary",
-           "hypotheses", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
+           "hypotheses", "hypothesis_lines", "Hypothesis", "fractional_change", "block_effects", "subsample_index",
            "mode_weights", "mode_channel_set", "truth_type", "DEFAULT_FRACTIONS", "CELL_THRESHOLD",
            "SIGN_THRESHOLD", "MAX_WINDOWS", "N_RANDOM", "N_BLOCKS", "MATCH_MARGIN", "WEIGHT_MASS",
-           "ACTIVE_QUANTILE", "CLEAR_EFFECT"]
+           "ACTIVE_QUANTILE", "CLEAR_EFFECT", "MIN_FEVE", "MIN_MATCH_R"]
 
 # CELL_THRESHOLD, WEIGHT_MASS, CLEAR_EFFECT and INTERVAL_Z are declared in retcodec.analysis.hypotheses
 # (its sentences quote them) and imported from there.
@@ -62,10 +71,18 @@ SIGN_THRESHOLD = 0.2
 MAX_WINDOWS = 1500
 #: random channel sets per mode (the null distribution)
 N_RANDOM = 20
-#: contiguous time blocks for the uncertainty of an effect
-N_BLOCKS = 10
 #: channels whose peak correlation with an interneuron is within this of the best are alternatives
 MATCH_MARGIN = 0.05
+#: how each interneuron is silenced: "heldout" (its direction where that predicts the recording
+#: better on held-out data than the best single unit, else that unit's channel), "direction", "channel".
+#: The default scored best on the tuning retinas (mean Spearman over tuning-1000/1001: channel 0.57,
+#: heldout 0.53, direction 0.42); the direction is still computed, kept and scored as a mapping.
+MAPPINGS = ("heldout", "direction", "channel")
+MAPPING = "channel"
+#: held-out r by which a direction must beat the best single unit to be preferred
+MAPPING_MARGIN = 0.0
+#: restrict each interneuron's direction to channels acting like its class (bipolar: excitation)
+CLASS_CONSISTENT = True
 #: a mode is active where its loading exceeds this quantile
 ACTIVE_QUANTILE = 0.9
 #: names of the true effect ``(interneuron_type, cell)`` in a truth Dataset
@@ -82,27 +99,6 @@ def subsample_index(n: int, max_windows: int | None) -> np.ndarray:
     if max_windows < 2 * N_BLOCKS:
         raise ConfigurationError(f"max_windows must be at least {2 * N_BLOCKS}, got {max_windows}")
     return np.unique(np.linspace(0, n - 1, int(max_windows)).round().astype(np.int64))
-
-
-def fractional_change(silenced: np.ndarray, intact: np.ndarray, where: np.ndarray | None = None
-                      ) -> np.ndarray:
-    """``(mean silenced - mean intact) / mean intact`` over time (axis 0), per cell; rows ``where``."""
-    s, i = np.asarray(silenced, np.float64), np.asarray(intact, np.float64)
-    if where is not None:
-        s, i = s[where], i[where]
-    base = i.mean(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(base > 0, (s.mean(axis=0) - base) / np.where(base > 0, base, 1.0), np.nan)
-
-
-def block_effects(silenced: np.ndarray, intact: np.ndarray, n_blocks: int = N_BLOCKS) -> np.ndarray:
-    """Fractional change in each of ``n_blocks`` contiguous time blocks: ``(block, cell)``."""
-    parts = np.array_split(np.arange(len(intact)), int(n_blocks))
-    return np.stack([fractional_change(silenced[p], intact[p]) for p in parts])
-
-
-def _standard_error(blocks: np.ndarray) -> np.ndarray:
-    return blocks.std(axis=0, ddof=1) / math.sqrt(blocks.shape[0])
 
 
 def mode_weights(modes: xr.Dataset, mode: Any) -> np.ndarray:
@@ -258,7 +254,7 @@ def _one_mode(runs: SilencingRuns, layer: str, mode: Any, source: str, w: np.nda
     return {"label": label, "layer": layer, "number": number, "ratio": ratio, "auc": groups,
             "spec": spec, "r": r, "cells": cells, "channels": in_layer,
             "effect": fractional_change(silenced, intact),
-            "effect_se": _standard_error(block_effects(silenced, intact, n_blocks)),
+            "effect_se": standard_error(block_effects(silenced, intact, n_blocks)),
             "effect_active": fractional_change(silenced, intact, active), "control": control,
             "weights": np.pad(w / max(w.max(), 1e-300), (0, n_channels - C), constant_values=np.nan)}
 
@@ -328,25 +324,38 @@ def _peak_correlations(match: xr.Dataset, layers: Sequence[str]) -> dict[str, np
 
 
 def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: int = N_BLOCKS,
-                            margin: float = MATCH_MARGIN) -> xr.Dataset:
-    """Silence each recorded interneuron's matched channel; predicted effect on every cell.
+                            margin: float = MATCH_MARGIN, directions: xr.Dataset | None = None,
+                            min_match_r: float = MIN_MATCH_R, class_consistent: bool = CLASS_CONSISTENT,
+                            mapping: str = MAPPING) -> xr.Dataset:
+    """Silence each recorded interneuron in the model; predicted effect on every cell.
 
-    Returns a Dataset over ``interneuron`` (ids as in ``match``) and ``cell``:
-    ``predicted_effect`` (best channel), ``effect_se`` (over ``n_blocks``
-    time blocks), ``effect_low``/``effect_high`` (95 % interval, widened to the
-    effects of the alternative channels: peak r within ``margin`` of the
-    best), ``block_effect (interneuron, block, cell)``, ``baseline_prediction``
-    (minus the Pearson r of the channel's summed activity with the cell's rate),
-    ``single_effect (unit, cell)`` (every channel silenced alone), and the
-    match (``matched_layer``, ``matched_channel``, ``heldout_correlation``,
-    ``alternatives``).
+    ``mapping`` chooses per interneuron (see :func:`experiments`); both are kept
+    (``mapping`` dim of ``mapping_effect``/``mapping_effect_se``):
+    ``"direction"`` projects the interneuron's fitted direction (``directions``,
+    from :func:`retcodec.analysis.interneuron_directions.map_interneurons`) out of
+    each hidden layer; ``"channel"`` (the control) silences its best-matching
+    channel. ``predicted_effect`` and its interval are those of the direction
+    (of the channel when no directions are given or an interneuron's direction is
+    empty; ``prediction_mapping`` says which), with ``effect_se`` over ``n_blocks``
+    time blocks and ``effect_low``/``effect_high`` (95 %; for the channel widened
+    to the alternative channels whose peak r is within ``margin`` of the best).
+    Also ``block_effect (interneuron, block, cell)``, ``baseline_prediction``
+    (minus the Pearson r of the matched channel's summed activity with the
+    rate), ``single_effect (unit, cell)``, the match (``matched_layer``,
+    ``matched_channel``, ``heldout_correlation``, ``alternatives``) and, with
+    directions, ``direction (interneuron, unit)``, ``direction_heldout_correlation``,
+    ``direction_chance_p95`` and ``blind_spot (interneuron)`` (no model
+    counterpart: :func:`~retcodec.analysis.interneuron_directions.blind_spots`). With
+    ``class_consistent``, a bipolar cell's direction keeps only channels that act as
+    excitation in the model and an amacrine cell's only inhibitory ones
+    (:func:`~retcodec.analysis.silencing_effects.consistent_directions`).
     """
     points = runs.silencer.points
     intact = runs.intact
     layers = list(points)
     units = [(l, c) for l in layers for c in range(points[l].n_channels)]
     single = np.stack([runs.effect(l, [c]) for l, c in units])
-    se_single = np.stack([_standard_error(block_effects(runs.rates(l, [c]), intact, n_blocks))
+    se_single = np.stack([standard_error(block_effects(runs.rates(l, [c]), intact, n_blocks))
                           for l, c in units])
     peaks = _peak_correlations(match, layers)
     best_layer = [str(v) for v in match["best_layer"].values]
@@ -373,21 +382,42 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
         alternatives.append(",".join(f"{l}/{c}" for l, c in alts))
         if activity[layer] is not None:
             baseline[i] = -pearson(activity[layer][:, ch][:, None], intact, axis=0)
+    mappings, effects, ses = ["channel"], [pred.copy()], [se.copy()]
+    used = np.array(["channel"] * n, dtype=object)
+    extra: dict[str, Any] = {}
+    if directions is not None:
+        check_same_interneurons(match, directions)
+        if class_consistent and "cell_class" in match.coords:
+            directions = consistent_directions(directions, single, [f"{l}/{c}" for l, c in units],
+                                               match["cell_class"].values)
+        found = direction_experiments(runs.silencer, intact, directions, n_blocks)
+        mappings, effects, ses = ["direction", "channel"], [found["effect"], pred.copy()], [found["se"], se.copy()]
+        ok = ~found["empty"] & _prefer_direction(match, directions, mapping)
+        pred[ok], se[ok], blocks[ok] = found["effect"][ok], found["se"][ok], found["blocks"][ok]
+        low[ok] = pred[ok] - INTERVAL_Z * se[ok]
+        high[ok] = pred[ok] + INTERVAL_Z * se[ok]
+        used[ok] = "direction"
+        extra = direction_variables(directions, min_match_r, [f"{l}/{c}" for l, c in units], match, ok)
     coords = {"interneuron": match["interneuron"].values, "block": np.arange(n_blocks),
               "unit": [f"{l}/{c}" for l, c in units], "unit_layer": ("unit", [l for l, _ in units]),
-              "unit_channel": ("unit", [c for _, c in units])}
+              "unit_channel": ("unit", [c for _, c in units]), "mapping": mappings}
     for name in ("file", "cell_index", "cell_class", "cell_type"):
         if name in match.coords:
             coords[name] = ("interneuron", match[name].values)
     return xr.Dataset(
         {"predicted_effect": (("interneuron", "cell"), pred, {
             "long_name": "(mean silenced rate - mean intact rate) / mean intact rate",
-            "description": "the interneuron's best-matching model channel silenced after its ReLU"}),
+            "description": "the interneuron silenced in the model: its direction projected out of the "
+                           "hidden layers' activity (prediction_mapping 'direction') or its best-matching "
+                           "channel set to 0 after its ReLU ('channel')"}),
+         "prediction_mapping": ("interneuron", used.astype(str)),
+         "mapping_effect": (("mapping", "interneuron", "cell"), np.stack(effects), {
+             "long_name": "predicted effect under each interneuron-to-model mapping"}),
+         "mapping_effect_se": (("mapping", "interneuron", "cell"), np.stack(ses), {
+             "long_name": "standard error over time blocks of each mapping's effect"}),
          "effect_se": (("interneuron", "cell"), se, {"long_name": "standard error over time blocks"}),
-         "effect_low": (("interneuron", "cell"), low, {
-             "long_name": "lower end of the 95 % interval over time blocks and alternative channels"}),
-         "effect_high": (("interneuron", "cell"), high, {
-             "long_name": "upper end of the 95 % interval over time blocks and alternative channels"}),
+         "effect_low": (("interneuron", "cell"), low, {"long_name": "lower end of the 95 % interval"}),
+         "effect_high": (("interneuron", "cell"), high, {"long_name": "upper end of the 95 % interval"}),
          "block_effect": (("interneuron", "block", "cell"), blocks,
                           {"long_name": "predicted effect within each contiguous time block"}),
          "baseline_prediction": (("interneuron", "cell"), baseline, {
@@ -398,8 +428,21 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
          "matched_channel": ("interneuron", np.array(best_channel)),
          "heldout_correlation": ("interneuron", np.asarray(match["heldout_correlation"].values, float)),
          "alternatives": ("interneuron", np.array(alternatives, dtype=str), {
-             "long_name": f"channels whose peak r is within {margin} of the best channel's"})},
+             "long_name": f"channels whose peak r is within {margin} of the best channel's"}),
+         **extra},
         coords=coords)
+
+
+def _prefer_direction(match: xr.Dataset, directions: xr.Dataset, mapping: str) -> np.ndarray:
+    """Which interneurons are silenced as their direction (bool ``(interneuron,)``), by ``mapping``."""
+    if mapping not in MAPPINGS:
+        raise ConfigurationError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    n = directions.sizes["interneuron"]
+    if mapping != "heldout":
+        return np.full(n, mapping == "direction")
+    direction_r = np.nan_to_num(np.asarray(directions["heldout_correlation"].values, float), nan=-np.inf)
+    channel_r = np.nan_to_num(np.asarray(match["heldout_correlation"].values, float), nan=-np.inf)
+    return direction_r > channel_r + MAPPING_MARGIN
 
 
 def _activity(runs: SilencingRuns, layer: str) -> np.ndarray | None:
@@ -478,6 +521,12 @@ def score_against_truth(result: xr.Dataset, truth: xr.Dataset,
     for prefix, name in (("", "predicted_effect"), ("baseline_", "baseline_prediction")):
         for key, value in effect_scores(result[name].values, true, threshold).items():
             scores[f"{prefix}{key}"] = value
+    if "mapping_effect" in result:
+        effects = result["mapping_effect"].transpose("mapping", "interneuron", "cell").values
+        per_method = [effect_scores(e, true, threshold) for e in effects]
+        for key in ("spearman", "sign_accuracy"):
+            out[f"mapping_{key}"] = ("mapping", [row[key] for row in per_method], {
+                "long_name": f"{key.replace('_', ' ')} of each interneuron-to-model mapping's predictions"})
     scores["n_scored_pairs"] = int(ok.sum())
     scores["n_sign_pairs"] = int((ok & (np.abs(true) >= threshold)).sum())
     long = {"spearman": "Spearman r of predicted vs true effects over (interneuron, cell) pairs",
@@ -523,7 +572,10 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                 cell_threshold: float = CELL_THRESHOLD, n_blocks: int = N_BLOCKS,
                 margin: float = MATCH_MARGIN, sign_threshold: float = SIGN_THRESHOLD,
                 how: str = "zero", random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
-                device: str | torch.device = "cpu", progress: bool = False) -> xr.Dataset:
+                device: str | torch.device = "cpu", progress: bool = False,
+                directions: xr.Dataset | None = None, fit_quality: xr.Dataset | None = None,
+                min_match_r: float = MIN_MATCH_R, min_feve: float = MIN_FEVE,
+                class_consistent: bool = CLASS_CONSISTENT, mapping: str = MAPPING) -> xr.Dataset:
     """Mode and interneuron silencing experiments, scored against the truth when given.
 
     Parameters
@@ -545,6 +597,18 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     sign_threshold : true |effect| from which signs are scored.
     how : ``"zero"`` (silence) or ``"mean"`` (clamp to the mean map), see :func:`retcodec.silence`.
     random_state, batch_size, device, progress : as elsewhere.
+    directions : the Dataset of :func:`retcodec.analysis.interneuron_directions.map_interneurons`:
+        each interneuron is then silenced as its direction (the single channel stays as the control).
+    fit_quality : per-cell ``correlation`` and ``feve (cell)`` of the model on held-out data
+        (:func:`retcodec.evaluate`); cells with ``feve < min_feve`` are marked ``poorly_fit``.
+    min_match_r : interneurons whose direction's held-out r is below this (or not above chance)
+        are marked ``blind_spot``.
+    class_consistent : silence only the channels of a direction that act like the
+        interneuron's class in the model (bipolar: excitation, amacrine: inhibition).
+    mapping : which mapping makes ``predicted_effect``: ``"channel"`` (the best unit's
+        channel, the default), ``"direction"``, or ``"heldout"`` (each interneuron's direction
+        where it predicts the recording better on held-out data than its best single unit, else
+        that unit's channel). Both mappings are kept in ``mapping_effect``.
 
     Returns
     -------
@@ -557,7 +621,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     source, _, _, cells = model_input(model, windows)
     contribution, activation = _split_modes(modes)
     layers = list(dict.fromkeys([*contribution, *activation] + (
-        [str(l) for l in interneurons["best_layer"].values] if interneurons is not None else [])))
+        [str(l) for l in interneurons["best_layer"].values] if interneurons is not None else []) + (
+        [str(l) for l in directions["unit_layer"].values] if directions is not None else [])))
     if not layers:
         raise ConfigurationError("nothing to do: give modes and/or interneurons")
     index = subsample_index(len(source), max_windows)
@@ -577,7 +642,9 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
     result = xr.concat(parts, dim="mode", data_vars="all", coords="minimal", join="outer",
                        fill_value=np.nan) if len(parts) > 1 else (parts[0] if parts else xr.Dataset())
     if interneurons is not None:
-        result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin)],
+        result = xr.merge([result, interneuron_experiments(runs, interneurons, n_blocks, margin,
+                                                                    directions, min_match_r, class_consistent,
+                                                                    mapping)],
                           compat="no_conflicts", join="outer", combine_attrs="drop")
     n_cells = runs.intact.shape[1]
     cells = np.asarray(cells) if len(cells) == n_cells else np.arange(n_cells)
@@ -586,6 +653,8 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
                                                                 "long_name": "mean intact model rate"})
     if cell_types is not None:
         result = result.assign_coords(ganglion_type=("cell", np.asarray(cell_types, dtype=str)))
+    if fit_quality is not None:
+        result = result.assign(fit_variables(fit_quality, n_cells, min_feve))
     truth_ds = _read_truth(truth)
     scored = (truth_ds is not None and interneurons is not None and "cell_type" in result.coords
               and any(v in truth_ds for v in TRUTH_VARIABLES))
@@ -596,12 +665,15 @@ def experiments(model: torch.nn.Module, windows: Any, modes: Mapping[str, xr.Dat
               "n_random": n_random, "cell_threshold": cell_threshold, "n_blocks": n_blocks,
               "match_margin": margin, "sign_threshold": sign_threshold, "random_state": random_state,
               "weight_mass": WEIGHT_MASS, "active_quantile": ACTIVE_QUANTILE, "layers": layers,
-              "how": how}
+              "how": how, "directions": directions is not None, "min_match_r": min_match_r,
+              "class_consistent": class_consistent, "mapping": mapping,
+              "min_feve": min_feve}
     result.attrs.update(provenance_attrs(params, method="experiments", n_windows=int(index.size),
                                          n_silenced_runs=runs.n_runs,
                                          silenced_at="output of each layer's ReLU (after batch norm)",
                                          effect="(mean silenced rate - mean intact rate) / mean intact rate",
                                          cell_threshold=cell_threshold, sign_threshold=sign_threshold,
+                                         min_match_r=min_match_r, min_feve=min_feve,
                                          truth_scored=int(scored)))
     return result
 

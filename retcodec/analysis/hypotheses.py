@@ -1,11 +1,12 @@
-"""Ranked, structured, plain-English hypotheses from an in-silico experiments Dataset.
+"""Structured, plain-English hypotheses: the :class:`Hypothesis` record and the mode hypotheses.
 
-:func:`hypotheses` turns the Dataset of :func:`retcodec.analysis.experiments.experiments`
-(``experiments.nc``) into :class:`Hypothesis` records, one per recorded
-interneuron and per contribution mode whose silencing clearly changes some
-cells, each with a sentence and a score. The experiment defaults that the
-sentences quote are declared here and re-exported by
-:mod:`retcodec.analysis.experiments`.
+:func:`mode_hypotheses` turns the mode experiments of
+:func:`retcodec.analysis.experiments.experiments` (``experiments.nc``) into
+:class:`Hypothesis` records, one per contribution mode whose silencing clearly
+changes some cells. The interneuron hypotheses (one per interneuron type) and
+the ranked list of all hypotheses are in :mod:`retcodec.analysis.lab_hypotheses`.
+The experiment defaults that the sentences quote are declared here and
+re-exported by :mod:`retcodec.analysis.experiments`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["hypotheses", "Hypothesis", "CELL_THRESHOLD", "WEIGHT_MASS", "CLEAR_EFFECT", "INTERVAL_Z"]
+__all__ = ["mode_hypotheses", "Hypothesis", "cell_ranges", "type_map", "CELL_THRESHOLD", "WEIGHT_MASS",
+           "CLEAR_EFFECT", "INTERVAL_Z", "MIN_FEVE"]
 
 #: a mode's cells: Pearson r of rate with the mode's loadings at least this
 CELL_THRESHOLD = 0.3
@@ -23,6 +25,8 @@ CELL_THRESHOLD = 0.3
 WEIGHT_MASS = 0.8
 #: |effect| from which a cell's change counts as clear in a hypothesis
 CLEAR_EFFECT = 0.1
+#: cells whose model explains less of their explainable variance than this get no hypothesis
+MIN_FEVE = 0.4
 #: normal quantile of the reported intervals (95 %)
 INTERVAL_Z = 1.959964
 
@@ -51,12 +55,14 @@ class Hypothesis:
     score: float
     sentence: str = ""
     cell_groups: dict = field(default_factory=dict)
+    recordings: tuple[str, ...] = ()      # the merged recordings of an interneuron hypothesis
+    contradicted: bool = False            # the known truth meets the refuting outcome
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _ranges(cells: Sequence[int]) -> str:
+def cell_ranges(cells: Sequence[int]) -> str:
     """``[4, 5, 6, 7, 9]`` -> ``"4-7, 9"``."""
     cells = sorted(int(c) for c in cells)
     out, start = [], None
@@ -97,7 +103,7 @@ def _group_phrase(groups: Mapping[str, Mapping[str, Any]], typed: bool) -> str:
         n = len(g["cells"])
         kind = g["type"].replace("_", "-")
         name = f"{kind} cell{'s' if n > 1 else ''}" if typed else f"cell{'s' if n > 1 else ''}"
-        parts.append(f"{name} {_ranges(g['cells'])} by {_pct_range(*g['range'])}")
+        parts.append(f"{name} {cell_ranges(g['cells'])} by {_pct_range(*g['range'])}")
     return ", ".join(parts)
 
 
@@ -135,27 +141,20 @@ def _summary(groups: Mapping[str, Mapping[str, Any]], direction: str
     return cells, (min(g["range"][0] for g in chosen), max(g["range"][1] for g in chosen))
 
 
-def hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
-               cell_types: Mapping[int, str] | Sequence[str] | None = None) -> list[Hypothesis]:
-    """Ranked hypotheses, one per recorded interneuron and per mode with a clear effect.
+def mode_hypotheses(result: xr.Dataset, clear: float = CLEAR_EFFECT,
+                    types: Mapping[int, str] | None = None) -> list[Hypothesis]:
+    """One hypothesis per contribution mode whose silencing clearly changes some cells.
 
     A cell's change is clear when ``|effect| >= clear`` and its 95 % interval
-    excludes 0. Interneurons: confidence = held-out match r (clipped to
-    [0, 1]) times the share of the effect outside the interval's half-width;
-    modes: the share of the effect above the random-control median. Ranked by
-    (largest clear |effect|) x confidence.
+    excludes 0; confidence is the share of the effect above the random-control
+    median. Modes that silence the same channels are merged.
     """
+    if "mode_effect" not in result or "mode" not in result.dims:
+        return []
     cells = result["cell"].values
-    types = _type_map(result, cell_types)
-    out: list[Hypothesis] = []
-    if "predicted_effect" in result:
-        out += [h for h in (_interneuron_hypothesis(result, i, cells, clear, types)
-                            for i in range(result.sizes["interneuron"])) if h is not None]
-    if "mode_effect" in result and "mode" in result.dims:
-        modes = [h for h in (_mode_hypothesis(result, j, cells, clear, types)
-                             for j in range(result.sizes["mode"])) if h is not None]
-        out += _merge_same_channels(modes)
-    return sorted(out, key=lambda h: -h.score)
+    found = [h for h in (_mode_hypothesis(result, j, cells, clear, types)
+                         for j in range(result.sizes["mode"])) if h is not None]
+    return _merge_same_channels(found)
 
 
 def _merge_same_channels(found: list[Hypothesis]) -> list[Hypothesis]:
@@ -175,7 +174,8 @@ def _merge_same_channels(found: list[Hypothesis]) -> list[Hypothesis]:
     return out
 
 
-def _type_map(result: xr.Dataset, cell_types: Any) -> dict[int, str] | None:
+def type_map(result: xr.Dataset, cell_types: Any) -> dict[int, str] | None:
+    """``{cell id: ganglion type}`` from ``cell_types`` (mapping or sequence) or the ``ganglion_type`` coord."""
     cells = [int(c) for c in result["cell"].values]
     if cell_types is None and "ganglion_type" in result.coords:
         cell_types = result["ganglion_type"].values
@@ -186,37 +186,14 @@ def _type_map(result: xr.Dataset, cell_types: Any) -> dict[int, str] | None:
     return dict(zip(cells, (str(t) for t in cell_types)))
 
 
-def _interneuron_hypothesis(result: xr.Dataset, i: int, cells: np.ndarray, clear: float,
-                            types: Mapping[int, str] | None) -> Hypothesis | None:
-    row = result.isel(interneuron=i)
-    eff, lo, hi = (row[v].values for v in ("predicted_effect", "effect_low", "effect_high"))
-    groups, dec, inc = _changes(eff, lo, hi, cells, clear, types)
-    if not groups:
-        return None
-    layer, ch = str(row["matched_layer"].values), int(row["matched_channel"].values)
-    r = float(row["heldout_correlation"].values)
-    affected = dec | inc
-    units = result["unit_layer"].values == layer
-    control = float(np.median(np.abs(result["single_effect"].values[units][:, affected])))
-    width = float(np.nanmean((hi - lo)[affected]) / 2)
-    size = float(np.max(np.abs(eff[affected])))
-    confidence = float(np.clip(r, 0, 1) * np.clip(1 - width / max(size, 1e-12), 0, 1))
-    ctype = str(row["cell_type"].values) if "cell_type" in row.coords else ""
-    ctype = "" if ctype in ("unknown", "") else ctype.replace("_", " ") + "; "
-    desc = f"{ctype}best model match {layer} ch {ch}, held-out r = {r:.2f}"
-    subject = str(row["interneuron"].values)
-    (d, dr), (u, ur) = _summary(groups, "decrease"), _summary(groups, "increase")
-    return Hypothesis("interneuron", subject, layer, (ch,), desc, d, dr, u, ur, control, confidence,
-                      size * confidence, _sentence(subject, desc, groups, control, 1, types is not None),
-                      groups)
-
-
 def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float,
                      types: Mapping[int, str] | None) -> Hypothesis | None:
     row = result.isel(mode=j)
     if str(row["mode_source"].values) != "contribution":
         return None
-    eff, se = row["mode_effect"].values, row["mode_effect_se"].values
+    eff, se = row["mode_effect"].values.astype(float), row["mode_effect_se"].values
+    if "poorly_fit" in result:                 # cells the model fits poorly get no claim
+        eff = np.where(np.asarray(result["poorly_fit"].values, bool), np.nan, eff)
     lo, hi = eff - INTERVAL_Z * se, eff + INTERVAL_Z * se
     groups, dec, inc = _changes(eff, lo, hi, cells, clear, types)
     if not groups:
@@ -232,7 +209,7 @@ def _mode_hypothesis(result: xr.Dataset, j: int, cells: np.ndarray, clear: float
     spec = float(row["specificity"].sel(kind="ablate").values)
     desc = (f"mode {row['mode'].values}, the channels carrying {WEIGHT_MASS:.0%} of its weight; "
             f"its cells (r >= {result.attrs.get('cell_threshold', CELL_THRESHOLD)}): "
-            f"{_ranges(mode_cells) if mode_cells else 'none'}; ablation specificity "
+            f"{cell_ranges(mode_cells) if mode_cells else 'none'}; ablation specificity "
             f"{f'{spec:+.2f}' if np.isfinite(spec) else 'n/a'}")
     action = f"{layer} channel{'s' if len(chans) > 1 else ''} {', '.join(map(str, chans))}"
     (d, dr), (u, ur) = _summary(groups, "decrease"), _summary(groups, "increase")

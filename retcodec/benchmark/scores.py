@@ -10,8 +10,9 @@ run's results folder and the recording's truth group:
   ARI 1 by construction) and ``shuffled_labels`` (the mean over 200 permutations of
   them: ARI about 0),
   check the scoring itself;
-* **silencing** (``experiments.nc``): the interneuron predictions and the
-  correlational baseline -- ``spearman`` over (interneuron, cell) pairs with a known
+* **silencing** (``experiments.nc``): the interneuron predictions (the primary
+  prediction, and each interneuron-to-model mapping apart: ``direction_mapping``,
+  ``single_channel``) and the correlational baseline -- ``spearman`` over (interneuron, cell) pairs with a known
   true effect and ``sign_accuracy`` on pairs with true ``|effect| >= 0.2``;
 * **interneuron matching** (``interneurons.nc``): ``type_match_rate``,
   ``heldout_r`` (median) and ``chance_p95`` (median);
@@ -50,6 +51,8 @@ METRICS: dict[str, str] = {
     "test_r": "median correlation of model and recorded trial-averaged rate on the test split",
     "feve": "median fraction of explainable variance explained on the test split",
 }
+#: benchmark row of each interneuron-to-model mapping of ``experiments.nc`` (``silencing/<row>``)
+MAPPING_ROWS = {"direction": "direction_mapping", "channel": "single_channel"}
 #: seed and number of the shuffled reference clusterings (their mean ARI is reported)
 SHUFFLE_SEED = 12345
 N_SHUFFLES = 200
@@ -104,6 +107,10 @@ def _experiment_rows(results: Path) -> dict[str, dict[str, float]]:
     rows = {"silencing/interneuron_prediction": score_effects(ds["predicted_effect"].values, true),
             "silencing/correlational_baseline": score_effects(ds["baseline_prediction"].values, true),
             "silencing/truth": score_effects(true, true)}
+    if "mapping_effect" in ds:              # each interneuron-to-model mapping (direction; channel: the control)
+        effects = ds["mapping_effect"].transpose("mapping", "interneuron", "cell").values
+        for name, effect in zip(ds["mapping"].values.astype(str), effects):
+            rows[f"silencing/{MAPPING_ROWS.get(name, name)}"] = score_effects(effect, true)
     return rows
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,17 +41,16 @@ from torch import nn
 
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
+from retcodec.engine.dose import KINDS, check_fractions, curve_auc, dose_sets, specificity
 from retcodec.engine.probe import check_module, probe_model
 from retcodec.io.validation import as_flag, as_int, check_input_dtype, check_model_input
 
-__all__ = ["silence", "Silencer", "SilencePoint", "silence_points", "silenced", "channel_mask",
+__all__ = ["silence", "Silencer", "Transform", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
            "HOWS", "KINDS", "DEFAULT_BATCH_SIZE", "MAX_READOUT_ENTRIES", "MAX_DECOMPOSED_ENTRIES"]
 
 #: ways to silence a channel
 HOWS = ("zero", "mean")
-#: perturbation kinds of a dose curve: silence the top channels, or keep only them
-KINDS = ("ablate", "preserve")
 #: windows per forward pass
 DEFAULT_BATCH_SIZE = FORWARD_BATCH
 #: the largest affine read-out (inputs x outputs) reduced to a matrix
@@ -62,6 +61,8 @@ MAX_DECOMPOSED_ENTRIES = 1 << 25
 _AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Flatten, nn.Identity, nn.Dropout)
 
 Channels = Mapping[str, Sequence[int]]
+#: a replacement of a layer's output: ``f(output, channel_axis) -> output`` (same shape)
+Transform = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 # =========================================================================== silence points
@@ -241,40 +242,6 @@ def _hook(mask: torch.Tensor, point: SilencePoint, fill: torch.Tensor | None):
     def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         return _replace(output, mask, point.channel_axis(output.ndim), fill)
     return hook
-
-
-# =========================================================================== dose curves
-def dose_sets(order: Sequence[int] | np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
-    """The top ``round(p * C)`` channels of ``order`` for each fraction ``p`` (``C = len(order)``)."""
-    order = np.asarray(order, dtype=np.int64)
-    f = check_fractions(fractions)
-    return [order[:round(float(p) * len(order))] for p in f]
-
-
-def check_fractions(fractions: Sequence[float]) -> np.ndarray:
-    """Fractions as a float array increasing within [0, 1] (>= 2 values), else ConfigurationError."""
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.ndim != 1 or len(f) < 2 or (np.diff(f) <= 0).any() or f[0] < 0 or f[-1] > 1:
-        raise ConfigurationError(f"fractions must increase within [0, 1] (>= 2 values), got {f.tolist()}")
-    return f
-
-
-def curve_auc(fractions: Sequence[float] | np.ndarray, ratio: np.ndarray) -> np.ndarray:
-    """Trapezoid area under ratio-vs-fraction curves along the last axis."""
-    return np.trapezoid(np.asarray(ratio, dtype=np.float64), np.asarray(fractions, dtype=np.float64),
-                        axis=-1)
-
-
-def specificity(auc_on: np.ndarray, auc_off: np.ndarray, kind: str = "ablate") -> np.ndarray:
-    """Specificity of a perturbation: ablate ``off - on``; preserve ``on - off``.
-
-    Positive when the perturbation hurts the targeted group more (ablation) or
-    spares it more (preservation).
-    """
-    if kind not in KINDS:
-        raise ConfigurationError(f"kind must be one of {KINDS}, got {kind!r}")
-    on, off = np.asarray(auc_on, dtype=np.float64), np.asarray(auc_off, dtype=np.float64)
-    return off - on if kind == "ablate" else on - off
 
 
 # =========================================================================== the engine
@@ -589,6 +556,45 @@ class Silencer:
         self._prepare()
         return self._staged_rates(masks) if self.staged else self._hooked_rates(masks)
 
+    def transformed_rates(self, transforms: Mapping[str, Transform]) -> np.ndarray:
+        """Rates ``(time, out)`` with each named layer's output ``h`` replaced by ``transforms[name](h, axis)``.
+
+        ``axis``: the channel axis of ``h`` (batch first). Layers run in model
+        order, so a later layer sees the transformed earlier ones (e.g.
+        :func:`retcodec.engine.directions.projection`).
+        """
+        unknown = [n for n in transforms if n not in self.points]
+        if unknown:
+            raise ConfigurationError(f"unknown layer(s) {unknown}; silencing is set up for {list(self.points)}")
+        self._prepare()
+        if not transforms:
+            return self._intact.copy()
+        if not self.staged:
+            rates = []
+            handles = [self.points[n].module.register_forward_hook(_transform_hook(f, self.points[n]))
+                       for n, f in transforms.items()]
+            try:
+                with self._running():
+                    rates = [self.model(self._batch(idx)) for idx in self._chunks()]
+            finally:
+                for h in handles:
+                    h.remove()
+            return torch.cat(rates).cpu().numpy()
+        seq = _sequential(self.model)
+        active = [n for n in self._order if n in transforms]
+        first, out = active[0], []
+        with self._running():
+            cache = self._cache[first]
+            for s in range(0, cache.shape[0], self.batch_size):
+                x, pos = transforms[first](cache[s:s + self.batch_size], 1), self.points[first].index + 1
+                for name in self._order[self._order.index(first) + 1:]:
+                    x = seq[pos:self.points[name].index + 1](x)
+                    pos = self.points[name].index + 1
+                    if name in transforms:
+                        x = transforms[name](x, 1)
+                out.append(self._finish(x, pos))
+        return torch.cat(out).cpu().numpy()
+
     def activity(self, layer: str) -> np.ndarray:
         """Intact output of a silence point summed over positions: ``(time, channel)`` (staged models)."""
         self._prepare()
@@ -605,6 +611,12 @@ def _is_affine(module: nn.Module) -> bool:
     if isinstance(module, (GaussianNoise, AbsBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
         return not module.training
     return isinstance(module, _AFFINE + (GrabUnits, LinearStackedConv2d, Flatten, Reshape))
+
+
+def _transform_hook(transform: Transform, point: SilencePoint):
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return transform(output, point.channel_axis(output.ndim))
+    return hook
 
 
 def _sum_hook(name: str, store: dict[str, torch.Tensor]):

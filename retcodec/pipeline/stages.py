@@ -243,8 +243,12 @@ def stage_types(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) ->
 
 def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset],
                       inter: xr.Dataset | None) -> xr.Dataset:
-    """Silencing experiments: each mode's channels and each recorded interneuron's matched channel."""
+    """Silencing experiments: each mode's channels and each recorded interneuron (its direction and,
+    as the control, its matched channel); blind spots from the direction fits and the model's fit."""
+    from retcodec.analysis.evaluation import evaluate
     from retcodec.analysis.experiments import experiments, summary
+    from retcodec.analysis.interneuron_directions import map_interneurons
+    from retcodec.analysis.rates import model_rates
     from retcodec.io.recordings import model_windows
     from retcodec.io.truth import read_truth
 
@@ -258,11 +262,21 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
         run.say(f"  silencing on {cfg.experiment_windows} windows"
                 + ("; scoring against the circuit's true silencing effects" if has_effects else ""))
         types = rec["cell_type"].values if "cell_type" in rec.coords else None
+        directions = None
+        if inter is not None and run.inputs.interneuron_paths:
+            run.say("  mapping each recorded interneuron to a direction of the hidden activity")
+            directions = map_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths], inter,
+                                          layers=cfg.layers, n_shifts=cfg.interneuron_shifts,
+                                          random_state=cfg.random_state, max_windows=cfg.interneuron_windows,
+                                          device=cfg.device)
+        fit = evaluate(run.inputs.model, rec, device=cfg.device, prediction=model_rates(contrib))
         ds = experiments(run.inputs.model, w, modes=modes, interneurons=inter,
                          truth=truth if has_effects else None, cell_types=types,
                          max_windows=cfg.experiment_windows, random_state=cfg.random_state,
-                         device=cfg.device, progress=cfg.progress)
+                         device=cfg.device, progress=cfg.progress, directions=directions, fit_quality=fit)
         ds.attrs.update(run.attrs("experiments"))
+        stim = str(rec.attrs.get("stim_type", "")).replace("naturalscene", "natural-scene movie")
+        ds.attrs["stimulus"] = f"the {stim} stimulus of the recording" if stim else "the recording's stimulus"
         write_netcdf_atomic(ds, path)
         numbers = summary(ds)
         run.say("  " + ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"

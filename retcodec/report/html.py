@@ -242,21 +242,29 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figure
     if exp is None:
         return "<p class='note'>No experiments were run.</p>", [], {}
     from retcodec.analysis.ablation import ablation_curves
-    from retcodec.analysis.experiments import hypotheses
+    from retcodec.analysis.experiments import hypotheses, hypothesis_lines
 
     curves = ablation_curves(exp, random_state=random_state) if "ratio" in exp else None
 
     hyps = hypotheses(exp, cell_types=cell_types)
     lines = [h.sentence for h in hyps]
+    notes = hypothesis_lines(exp, hyps, cell_types)[len(lines):]
     info: dict[str, Any] = {k: _scalar(exp, k) for k in ("spearman", "sign_accuracy", "baseline_spearman",
                                                            "baseline_sign_accuracy", "n_scored_pairs",
                                                            "n_sign_pairs")}
     info["n_hypotheses"] = len(hyps)
-    parts = ["<p>Each mode's top channels and each recorded interneuron's best-matching model channel were "
-             "silenced in the model (their output after the batch norm and ReLU set to zero) and every "
-             "ganglion cell's mean rate over the analysed stimulus compared with the intact model. "
-             "Effect = (silenced − intact) / intact; intervals are 95 % ranges over held-out time blocks "
-             "and over channels that match the interneuron almost as well.</p>"]
+    info["notes"] = notes
+    parts = ["<p>Each recorded interneuron was silenced in the model in two ways: its best-matching model "
+             "channel set to zero after its batch norm and ReLU, and its <i>direction</i> — the non-negative "
+             "combination of channels of both hidden layers that best predicts its held-out membrane potential "
+             "— projected out of each layer's activity (both in experiments.nc; the predictions and hypotheses "
+             "below use the mapping named in its <code>prediction_mapping</code>, by default the single "
+             "channel, which scored best on the benchmark's tuning retinas). Each mode's top channels were "
+             "set to zero. Every "
+             "ganglion cell's mean rate over the analysed stimulus was compared with the intact model. "
+             "Effect = (silenced − intact) / intact; intervals are 95 % ranges over time blocks and over the "
+             "recordings of one interneuron type, which make one hypothesis. Interneurons without a model "
+             "counterpart and cells the model fits poorly get no hypothesis (listed below).</p>"]
     if info["spearman"] is not None:
         parts.append(
             "<p class='box'><b>Checked against the ground truth</b> (the in-silico circuit with the same "
@@ -269,8 +277,11 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figure
     parts.append(ablation_html(curves) + ablation_figures)
     parts.append("<h3>Hypotheses to take to the rig</h3>")
     parts.append("<ol>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ol>" if lines else
-                 "<p class='note'>No silencing had a clear effect (|effect| ≥ 20 % with an interval "
+                 "<p class='note'>No silencing had a clear effect (|effect| ≥ 10 % with an interval "
                  "excluding 0).</p>")
+    if notes:
+        parts.append("<h3>What the model cannot predict, and how it scores</h3><ul>"
+                     + "".join(f"<li>{html.escape(s)}</li>" for s in notes) + "</ul>")
     return "".join(parts), lines, info
 
 
@@ -296,9 +307,12 @@ def _methods(cfg: Any, n_windows: int) -> str:
         "stimulus at single moments, grouped by which modes are active, summarised by rank-1 filters.</dd>"
         "<dt>Interneurons</dt><dd>Each recorded interneuron's best model unit is chosen on half of the "
         "data and scored on the other half; chance from circularly shifted recordings.</dd>"
-        "<dt>Silencing experiments</dt><dd>Channels are set to zero after their batch norm and ReLU "
-        "(a silenced interneuron transmits nothing), and the change of each cell's mean rate is measured, "
-        "with random channel sets of the same size as the control.</dd></dl>"
+        "<dt>Silencing experiments</dt><dd>A recorded interneuron is silenced by setting its best-matching "
+        "channel to zero after batch norm and ReLU (a silenced interneuron transmits nothing) and, as a second "
+        "mapping, by projecting its fitted direction (a non-negative combination of channels) out of the "
+        "hidden layers' activity; a mode's channels are set to zero. The "
+        "change of each cell's mean rate is measured, with single channels and random channel sets as "
+        "controls.</dd></dl>"
         "<p class='note'>The method and every file layout are documented in the repository's "
         "<code>docs/</code> (method.md, modes.md, celltypes.md, experiments.md, formats.md).</p>")
 
@@ -471,5 +485,5 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(doc, encoding="utf-8")
     with atomic_path(Path(run.out) / "hypotheses.txt") as tmp:
-        tmp.write_text("\n".join(hyps) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join([*hyps, *exp_info.get("notes", [])]) + "\n", encoding="utf-8")
     return path
