@@ -160,7 +160,7 @@ def test_cluster_cells_errors():
 
 
 # =========================================================================== drive profiles, k rules, primary
-from retcodec.analysis.celltypes import (cell_types_primary, choose_k, gap_statistic, subsample_stability,
+from retcodec.analysis.celltypes import (PRIMARY_K_RULE, cell_types_primary, choose_k, gap_statistic, subsample_stability,
                                          typing_windows)
 from retcodec.analysis.drive import drive_over_modes, drive_profiles
 
@@ -306,3 +306,73 @@ def test_primary_types_and_controls(tmp_path):
     back = xr.open_datatree(path, engine="h5netcdf")
     np.testing.assert_array_equal(back["cluster"].values, root["cluster"].values)
     assert set(back["controls"].children) == {"surprisal_modes", "activation_modes", "rates"}
+
+
+def test_primary_over_modes_carries_consensus_confidence_and_diagnostics():
+    per_cell = planted_per_cell()
+    loadings, rates, _ = planted()
+    rates = rates.isel(time=slice(0, 40)).assign_coords(time=per_cell["time"].values)
+    # modes: each type's own (channel, sign) pattern is one mode, so the drive over modes is one-hot per type
+    modes = {}
+    for layer in ("conv0", "conv1"):
+        c = per_cell[layer]["contribution"]
+        rows = np.abs(c).mean("time").groupby(xr.DataArray(np.array(TYPES), dims="cell")).mean().values
+        modes[layer] = xr.Dataset({"modes": (("mode", "channel", "sign"), rows),
+                                   "loadings": loadings[layer].isel(time=slice(0, 40), mode=slice(0, len(rows)))
+                                   .assign_coords(time=rates["time"].values, mode=np.arange(len(rows)))},
+                                  coords={"mode": np.arange(len(rows)), "channel": c["channel"].values,
+                                          "sign": ["neg", "pos"]})
+        modes[layer]["modes"].values[..., 0] *= -1
+    tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
+                              k_range=range(2, 6))
+    root = tree.to_dataset()
+    assert root.attrs["k_rule"] == PRIMARY_K_RULE == "combined"
+    assert root["drive_profile"].attrs["features"].startswith("drive over the contribution modes")
+    assert int(root["chosen_k"]) == 3 and float(root["ari_truth"]) == 1.0
+    assert "drive/channels" in tree.children["drive"].children or "channels" in tree["drive"].children
+    assert root["consensus"].dims == ("k", "cell", "cell2")
+    c3 = root["consensus"].sel(k=3).values
+    same = np.array(TYPES)[:, None] == np.array(TYPES)[None, :]
+    assert np.allclose(c3[same], 1.0) and np.allclose(c3[~same], 0.0)   # planted types: always, never together
+    assert np.allclose(root["confidence"].values, 1.0) and float(root["pac"].sel(k=3)) == 0.0
+    lo, hi = root["ari_truth_interval"].values
+    assert lo == hi == 1.0
+    assert root["separating_feature"].dims == ("type_a", "type_b", "rank")
+    assert root["separating_feature"].sel(type_a=0, type_b=1, rank=0).item().startswith("conv")
+    assert root["consensus_cluster"].sel(k=3).values.tolist() == root["cluster"].values.tolist()
+
+
+def test_combined_rule_is_the_largest_of_its_parts():
+    from retcodec.analysis.consensus import Resampler
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(4, 5)) * 6
+    truth = np.repeat(np.arange(4), 4)
+    per_window = centres[truth][None] + rng.normal(size=(60, truth.size, 5))
+    resample = Resampler(lambda idx: per_window[idx].mean(axis=0), 60)
+    x = xr.DataArray(resample.make(np.arange(60)), dims=("cell", "feature"))
+    parts = {rule: int(cluster_cells(x, range(2, 8), k_rule=rule, resample=resample)["chosen_k"])
+             for rule in ("silhouette", "gap", "consensus", "combined")}
+    assert parts["combined"] == max(parts["silhouette"], parts["gap"], parts["consensus"]) == 4
+    with pytest.raises(ConfigurationError, match="needs resample"):
+        cluster_cells(x, range(2, 8), k_rule="combined")
+
+
+def test_cell_type_figure_and_uncertainty_text():
+    from retcodec.report.fig_types import plot_cell_types
+    from retcodec.report.type_sections import type_uncertainty_html
+    from retcodec.errors import MissingDataError
+    per_cell = planted_per_cell()
+    loadings, rates, _ = planted()
+    rates = rates.isel(time=slice(0, 40)).assign_coords(time=per_cell["time"].values)
+    modes = {l: xr.Dataset({"loadings": z.isel(time=slice(0, 40)).assign_coords(time=rates["time"].values)})
+             for l, z in loadings.items()}
+    tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
+                              k_range=range(2, 6))
+    fig = plot_cell_types(tree)
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    assert "consensus at k = 3" in titles and "ARI vs truth 1.00" in titles and "drive profiles" in titles
+    text = type_uncertainty_html(tree.to_dataset())
+    assert "k = 3 by the combined rule" in text and "Every cell shares its type" in text
+    assert "Closest types" in text
+    with pytest.raises((MissingDataError, ConfigurationError, ShapeError)):
+        plot_cell_types(xr.Dataset({"cluster": ("cell", [0, 1])}))

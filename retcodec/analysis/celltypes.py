@@ -103,7 +103,7 @@ def clustering_agreement(labels: Mapping[str, Sequence[Any]]) -> xr.DataArray:
 
 
 # =========================================================================== choosing k
-K_RULES = ("silhouette", "gap", "stability", "silhouette_gap", "consensus")
+K_RULES = ("silhouette", "gap", "stability", "silhouette_gap", "consensus", "combined")
 DEFAULT_N_RESAMPLES = 20
 #: ``rule="stability"``: the largest k whose mean resampling ARI reaches this
 DEFAULT_STABILITY_THRESHOLD = 0.8
@@ -298,12 +298,16 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         cells = features["cell"].values if "cell" in features.coords else np.arange(n_cells)
         evidence = consensus_evidence(resample.make, resample.n_time, cells, usable, pac_threshold,
                                       consensus_resamples, random_state=random_state, standardize=standardize)
-    if k_rule == "consensus":
+    if k_rule in ("consensus", "combined"):
         if evidence is None:
-            raise ConfigurationError("k_rule='consensus' needs resample= (how to rebuild the features on "
-                                     "resampled windows)")
+            raise ConfigurationError(f"k_rule={k_rule!r} needs resample= (how to rebuild the features on "
+                                     f"resampled windows)")
         score[at] = evidence["pac"].values
         chosen_k = int(evidence["chosen_k"])
+        if k_rule == "combined":
+            gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
+            chosen_k = max(chosen_k, choose_k(all_ks, silhouette, se, "silhouette"),
+                           usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")
     hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
@@ -372,7 +376,8 @@ def _check_truth(true_types: Any, n_cells: int) -> np.ndarray:
 def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArray,
                k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0, n_init: int = 10,
                true_types: Sequence[Any] | xr.DataArray | None = None,
-               k_rule: str = "silhouette", consensus: bool = False) -> xr.DataTree:
+               k_rule: str = "silhouette", consensus: bool = False,
+               pac_threshold: float = PAC_THRESHOLD) -> xr.DataTree:
     """Cluster cells by the correlation of their rates with each layer's modes.
 
     Parameters
@@ -406,11 +411,12 @@ def cell_types(loadings_by_layer: Mapping[str, xr.DataArray], rates: xr.DataArra
             raise ConfigurationError(f"layer names must be non-empty strings without '/', got {name!r}")
         correlation = mode_rate_correlation(loadings, rates)
         resample = None
-        if consensus or k_rule == "consensus":
+        if consensus or k_rule in ("consensus", "combined"):
             z, y = _check_pair(loadings, rates)
             resample = correlation_resampler(y.values, z.values)
         node = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule,
-                             resample=resample, consensus_resamples=N_CONTROL_RESAMPLES)
+                             resample=resample, consensus_resamples=N_CONTROL_RESAMPLES,
+                             pac_threshold=pac_threshold)
         node["correlation"] = correlation
         node.attrs["layer"] = name
         children[name] = node
@@ -435,7 +441,8 @@ def _agreement_root(labels: Mapping[str, np.ndarray], cells: np.ndarray) -> xr.D
 
 def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE, random_state: int = 0,
                   n_init: int = 10, true_types: Sequence[Any] | xr.DataArray | None = None,
-                  k_rule: str = "silhouette", consensus: bool = False) -> xr.Dataset:
+                  k_rule: str = "silhouette", consensus: bool = False,
+                  pac_threshold: float = PAC_THRESHOLD) -> xr.Dataset:
     """Control: cluster cells by their raw rates.
 
     Each cell is described by its row of the cell-by-cell Pearson correlation
@@ -456,9 +463,9 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
     correlation = xr.DataArray(corr, dims=("cell", "cell2"), coords={"cell": cells, "cell2": cells},
                                name="correlation",
                                attrs={"long_name": "Pearson correlation of cell rates (NaN -> 0)"})
-    resample = correlation_resampler(y, y) if consensus or k_rule == "consensus" else None
+    resample = correlation_resampler(y, y) if consensus or k_rule in ("consensus", "combined") else None
     ds = cluster_cells(correlation, k_range, random_state, n_init, true_types, k_rule=k_rule, resample=resample,
-                       consensus_resamples=N_CONTROL_RESAMPLES)
+                       consensus_resamples=N_CONTROL_RESAMPLES, pac_threshold=pac_threshold)
     ds["correlation"] = correlation
     ds.attrs.update(provenance_attrs({"k_range": sorted(int(k) for k in k_range)},
                                      method="cluster_rates", features="rows of the rate correlation matrix"))
@@ -469,7 +476,7 @@ def cluster_rates(rates: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RANGE,
 #: windows used for per-cell contributions (evenly spaced over the stimulus)
 DEFAULT_TYPING_WINDOWS = 400
 #: the k rule of the primary clustering and of every control (validated on simulated retinas)
-PRIMARY_K_RULE = "silhouette_gap"
+PRIMARY_K_RULE = "combined"
 #: the primary features: each cell's drive decomposed over both layers' contribution modes (fractions per layer)
 PRIMARY_FEATURES = "drive over the contribution modes of all layers"
 #: the primary features when no contribution modes are given: the drive of every channel (E and I) of all layers
@@ -492,7 +499,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                        max_windows: int | None = DEFAULT_TYPING_WINDOWS, steps: int | None = None,
                        k_range: Iterable[int] = DEFAULT_K_RANGE, k_rule: str = PRIMARY_K_RULE,
                        per_cell: xr.DataTree | None = None, n_init: int = 10,
-                       progress: bool = False) -> xr.DataTree:
+                       progress: bool = False, pac_threshold: float = PAC_THRESHOLD) -> xr.DataTree:
     """The cell types: cells clustered by the drive profiles of their own rates, with controls.
 
     The rule (fixed, see ``docs/celltypes.md``): per-cell contributions
@@ -537,7 +544,8 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
         per_cell = per_cell_contributions(model, windows, layers, steps=steps or DEFAULT_PER_CELL_STEPS,
                                           window_index=typing_windows(n, max_windows), device=device,
                                           progress=progress)
-    kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule)
+    kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types, k_rule=k_rule,
+              pac_threshold=pac_threshold)
     contribution_modes = {l: modes[l] for l in layers if l in modes}
     over_modes = len(contribution_modes) == len(layers) and all("modes" in ds for ds in contribution_modes.values())
     if over_modes:
@@ -572,7 +580,7 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
                                                   resample=drive_resampler(per_cell, [layer]),
                                                   consensus_resamples=N_CONTROL_RESAMPLES, **kw))
     tree_kw = dict(k_range=k_range, random_state=random_state, n_init=n_init, true_types=true_types,
-                   k_rule=k_rule, consensus=True)
+                   k_rule=k_rule, consensus=True, pac_threshold=pac_threshold)
     for family, source in (("surprisal_modes", contribution_modes), ("activation_modes", activation_modes or {})):
         loadings = {l: source[l]["loadings"] for l in layers if l in source}
         for l in loadings:

@@ -78,7 +78,7 @@ def correlation_resampler(y: np.ndarray, z: np.ndarray) -> Resampler:
 #: consensus values strictly inside these bounds count as ambiguous
 PAC_BOUNDS = (0.1, 0.9)
 #: the consensus rule picks the largest k with at most this fraction of ambiguous pairs (tuned, docs/celltypes.md)
-PAC_THRESHOLD = 0.1
+PAC_THRESHOLD = 0.05
 #: a type holds at least this many cells (the consensus rule never picks a k that isolates one cell)
 MIN_TYPE_CELLS = 2
 #: resamples of windows and cells
