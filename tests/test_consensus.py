@@ -107,3 +107,10 @@ def test_adjusted_rand_matches_sklearn():
         assert adjusted_rand(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
     assert adjusted_rand([0, 0, 1], ["x", "x", "y"]) == 1.0
     assert adjusted_rand([0, 0, 0], [1, 1, 1]) == 1.0
+
+
+def test_ks_a_resample_cannot_try_are_left_out():
+    make, n_time, truth = planted(n_types=3, per_type=3)          # 9 cells: at most 4 types of 2 cells
+    ds = consensus_evidence(make, n_time, np.arange(truth.size), range(2, 9), n_resamples=10)
+    assert ds["k"].values.max() <= 4 and np.isfinite(ds["pac"].values).all()
+    assert int(ds["chosen_k"]) == 3

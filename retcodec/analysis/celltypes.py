@@ -302,12 +302,14 @@ def cluster_cells(features: xr.DataArray, k_range: Iterable[int] = DEFAULT_K_RAN
         if evidence is None:
             raise ConfigurationError(f"k_rule={k_rule!r} needs resample= (how to rebuild the features on "
                                      f"resampled windows)")
-        score[at] = evidence["pac"].values
+        score = evidence["pac"].reindex(k=all_ks).values
         chosen_k = int(evidence["chosen_k"])
-        if k_rule == "combined":
-            gap, gap_se = gap_statistic(x, [1] + usable, random_state, n_init, n_resamples)
-            chosen_k = max(chosen_k, choose_k(all_ks, silhouette, se, "silhouette"),
-                           usable[0], choose_k([1] + usable, gap, gap_se, "gap"))
+        if k_rule == "combined":                  # the parts choose among the k the consensus could try
+            tried = [k for k in usable if k in evidence["k"].values]
+            sil = np.where(np.isin(all_ks, tried), silhouette, np.nan)
+            gap, gap_se = gap_statistic(x, [1] + tried, random_state, n_init, n_resamples)
+            chosen_k = max(chosen_k, choose_k(all_ks, sil, se, "silhouette"),
+                           tried[0], choose_k([1] + tried, gap, gap_se, "gap"))
     labels = canonical_labels(fits[chosen_k])
     tree = linkage(x, method="ward")
     hierarchical = canonical_labels(fcluster(tree, t=chosen_k, criterion="maxclust"))
@@ -353,7 +355,11 @@ def _with_consensus(ds: xr.Dataset, evidence: xr.Dataset, labels: np.ndarray, ch
     ev = evidence.reindex(k=ds["k"].values)
     ev["consensus_cluster"] = ev["consensus_cluster"].fillna(-1).astype(np.int64)
     ev["smallest_type"] = ev["smallest_type"].fillna(0).astype(np.int64)
-    confidence, alternative, alt_value = cell_confidence(evidence["consensus"].sel(k=chosen_k).values, labels)
+    if chosen_k in evidence["k"].values:
+        confidence, alternative, alt_value = cell_confidence(evidence["consensus"].sel(k=chosen_k).values, labels)
+    else:                                          # the rule chose a k the resamples could not try
+        confidence, alt_value = np.full(labels.size, np.nan), np.full(labels.size, np.nan)
+        alternative = np.full(labels.size, -1, dtype=np.int64)
     for name in ("consensus", "pac", "consensus_cluster", "smallest_type"):
         ds[name] = ev[name]
     ds["confidence"] = ("cell", confidence, evidence["confidence"].attrs)

@@ -117,31 +117,33 @@ def consensus_matrices(make: FeatureMaker, n_time: int, n_cells: int, ks: Sequen
     rng = np.random.default_rng(random_state)
     m = max(2, int(round(cell_fraction * n_cells)))
     together = np.zeros((len(ks), n_cells, n_cells))
-    drawn = np.zeros((n_cells, n_cells))
+    drawn = np.zeros((len(ks), n_cells, n_cells))
     for b in range(n_resamples):
         cells = np.sort(rng.choice(n_cells, size=m, replace=False))
         x = np.asarray(make(block_bootstrap(n_time, rng, block)), dtype=np.float64)[cells]
         x = standardize_columns(x) if standardize else x - x.mean(axis=0)
-        drawn[np.ix_(cells, cells)] += 1
         n_distinct = np.unique(x, axis=0).shape[0]
         for i, k in enumerate(ks):
             if k > min(m - 1, n_distinct):
                 continue
+            drawn[i][np.ix_(cells, cells)] += 1
             labels = kmeans(x, k, random_state + 1 + b, n_init)[0]
             same = labels[:, None] == labels[None, :]
             together[i][np.ix_(cells, cells)] += same
-    consensus = np.divide(together, drawn[None], out=np.full_like(together, 0.5), where=drawn[None] > 0)
+    consensus = np.divide(together, drawn, out=np.full_like(together, np.nan), where=drawn > 0)
     idx = np.arange(n_cells)
     consensus[:, idx, idx] = 1.0
     return consensus
 
 
 def ambiguous_fraction(consensus: np.ndarray, bounds: tuple[float, float] = PAC_BOUNDS) -> np.ndarray:
-    """``pac (k)``: fraction of cell pairs (i < j) with consensus strictly inside ``bounds``."""
+    """``pac (k)``: fraction of cell pairs (i < j) with consensus strictly inside ``bounds`` (NaN where a pair
+    was never clustered at that k)."""
     n = consensus.shape[-1]
     upper = np.triu_indices(n, 1)
     values = consensus[:, upper[0], upper[1]]
-    return ((values > bounds[0]) & (values < bounds[1])).mean(axis=1)
+    pac = ((values > bounds[0]) & (values < bounds[1])).mean(axis=1)
+    return np.where(np.isnan(values).any(axis=1), np.nan, pac)
 
 
 def choose_k_consensus(ks: Sequence[int], pac: np.ndarray, threshold: float = PAC_THRESHOLD,
@@ -218,9 +220,15 @@ def consensus_evidence(make: FeatureMaker, n_time: int, cells: np.ndarray, ks: S
     ks = [int(k) for k in ks if 2 <= int(k) <= cells.size - 1]
     if not ks:
         raise ConfigurationError(f"no k in 2..{cells.size - 1} to try for {cells.size} cells")
+    cap = cells.size // MIN_TYPE_CELLS                 # more types than that would isolate single cells
+    ks = [k for k in ks if k <= cap] or ks[:1]
     consensus = consensus_matrices(make, n_time, cells.size, ks, n_resamples, cell_fraction, block,
                                    random_state, n_init, standardize)
     pac = ambiguous_fraction(consensus)
+    defined = np.isfinite(pac)
+    if not defined.any():
+        raise ConfigurationError(f"no k in {ks} could be tried on resamples of {cells.size} cells")
+    ks, consensus, pac = [k for k, d in zip(ks, defined) if d], consensus[defined], pac[defined]
     labels_by_k = np.array([consensus_labels(c, k) for c, k in zip(consensus, ks)])
     smallest = np.array([np.bincount(labels).min() for labels in labels_by_k])
     chosen = choose_k_consensus(ks, pac, threshold, smallest)
