@@ -277,12 +277,18 @@ def test_typing_windows_are_even_and_bounded():
         typing_windows(10, 2)
 
 
-def test_primary_types_and_controls(tmp_path):
+def primary_inputs():
+    """Planted per-cell drive, rates on its windows and loadings-only modes (no mode rows)."""
     per_cell = planted_per_cell()
     loadings, rates, _ = planted()
     rates = rates.isel(time=slice(0, 40)).assign_coords(time=per_cell["time"].values)
     modes = {l: xr.Dataset({"loadings": z.isel(time=slice(0, 40)).assign_coords(time=rates["time"].values)})
              for l, z in loadings.items()}
+    return per_cell, rates, modes
+
+
+def test_primary_types_and_controls(tmp_path):
+    per_cell, rates, modes = primary_inputs()
     tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
                               k_range=range(2, 6), k_rule="silhouette_gap")
     root = tree.to_dataset()
@@ -361,11 +367,7 @@ def test_cell_type_figure_and_uncertainty_text():
     from retcodec.report.fig_types import plot_cell_types
     from retcodec.report.type_sections import type_uncertainty_html
     from retcodec.errors import MissingDataError
-    per_cell = planted_per_cell()
-    loadings, rates, _ = planted()
-    rates = rates.isel(time=slice(0, 40)).assign_coords(time=per_cell["time"].values)
-    modes = {l: xr.Dataset({"loadings": z.isel(time=slice(0, 40)).assign_coords(time=rates["time"].values)})
-             for l, z in loadings.items()}
+    per_cell, rates, modes = primary_inputs()
     tree = cell_types_primary(None, None, None, modes, modes, rates, true_types=TYPES, per_cell=per_cell,
                               k_range=range(2, 6))
     fig = plot_cell_types(tree)

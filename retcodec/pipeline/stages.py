@@ -269,6 +269,7 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
                                           layers=cfg.layers, n_shifts=cfg.interneuron_shifts,
                                           random_state=cfg.random_state, max_windows=cfg.interneuron_windows,
                                           device=cfg.device)
+            release_memory(collect=True)             # the interneuron recordings read for the mapping
         fit = evaluate(run.inputs.model, rec, device=cfg.device, prediction=model_rates(contrib))
         ds = experiments(run.inputs.model, w, modes=modes, interneurons=inter,
                          truth=truth if has_effects else None, cell_types=types,

@@ -14,7 +14,7 @@ from retcodec.errors import ShapeError
 from retcodec.report.figstyle import (DIVERGING, FULL_WIDTH, coord_values, label_rows, per_cell, pretty_label,
                                       require_dims, symmetric_norm, type_colors)
 
-__all__ = ["plot_mode_cell_matrix"]
+__all__ = ["plot_mode_cell_matrix", "cluster_strip"]
 
 
 def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArray | None = None,
@@ -79,7 +79,7 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     for name, values in strips:
         ax = fig.add_subplot(grid[0, column])
         if name == "cluster":
-            _cluster_strip(ax, values)
+            cluster_strip(ax, values)
         else:
             legends.append(_color_strip(ax, name, values))
         column += 1
@@ -108,7 +108,7 @@ def plot_mode_cell_matrix(corr: xr.DataArray, labels: Sequence[Any] | xr.DataArr
     return fig
 
 
-def _cluster_strip(ax: Axes, clusters: np.ndarray) -> None:
+def cluster_strip(ax: Axes, clusters: np.ndarray, name: str = "cluster") -> None:
     """Consecutive runs of one cluster in alternating greys, each run named by its cluster label."""
     starts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1]])
     stops = np.r_[starts[1:], clusters.size]
@@ -119,7 +119,7 @@ def _cluster_strip(ax: Axes, clusters: np.ndarray) -> None:
                 color="white" if k % 2 else "k")
     ax.imshow(shade[:, None], aspect="auto", origin="lower", cmap="Greys", vmin=-0.6, vmax=1.4,
               interpolation="nearest")
-    ax.set_xticks([0], ["cluster"], rotation=90)
+    ax.set_xticks([0], [name], rotation=90)
     ax.set_yticks([])
 
 

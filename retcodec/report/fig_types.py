@@ -14,6 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from retcodec.report.fig_cells import cluster_strip
 from retcodec.report.figstyle import FULL_WIDTH, as_dataset, pretty_label, require_variable, type_colors
 
 __all__ = ["plot_cell_types", "CONFIDENT"]
@@ -27,20 +28,6 @@ def _order(ds: xr.Dataset) -> np.ndarray:
     cluster = ds["cluster"].values
     truth = ds["true_type"].values.astype(str) if "true_type" in ds.coords else np.zeros(cluster.size, str)
     return np.lexsort((np.arange(cluster.size), truth, cluster))
-
-
-def _type_strip(ax, clusters: np.ndarray) -> None:
-    """The found types as alternating grey runs, each named by its label."""
-    starts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1]])
-    stops = np.r_[starts[1:], clusters.size]
-    shade = np.zeros(clusters.size)
-    for i, (a, b) in enumerate(zip(starts, stops)):
-        shade[a:b] = i % 2
-        ax.text(0, (a + b - 1) / 2, str(clusters[a]), ha="center", va="center", fontsize="small",
-                color="w" if i % 2 else "k")
-    ax.imshow(shade[:, None], aspect="auto", cmap="Greys", vmin=-0.6, vmax=1.4, interpolation="nearest")
-    ax.set_xticks([0], ["type"], rotation=90, fontsize="small")
-    ax.set_yticks([])
 
 
 def _strip(ax, values: np.ndarray, name: str) -> list[Patch]:
@@ -80,7 +67,9 @@ def plot_cell_types(types: xr.Dataset | xr.DataTree, max_feature_labels: int = 4
     fig = Figure(figsize=(FULL_WIDTH * 1.6, 4.6), layout="constrained")
     widths = [0.25, 0.25, 4.0, 0.15, 3.0, 1.3, 2.6]
     grid = fig.add_gridspec(1, len(widths), width_ratios=widths)
-    _type_strip(fig.add_subplot(grid[0, 0]), cluster[order])
+    strip = fig.add_subplot(grid[0, 0])
+    cluster_strip(strip, cluster[order], "type")
+    strip.invert_yaxis()                           # rows run top-down, as in the feature map
     handles = []
     if "true_type" in ds.coords:
         handles = _strip(fig.add_subplot(grid[0, 1]), ds["true_type"].values.astype(str)[order], "true type")
