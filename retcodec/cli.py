@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode-sweep", action="store_true",
                    help="also run the modes' robustness sweep (threshold, dictionary size, L1, seed; a few "
                         "minutes) and show it in the report")
+    p.add_argument("--directions", action="store_true",
+                   help="also map each recorded interneuron to a direction of both hidden layers and silence "
+                        "it as that direction (a scored alternative to the single matched channel; ~25 s)")
     p.add_argument("--force", action="store_true", help="recompute finished stages")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -251,7 +254,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   device=args.device, random_state=args.seed, workers=args.workers,
                   interneurons=None if inter is None else tuple(map(str, inter)),
                   max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet,
-                  mode_sweep=args.mode_sweep)
+                  mode_sweep=args.mode_sweep, interneuron_directions=args.directions)
     print(f"results in {summary['out']}; open {summary['report']}")
     return 0
 

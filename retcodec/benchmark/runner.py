@@ -36,9 +36,9 @@ SIMULATION_MARKER = ".retcodec-simulation"
 #: the steps of one retina, in order
 STEPS = ("simulate", "fit", "analyse", "score")
 #: ``retcodec run`` options of a family retina (IRFs are not scored: one small set)
-FAMILY_RUN: dict[str, Any] = {"irf_sets": 1, "irf_times_per_set": 2}
+FAMILY_RUN: dict[str, Any] = {"irf_sets": 1, "irf_times_per_set": 2, "interneuron_directions": True}
 #: ``retcodec run`` options of a quick-family retina
-QUICK_RUN: dict[str, Any] = {"quick": True, "max_windows": 120, "irf_sets": 1, "irf_times_per_set": 2,
+QUICK_RUN: dict[str, Any] = {"quick": True, "interneuron_directions": True, "max_windows": 120, "irf_sets": 1, "irf_times_per_set": 2,
                              "interneuron_shifts": 10, "experiment_windows": 60, "typing_windows": 40,
                              "interneuron_windows": 600, "stability_seeds": (0, 1),
                              "mode_options": {"max_epochs": 40, "patience": 10}}

@@ -40,7 +40,7 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device",
                      "interneuron_windows"),
     "experiments": _DATA + ("max_windows", "experiment_windows", "interneurons", "interneuron_shifts",
-                            "interneuron_windows"),
+                            "interneuron_windows", "interneuron_directions"),
     "statistics": _DATA,
     "figures": None,
     "report": None,
@@ -72,6 +72,7 @@ class RunConfig:
     mode_sign: str = "pos"
     stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     mode_sweep: bool = False                             # robustness sweep of the modes (minutes)
+    interneuron_directions: bool = False                 # also map and silence each interneuron as a direction
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters

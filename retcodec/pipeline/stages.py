@@ -263,7 +263,7 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
                 + ("; scoring against the circuit's true silencing effects" if has_effects else ""))
         types = rec["cell_type"].values if "cell_type" in rec.coords else None
         directions = None
-        if inter is not None and run.inputs.interneuron_paths:
+        if inter is not None and run.inputs.interneuron_paths and cfg.interneuron_directions:
             run.say("  mapping each recorded interneuron to a direction of the hidden activity")
             directions = map_interneurons(run.inputs.model, [str(p) for p in run.inputs.interneuron_paths], inter,
                                           layers=cfg.layers, n_shifts=cfg.interneuron_shifts,

@@ -254,12 +254,18 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figure
                                                            "n_sign_pairs")}
     info["n_hypotheses"] = len(hyps)
     info["notes"] = notes
-    parts = ["<p>Each recorded interneuron was silenced in the model in two ways: its best-matching model "
-             "channel set to zero after its batch norm and ReLU, and its <i>direction</i> — the non-negative "
-             "combination of channels of both hidden layers that best predicts its held-out membrane potential "
-             "— projected out of each layer's activity (both in experiments.nc; the predictions and hypotheses "
-             "below use the mapping named in its <code>prediction_mapping</code>, by default the single "
-             "channel, which scored best on the benchmark's tuning retinas). Each mode's top channels were "
+    if "mapping_effect" in exp:
+        how = ("<p>Each recorded interneuron was silenced in the model in two ways: its best-matching model "
+               "channel set to zero after its batch norm and ReLU, and its <i>direction</i> — the non-negative "
+               "combination of channels of both hidden layers that best predicts its held-out membrane potential "
+               "— projected out of each layer's activity (both in experiments.nc; the predictions and hypotheses "
+               "below use the mapping named in its <code>prediction_mapping</code>, by default the single "
+               "channel, which scored best on the benchmark's tuning retinas). ")
+    else:
+        how = ("<p>Each recorded interneuron was silenced in the model as its best-matching model channel, set "
+               "to zero after its batch norm and ReLU (<code>retcodec run --directions</code> adds the "
+               "direction mapping as a scored alternative). ")
+    parts = [how + "Each mode's top channels were "
              "set to zero. Every "
              "ganglion cell's mean rate over the analysed stimulus was compared with the intact model. "
              "Effect = (silenced − intact) / intact; intervals are 95 % ranges over time blocks and over the "
