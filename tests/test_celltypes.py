@@ -378,3 +378,20 @@ def test_cell_type_figure_and_uncertainty_text():
     assert "Closest types" in text
     with pytest.raises((MissingDataError, ConfigurationError, ShapeError)):
         plot_cell_types(xr.Dataset({"cluster": ("cell", [0, 1])}))
+
+
+def test_primary_falls_back_to_channels_when_modes_cannot_separate_cells():
+    per_cell, rates, modes = primary_inputs()
+    one = {}
+    for layer in ("conv0", "conv1"):                       # one mode per layer: the same drive for every cell
+        c = per_cell[layer]["contribution"]
+        rows = np.abs(c).mean(("time", "cell")).values[None]
+        rows[..., 0] *= -1
+        one[layer] = xr.Dataset({"modes": (("mode", "channel", "sign"), rows)},
+                                coords={"mode": [0], "channel": c["channel"].values, "sign": ["neg", "pos"]})
+        one[layer]["loadings"] = modes[layer]["loadings"].isel(mode=[0]).assign_coords(mode=[0])
+    tree = cell_types_primary(None, None, None, one, modes, rates, true_types=TYPES, per_cell=per_cell,
+                              k_range=range(2, 6))
+    root = tree.to_dataset()
+    assert root["drive_profile"].attrs["features"].startswith("drive profiles (channels)")
+    assert int(root["chosen_k"]) == 3 and float(root["ari_truth"]) == 1.0

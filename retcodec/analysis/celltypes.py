@@ -557,7 +557,9 @@ def cell_types_primary(model: Any, windows: Any, contributions_tree: xr.DataTree
     if over_modes:
         profile, resample = drive_over_modes(per_cell, contribution_modes, layers)
         profile = profile.rename(layer="feature_layer", mode="feature_mode")
-    else:                                          # no contribution modes: the drive of the channels
+        # e.g. one mode per layer: every cell's drive over the modes is the same
+        over_modes = np.unique(profile.values.round(12), axis=0).shape[0] >= 2
+    if not over_modes:                             # no (separating) contribution modes: the channels' drive
         profile, resample = drive_profiles(per_cell, layers), drive_resampler(per_cell, layers)
         profile = profile.rename(layer="feature_layer", channel="feature_channel", sign="feature_sign")
     # the root's feature dim has its own name: DataTree children share the parent's dims
