@@ -183,6 +183,11 @@ def test_experiments_with_directions_keep_the_channel_control(model, windows):
     default = experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4, directions=directions)
     assert list(default["prediction_mapping"].values) == ["channel", "channel"]
     np.testing.assert_allclose(default["predicted_effect"].values, effect.values[1])
+    # without directions the channel match decides the blind spots
+    alone = experiments(model, windows, interneurons=match.assign(heldout_correlation=("interneuron", [0.8, 0.05])),
+                        max_windows=None, n_blocks=4)
+    assert list(alone["mapping"].values) == ["channel"]
+    np.testing.assert_array_equal(alone["blind_spot"].values, [False, True])     # 0.05 <= chance 0.1
     with pytest.raises(ConfigurationError, match="mapping must be one of"):
         experiments(model, windows, interneurons=match, max_windows=None, n_blocks=4,
                     directions=directions, mapping="best")

@@ -44,7 +44,8 @@ import xarray as xr
 from retcodec.analysis.hypotheses import (CELL_THRESHOLD, CLEAR_EFFECT, INTERVAL_Z, MIN_FEVE, WEIGHT_MASS,
                                          Hypothesis)
 from retcodec.analysis.lab_hypotheses import hypotheses, hypothesis_lines
-from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, check_same_interneurons,
+from retcodec.analysis.silencing_effects import (N_BLOCKS, block_effects, channel_match_variables,
+                                                 check_same_interneurons,
                                                  consistent_directions, direction_experiments, direction_variables,
                                                  fit_variables, fractional_change, standard_error)
 from retcodec.analysis.interneuron_directions import MIN_MATCH_R
@@ -384,7 +385,7 @@ def interneuron_experiments(runs: SilencingRuns, match: xr.Dataset, n_blocks: in
             baseline[i] = -pearson(activity[layer][:, ch][:, None], intact, axis=0)
     mappings, effects, ses = ["channel"], [pred.copy()], [se.copy()]
     used = np.array(["channel"] * n, dtype=object)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = channel_match_variables(match, min_match_r)
     if directions is not None:
         check_same_interneurons(match, directions)
         if class_consistent and "cell_class" in match.coords:

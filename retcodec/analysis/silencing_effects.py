@@ -21,7 +21,7 @@ from retcodec.engine.directions import direction_rates
 from retcodec.engine.perturb import Silencer
 from retcodec.errors import ConfigurationError, ShapeError
 
-__all__ = ["fractional_change", "block_effects", "standard_error", "direction_experiments", "consistent_directions",
+__all__ = ["channel_match_variables", "fractional_change", "block_effects", "standard_error", "direction_experiments", "consistent_directions",
            "layer_directions", "check_same_interneurons", "direction_variables", "fit_variables", "N_BLOCKS", "EXCITATORY", "INHIBITORY"]
 
 #: contiguous time blocks for the uncertainty of an effect
@@ -150,12 +150,24 @@ def direction_variables(directions: xr.Dataset, min_match_r: float, units: list[
                 "long_name": "95th percentile of that r with Vm circularly shifted"}),
             "direction_channels": ("interneuron", rule, {
                 "long_name": "which channels the silenced direction may use (class-consistent rule)"}),
-            "match_correlation": ("interneuron", r, {
-                "long_name": "held-out r of the mapping used for predicted_effect"}),
+            **_match_quality(r, r_chance, min_match_r)}
+
+
+def _match_quality(r: np.ndarray, r_chance: np.ndarray, min_match_r: float) -> dict[str, Any]:
+    return {"match_correlation": ("interneuron", r, {"long_name": "held-out r of the mapping used for "
+                                                                  "predicted_effect"}),
             "match_chance_p95": ("interneuron", r_chance, {"long_name": "its chance p95"}),
             "blind_spot": ("interneuron", blind_spots(r, r_chance, min_match_r), {
                 "long_name": f"no model counterpart: held-out r of the mapping used <= its chance p95 "
                              f"or < {min_match_r}"})}
+
+
+def channel_match_variables(match: xr.Dataset, min_match_r: float) -> dict[str, Any]:
+    """``match_correlation``/``blind_spot`` when every interneuron is silenced as its best unit's channel."""
+    r = np.asarray(match["heldout_correlation"].values, float)
+    r_chance = (np.asarray(match["chance_p95"].values, float) if "chance_p95" in match
+                else np.full(r.shape, np.nan))
+    return _match_quality(r, r_chance, min_match_r)
 
 
 def fit_variables(fit: xr.Dataset, n_cells: int, min_feve: float) -> dict[str, Any]:

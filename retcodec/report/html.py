@@ -254,7 +254,7 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figure
                                                            "n_sign_pairs")}
     info["n_hypotheses"] = len(hyps)
     info["notes"] = notes
-    if "mapping_effect" in exp:
+    if "mapping" in exp.coords and "direction" in exp["mapping"].values:
         how = ("<p>Each recorded interneuron was silenced in the model in two ways: its best-matching model "
                "channel set to zero after its batch norm and ReLU, and its <i>direction</i> — the non-negative "
                "combination of channels of both hidden layers that best predicts its held-out membrane potential "
