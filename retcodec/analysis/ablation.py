@@ -53,17 +53,16 @@ def ablation_curves(exp: xr.Dataset, n_boot: int = N_BOOT, level: float = LEVEL,
 
     Returns
     -------
-    Dataset with
-
-    * ``curve (layer, source, kind, group, fraction)``: mean over modes of the
-      group's mean ratio (rate perturbed / intact), ``curve_low`` /
-      ``curve_high`` its bootstrap interval over modes, ``n_modes (layer, source)``;
-    * ``specificity (layer, source, kind)``: median over modes, with interval;
-    * per contribution mode (dim ``set``): ``set_fraction`` (share of the
-      layer's channels in the mode's set), ``set_ratio (set, group)`` (1 +
-      effect of silencing the mode's set) and ``random_ratio`` with
-      ``random_low`` / ``random_high`` (mean and 2.5-97.5 % over random sets of
-      the same size).
+    xarray.Dataset
+        - ``curve (layer, source, kind, group, fraction)``: mean over modes of the
+          group's mean ratio (rate perturbed / intact), ``curve_low`` /
+          ``curve_high`` its bootstrap interval over modes, ``n_modes (layer, source)``;
+        - ``specificity (layer, source, kind)``: median over modes, with interval;
+        - per contribution mode (dim ``set``): ``set_fraction`` (share of the
+          layer's channels in the mode's set), ``set_ratio (set, group)`` (1 +
+          effect of silencing the mode's set) and ``random_ratio`` with
+          ``random_low`` / ``random_high`` (mean and 2.5-97.5 % over random sets of
+          the same size).
     """
     missing = [v for v in _NEEDED if v not in exp.variables]
     if missing:

@@ -87,18 +87,17 @@ def layer_trends(tree: xr.DataTree | dict[str, xr.Dataset], n_boot: int = N_BOOT
 
     Returns
     -------
-    Dataset with
+    xarray.Dataset
+        - ``trend (layer, quantity, source)``: the estimate on all windows, with
+          ``trend_low`` / ``trend_high`` (percentile interval);
+        - ``contrast (layer, quantity)``: contributions minus activations (paired),
+          with ``contrast_low`` / ``contrast_high``;
+        - ``depth_change (quantity, source)``: last layer minus first, with
+          ``depth_change_low`` / ``depth_change_high``;
+        - ``n_windows``.
 
-    * ``trend (layer, quantity, source)``: the estimate on all windows, with
-      ``trend_low`` / ``trend_high`` (percentile interval);
-    * ``contrast (layer, quantity)``: contributions minus activations (paired),
-      with ``contrast_low`` / ``contrast_high``;
-    * ``depth_change (quantity, source)``: last layer minus first, with
-      ``depth_change_low`` / ``depth_change_high``;
-    * ``n_windows``.
-
-    NaN where a quantity does not apply (E/I correlation of activations) or a
-    layer has no activations.
+        NaN where a quantity does not apply (E/I correlation of activations) or a
+        layer has no activations.
     """
     if isinstance(tree, xr.DataTree):
         nodes = {name: child.to_dataset() for name, child in tree.children.items()
