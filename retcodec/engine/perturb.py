@@ -42,8 +42,9 @@ from torch import nn
 from retcodec.defaults import FORWARD_BATCH
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.engine.dose import KINDS, check_fractions, curve_auc, dose_sets, specificity
+from retcodec.engine.model_inputs import model_input
 from retcodec.engine.probe import check_module, probe_model
-from retcodec.io.validation import as_flag, as_int, check_input_dtype, check_model_input
+from retcodec.io.validation import as_flag, as_int, check_model_input
 
 __all__ = ["silence", "Silencer", "Transform", "SilencePoint", "silence_points", "silenced", "channel_mask",
            "check_channels", "check_fractions", "model_input", "dose_sets", "curve_auc", "specificity",
@@ -631,43 +632,6 @@ def _to_channel_first(mean: torch.Tensor, point: SilencePoint) -> torch.Tensor:
 
 
 # =========================================================================== one call
-def model_input(model: nn.Module, data: Any) -> tuple[Any, np.ndarray, str, np.ndarray]:
-    """``(windows, time, time units, cell ids)`` of the inputs :func:`retcodec.predict` accepts."""
-    import xarray as xr
-
-    from retcodec.io.recordings import windows as make_windows
-
-    cells = _model_cells(model)
-    if isinstance(data, xr.Dataset):
-        meta = getattr(model, "meta", {}) or {}
-        history = int(getattr(model, "img_shape", (40,))[0])
-        if "cell" in data.coords and data.sizes["cell"] == len(cells):
-            cells = data["cell"].values
-        data = make_windows(data, norm_stats=meta.get("norm_stats"), history=history)
-    if isinstance(data, xr.DataArray):
-        if "time" in data.coords:
-            return data.values, data["time"].values, "s", cells
-        return data.values, np.arange(data.shape[0]), "window index", cells
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        check_input_dtype(data, "windows")
-        return data, np.arange(data.shape[0]), "window index", cells
-    if all(hasattr(data, a) for a in ("__len__", "__getitem__", "time")):
-        got = getattr(data, "cells", None)
-        if got is not None and len(got) == len(cells):
-            cells = np.asarray(got)
-        return data, np.asarray(data.time), "s", cells
-    raise ConfigurationError(f"silence needs windows as an array (n, history, y, x), a "
-                             f"retcodec Windows or a recording Dataset, got {type(data).__name__}")
-
-
-def _model_cells(model: nn.Module) -> np.ndarray:
-    cells = (getattr(model, "meta", {}) or {}).get("cells")
-    if cells is None or isinstance(cells, str):
-        n = getattr(model, "n_cells", None)
-        return np.arange(int(n)) if n is not None else np.zeros(0, dtype=np.int64)
-    return np.asarray(cells, dtype=np.int64)
-
-
 def silence(model: nn.Module, windows: Any, channels: Channels, how: str = "zero",
             keep: bool = False, device: str | torch.device = "cpu",
             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False):
