@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions", action="store_true",
                    help="also map each recorded interneuron to a direction of both hidden layers and silence "
                         "it as that direction (a scored alternative to the single matched channel; ~25 s)")
+    p.add_argument("--ensemble", nargs="*", type=Path, default=None, metavar="MODEL",
+                   help="extra ensemble members (checkpoints fitted to the same cells) for the silencing "
+                        "predictions; default: <model>_m1.pt, <model>_m2.pt, ... beside the model when present "
+                        "(retcodec fit --members); give no file to use the model alone")
     p.add_argument("--force", action="store_true", help="recompute finished stages")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -107,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=RANDOM_STATE)
+    p.add_argument("--members", type=int, default=1,
+                   help="fit an ensemble of this many models (seeds seed..seed+N-1, each holding out another "
+                        "validation block); member k > 0 is written beside --out as <stem>_m<k>.pt")
     p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
 
@@ -138,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="the quick family: small retinas, short recordings, one-epoch fits (for CI)")
     p.add_argument("--workers", type=int, default=0, help="dask worker processes, one retina each (0: serial)")
+    p.add_argument("--members", type=int, default=1,
+                   help="models fitted per retina: > 1 makes an ensemble for the silencing predictions "
+                        "(each member costs one more fit)")
     p.add_argument("--device", default=DEVICE)
     p.add_argument("--quiet", action="store_true")
 
@@ -194,19 +204,19 @@ def _resolve_inputs(args: argparse.Namespace, split: str = "test"):
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from retcodec.analysis.evaluation import evaluate, format_evaluation
-    from retcodec.fitting import fit
+    from retcodec.fitting import fit_ensemble, member_paths, recipe
     from retcodec.io.recordings import load_recording
-
-    from retcodec.fitting import recipe
 
     kw = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
     loc = dict(experiment=args.experiment, stim_type=args.stim_type) if args.data.is_dir() else {}
     train = load_recording(args.data, split="train", **loc)
     test = load_recording(args.data, split="test", **loc)
-    model, _ = fit(train, test=test, out=args.out, random_state=args.seed, device=args.device,
-                   progress=not args.quiet, config=recipe(args.recipe), **kw)
-    print(format_evaluation(evaluate(model, test, device=args.device)))
-    print(f"wrote {args.out}")
+    config = recipe(args.recipe, seed=args.seed, **kw)
+    fitted = fit_ensemble(train, args.members, test=test, out=args.out, device=args.device,
+                          progress=not args.quiet, config=config)
+    for (model, _), path in zip(fitted, member_paths(args.out, args.members)):
+        print(format_evaluation(evaluate(model, test, device=args.device)))
+        print(f"wrote {path}")
     return 0
 
 
@@ -254,7 +264,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   device=args.device, random_state=args.seed, workers=args.workers,
                   interneurons=None if inter is None else tuple(map(str, inter)),
                   max_windows=args.max_windows, quick=args.quick, force=args.force, progress=not args.quiet,
-                  mode_sweep=args.mode_sweep, interneuron_directions=args.directions)
+                  mode_sweep=args.mode_sweep, interneuron_directions=args.directions,
+                  ensemble=None if args.ensemble is None else tuple(map(str, args.ensemble)))
     print(f"results in {summary['out']}; open {summary['report']}")
     return 0
 
@@ -477,7 +488,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from retcodec.benchmark import benchmark
 
     written = benchmark(args.out, split=args.split, retinas=args.retinas, seeds=args.seeds, quick=args.quick,
-                        workers=args.workers, device=args.device, progress=not args.quiet)
+                        workers=args.workers, device=args.device, progress=not args.quiet, members=args.members)
     print(f"wrote {written['benchmark']} and {written['summary']}")
     return 0
 

@@ -27,3 +27,6 @@ RANDOM_STATE = 0
 #: windows per plain forward pass (predictions, interneuron matching); one 40x50x50 window
 #: is 400 kB in float32, so a batch holds about 25 MB of input
 FORWARD_BATCH = 64
+
+#: models in an ensemble (``retcodec fit --members``; the bundled default ships this many)
+ENSEMBLE_MEMBERS = 3

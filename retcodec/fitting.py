@@ -29,9 +29,10 @@ from scipy import ndimage
 from retcodec.io.architectures import AbsBatchNorm, VaryModel, build_model
 from retcodec.errors import ConfigurationError, NonFiniteError, ShapeError
 from retcodec.analysis.metrics import pearson
+from retcodec.defaults import ENSEMBLE_MEMBERS
 from retcodec.devices import resolve_device
 
-__all__ = ["FitConfig", "RECIPES", "recipe", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "recalibrate_batchnorm", "calibrate_output"]
+__all__ = ["FitConfig", "RECIPES", "recipe", "spike_triggered_average", "sta_centers", "find_centers", "WindowBatches", "fit", "fit_ensemble", "member_paths", "split_windows", "recalibrate_batchnorm", "calibrate_output"]
 
 
 @dataclass
@@ -210,16 +211,35 @@ def _zscore_train(recording: xr.Dataset) -> tuple[np.ndarray, dict[str, float]]:
 
 
 # --------------------------------------------------------------------------- fit
+def split_windows(n_windows: int, n_val: int, history: int, block: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation window indices: validation block ``block`` of ``n_windows //
+    n_val`` contiguous blocks of ``n_val`` windows (-1: the last), and every window at
+    least ``history`` windows away from it for training (no frame is shared)."""
+    n_blocks = max(n_windows // n_val, 1)
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not -n_blocks <= block < n_blocks:
+        raise ConfigurationError(f"validation_block must be an integer in [-{n_blocks}, {n_blocks - 1}] "
+                                 f"({n_blocks} blocks of {n_val} windows), got {block!r}")
+    start = (n_windows - n_val) if block in (-1, n_blocks - 1) else (block % n_blocks) * n_val
+    val_idx = np.arange(start, start + n_val)
+    all_idx = np.arange(n_windows)
+    keep = (all_idx < start - history) | (all_idx >= start + n_val + history)
+    return all_idx[keep], val_idx
+
+
 def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.ndarray | None = None,
         test: xr.Dataset | None = None, device: str | torch.device = "cpu", progress: bool = False,
-        out: str | Path | None = None, **overrides: Any) -> tuple[VaryModel, xr.Dataset]:
+        out: str | Path | None = None, validation_block: int = -1,
+        **overrides: Any) -> tuple[VaryModel, xr.Dataset]:
     """Fit a published-layout ``VaryModel`` to the train split ``recording``.
 
     Parameters: ``config`` (:class:`FitConfig`; keyword ``overrides`` replace
     fields), ``centers`` (n, 2) in stimulus px (default: estimated from the
     recording's STA), ``test`` split for the final report, ``device``, ``out``
     (checkpoint path, written with :func:`retcodec.save_model`); ``random_state`` sets
-    ``FitConfig.seed``.
+    ``FitConfig.seed``; ``validation_block`` which contiguous block of the train
+    windows (of ``round(1 / val_fraction)`` equal blocks, Python indexing: -1 is the
+    last, the default) is held out for early stopping -- ensemble members differ in it
+    (:func:`fit_ensemble`).
     Returns the fitted model (eval mode, best validation weights) and its
     training history as a Dataset over ``epoch``.
     """
@@ -260,12 +280,11 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
 
     n_windows = stim.shape[0] - cfg.history
     n_val = max(int(n_windows * cfg.val_fraction), 1)
-    if n_windows - n_val - cfg.history < 1:
+    if n_windows - n_val - 2 * cfg.history < 1:
         raise ShapeError(f"the train split has {stim.shape[0]} frames: too short to fit windows of {cfg.history} "
                          f"frames with a validation part ({cfg.val_fraction:.0%}); it needs well over "
-                         f"{2 * cfg.history + 2} frames (minutes of recording)")
-    train_idx = np.arange(0, n_windows - n_val - cfg.history)
-    val_idx = np.arange(n_windows - n_val, n_windows)
+                         f"{3 * cfg.history + 2} frames (minutes of recording)")
+    train_idx, val_idx = split_windows(n_windows, n_val, cfg.history, validation_block)
     data = WindowBatches(torch.from_numpy(stim), torch.from_numpy(rate), cfg.history)
 
     hyps = cfg.hyps(len(cells), centers, dict(
@@ -308,8 +327,10 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
     hist = xr.Dataset({k: ("epoch", np.asarray(v)) for k, v in history.items()},
                       coords={"epoch": np.arange(len(history["loss"]))},
                       attrs={"best_epoch": int(best[2]), "best_val_correlation": float(best[0]),
+                             "validation_windows": f"{int(val_idx[0])}-{int(val_idx[-1])}",
                              "centers_source": how, "config": str(asdict(cfg))})
-    model.meta["fit"] = dict(best_epoch=int(best[2]), val_correlation=float(best[0]))
+    model.meta["fit"] = dict(best_epoch=int(best[2]), val_correlation=float(best[0]), seed=int(cfg.seed),
+                             validation_windows=[int(val_idx[0]), int(val_idx[-1])])
     if out is not None:
         from retcodec.io.models import save_model
         extra: dict[str, Any] = dict(epoch=int(best[2]), val_acc=float(best[0]),
@@ -322,6 +343,38 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
             hist.attrs.update({f"test_{k}": v for k, v in ev.attrs.items() if k.startswith("median")})
         save_model(model, out, **extra)
     return model, hist
+
+
+def member_paths(out: str | Path, members: int) -> list[Path]:
+    """Checkpoint paths of an ensemble written at ``out``: ``out`` itself (member 0),
+    then ``<stem>_m1<suffix>``, ``<stem>_m2<suffix>``, ..."""
+    out = Path(out)
+    return [out] + [out.with_name(f"{out.stem}_m{k}{out.suffix}") for k in range(1, members)]
+
+
+def fit_ensemble(recording: xr.Dataset, members: int = ENSEMBLE_MEMBERS, *, out: str | Path | None = None,
+                 config: FitConfig | None = None, **kwargs: Any) -> list[tuple[VaryModel, xr.Dataset]]:
+    """Fit ``members`` models that differ in their seed and their held-out block.
+
+    Member ``k`` is :func:`fit` with ``seed = config.seed + k`` and validation block
+    ``-1 - k`` (the last block for member 0, so member 0 is the plain fit); every
+    other keyword goes to :func:`fit`. ``out`` writes member ``k`` to
+    ``member_paths(out, members)[k]``. Returns ``[(model, history), ...]``.
+    """
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ConfigurationError(f"members must be a positive integer, got {members!r}")
+    cfg = config or FitConfig()
+    paths: list[Any] = [None] * members
+    if out is not None:                     # every member's path checked before any work (fit checks one)
+        from retcodec.io.models import check_checkpoint_output
+        paths = [check_checkpoint_output(p, "out") if members > 1 else p for p in member_paths(out, members)]
+    fitted = []
+    for k in range(members):
+        model, hist = fit(recording, config=dataclasses.replace(cfg, seed=cfg.seed + k), out=paths[k],
+                          validation_block=-1 - k, **kwargs)
+        hist.attrs["member"] = k
+        fitted.append((model, hist))
+    return fitted
 
 
 def _init_like_published(model: VaryModel, rate: np.ndarray) -> None:

@@ -155,3 +155,25 @@ def test_bad_arguments_are_refused(tmp_path):
         benchmark(tmp_path, retinas=2, workers=-1, progress=False)
     with pytest.raises(ConfigurationError, match="distinct"):
         benchmark(tmp_path, seeds=[3, 3], progress=False)
+
+
+def test_an_ensemble_per_retina_fits_its_members_and_hands_them_to_the_run(tmp_path, fake_steps, monkeypatch):
+    seen = {}
+
+    def run(model, data, out, **kw):
+        seen["ensemble"] = kw.get("ensemble")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for f in ("cell_types.nc", "experiments.nc", "interneurons.nc", "modes.nc", "statistics.nc"):
+            (Path(out) / f).write_text(f"{f} of {model}")
+
+    monkeypatch.setattr("retcodec.pipeline.run.run", run)
+    run_retina(1000, tmp_path, members=3)
+    folder = retina_folder(tmp_path, 1000)
+    assert fake_steps["fit"] == 3
+    assert [(folder / f).read_text().rsplit(" ", 1)[-1] for f in ("model.pt", "model_m1.pt", "model_m2.pt")] == \
+        ["1000", "1001", "1002"]                                      # member k: seed + k
+    assert seen["ensemble"] == (str(folder / "model_m1.pt"), str(folder / "model_m2.pt"))
+    run_retina(1000, tmp_path, members=1)                             # one model: refitted, no members given
+    assert fake_steps["fit"] == 4 and seen["ensemble"] == ()
+    with pytest.raises(ConfigurationError, match="members"):
+        benchmark(tmp_path, retinas=2, members=0, progress=False)

@@ -75,3 +75,18 @@ def test_lines_list_what_the_model_cannot_predict_and_how_it_scores():
     score = lines[-1]
     assert "Spearman r = 0.50" in score and "baseline 0.30" in score and "75 %" in score
     assert "are contradicted" in score and "ON bipolar" in score
+
+
+def test_with_an_ensemble_only_changes_every_model_agrees_on_are_stated():
+    ds = synthetic()
+    pred = ds["predicted_effect"].values
+    other = pred.copy()
+    other[0, 1] = 0.3                                 # the second model predicts a rise of cell 11 for bip/0
+    ds = ds.assign_coords(member=[0, 1])
+    ds["member_effect"] = (("member", "interneuron", "cell"), np.stack([pred, other]))
+    ds["stated"] = (("interneuron", "cell"), np.sign(pred) == np.sign(other))
+    bip = {h.subject: h for h in hypotheses(ds, clear=0.1)}["bipolar_on"]
+    assert 10 in bip.decreases and 11 not in bip.decreases and 11 not in bip.increases
+    assert "the 2 models of the ensemble agree on the sign" in bip.sentence
+    rng = bip.cell_groups["on|decrease"]["model_range"]
+    assert np.isclose(rng[0], -0.7) and np.isclose(rng[1], -0.7)    # cell 10: both models -0.6, -0.8 -> mean -0.7

@@ -690,7 +690,8 @@ def summary(result: xr.Dataset) -> dict[str, float | int]:
     if "predicted_effect" in result:
         out["n_interneurons"] = int(result.sizes["interneuron"])
         out["median_abs_predicted_effect"] = float(np.nanmedian(np.abs(result["predicted_effect"].values)))
-    for k in ("spearman", "sign_accuracy", "baseline_spearman", "baseline_sign_accuracy"):
+    for k in ("spearman", "sign_accuracy", "baseline_spearman", "baseline_sign_accuracy", "n_stated_pairs",
+              "stated_sign_accuracy", "stated_baseline_sign_accuracy"):
         if k in result:
             out[k] = float(result[k])
     if "specificity" in result:

@@ -12,7 +12,9 @@ From an experiments Dataset (``experiments.nc``):
   poorly (``poorly_fit``) are left out. Per cell, the prediction is the mean over
   the merged recordings, its interval spans their 95 % intervals, and a change is
   stated only when it is clear (``|effect| >= clear``, interval excluding 0) and
-  every recording predicts the same sign. Changes are grouped by ganglion-cell
+  every recording predicts the same sign; with an ensemble of models
+  (:mod:`retcodec.analysis.ensemble`) only when it is ``stated`` for every recording
+  (every model agrees on the sign), and the models' range is quoted. Changes are grouped by ganglion-cell
   type. Each hypothesis names the manipulation, the stimulus, the predicted
   direction and size with its interval, the control and the refuting outcome; with
   ``true_effect`` the true change stands beside it and a contradicted hypothesis
@@ -106,6 +108,9 @@ def _group_effects(result: xr.Dataset, rows: list[int], keep_cells: np.ndarray, 
     mean = eff.mean(axis=0)
     agree = np.all(np.sign(eff) == np.sign(mean), axis=0)
     clear_cell = keep_cells & agree & (np.abs(mean) >= clear) & ((hi < 0) | (lo > 0))
+    if "stated" in result:                          # an ensemble: every model agrees for every recording
+        clear_cell &= np.asarray(result["stated"].values, bool)[rows].all(axis=0)
+    models = _model_range(result, rows)
     true = np.asarray(result["true_effect"].values, float)[rows].mean(axis=0) if "true_effect" in result else None
     cells = result["cell"].values
     groups: dict[tuple[str, bool], list[int]] = {}
@@ -118,11 +123,23 @@ def _group_effects(result: xr.Dataset, rows: list[int], keep_cells: np.ndarray, 
              "interval": (float(np.median(lo[ks])), float(np.median(hi[ks]))),
              "cell_range": (float(np.min(mean[ks])), float(np.max(mean[ks]))),
              "member_range": (float(np.median(eff[:, ks].min(axis=0))), float(np.median(eff[:, ks].max(axis=0))))}
+        if models is not None:
+            g["model_range"] = (float(np.median(models[0][ks])), float(np.median(models[1][ks])))
+            g["n_models"] = int(result.sizes["member"])
         if true is not None and np.isfinite(true[ks]).any():
             g["true"] = float(np.nanmedian(true[ks]))
             g["contradicted"] = bool(not (np.sign(g["true"]) == np.sign(g["size"]) and abs(g["true"]) >= clear))
         out.append(g)
     return sorted(out, key=lambda g: -abs(g["size"]))
+
+
+def _model_range(result: xr.Dataset, rows: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per cell, the smallest and largest prediction over the ensemble's models (mean over ``rows``)."""
+    if "member_effect" not in result:
+        return None
+    per_model = np.asarray(result["member_effect"].transpose("member", "interneuron", "cell").values,
+                           float)[:, rows].mean(axis=1)
+    return per_model.min(axis=0), per_model.max(axis=0)
 
 
 def _change_text(g: Mapping[str, Any], typed: bool, n_members: int) -> str:
@@ -135,6 +152,9 @@ def _change_text(g: Mapping[str, Any], typed: bool, n_members: int) -> str:
     if n_members > 1:
         a, b = sorted((abs(g["member_range"][0]), abs(g["member_range"][1])))
         text += f"; the {n_members} recordings predict {a * 100:.0f}-{b * 100:.0f} %"
+    if "model_range" in g:
+        a, b = sorted((abs(g["model_range"][0]), abs(g["model_range"][1])))
+        text += f"; the {g['n_models']} models of the ensemble agree on the sign and predict {a * 100:.0f}-{b * 100:.0f} %"
     text += ")"
     if "true" in g:
         mark = "CONTRADICTED by the truth" if g["contradicted"] else "agrees"

@@ -62,6 +62,7 @@ class BenchmarkConfig:
     workers: int = 0
     device: str = "cpu"
     progress: bool = True
+    members: int = 1                               # models per retina (an ensemble when > 1)
     run_options: dict = field(default_factory=dict)
 
     def retina_seeds(self) -> list[int]:
@@ -143,15 +144,18 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "cpu",
-               run_options: dict[str, Any] | None = None, say: Callable[[str], None] | None = None) -> Path:
+               run_options: dict[str, Any] | None = None, say: Callable[[str], None] | None = None,
+               members: int = 1) -> Path:
     """Simulate, fit, analyse and score retina ``seed`` under ``out``; returns its ``scores.nc``.
 
+    ``members`` > 1 fits an ensemble (:func:`retcodec.fitting.fit_ensemble`: ``model.pt``
+    and ``model_m1.pt``, ...) whose members the analysis uses for the silencing predictions.
     Finished steps whose files are unchanged are reused (resumable); runs on one thread.
     """
     import torch
 
     from retcodec.benchmark.scores import score_retina
-    from retcodec.fitting import fit, recipe
+    from retcodec.fitting import fit_ensemble, member_paths, recipe
     from retcodec.insilico.family import FamilyRanges, draw_retina, replace_ranges, simulate_family_retina
     from retcodec.io.recordings import load_recording
     from retcodec.pipeline.run import run
@@ -163,7 +167,9 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
     ranges = replace_ranges(**QUICK_RANGES) if quick else FamilyRanges()
     options = {**(QUICK_RUN if quick else FAMILY_RUN), **(run_options or {})}
     fit_recipe = "quick" if quick else "family"
-    keys = _step_keys(seed, asdict(ranges), asdict(recipe(fit_recipe)), options)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ConfigurationError(f"members must be a positive integer, got {members!r}")
+    keys = _step_keys(seed, asdict(ranges), asdict(recipe(fit_recipe)), options, members)
     name = f"retina {split_of(seed)}-{seed}"
     with hold_lock(folder / ".retcodec.lock", f"benchmark retina {folder}"):
         steps = StepManifest(folder)
@@ -196,13 +202,14 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
             train = load_recording(recording, split="train")
             test = load_recording(recording, split="test")
             config = recipe(fit_recipe, seed=seed, threads=1)
-            _, history = fit(train, test=test, config=config, out=model_path, device=device)
-            write_netcdf_atomic(history, folder / "fit.nc")
-            return [model_path, folder / "fit.nc"]
+            fitted = fit_ensemble(train, members, test=test, config=config, out=model_path, device=device)
+            write_netcdf_atomic(fitted[0][1], folder / "fit.nc")
+            return [*member_paths(model_path, members), folder / "fit.nc"]
 
         def analyse() -> list[Path]:
             run(model_path, recording, out=str(folder / "results"), interneurons=(str(data / "interneurons"),),
-                device=device, progress=False, random_state=0, **options)
+                device=device, progress=False, random_state=0,
+                ensemble=tuple(str(p) for p in member_paths(model_path, members)[1:]), **options)
             return [folder / "results" / f for f in ("cell_types.nc", "experiments.nc", "interneurons.nc",
                                                       "modes.nc", "statistics.nc")]
 
@@ -220,10 +227,12 @@ def run_retina(seed: int, out: str | Path, quick: bool = False, device: str = "c
     return folder / "scores.nc"
 
 
-def _step_keys(seed: int, ranges: dict, fit_config: dict, run_options: dict) -> dict[str, str]:
+def _step_keys(seed: int, ranges: dict, fit_config: dict, run_options: dict, members: int = 1) -> dict[str, str]:
     """What each step's result depends on (its own inputs and every earlier step's)."""
     parts = {"simulate": {"seed": seed, "ranges": ranges}, "fit": {"recipe": fit_config},
              "analyse": {"run": run_options}, "score": {}}
+    if members > 1:                          # one model (the default) keeps the keys of earlier releases
+        parts["fit"]["members"] = members
     keys, acc = {}, {}
     for name in STEPS:
         acc.update(parts[name])
@@ -231,18 +240,19 @@ def _step_keys(seed: int, ranges: dict, fit_config: dict, run_options: dict) -> 
     return keys
 
 
-def _run_one(seed: int, out: str, quick: bool, device: str, run_options: dict[str, Any]) -> str:
+def _run_one(seed: int, out: str, quick: bool, device: str, run_options: dict[str, Any], members: int = 1) -> str:
     """A dask task: one retina, quietly; returns the path of its scores."""
-    return str(run_retina(seed, out, quick=quick, device=device, run_options=run_options))
+    return str(run_retina(seed, out, quick=quick, device=device, run_options=run_options, members=members))
 
 
 def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int = 12,
               seeds: Sequence[int] | None = None, quick: bool = False, workers: int = 0,
-              device: str = "cpu", progress: bool = True, **run_options: Any) -> dict[str, Any]:
+              device: str = "cpu", progress: bool = True, members: int = 1, **run_options: Any) -> dict[str, Any]:
     """Run the benchmark: every retina (resumably), then ``benchmark.nc`` and the summary page.
 
     ``split`` ('tuning' or 'test') and ``retinas`` pick the first seeds of that split;
-    ``seeds`` names them instead. ``workers`` > 0 spreads the retinas over a dask
+    ``seeds`` names them instead. ``members`` > 1 fits an ensemble of that many models per
+    retina for the silencing predictions. ``workers`` > 0 spreads the retinas over a dask
     ``LocalCluster`` of that many single-threaded processes. Returns the written paths.
     """
     from retcodec.benchmark.summary import summarize
@@ -258,10 +268,12 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
     device = str(resolve_device(device))
     cfg = BenchmarkConfig(out=str(out), split=split, retinas=retinas,
                           seeds=tuple(seeds) if seeds is not None else None, quick=quick, workers=workers,
-                          device=device, progress=progress, run_options=dict(run_options))
+                          device=device, progress=progress, members=members, run_options=dict(run_options))
     make_config(None, None, **cfg.pipeline_options())      # unknown or bad run options: refused before any work
     if cfg.split not in SPLITS and cfg.seeds is None:
         raise ConfigurationError(f"unknown split {cfg.split!r}; use one of {', '.join(SPLITS)}")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ConfigurationError(f"members must be a positive integer (models per retina), got {members!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigurationError(f"workers must be 0 (serial) or a positive number of dask workers, got {workers!r}")
     seeds_ = cfg.retina_seeds()
@@ -279,7 +291,8 @@ def benchmark(out: str | Path = "benchmark", split: str = "test", retinas: int =
             paths = []
             for i, seed in enumerate(seeds_):
                 say(f"[{i + 1}/{len(seeds_)}] retina {seed}")
-                paths.append(run_retina(seed, folder, quick=quick, device=device, run_options=run_options, say=say))
+                paths.append(run_retina(seed, folder, quick=quick, device=device, run_options=run_options, say=say,
+                                        members=members))
         defining = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress", "workers")}
         written = summarize(paths, folder, config=defining)
     written["seconds"] = time.perf_counter() - t0
@@ -309,7 +322,8 @@ def _run_on_dask(seeds: list[int], cfg: BenchmarkConfig, say: Callable[[str], No
         raise RetcodecError("--workers needs dask: pip install 'retcodec[dask]'") from err
     with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        futures = {client.submit(_run_one, s, cfg.out, cfg.quick, cfg.device, cfg.run_options, pure=False): s
+        futures = {client.submit(_run_one, s, cfg.out, cfg.quick, cfg.device, cfg.run_options, cfg.members,
+                                 pure=False): s
                    for s in seeds}
         done = 0
         for fut in as_completed(futures):

@@ -12,8 +12,9 @@ run's results folder and the recording's truth group:
   check the scoring itself;
 * **silencing** (``experiments.nc``): the interneuron predictions (the primary
   prediction, and each interneuron-to-model mapping apart: ``direction_mapping``,
-  ``single_channel``) and the correlational baseline -- ``spearman`` over (interneuron, cell) pairs with a known
-  true effect and ``sign_accuracy`` on pairs with true ``|effect| >= 0.2``;
+  ``single_channel``, ``ensemble``) and the correlational baseline -- ``spearman`` over (interneuron, cell)
+  pairs with a known true effect and ``sign_accuracy`` on pairs with true ``|effect| >= 0.2``; with an
+  ensemble also ``ensemble_stated`` (the pairs it states) and ``baseline_on_stated`` (the baseline on them);
 * **interneuron matching** (``interneurons.nc``): ``type_match_rate``,
   ``heldout_r`` (median) and ``chance_p95`` (median);
 * **modes** (``modes.nc``): ``stability``, ``r2``, ``n_modes``, ``l0`` per layer;
@@ -52,7 +53,7 @@ METRICS: dict[str, str] = {
     "feve": "median fraction of explainable variance explained on the test split",
 }
 #: benchmark row of each interneuron-to-model mapping of ``experiments.nc`` (``silencing/<row>``)
-MAPPING_ROWS = {"direction": "direction_mapping", "channel": "single_channel"}
+MAPPING_ROWS = {"direction": "direction_mapping", "channel": "single_channel", "ensemble": "ensemble"}
 #: seed and number of the shuffled reference clusterings (their mean ARI is reported)
 SHUFFLE_SEED = 12345
 N_SHUFFLES = 200
@@ -111,6 +112,10 @@ def _experiment_rows(results: Path) -> dict[str, dict[str, float]]:
         effects = ds["mapping_effect"].transpose("mapping", "interneuron", "cell").values
         for name, effect in zip(ds["mapping"].values.astype(str), effects):
             rows[f"silencing/{MAPPING_ROWS.get(name, name)}"] = score_effects(effect, true)
+    if "stated" in ds:                      # an ensemble: the pairs it states, and the baseline on the same pairs
+        stated = np.asarray(ds["stated"].values, bool)
+        for row, name in (("ensemble_stated", "predicted_effect"), ("baseline_on_stated", "baseline_prediction")):
+            rows[f"silencing/{row}"] = score_effects(np.where(stated, ds[name].values, np.nan), true)
     return rows
 
 

@@ -22,7 +22,10 @@ from typing import Any, Iterable, Mapping
 
 from retcodec.io.provenance import sha256
 from retcodec.io.storage import atomic_path
-from retcodec.pipeline.config import DEPENDS, STAGE_FILES, STAGES, STAGE_PARAMETERS
+from retcodec.pipeline.config import DEPENDS, ENSEMBLE_INPUT, STAGE_FILES, STAGES, STAGE_PARAMETERS
+
+#: the stages that read the ensemble's member files
+ENSEMBLE_READERS = ("experiments", "figures", "report")
 
 __all__ = ["MANIFEST", "LEDGER", "StageCache", "Freshness", "bound_digest", "own_file"]
 
@@ -102,6 +105,8 @@ class StageCache:
             params = {k: params.get(k) for k in keys}
         if stage == "interneurons":          # reads the interneuron files, not the recording
             inputs = {k: v for k, v in inputs.items() if k != self.recording_path}
+        if stage not in ENSEMBLE_READERS:    # the ensemble's members are read by the experiments only
+            inputs = {k: v for k, v in inputs.items() if not k.startswith(ENSEMBLE_INPUT)}
         return json.dumps({"stage": stage, "params": params, "inputs": inputs}, sort_keys=True, default=str)
 
     # ------------------------------------------------------------------ queries

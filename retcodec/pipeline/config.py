@@ -15,7 +15,7 @@ from retcodec.errors import ConfigurationError, MissingDataError
 from retcodec.io.paths import name_in_root, user_path
 from retcodec.io.provenance import sha256
 
-__all__ = ["STAGES", "DEPENDS", "STAGE_FILES", "RunConfig", "Inputs", "make_config", "resolve_inputs",
+__all__ = ["STAGES", "DEPENDS", "STAGE_FILES", "RunConfig", "Inputs", "make_config", "resolve_inputs", "ensemble_members", "ENSEMBLE_INPUT",
            "QUICK"]
 
 STAGES = ("contributions", "modes", "types", "irfs", "interneurons", "experiments", "statistics",
@@ -40,11 +40,13 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "interneurons": ("model", "layers", "random_state", "interneurons", "interneuron_shifts", "device",
                      "interneuron_windows"),
     "experiments": _DATA + ("max_windows", "experiment_windows", "interneurons", "interneuron_shifts",
-                            "interneuron_windows", "interneuron_directions"),
+                            "interneuron_windows", "interneuron_directions", "ensemble"),
     "statistics": _DATA,
     "figures": None,
     "report": None,
 }
+#: the prefix of the ensemble members' checksums (only the experiments and later stages read them)
+ENSEMBLE_INPUT = "ensemble:"
 #: what ``quick=True`` changes: a complete but rougher report in about a minute
 QUICK = {"max_windows": 400, "irf_sets": 3, "irf_times_per_set": 4,
          "interneuron_shifts": 10, "interneuron_windows": 2000, "experiment_windows": 200,
@@ -73,6 +75,7 @@ class RunConfig:
     stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     mode_sweep: bool = False                             # robustness sweep of the modes (minutes)
     interneuron_directions: bool = False                 # also map and silence each interneuron as a direction
+    ensemble: tuple[str, ...] | None = None              # extra member models; None: <model>_m1.pt, ... if present
     irf_sets: int = 6
     irf_times_per_set: int = 8
     mode_options: dict = field(default_factory=dict)     # extra ContributionModes parameters
@@ -111,6 +114,10 @@ def make_config(model: str | Path | None = None, data: str | Path | None = None,
         given = options["interneurons"]                 # one folder or file, or several
         given = [given] if isinstance(given, (str, os.PathLike)) else given
         options["interneurons"] = tuple(str(p) for p in given)
+    if options.get("ensemble") is not None:
+        given = options["ensemble"]
+        given = [given] if isinstance(given, (str, os.PathLike)) else given
+        options["ensemble"] = tuple(str(user_path(p, "ensemble member")) for p in given)
     if options.get("quick"):
         for k, v in QUICK.items():
             if options.get(k) is None or k not in options:
@@ -170,6 +177,7 @@ class Inputs:
     recording_path: Path
     interneuron_paths: list[Path]
     checksums: dict[str, str] = field(default_factory=dict)
+    ensemble_paths: list[Path] = field(default_factory=list)
 
 
 def resolve_inputs(cfg: RunConfig) -> Inputs:
@@ -202,9 +210,33 @@ def resolve_inputs(cfg: RunConfig) -> Inputs:
     cells = model.meta.get("cells")
     recording = load_recording(rec_path, split="test", cells=cells if isinstance(cells, list) else None)
     inter = _interneuron_files(cfg.interneurons)
+    members = ensemble_members(model_path, cfg.ensemble)
     checksums = {str(model_path): sha256(model_path), str(rec_path): sha256(rec_path)}
     checksums.update({str(p): sha256(p) for p in inter})
-    return Inputs(model, model_path, recording, Path(rec_path), inter, checksums)
+    checksums.update({f"{ENSEMBLE_INPUT}{p}": sha256(p) for p in members})
+    return Inputs(model, model_path, recording, Path(rec_path), inter, checksums, members)
+
+
+def ensemble_members(model_path: Path, given: tuple[str, ...] | None) -> list[Path]:
+    """The extra ensemble members of a run: ``given`` files, or (None) the files
+    ``<stem>_m1<suffix>``, ``<stem>_m2<suffix>``, ... beside the model, up to the first missing."""
+    from retcodec.fitting import member_paths
+
+    if given is not None:
+        paths = [Path(p) for p in given]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise MissingDataError(f"ensemble member file(s) {missing} do not exist")
+        if any(p.resolve() == model_path.resolve() for p in paths):
+            raise ConfigurationError(f"the ensemble members include the model itself ({model_path}); "
+                                     f"name the extra members only")
+        return paths
+    found = []
+    for path in member_paths(model_path, 100)[1:]:
+        if not path.is_file():
+            break
+        found.append(path)
+    return found
 
 
 def _openretina_inputs(cfg: RunConfig, model_path: Path) -> Inputs:

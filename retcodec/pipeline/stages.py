@@ -275,6 +275,8 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
                          truth=truth if has_effects else None, cell_types=types,
                          max_windows=cfg.experiment_windows, random_state=cfg.random_state,
                          device=cfg.device, progress=cfg.progress, directions=directions, fit_quality=fit)
+        if inter is not None and run.inputs.ensemble_paths:
+            ds = _with_ensemble(run, ds, truth if has_effects else None)
         ds.attrs.update(run.attrs("experiments"))
         stim = str(rec.attrs.get("stim_type", "")).replace("naturalscene", "natural-scene movie")
         ds.attrs["stimulus"] = f"the {stim} stimulus of the recording" if stim else "the recording's stimulus"
@@ -285,6 +287,21 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
         return [path]
 
     return run.step("experiments", compute, _open_dataset(path))
+
+
+def _with_ensemble(run: Run, ds: xr.Dataset, truth: xr.Dataset | None) -> xr.Dataset:
+    """The experiments with the ensemble's prediction (:func:`retcodec.analysis.ensemble.add_ensemble`)."""
+    from retcodec.analysis.ensemble import MATCH_WINDOWS, add_ensemble
+    from retcodec.io.models import load_model
+
+    cfg, paths = run.cfg, run.inputs.ensemble_paths
+    run.say(f"  ensemble of {len(paths) + 1} models: the primary and {', '.join(p.name for p in paths)}")
+    members = [(p.name, load_model(p, device=cfg.device)) for p in paths]
+    match_windows = min(cfg.interneuron_windows or MATCH_WINDOWS, MATCH_WINDOWS)
+    return add_ensemble(ds, members, run.inputs.recording, [str(p) for p in run.inputs.interneuron_paths],
+                        cfg.layers, max_windows=cfg.max_windows, experiment_windows=cfg.experiment_windows,
+                        match_windows=match_windows, truth=truth, random_state=cfg.random_state,
+                        device=cfg.device, say=run.say)
 
 
 def stage_irfs(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset]) -> xr.DataTree:
@@ -443,6 +460,8 @@ def stage_figures(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Dataset], 
         save(lambda: fg.plot_sparsity(stats), "sparsity")
         if "trend" in stats:
             save(lambda: fg.plot_layer_trends(stats), "layer_trends")
+        if exp is not None and "member_effect" in exp:
+            save(lambda: fg.plot_ensemble_predictions(exp), "ensemble")
         if exp is not None and "ratio" in exp:
             save(lambda: fg.plot_ablation_curves(ablation_curves(exp, random_state=run.cfg.random_state)),
                  "ablation")

@@ -23,7 +23,8 @@ The figures are drawn in modules by group (:mod:`~retcodec.report.fig_contributi
 :mod:`~retcodec.report.fig_irfs`, :mod:`~retcodec.report.fig_interneurons`,
 :mod:`~retcodec.report.fig_stats`, :mod:`~retcodec.report.fig_trends`,
 :mod:`~retcodec.report.fig_ablation`, :mod:`~retcodec.report.fig_stimulus`,
-:mod:`~retcodec.report.fig_agreement`, :mod:`~retcodec.report.fig_mei`) on the shared style and helpers of
+:mod:`~retcodec.report.fig_agreement`, :mod:`~retcodec.report.fig_mei`,
+:mod:`~retcodec.report.fig_ensemble`) on the shared style and helpers of
 :mod:`~retcodec.report.figstyle`; this module is their public face and
 re-exports every plotting function, helper and constant listed in ``__all__``.
 """
@@ -33,6 +34,7 @@ from retcodec.report.fig_ablation import plot_ablation_curves
 from retcodec.report.fig_agreement import plot_layer_agreement
 from retcodec.report.fig_cells import plot_mode_cell_matrix
 from retcodec.report.fig_contributions import plot_contribution_heatmap
+from retcodec.report.fig_ensemble import plot_ensemble_predictions
 from retcodec.report.fig_interneurons import plot_interneuron_matches
 from retcodec.report.fig_mei import plot_meis
 from retcodec.report.fig_irfs import combination_labels, plot_irf_filters
@@ -47,5 +49,5 @@ from retcodec.report.figstyle import (DIVERGING, DT, FULL_WIDTH, SIGN_COLORS, SI
 __all__ = ["save_figure", "plot_contribution_heatmap", "plot_mode_cell_matrix", "plot_modes", "plot_mode_sweep",
            "plot_irf_filters", "plot_interneuron_matches", "plot_sparsity", "plot_fit_quality",
            "plot_layer_trends", "plot_ablation_curves", "plot_stimulus_view", "plot_layer_agreement", "plot_meis", "plot_cell_types",
-           "mode_names", "combination_labels", "type_colors",
+           "plot_ensemble_predictions", "mode_names", "combination_labels", "type_colors",
            "DT", "SIGN_COLORS", "DIVERGING", "FULL_WIDTH", "SIGN_GLYPHS", "METRIC_LABELS", "TYPE_MARKERS"]

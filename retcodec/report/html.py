@@ -89,6 +89,12 @@ CAPTIONS = {
                 "control (grey); bands: 95 % bootstrap intervals over modes. Crosses: random channel sets of "
                 "each contribution mode's size (own cells, bars 2.5–97.5 % over sets); open circles: the "
                 "mode's own set. Right: specificity, median over modes.",
+    "ensemble": "The ensemble's silencing predictions. Left: every model's predicted change of each cell's "
+                "mean rate when a recorded interneuron is silenced (one column per interneuron-cell pair, sorted "
+                "by the ensemble mean, black line); red pairs are stated (every model agrees on the sign and the "
+                "mean change is large enough), grey pairs are not. Right, when the truth is known: the ensemble "
+                "mean against the true change, thin bars ±1.96 × the spread over models, thick bars ±1.96 × "
+                "the spread over time; the dashed diagonal is a perfect prediction.",
     "stimulus_view": "A stretch of the stimulus with the cells' rates (model in colour, recorded trial average "
                      "in grey), each layer's mode loadings and the IRF moments (triangles); the numbered "
                      "moments' rank-1 spatial receptive fields are below (red centre = ON, blue = OFF).",
@@ -237,8 +243,28 @@ def _interneuron_section(inter: xr.Dataset | None) -> tuple[str, dict[str, Any]]
     return html_table(rows) + note + extra, info
 
 
+def _ensemble_html(exp: xr.Dataset, figures: str) -> str:
+    """How the ensemble makes the predictions, and how its stated pairs score against the truth."""
+    names = ", ".join(str(n) for n in exp["member_name"].values[1:])
+    text = (f"<p><b>Model uncertainty.</b> The interneuron predictions come from an ensemble of "
+            f"{exp.sizes['member']} models fitted to the same recording with different seeds and held-out "
+            f"blocks (the primary model and {html.escape(names)}). Each model matches every recorded interneuron "
+            f"to its own best unit and silences that unit's channel; the prediction is the mean over models and "
+            f"its 95 % interval combines the spread over models with the spread over time. A change is stated "
+            f"only when every model predicts its sign and the mean change is at least "
+            f"{100 * float(exp.attrs.get('min_stated_effect', np.nan)):.0f} %: "
+            f"{int(np.asarray(exp['stated'].values).sum())} of {int(np.asarray(exp['stated'].values).size)} "
+            f"pairs.")
+    if "stated_sign_accuracy" in exp and np.isfinite(float(exp["stated_sign_accuracy"])):
+        text += (f" Against the truth, the stated pairs with a true change of at least 20 % "
+                 f"({int(float(exp['n_stated_sign_pairs']))}) have the right sign for "
+                 f"<b>{100 * float(exp['stated_sign_accuracy']):.0f} %</b> (the correlational baseline on the "
+                 f"same pairs: {100 * float(exp['stated_baseline_sign_accuracy']):.0f} %).")
+    return text + "</p>" + figures
+
+
 def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figures: str = "",
-                        random_state: int = 0) -> tuple[str, list[str], dict[str, Any]]:
+                        random_state: int = 0, ensemble_figures: str = "") -> tuple[str, list[str], dict[str, Any]]:
     if exp is None:
         return "<p class='note'>No experiments were run.</p>", [], {}
     from retcodec.analysis.ablation import ablation_curves
@@ -280,6 +306,8 @@ def _experiment_section(exp: xr.Dataset | None, cell_types: Any, ablation_figure
             f"correlation with each cell's rate, {fmt(info['baseline_spearman'])}); sign correct on "
             f"<b>{fmt(100 * (info['sign_accuracy'] or np.nan), 0)} %</b> of the {fmt(int(info['n_sign_pairs'] or 0))} "
             f"pairs whose true effect is at least 20 % (baseline {fmt(100 * (info['baseline_sign_accuracy'] or np.nan), 0)} %).</p>")
+    if "member_effect" in exp:
+        parts.append(_ensemble_html(exp, ensemble_figures))
     parts.append(ablation_html(curves) + ablation_figures)
     parts.append("<h3>Hypotheses to take to the rig</h3>")
     parts.append("<ol>" + "".join(f"<li>{html.escape(s)}</li>" for s in lines) + "</ol>" if lines else
@@ -425,7 +453,8 @@ def write_report(run: Any, results: Mapping[str, Any]) -> Path:
     type_rows, type_info = _type_rows(types)
     inter_html, inter_info = _interneuron_section(results.get("interneurons"))
     exp_html, hyps, exp_info = _experiment_section(results.get("experiments"), cell_types,
-                                                   _figures(figures, "ablation"), int(cfg.random_state or 0))
+                                                   _figures(figures, "ablation"), int(cfg.random_state or 0),
+                                                   _figures(figures, "ensemble"))
 
     s: list[str] = []
     s.append(f"<h1>retcodec report</h1><p>Model <code>{html.escape(str(run.inputs.model_path))}</code> on "
