@@ -364,6 +364,9 @@ def fit_ensemble(recording: xr.Dataset, members: int = ENSEMBLE_MEMBERS, *, out:
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ConfigurationError(f"members must be a positive integer, got {members!r}")
     cfg = config or FitConfig()
+    for name in ("random_state", "seed"):   # the base seed: member k adds k to it
+        if name in kwargs:
+            cfg = dataclasses.replace(cfg, seed=int(kwargs.pop(name)))
     paths: list[Any] = [None] * members
     if out is not None:                     # every member's path checked before any work (fit checks one)
         from retcodec.io.models import check_checkpoint_output

@@ -51,6 +51,8 @@ def test_ensemble_members_differ_in_seed_and_held_out_block_and_member_zero_is_t
         torch.testing.assert_close(a, b)
     with pytest.raises(ConfigurationError, match="members"):
         fit_ensemble(rec, 0, config=config)
+    reseeded = fit_ensemble(rec, 2, config=config, seed=7, progress=False)     # a seed keyword is the base seed
+    assert [m.meta["fit"]["seed"] for m, _ in reseeded] == [7, 8]
 
 
 def _result(pred: np.ndarray, se: float = 0.01) -> xr.Dataset:

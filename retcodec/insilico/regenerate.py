@@ -6,9 +6,12 @@
    :func:`retcodec.insilico.retina.simulate`, the v1 retina) writes the full-length
    in-silico recordings (with their ground truth: types, wiring, silencing effects)
    and interneuron files under ``<work>/data``;
-2. :func:`retcodec.fitting.fit` fits the published ``VaryModel`` layout to the
-   natural-scene and the white-noise train splits (centres from the white-noise
-   STA), writing ``<work>/models/insilico_{naturalscene,whitenoise}.pt``;
+2. :func:`retcodec.fitting.fit_ensemble` fits the published ``VaryModel`` layout to the
+   natural-scene train split (an ensemble of ``ENSEMBLE_MEMBERS`` models: seeds
+   ``seed + k``, held-out blocks ``-1 - k``) and :func:`retcodec.fitting.fit` to the
+   white-noise one (centres from the white-noise STA), writing
+   ``<work>/models/insilico_{naturalscene,whitenoise}.pt`` and
+   ``insilico_naturalscene_m1.pt``, ...;
 3. :func:`retcodec.analysis.evaluation.evaluate` scores each model on its test split
    (``<work>/models/*_evaluation.nc``);
 4. with ``bundle=True`` the files are copied into the checkout's ``datasets/``
@@ -37,7 +40,8 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
     Returns a dict of written paths, the evaluation medians and timings (s).
     """
     from retcodec.analysis.evaluation import evaluate, format_evaluation
-    from retcodec.fitting import fit
+    from retcodec.defaults import ENSEMBLE_MEMBERS
+    from retcodec.fitting import fit_ensemble
     from retcodec.io.recordings import load_recording
     from retcodec.io.storage import write_netcdf_atomic
 
@@ -54,8 +58,10 @@ def regenerate(work: str | Path = "work/regenerate", seed: int = 0, bundle: bool
         train = load_recording(paths[kind], split="train")
         test = load_recording(paths[kind], split="test")
         out = work / "models" / f"insilico_{kind}.pt"
-        model, history = fit(train, test=test, out=out, seed=seed, progress=progress, device=device,
-                             **fit_options)
+        members = ENSEMBLE_MEMBERS if kind == "naturalscene" else 1     # the ensemble of the predictions
+        fitted = fit_ensemble(train, members, test=test, out=out, seed=seed, progress=progress, device=device,
+                              **fit_options)
+        model, history = fitted[0]
         ev = evaluate(model, test, device=device)
         write_netcdf_atomic(ev, out.with_name(f"insilico_{kind}_evaluation.nc"))
         write_netcdf_atomic(history, out.with_name(f"insilico_{kind}_history.nc"))
@@ -148,7 +154,8 @@ def bundle_files(work: str | Path, repo: str | Path | None = None,
         written.append(str(dst))
         model = work / "models" / f"insilico_{kind}.pt"
         (repo / "models").mkdir(exist_ok=True)
-        for f in (model, model.with_name(f"insilico_{kind}_evaluation.nc")):
+        members = sorted(model.parent.glob(f"insilico_{kind}_m[0-9]*.pt"))       # the ensemble's other members
+        for f in (model, model.with_name(f"insilico_{kind}_evaluation.nc"), *members):
             shutil.copyfile(f, repo / "models" / f.name)
             written.append(str(repo / "models" / f.name))
     src_int = work / "data" / "interneurons"
