@@ -171,3 +171,18 @@ def test_run_with_an_identical_member_keeps_the_primary_prediction_and_reuses_ea
     assert (tmp_path / "results" / "figures" / "ensemble.png").is_file()
     report = (tmp_path / "results" / "report.html").read_text()
     assert "Model uncertainty" in report and "an ensemble of 2 models" in report
+
+
+def test_the_center_can_be_the_median_or_the_primary_and_the_spread_stays_the_models():
+    primary = np.array([[0.30, -0.05]])
+    m1, m2 = np.array([[0.50, 0.05]]), np.array([[0.40, -0.30]])
+    members = [_member(m1), _member(m2)]
+    median = combine_members(_result(primary), members, center="median")
+    np.testing.assert_allclose(median["predicted_effect"], [[0.40, -0.05]])
+    first = combine_members(_result(primary), members, center="primary")
+    np.testing.assert_allclose(first["predicted_effect"], primary)
+    np.testing.assert_allclose(first["model_spread"], median["model_spread"])
+    np.testing.assert_allclose(first["sign_agreement"], [[1, 2 / 3]])
+    assert first.attrs["ensemble_center"] == "primary"
+    with pytest.raises(ConfigurationError, match="center"):
+        combine_members(_result(primary), members, center="mode")

@@ -7,8 +7,7 @@ repeats the interneuron experiment in every member:
 
 1. :func:`member_predictions` matches each recorded interneuron to the member's best
    unit (:func:`~retcodec.analysis.interneuron_match.match_interneurons`, cross-validated
-   as for the primary model, on at most ``match_windows`` windows per stimulus) and
-   silences that unit's channel on the analysed windows (the effect and its standard
+   as for the primary model, on the same interneuron windows) and silences that unit's channel on the analysed windows (the effect and its standard
    error over time blocks);
 2. :func:`combine_members` stacks the primary model's own channel prediction (member 0)
    with the members' into ``member_effect (member, interneuron, cell)`` and replaces
@@ -38,26 +37,30 @@ from retcodec.engine.model_inputs import model_input
 from retcodec.engine.perturb import DEFAULT_BATCH_SIZE, Silencer
 from retcodec.errors import ConfigurationError, ShapeError
 
-__all__ = ["MIN_STATED_EFFECT", "MATCH_WINDOWS", "MEMBER_SHIFTS", "member_predictions", "combine_members",
+__all__ = ["CENTER", "CENTERS", "MIN_STATED_EFFECT", "MEMBER_SHIFTS", "member_predictions", "combine_members",
            "ensemble_scores", "add_ensemble"]
 
 #: a pair is stated only when the ensemble's mean |effect| reaches this (chosen on tuning retinas)
 MIN_STATED_EFFECT = 0.1
-#: windows per stimulus type on which each extra member is matched to the interneurons
-MATCH_WINDOWS = 2000
+#: the ensemble's prediction: "mean" or "median" over models, or "primary" (member 0; the others then give
+#: the interval and the agreement only). Chosen on tuning retinas (docs/experiments.md)
+CENTER = "mean"
+CENTERS = ("mean", "median", "primary")
 #: circular shifts of the members' match (its chance level is not used: the primary's decides blind spots)
 MEMBER_SHIFTS = 2
 
 
 def member_predictions(model: torch.nn.Module, windows: Any, interneurons: Sequence[str | Path],
                        layers: Sequence[str], max_windows: int | None = None,
-                       match_windows: int | None = MATCH_WINDOWS, n_blocks: int = N_BLOCKS,
+                       match_windows: int | None = None, n_blocks: int = N_BLOCKS,
                        random_state: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
                        device: str | torch.device = "cpu") -> xr.Dataset:
     """One member's interneuron experiment: match, then silence each match's channel.
 
     ``windows``: the analysed stimulus (as for :func:`~retcodec.analysis.experiments.experiments`),
-    subsampled to ``max_windows`` evenly spaced windows; ``interneurons``: the interneuron files.
+    subsampled to ``max_windows`` evenly spaced windows; ``interneurons``: the interneuron files,
+    matched on their first ``match_windows`` windows per stimulus (None: all, as the primary's
+    default: a member matched on less data picks noisier units).
     Returns ``effect``/``effect_se (interneuron, cell)`` (fractional change of the mean
     rate, its standard error over ``n_blocks`` time blocks), ``matched_unit`` and
     ``heldout_correlation (interneuron)``.
@@ -79,7 +82,7 @@ def member_predictions(model: torch.nn.Module, windows: Any, interneurons: Seque
 
 
 def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Sequence[str] | None = None,
-                    min_effect: float = MIN_STATED_EFFECT) -> xr.Dataset:
+                    min_effect: float = MIN_STATED_EFFECT, center: str = CENTER) -> xr.Dataset:
     """``result`` (``experiments.nc``) with the ensemble's prediction (see the module docstring).
 
     ``members``: :func:`member_predictions` of the extra models (the primary model is
@@ -105,7 +108,9 @@ def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Se
     units = np.stack([[f"{l}/{int(c)}" for l, c in zip(result["matched_layer"].values,
                                                           result["matched_channel"].values)]]
                      + [np.asarray(m["matched_unit"].values, str) for m in members])
-    mean = effects.mean(axis=0)
+    if center not in CENTERS:
+        raise ConfigurationError(f"center must be one of {CENTERS}, got {center!r}")
+    mean = {"mean": np.mean, "median": np.median}[center](effects, axis=0) if center != "primary" else primary
     spread = effects.std(axis=0, ddof=1) if len(effects) > 1 else np.zeros_like(mean)
     time_se = np.sqrt(np.mean(ses ** 2, axis=0))
     total = np.sqrt(time_se ** 2 + spread ** 2)
@@ -130,7 +135,7 @@ def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Se
         stated=(pair, stated, {"long_name": f"every model agrees on the sign and the mean |effect| >= "
                                             f"{min_effect}; a model counterpart; a well-fitted cell"}),
         predicted_effect=(pair, mean, {**result["predicted_effect"].attrs,
-                                       "description": f"mean over the {len(effects)} models of the ensemble "
+                                       "description": f"{center} over the {len(effects)} models of the ensemble "
                                                       f"of each model's best-matching channel silenced"}),
         effect_se=(pair, total, {"long_name": "standard error: spread over time and over models combined"}),
         effect_low=(pair, mean - INTERVAL_Z * total, {"long_name": "lower end of the 95 % interval"}),
@@ -142,7 +147,7 @@ def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Se
                    for v, extra in (("mapping_effect", mean), ("mapping_effect_se", total))}
         out = out.drop_dims("mapping").assign_coords(mapping=names)
         out = out.assign({v: (("mapping",) + pair, values, attrs) for v, (values, attrs) in stacked.items()})
-    out.attrs.update(ensemble_members=len(effects), min_stated_effect=min_effect)
+    out.attrs.update(ensemble_members=len(effects), min_stated_effect=min_effect, ensemble_center=center)
     return out
 
 
@@ -172,7 +177,7 @@ def ensemble_scores(result: xr.Dataset, threshold: float) -> dict[str, float]:
 
 def add_ensemble(result: xr.Dataset, members: Sequence[tuple[str, torch.nn.Module]], recording: xr.Dataset,
                  interneurons: Sequence[str | Path], layers: Sequence[str], max_windows: int | None = None,
-                 experiment_windows: int | None = None, match_windows: int | None = MATCH_WINDOWS,
+                 experiment_windows: int | None = None, match_windows: int | None = None,
                  truth: xr.Dataset | None = None, random_state: int = 0, device: str | torch.device = "cpu",
                  say: Any = None) -> xr.Dataset:
     """``result`` with the ensemble of the primary model and ``members`` ((name, model) pairs).

@@ -291,16 +291,15 @@ def stage_experiments(run: Run, contrib: xr.DataTree, modes: dict[str, xr.Datase
 
 def _with_ensemble(run: Run, ds: xr.Dataset, truth: xr.Dataset | None) -> xr.Dataset:
     """The experiments with the ensemble's prediction (:func:`retcodec.analysis.ensemble.add_ensemble`)."""
-    from retcodec.analysis.ensemble import MATCH_WINDOWS, add_ensemble
+    from retcodec.analysis.ensemble import add_ensemble
     from retcodec.io.models import load_model
 
     cfg, paths = run.cfg, run.inputs.ensemble_paths
     run.say(f"  ensemble of {len(paths) + 1} models: the primary and {', '.join(p.name for p in paths)}")
     members = [(p.name, load_model(p, device=cfg.device)) for p in paths]
-    match_windows = min(cfg.interneuron_windows or MATCH_WINDOWS, MATCH_WINDOWS)
     return add_ensemble(ds, members, run.inputs.recording, [str(p) for p in run.inputs.interneuron_paths],
                         cfg.layers, max_windows=cfg.max_windows, experiment_windows=cfg.experiment_windows,
-                        match_windows=match_windows, truth=truth, random_state=cfg.random_state,
+                        match_windows=cfg.interneuron_windows, truth=truth, random_state=cfg.random_state,
                         device=cfg.device, say=run.say)
 
 
