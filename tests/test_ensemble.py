@@ -79,7 +79,8 @@ def test_combining_members_known_answer():
     primary = np.array([[0.30, -0.05, 0.50], [-0.40, 0.20, 0.02]])
     m1 = np.array([[0.50, 0.05, 0.40], [-0.20, 0.20, -0.02]])
     m2 = np.array([[0.40, -0.30, 0.60], [-0.30, 0.20, 0.03]])
-    out = combine_members(_result(primary, se=0.03), [_member(m1, 0.03), _member(m2, 0.03)], names=["a", "b"])
+    out = combine_members(_result(primary, se=0.03), [_member(m1, 0.03), _member(m2, 0.03)], names=["a", "b"],
+                          center="mean")
     stack = np.stack([primary, m1, m2])
     np.testing.assert_allclose(out["predicted_effect"], stack.mean(0))
     np.testing.assert_allclose(out["model_spread"], stack.std(0, ddof=1))
@@ -92,6 +93,9 @@ def test_combining_members_known_answer():
     assert list(out["member_name"].values) == ["primary", "a", "b"]
     assert out["member_unit"].sel(member=2).values.tolist() == ["conv1/0", "conv1/1"]
     assert set(out["prediction_mapping"].values) == {"ensemble"}
+    default = combine_members(_result(primary, se=0.03), [_member(m1, 0.03), _member(m2, 0.03)])
+    np.testing.assert_allclose(default["predicted_effect"], primary)   # the default centre: the primary model
+    np.testing.assert_allclose(default["model_spread"], out["model_spread"])
 
 
 def test_blind_spots_and_poorly_fit_cells_are_never_stated():

@@ -10,15 +10,16 @@ repeats the interneuron experiment in every member:
    as for the primary model, on the same interneuron windows) and silences that unit's channel on the analysed windows (the effect and its standard
    error over time blocks);
 2. :func:`combine_members` stacks the primary model's own channel prediction (member 0)
-   with the members' into ``member_effect (member, interneuron, cell)`` and replaces
-   ``predicted_effect`` by their mean. Its interval combines the spread over models
+   with the members' into ``member_effect (member, interneuron, cell)``. The
+   ensemble's ``predicted_effect`` is its centre, :data:`CENTER`: the primary model's
+   own prediction (the mean and the median over models scored lower on the tuning
+   retinas, ``docs/experiments.md``); its interval combines the spread over models
    (``model_spread``, the standard deviation over members) with the spread over time
-   (the members' block standard errors): mean ± 1.96 √(time² + model²).
-   ``sign_agreement`` is the share of members that predict the mean's sign, and a pair
-   is ``stated`` -- a hypothesis worth testing -- only when every member agrees on the
-   sign and the mean effect is at least :data:`MIN_STATED_EFFECT` (chosen on the tuning
-   retinas, ``docs/experiments.md``), the interneuron has a model counterpart and the
-   cell is fitted well.
+   (the members' block standard errors): centre ± 1.96 √(time² + model²).
+   ``sign_agreement`` is the share of members that predict the centre's sign, and a
+   pair is ``stated`` -- a hypothesis worth testing -- only when every member agrees on
+   the sign and the centre is at least :data:`MIN_STATED_EFFECT`, the interneuron has a
+   model counterpart and the cell is fitted well.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ __all__ = ["CENTER", "CENTERS", "MIN_STATED_EFFECT", "MEMBER_SHIFTS", "member_pr
 MIN_STATED_EFFECT = 0.1
 #: the ensemble's prediction: "mean" or "median" over models, or "primary" (member 0; the others then give
 #: the interval and the agreement only). Chosen on tuning retinas (docs/experiments.md)
-CENTER = "mean"
+CENTER = "primary"
 CENTERS = ("mean", "median", "primary")
 #: circular shifts of the members' match (its chance level is not used: the primary's decides blind spots)
 MEMBER_SHIFTS = 2

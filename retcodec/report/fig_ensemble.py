@@ -10,6 +10,8 @@ from retcodec.report.figstyle import FULL_WIDTH, as_dataset, require_variable
 __all__ = ["plot_ensemble_predictions"]
 
 _STATED, _UNSTATED = "#c0392b", "#9a9a9a"
+#: the truth panel's axes are linear within ± this many % and logarithmic beyond
+SYMLOG_PERCENT = 20.0
 
 
 def plot_ensemble_predictions(exp: xr.Dataset) -> Figure:
@@ -17,11 +19,12 @@ def plot_ensemble_predictions(exp: xr.Dataset) -> Figure:
 
     ``exp``: ``experiments.nc`` with an ensemble (``member_effect (member, interneuron,
     cell)``, ``predicted_effect``, ``model_spread``, ``time_se``, ``stated``). Left: every
-    model's prediction (dots, one column per pair) against the ensemble mean, pairs
-    sorted by it; red: stated (every model agrees on the sign, |mean| large enough),
-    grey: not stated. Right (with ``true_effect``): the ensemble mean against the true
-    effect, bars ±1.96 × the spread over models (thin) and over time (thick); the
-    diagonal is a perfect prediction. Effects in % of the intact rate.
+    model's prediction (dots, one column per pair) and the ensemble's prediction (its
+    centre, line), pairs sorted by it; red: stated (every model agrees on the sign, |mean| large enough),
+    grey: not stated. Right (with ``true_effect``): the ensemble's prediction against the
+    true effect, bars ±1.96 × the spread over models (thin) and over time (thick); the
+    diagonal is a perfect prediction; axes linear within ±20 % and logarithmic beyond.
+    Effects in % of the intact rate.
     """
     exp = as_dataset(exp, "exp")
     for name in ("member_effect", "predicted_effect", "model_spread", "time_se", "stated"):
@@ -29,6 +32,7 @@ def plot_ensemble_predictions(exp: xr.Dataset) -> Figure:
     members = exp["member_effect"].transpose("member", "interneuron", "cell").values.reshape(
         exp.sizes["member"], -1) * 100
     mean = exp["predicted_effect"].transpose("interneuron", "cell").values.ravel() * 100
+    center = str(exp.attrs.get("ensemble_center", "centre"))
     stated = exp["stated"].transpose("interneuron", "cell").values.ravel().astype(bool)
     has_truth = "true_effect" in exp and np.isfinite(exp["true_effect"].values).any()
     fig = Figure(figsize=(FULL_WIDTH, 3.4), layout="constrained")
@@ -39,14 +43,14 @@ def plot_ensemble_predictions(exp: xr.Dataset) -> Figure:
     for k in range(members.shape[0]):
         colors = np.where(stated[order], _STATED, _UNSTATED)
         ax.scatter(x, members[k, order], s=5, c=colors, alpha=0.6, linewidths=0)
-    ax.plot(x, mean[order], color="k", lw=1, label="ensemble mean")
+    ax.plot(x, mean[order], color="k", lw=1, label=f"ensemble prediction ({center})")
     ax.axhline(0, color="k", lw=0.5, ls=":")
-    ax.set_xlabel("(interneuron, cell) pairs, sorted by the ensemble mean")
+    ax.set_xlabel("interneuron-cell pairs, sorted")
     ax.set_ylabel("predicted change of the mean rate (%)")
     ax.set_title(f"{members.shape[0]} models: {int(stated.sum())} of {stated.size} pairs stated", fontsize=9)
     ax.scatter([], [], s=10, c=_STATED, label="a model, pair stated")
     ax.scatter([], [], s=10, c=_UNSTATED, label="a model, pair not stated")
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
     _clip(ax, members)
     if has_truth:
         true = exp["true_effect"].transpose("interneuron", "cell").values.ravel() * 100
@@ -59,13 +63,15 @@ def plot_ensemble_predictions(exp: xr.Dataset) -> Figure:
                         alpha=0.5)
             ax.errorbar(true[mask], mean[mask], yerr=1.96 * time_se[mask], fmt="o", ms=2.5, color=color,
                         ecolor=color, lw=1.5, alpha=0.8, label=f"{label} ({int(mask.sum())})")
-        lim = np.nanpercentile(np.abs(np.r_[true[ok], mean[ok]]), 99) * 1.1 if ok.any() else 1.0
+        lim = np.nanmax(np.abs(np.r_[true[ok], mean[ok]])) * 1.2 if ok.any() else 100.0
         ax.plot([-lim, lim], [-lim, lim], color="k", lw=0.5, ls="--")
+        ax.set_xscale("symlog", linthresh=SYMLOG_PERCENT)      # effects span -100 % to several hundred %
+        ax.set_yscale("symlog", linthresh=SYMLOG_PERCENT)
         ax.axhline(0, color="k", lw=0.5, ls=":")
         ax.axvline(0, color="k", lw=0.5, ls=":")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-        ax.set_xlabel("true change when the interneuron type is silenced (%)")
+        ax.set_xlabel("true change (%)")
         ax.set_ylabel("ensemble prediction (%)")
         title = "ensemble vs truth"
         if "spearman" in exp:

@@ -91,10 +91,11 @@ CAPTIONS = {
                 "mode's own set. Right: specificity, median over modes.",
     "ensemble": "The ensemble's silencing predictions. Left: every model's predicted change of each cell's "
                 "mean rate when a recorded interneuron is silenced (one column per interneuron-cell pair, sorted "
-                "by the ensemble mean, black line); red pairs are stated (every model agrees on the sign and the "
-                "mean change is large enough), grey pairs are not. Right, when the truth is known: the ensemble "
-                "mean against the true change, thin bars ±1.96 × the spread over models, thick bars ±1.96 × "
-                "the spread over time; the dashed diagonal is a perfect prediction.",
+                "by the ensemble's prediction, black line); red pairs are stated (every model agrees on the sign "
+                "and the change is large enough), grey pairs are not. Right, when the truth is known: the "
+                "ensemble's prediction against the true change, thin bars ±1.96 × the spread over models, thick "
+                "bars ±1.96 × the spread over time; the dashed diagonal is a perfect prediction; both axes are "
+                "linear within ±20 % and logarithmic beyond.",
     "stimulus_view": "A stretch of the stimulus with the cells' rates (model in colour, recorded trial average "
                      "in grey), each layer's mode loadings and the IRF moments (triangles); the numbered "
                      "moments' rank-1 spatial receptive fields are below (red centre = ON, blue = OFF).",
@@ -243,15 +244,20 @@ def _interneuron_section(inter: xr.Dataset | None) -> tuple[str, dict[str, Any]]
     return html_table(rows) + note + extra, info
 
 
+_CENTER_WORDS = {"primary": "the primary model's (the others give its spread)", "mean": "the mean over models",
+                 "median": "the median over models"}
+
+
 def _ensemble_html(exp: xr.Dataset, figures: str) -> str:
     """How the ensemble makes the predictions, and how its stated pairs score against the truth."""
     names = ", ".join(str(n) for n in exp["member_name"].values[1:])
     text = (f"<p><b>Model uncertainty.</b> The interneuron predictions come from an ensemble of "
             f"{exp.sizes['member']} models fitted to the same recording with different seeds and held-out "
             f"blocks (the primary model and {html.escape(names)}). Each model matches every recorded interneuron "
-            f"to its own best unit and silences that unit's channel; the prediction is the mean over models and "
+            f"to its own best unit and silences that unit's channel; the prediction is "
+            f"{_CENTER_WORDS.get(str(exp.attrs.get('ensemble_center')), 'the ensemble centre')} and "
             f"its 95 % interval combines the spread over models with the spread over time. A change is stated "
-            f"only when every model predicts its sign and the mean change is at least "
+            f"only when every model predicts its sign and the predicted change is at least "
             f"{100 * float(exp.attrs.get('min_stated_effect', np.nan)):.0f} %: "
             f"{int(np.asarray(exp['stated'].values).sum())} of {int(np.asarray(exp['stated'].values).size)} "
             f"pairs.")
