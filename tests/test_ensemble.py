@@ -190,3 +190,17 @@ def test_the_center_can_be_the_median_or_the_primary_and_the_spread_stays_the_mo
     assert first.attrs["ensemble_center"] == "primary"
     with pytest.raises(ConfigurationError, match="center"):
         combine_members(_result(primary), members, center="mode")
+
+
+def test_the_ensemble_figure_draws_both_panels_with_the_truth_and_refuses_a_single_model():
+    from retcodec.report.figures import plot_ensemble_predictions
+
+    pred = np.array([[0.5, -0.3, 0.05], [-0.9, 0.2, 0.0]])
+    out = combine_members(_result(pred), [_member(pred * 1.1), _member(pred * 0.8)])
+    assert len(plot_ensemble_predictions(out).axes) == 1                 # no truth: the models only
+    out["true_effect"] = (("interneuron", "cell"), np.array([[0.4, -0.2, 8.0], [-0.95, np.nan, 0.0]]))
+    fig = plot_ensemble_predictions(out)
+    assert len(fig.axes) == 2 and fig.axes[1].get_xscale() == "symlog"
+    assert "3 models: 4 of 6 pairs stated" == fig.axes[0].get_title()
+    with pytest.raises(ConfigurationError, match="member_effect"):
+        plot_ensemble_predictions(_result(pred))
