@@ -219,7 +219,8 @@ def split_windows(n_windows: int, n_val: int, history: int, block: int = -1) -> 
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not -n_blocks <= block < n_blocks:
         raise ConfigurationError(f"validation_block must be an integer in [-{n_blocks}, {n_blocks - 1}] "
                                  f"({n_blocks} blocks of {n_val} windows), got {block!r}")
-    start = (n_windows - n_val) if block in (-1, n_blocks - 1) else (block % n_blocks) * n_val
+    block %= n_blocks                       # the last block ends at the last window (n_windows % n_val spare)
+    start = n_windows - n_val if block == n_blocks - 1 else block * n_val
     val_idx = np.arange(start, start + n_val)
     all_idx = np.arange(n_windows)
     keep = (all_idx < start - history) | (all_idx >= start + n_val + history)
@@ -237,8 +238,8 @@ def fit(recording: xr.Dataset, *, config: FitConfig | None = None, centers: np.n
     recording's STA), ``test`` split for the final report, ``device``, ``out``
     (checkpoint path, written with :func:`retcodec.save_model`); ``random_state`` sets
     ``FitConfig.seed``; ``validation_block`` which contiguous block of the train
-    windows (of ``round(1 / val_fraction)`` equal blocks, Python indexing: -1 is the
-    last, the default) is held out for early stopping -- ensemble members differ in it
+    windows (of about ``1 / val_fraction`` equal blocks, :func:`split_windows`; Python
+    indexing: -1 is the last, the default) is held out for early stopping -- ensemble members differ in it
     (:func:`fit_ensemble`).
     Returns the fitted model (eval mode, best validation weights) and its
     training history as a Dataset over ``epoch``.

@@ -7,8 +7,8 @@ repeats the interneuron experiment in every member:
 
 1. :func:`member_predictions` matches each recorded interneuron to the member's best
    unit (:func:`~retcodec.analysis.interneuron_match.match_interneurons`, cross-validated
-   as for the primary model, on the same interneuron windows) and silences that unit's channel on the analysed windows (the effect and its standard
-   error over time blocks);
+   as for the primary model, on the same interneuron windows) and silences that unit's
+   channel on the analysed windows (the effect and its standard error over time blocks);
 2. :func:`combine_members` stacks the primary model's own channel prediction (member 0)
    with the members' into ``member_effect (member, interneuron, cell)``. The
    ensemble's ``predicted_effect`` is its centre, :data:`CENTER`: the primary model's
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from retcodec.analysis.experiments import SilencingRuns, subsample_index
+from retcodec.analysis.experiments import SilencingRuns, effect_scores, subsample_index
 from retcodec.analysis.hypotheses import INTERVAL_Z
 from retcodec.analysis.interneuron_match import match_interneurons
 from retcodec.analysis.silencing_effects import N_BLOCKS, block_effects, standard_error
@@ -41,7 +41,7 @@ from retcodec.errors import ConfigurationError, ShapeError
 __all__ = ["CENTER", "CENTERS", "MIN_STATED_EFFECT", "MEMBER_SHIFTS", "member_predictions", "combine_members",
            "ensemble_scores", "add_ensemble"]
 
-#: a pair is stated only when the ensemble's mean |effect| reaches this (chosen on tuning retinas)
+#: a pair is stated only when the ensemble's |prediction| reaches this (the hypotheses' 10 %; docs/experiments.md)
 MIN_STATED_EFFECT = 0.1
 #: the ensemble's prediction: "mean" or "median" over models, or "primary" (member 0; the others then give
 #: the interval and the agreement only). Chosen on tuning retinas (docs/experiments.md)
@@ -111,12 +111,12 @@ def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Se
                      + [np.asarray(m["matched_unit"].values, str) for m in members])
     if center not in CENTERS:
         raise ConfigurationError(f"center must be one of {CENTERS}, got {center!r}")
-    mean = {"mean": np.mean, "median": np.median}[center](effects, axis=0) if center != "primary" else primary
-    spread = effects.std(axis=0, ddof=1) if len(effects) > 1 else np.zeros_like(mean)
+    centre = {"mean": np.mean, "median": np.median}[center](effects, axis=0) if center != "primary" else primary
+    spread = effects.std(axis=0, ddof=1) if len(effects) > 1 else np.zeros_like(centre)
     time_se = np.sqrt(np.mean(ses ** 2, axis=0))
     total = np.sqrt(time_se ** 2 + spread ** 2)
-    agreement = np.mean(np.sign(effects) == np.sign(mean)[None], axis=0)
-    stated = (agreement == 1.0) & (np.abs(mean) >= min_effect)
+    agreement = np.mean(np.sign(effects) == np.sign(centre)[None], axis=0)
+    stated = (agreement == 1.0) & (np.abs(centre) >= min_effect)
     if "blind_spot" in result:
         stated &= ~np.asarray(result["blind_spot"].values, bool)[:, None]
     if "poorly_fit" in result:
@@ -133,20 +133,20 @@ def combine_members(result: xr.Dataset, members: Sequence[xr.Dataset], names: Se
         model_spread=(pair, spread, {"long_name": "standard deviation of the prediction over models"}),
         time_se=(pair, time_se, {"long_name": "root-mean-square over models of the standard error over time"}),
         sign_agreement=(pair, agreement, {"long_name": "share of models predicting the ensemble's sign"}),
-        stated=(pair, stated, {"long_name": f"every model agrees on the sign and the mean |effect| >= "
+        stated=(pair, stated, {"long_name": f"every model agrees on the sign and the ensemble's |effect| >= "
                                             f"{min_effect}; a model counterpart; a well-fitted cell"}),
-        predicted_effect=(pair, mean, {**result["predicted_effect"].attrs,
+        predicted_effect=(pair, centre, {**result["predicted_effect"].attrs,
                                        "description": f"{center} over the {len(effects)} models of the ensemble "
                                                       f"of each model's best-matching channel silenced"}),
         effect_se=(pair, total, {"long_name": "standard error: spread over time and over models combined"}),
-        effect_low=(pair, mean - INTERVAL_Z * total, {"long_name": "lower end of the 95 % interval"}),
-        effect_high=(pair, mean + INTERVAL_Z * total, {"long_name": "upper end of the 95 % interval"}),
+        effect_low=(pair, centre - INTERVAL_Z * total, {"long_name": "lower end of the 95 % interval"}),
+        effect_high=(pair, centre + INTERVAL_Z * total, {"long_name": "upper end of the 95 % interval"}),
         prediction_mapping=("interneuron", np.array(["ensemble"] * len(ids), dtype=str)))
     if "mapping_effect" in out:                   # "ensemble" beside the primary's own mappings
-        names = ["ensemble"] + [str(m) for m in out["mapping"].values]
+        mappings = ["ensemble"] + [str(m) for m in out["mapping"].values]
         stacked = {v: (np.concatenate([extra[None], out[v].transpose("mapping", *pair).values]), out[v].attrs)
-                   for v, extra in (("mapping_effect", mean), ("mapping_effect_se", total))}
-        out = out.drop_dims("mapping").assign_coords(mapping=names)
+                   for v, extra in (("mapping_effect", centre), ("mapping_effect_se", total))}
+        out = out.drop_dims("mapping").assign_coords(mapping=mappings)
         out = out.assign({v: (("mapping",) + pair, values, attrs) for v, (values, attrs) in stacked.items()})
     out.attrs.update(ensemble_members=len(effects), min_stated_effect=min_effect, ensemble_center=center)
     return out
@@ -170,9 +170,8 @@ def ensemble_scores(result: xr.Dataset, threshold: float) -> dict[str, float]:
     clear = stated & (np.abs(true) >= threshold)
     out = {"n_stated_pairs": float(stated.sum()), "n_stated_sign_pairs": float(clear.sum())}
     for prefix, name in (("stated_", "predicted_effect"), ("stated_baseline_", "baseline_prediction")):
-        pred = np.asarray(result[name].values, float)
-        out[f"{prefix}sign_accuracy"] = (float(np.mean(np.sign(pred[clear]) == np.sign(true[clear])))
-                                         if clear.any() else float("nan"))
+        only_stated = np.where(stated, np.asarray(result[name].values, float), np.nan)
+        out[f"{prefix}sign_accuracy"] = effect_scores(only_stated, true, threshold)["sign_accuracy"]
     return out
 
 
